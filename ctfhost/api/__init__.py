@@ -1,0 +1,64 @@
+"""The REST API: flask-smorest setup, error answers, Swagger UI assets, blueprints."""
+
+import logging
+
+import flask
+import peewee
+import redis
+import swagger_ui_bundle
+from flask_smorest import Api
+
+from ctfhost.api.auth import SECURITY_SCHEMES
+from ctfhost.plugins import get_plugins
+from ctfhost.services.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+
+def _error(status, message, errors=None, headers=None):
+    from werkzeug.http import HTTP_STATUS_CODES
+
+    payload = {"code": status, "status": HTTP_STATUS_CODES.get(status, "Error"), "message": message}
+    if errors is not None:
+        payload["errors"] = errors
+    response = flask.jsonify(payload)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def register_error_handlers(app):
+    @app.errorhandler(ServiceError)
+    def _service_error(exc):
+        return _error(exc.status, exc.message, exc.errors, exc.headers)
+
+    @app.errorhandler(peewee.OperationalError)
+    def _database_down(exc):
+        log.error("database error: %s", exc)
+        return _error(503, "the database is unavailable; try again")
+
+    @app.errorhandler(redis.exceptions.ConnectionError)
+    def _redis_down(exc):
+        log.error("redis error: %s", exc)
+        return _error(503, "the job queue (Redis) is unavailable; try again")
+
+
+def register_api(app):
+    from ctfhost.api import challenges, health, instances, settings, workers
+
+    api = Api(app)
+    for name, scheme in SECURITY_SCHEMES.items():
+        api.spec.components.security_scheme(name, scheme)
+    app.extensions["ctfhost.api"] = api
+
+    assets = flask.Blueprint(
+        "swagger_ui_assets", __name__, static_folder=swagger_ui_bundle.swagger_ui_path, static_url_path="/docs/assets"
+    )
+    app.register_blueprint(assets)
+
+    for module in (health, challenges, instances, workers, settings):
+        api.register_blueprint(module.blp)
+    app.add_url_rule("/health", "health_root", health.health_view, methods=["GET"])
+    get_plugins(app).register_blueprints(app, api)
+    register_error_handlers(app)
+    return api

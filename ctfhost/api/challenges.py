@@ -1,0 +1,148 @@
+"""/api/v1/challenges: register, read, change and remove challenges."""
+
+import json
+
+from flask.views import MethodView
+from flask_smorest.error_handler import ErrorSchema
+from marshmallow import Schema, ValidationError, fields, validate
+
+from ctfhost.api.auth import Blueprint
+from ctfhost.api.fields import StrictInteger, UTCDateTime
+from ctfhost.services import challenges as service
+
+blp = Blueprint("challenges", __name__, url_prefix="/api/v1/challenges", description="Challenges that teams can launch.")
+
+SLUG = r"^[a-z0-9][a-z0-9-]*[a-z0-9]$"
+
+
+class ExtraConfig(fields.Field):
+    """A string holding a JSON object of runtime options (an object is accepted too)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("metadata", {}).update(
+            {"type": "string", "example": '{"env": {"MODE": "easy"}, "readiness_timeout": 30}'}
+        )
+        super().__init__(**kwargs)
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return value
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, dict):
+            return json.dumps(value, sort_keys=True)
+        if not isinstance(value, str):
+            raise ValidationError("Must be a string holding a JSON object.")
+        if not value.strip():
+            return "{}"
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            raise ValidationError(f"Not valid JSON: {exc}.") from None
+        if not isinstance(parsed, dict):
+            raise ValidationError("Must hold a JSON object.")
+        return value
+
+
+class ChallengeSchema(Schema):
+    id = fields.String(
+        required=True,
+        validate=[
+            validate.Length(min=2, max=63),
+            validate.Regexp(SLUG, error="Must be a slug: lowercase letters, digits and inner hyphens."),
+        ],
+        metadata={"description": "Slug, equal to the CTFd challenge slug", "example": "web-babysql"},
+    )
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    runtime = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=64),
+        metadata={"description": "A runtime an installed plugin provides (see `flask ctfhost plugins`)", "example": "docker"},
+    )
+    image = fields.String(required=True, validate=validate.Length(min=1, max=500))
+    port = StrictInteger(required=True, validate=validate.Range(min=1, max=65535))
+    cpu_count = StrictInteger(load_default=1, validate=validate.OneOf([1, 2, 4]))
+    memory_mb = StrictInteger(load_default=512, validate=validate.OneOf([512, 1024, 2048]))
+    ttl_seconds = StrictInteger(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=1),
+        metadata={"description": "Instance lifetime; null uses the global default_ttl_seconds"},
+    )
+    extra_config = ExtraConfig(load_default="{}")
+    created_at = UTCDateTime(dump_only=True)
+    updated_at = UTCDateTime(dump_only=True)
+
+
+class ChallengePatchSchema(ChallengeSchema):
+    class Meta:
+        exclude = ("id",)
+
+    # no defaults on PATCH: only the fields given change
+    cpu_count = StrictInteger(validate=validate.OneOf([1, 2, 4]))
+    memory_mb = StrictInteger(validate=validate.OneOf([512, 1024, 2048]))
+    ttl_seconds = StrictInteger(allow_none=True, validate=validate.Range(min=1))
+    extra_config = ExtraConfig()
+
+
+class DeleteArgsSchema(Schema):
+    force = fields.Boolean(load_default=False, metadata={"description": "Destroy active instances first"})
+
+
+class WeightsSchema(Schema):
+    weights = fields.Dict(keys=fields.String(), values=fields.Float())
+
+
+@blp.route("")
+class Challenges(MethodView):
+    @blp.api_key_required
+    @blp.response(200, ChallengeSchema(many=True))
+    def get(self):
+        """List challenges"""
+        return service.list_challenges()
+
+    @blp.api_key_required
+    @blp.arguments(ChallengeSchema)
+    @blp.response(201, ChallengeSchema)
+    @blp.alt_response(409, schema=ErrorSchema, description="A challenge with this id exists.")
+    def post(self, data):
+        """Register a challenge"""
+        return service.create_challenge(data)
+
+
+@blp.route("/<string:challenge_id>")
+class ChallengeById(MethodView):
+    @blp.api_key_required
+    @blp.response(200, ChallengeSchema)
+    @blp.alt_response(404, schema=ErrorSchema, description="No such challenge.")
+    def get(self, challenge_id):
+        """Get a challenge"""
+        return service.get_challenge(challenge_id)
+
+    @blp.api_key_required
+    @blp.arguments(ChallengePatchSchema(partial=True))
+    @blp.response(200, ChallengeSchema)
+    @blp.alt_response(404, schema=ErrorSchema, description="No such challenge.")
+    def patch(self, changes, challenge_id):
+        """Change some fields of a challenge"""
+        return service.update_challenge(challenge_id, changes)
+
+    @blp.api_key_required
+    @blp.arguments(DeleteArgsSchema, location="query")
+    @blp.response(204)
+    @blp.alt_response(404, schema=ErrorSchema, description="No such challenge.")
+    @blp.alt_response(409, schema=ErrorSchema, description="The challenge has active instances and force is not set.")
+    def delete(self, args, challenge_id):
+        """Delete a challenge (force=true destroys its active instances first)"""
+        service.delete_challenge(challenge_id, force=args["force"])
+
+
+@blp.route("/<string:challenge_id>/weights")
+@blp.api_key_required
+@blp.response(200, WeightsSchema)
+@blp.alt_response(404, schema=ErrorSchema, description="No such challenge.")
+def weights(challenge_id):
+    """Per-team weights plugins report for a challenge"""
+    from ctfhost.plugins import get_plugins
+
+    challenge = service.get_challenge(challenge_id)
+    return {"weights": get_plugins().collect_weights(challenge)}

@@ -1,0 +1,114 @@
+"""/api/v1/instances: launch, read, renew, restart and stop team instances."""
+
+from flask.views import MethodView
+from flask_smorest.error_handler import ErrorSchema
+from marshmallow import Schema, fields, validate
+
+from ctfhost.api.auth import Blueprint
+from ctfhost.api.fields import StrictInteger, TeamId, UTCDateTime
+from ctfhost.models import STATUSES
+from ctfhost.services import instances as service
+
+blp = Blueprint("instances", __name__, url_prefix="/api/v1/instances", description="Per-team challenge instances.")
+
+
+class InstanceSchema(Schema):
+    id = fields.UUID(dump_only=True)
+    team_id = TeamId(attribute="team")
+    challenge_id = fields.String()
+    runtime = fields.String()
+    status = fields.String(metadata={"enum": list(STATUSES)})
+    endpoint = fields.String(metadata={"description": "The proxy URL of the instance, set from the start"})
+    worker_id = fields.String(allow_none=True)
+    expires_at = UTCDateTime()
+    started_at = UTCDateTime(allow_none=True, metadata={"description": "null until running"})
+    created_at = UTCDateTime()
+    ended_at = UTCDateTime(allow_none=True)
+    error = fields.String(allow_none=True, metadata={"description": "Why the instance is in status error"})
+
+
+class LaunchSchema(Schema):
+    team_id = TeamId(required=True)
+    challenge_id = fields.String(required=True, validate=validate.Length(min=1, max=63))
+
+
+class ListArgsSchema(Schema):
+    team_id = fields.String(validate=validate.Length(min=1, max=64))
+    challenge_id = fields.String(validate=validate.Length(min=1, max=63))
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+
+class RenewSchema(Schema):
+    expires_at = UTCDateTime()
+    seconds_added = StrictInteger()
+
+
+@blp.route("")
+class Instances(MethodView):
+    @blp.api_key_required
+    @blp.arguments(ListArgsSchema, location="query")
+    @blp.response(200, InstanceSchema(many=True), headers={"X-Total-Count": {"description": "Rows matching the filters", "schema": {"type": "integer"}}})
+    def get(self, args):
+        """List instances, newest first (filters; LIMIT/OFFSET pagination)"""
+        rows, total = service.list_instances(**args)
+        return rows, {"X-Total-Count": str(total)}
+
+    @blp.api_key_required
+    @blp.arguments(LaunchSchema)
+    @blp.response(201, InstanceSchema, description="The pending instance; its endpoint is final.")
+    @blp.alt_response(404, schema=ErrorSchema, description="No such challenge.")
+    @blp.alt_response(409, schema=ErrorSchema, description="The team already has an active instance of it.")
+    @blp.alt_response(503, schema=ErrorSchema, description="No worker has room, or the queue is down; nothing was created.")
+    def post(self, data):
+        """Launch an instance for a team"""
+        return service.create_instance(data["team_id"], data["challenge_id"])
+
+
+@blp.route("/<uuid:instance_id>")
+class InstanceById(MethodView):
+    @blp.api_key_required
+    @blp.response(200, InstanceSchema)
+    @blp.alt_response(404, schema=ErrorSchema, description="No such instance.")
+    def get(self, instance_id):
+        """Get an instance"""
+        return service.get_instance(instance_id)
+
+    @blp.api_key_required
+    @blp.response(204, description="Ended; its route is gone and a job removes its resources.")
+    @blp.alt_response(404, schema=ErrorSchema, description="No such instance.")
+    def delete(self, instance_id):
+        """Stop and remove an instance"""
+        service.destroy_instance(instance_id)
+
+
+@blp.route("/<uuid:instance_id>/restart", methods=["POST"])
+@blp.api_key_required
+@blp.response(200, InstanceSchema, description="The new pending instance (new id, new hostname, full TTL).")
+@blp.alt_response(404, schema=ErrorSchema, description="No such instance.")
+@blp.alt_response(409, schema=ErrorSchema, description="The instance is not active.")
+@blp.alt_response(503, schema=ErrorSchema, description="No worker has room; the old instance is kept.")
+def restart(instance_id):
+    """Replace an instance with a fresh one"""
+    return service.restart_instance(instance_id)
+
+
+@blp.route("/<uuid:instance_id>/renew", methods=["POST"])
+@blp.api_key_required
+@blp.response(200, RenewSchema)
+@blp.alt_response(404, schema=ErrorSchema, description="No such instance.")
+@blp.alt_response(409, schema=ErrorSchema, description="Not active, or renewing would not extend it.")
+def renew(instance_id):
+    """Extend an instance to now + the challenge TTL"""
+    expires_at, added = service.renew_instance(instance_id)
+    return {"expires_at": expires_at, "seconds_added": added}
+
+
+@blp.route("/team/<string:team_id>/<string:challenge_id>")
+@blp.api_key_required
+@blp.response(200, InstanceSchema)
+@blp.alt_response(404, schema=ErrorSchema, description="The team has no active instance of this challenge.")
+def team_instance(team_id, challenge_id):
+    """The team's active instance of a challenge"""
+    return service.get_active(team_id, challenge_id)

@@ -1,0 +1,38 @@
+"""/api/v1/settings: operator settings stored in the database."""
+
+from flask.views import MethodView
+from marshmallow import Schema, validate
+
+from ctfhost.api.auth import Blueprint
+from ctfhost.api.fields import StrictInteger
+from ctfhost.services import settings as service
+
+blp = Blueprint("settings", __name__, url_prefix="/api/v1/settings", description="Global settings.")
+
+
+class SettingsSchema(Schema):
+    default_ttl_seconds = StrictInteger(
+        required=True,
+        validate=validate.Range(min=1),
+        metadata={"description": "Instance lifetime for challenges without ttl_seconds"},
+    )
+
+
+class SettingsPatchSchema(SettingsSchema):
+    """Only the settings given change."""
+
+
+@blp.route("")
+class Settings(MethodView):
+    @blp.api_key_required
+    @blp.response(200, SettingsSchema)
+    def get(self):
+        """Current settings"""
+        return service.get_settings()
+
+    @blp.api_key_required
+    @blp.arguments(SettingsPatchSchema(partial=True))
+    @blp.response(200, SettingsSchema)
+    def patch(self, changes):
+        """Change settings (persisted)"""
+        return service.update_settings(changes)

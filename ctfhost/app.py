@@ -1,0 +1,65 @@
+"""The application factory: config, database, API, plugins and CLI."""
+
+import logging
+
+from flask import Flask
+
+from ctfhost import __version__, config as ctfhost_config
+from ctfhost.db import database, default_url, open_database
+from ctfhost.models import create_tables
+from ctfhost.plugins import Plugins
+
+API_DEFAULTS = {
+    "API_TITLE": "ctfhost",
+    "API_VERSION": __version__,
+    "OPENAPI_VERSION": "3.0.3",
+    "OPENAPI_URL_PREFIX": "/",
+    "OPENAPI_JSON_PATH": "openapi.json",
+    "OPENAPI_SWAGGER_UI_PATH": "docs",
+    "OPENAPI_SWAGGER_UI_URL": "/docs/assets/",
+    "OPENAPI_SWAGGER_UI_CONFIG": {"persistAuthorization": True, "tryItOutEnabled": True},
+    "API_SPEC_OPTIONS": {
+        "info": {
+            "description": "Per-team instances of CTF challenges. Control-plane routes need the `x-api-key` header.",
+        },
+    },
+    "JSON_SORT_KEYS": True,
+}
+
+
+def create_app(config=None):
+    """Build the ctfhost Flask app; `config` overrides settings read from the environment."""
+    app = Flask("ctfhost")
+    app.config.update(API_DEFAULTS)
+    app.config.update(ctfhost_config.from_environment())
+    app.config.update(config or {})
+
+    logging.basicConfig(level=app.config.get("CTFHOST_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    url = app.config["CTFHOST_DATABASE_URL"] or default_url(app.instance_path)
+    app.config["CTFHOST_DATABASE_URL"] = url
+    open_database(url)
+    with database.connection_context():
+        create_tables()
+
+    disabled = (app.config.get("CTFHOST_DISABLED_PLUGINS") or "").split(",")
+    app.extensions["ctfhost.plugins"] = Plugins(disabled=disabled)
+
+    @app.before_request
+    def _connect():
+        database.connect(reuse_if_open=True)
+
+    @app.teardown_request
+    def _close(exc):
+        if not database.is_closed():
+            database.close()
+
+    from ctfhost.api import register_api
+
+    register_api(app)
+
+    from ctfhost.cli import ctfhost_group
+
+    app.cli.add_command(ctfhost_group)
+    app.extensions["ctfhost.plugins"].register_commands(ctfhost_group)
+    return app

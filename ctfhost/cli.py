@@ -1,0 +1,214 @@
+"""The `flask ctfhost` command group."""
+
+import json
+import sys
+
+import click
+import yaml
+from flask import current_app
+from flask.cli import AppGroup
+
+from ctfhost.services.errors import Invalid, ServiceError
+
+ctfhost_group = AppGroup("ctfhost", help="Operate ctfhost: workers, plugins, challenges, instances.")
+
+
+def _fail(exc):
+    if isinstance(exc, Invalid):
+        detail = json.dumps(exc.errors, indent=2, sort_keys=True, default=str)
+        raise click.ClickException(f"{exc.message}\n{detail}")
+    raise click.ClickException(exc.message)
+
+
+def _table(rows, columns):
+    if not rows:
+        click.echo("(none)")
+        return
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    click.echo("  ".join(c.upper().ljust(widths[c]) for c in columns))
+    for row in rows:
+        click.echo("  ".join(str(row.get(c, "") if row.get(c) is not None else "-").ljust(widths[c]) for c in columns))
+
+
+@ctfhost_group.command("worker")
+@click.option("--id", "worker_id", help="Worker id (default: CTFHOST_WORKER_ID or the host name).")
+@click.option("--address", help="Address the proxy uses to reach this host (default: CTFHOST_WORKER_ADDRESS or 127.0.0.1).")
+@click.option("--agent-port", type=int, help="Port of this agent, reported to the API (default 0: none).")
+@click.option("--runtime", "runtimes", multiple=True, help="Runtime to serve; repeat for several (default: every installed runtime).")
+@click.option("--max-instances", type=click.IntRange(min=0), help="Capacity (default: CTFHOST_WORKER_MAX_INSTANCES or 50).")
+@click.option("--concurrency", type=click.IntRange(min=1, max=64), help="Jobs run at once (default: CTFHOST_WORKER_CONCURRENCY or 4).")
+def worker_command(worker_id, address, agent_port, runtimes, max_instances, concurrency):
+    """Run the worker agent: register, heartbeat, expire, reconcile, run jobs."""
+    from ctfhost.agent import Agent
+
+    names = [name for value in runtimes for name in value.split(",") if name]
+    agent = Agent(
+        current_app._get_current_object(),
+        worker_id=worker_id,
+        address=address,
+        agent_port=agent_port,
+        runtimes=names or None,
+        max_instances=max_instances,
+        concurrency=concurrency,
+    )
+    try:
+        agent.run()
+    except ServiceError as exc:
+        _fail(exc)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@ctfhost_group.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plugins_command(as_json):
+    """List loaded plugins, their versions and hooks."""
+    from ctfhost.plugins import get_plugins
+
+    plugins = get_plugins()
+    rows = plugins.describe()
+    if as_json:
+        click.echo(json.dumps({"plugins": rows, "runtimes": plugins.runtimes(), "disabled": plugins.disabled}, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['name']} {row['version'] or ''}".rstrip())
+        click.echo(f"    hooks: {', '.join(row['hooks']) or '-'}")
+    click.echo(f"runtimes: {', '.join(plugins.runtimes()) or 'none'}")
+    if plugins.disabled:
+        click.echo(f"disabled: {', '.join(plugins.disabled)}")
+
+
+@ctfhost_group.command("init-db")
+def init_db_command():
+    """Create the database tables (safe to run again)."""
+    from ctfhost.db import database
+    from ctfhost.models import create_tables
+
+    with database.connection_context():
+        create_tables()
+    click.echo(f"database ready: {_safe_url(current_app.config['CTFHOST_DATABASE_URL'])}")
+
+
+def _safe_url(url):
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+@ctfhost_group.command("openapi")
+@click.option("--output", "-o", type=click.File("w"), default="-", help="File to write (default: stdout).")
+def openapi_command(output):
+    """Print the OpenAPI spec as JSON."""
+    api = current_app.extensions["ctfhost.api"]
+    output.write(json.dumps(api.spec.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+# -- challenges --------------------------------------------------------------
+
+challenges_group = AppGroup("challenges", help="Register and list challenges.")
+ctfhost_group.add_command(challenges_group)
+
+
+@challenges_group.command("import")
+@click.argument("path", type=click.File("r"))
+def challenges_import(path):
+    """Create or update challenges from a YAML or JSON list (all or nothing)."""
+    from marshmallow import ValidationError
+
+    from ctfhost.api.challenges import ChallengeSchema
+    from ctfhost.db import database
+    from ctfhost.services.challenges import import_challenges
+
+    try:
+        data = yaml.safe_load(path.read())
+    except yaml.YAMLError as exc:
+        raise click.ClickException(f"{path.name}: not valid YAML or JSON: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("challenges"), list):
+        data = data["challenges"]
+    if not isinstance(data, list):
+        raise click.ClickException(f"{path.name}: expected a list of challenges")
+    try:
+        items = ChallengeSchema(many=True).load(data)
+    except ValidationError as exc:
+        raise click.ClickException(f"{path.name}: invalid challenges:\n{json.dumps(exc.messages, indent=2, sort_keys=True, default=str)}") from None
+    with database.connection_context():
+        try:
+            created, updated = import_challenges(items)
+        except ServiceError as exc:
+            _fail(exc)
+    click.echo(f"imported {len(items)} challenge(s): {len(created)} created, {len(updated)} updated")
+
+
+@challenges_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def challenges_list(as_json):
+    """List challenges."""
+    from ctfhost.api.challenges import ChallengeSchema
+    from ctfhost.db import database
+    from ctfhost.services.challenges import list_challenges
+
+    with database.connection_context():
+        rows = ChallengeSchema(many=True).dump(list_challenges())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        _table(rows, ["id", "name", "runtime", "image", "port", "cpu_count", "memory_mb", "ttl_seconds"])
+
+
+# -- instances ---------------------------------------------------------------
+
+instances_group = AppGroup("instances", help="List and destroy instances.")
+ctfhost_group.add_command(instances_group)
+
+
+@instances_group.command("list")
+@click.option("--team", "team_id")
+@click.option("--challenge", "challenge_id")
+@click.option("--status", type=click.Choice(["pending", "running", "destroyed", "expired", "error"]))
+@click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def instances_list(team_id, challenge_id, status, limit, as_json):
+    """List instances, newest first."""
+    from ctfhost.api.instances import InstanceSchema
+    from ctfhost.db import database
+    from ctfhost.services.instances import list_instances
+
+    with database.connection_context():
+        rows, total = list_instances(team_id=team_id, challenge_id=challenge_id, status=status, limit=limit)
+        rows = InstanceSchema(many=True).dump(rows)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        _table(rows, ["id", "team_id", "challenge_id", "status", "endpoint", "expires_at"])
+        if total > len(rows):
+            click.echo(f"({len(rows)} of {total} shown)")
+
+
+@instances_group.command("destroy")
+@click.argument("instance_id")
+def instances_destroy(instance_id):
+    """Stop an instance and queue the removal of its resources."""
+    import uuid
+
+    from ctfhost.db import database
+    from ctfhost.services.instances import destroy_instance
+
+    try:
+        uuid.UUID(instance_id)
+    except ValueError:
+        raise click.ClickException(f"{instance_id!r} is not an instance id (a UUID)") from None
+    with database.connection_context():
+        try:
+            instance = destroy_instance(instance_id)
+        except ServiceError as exc:
+            _fail(exc)
+    click.echo(f"instance {instance.id} is {instance.status}; its resources are being removed")
+
+
+def main():  # pragma: no cover - convenience for `python -m ctfhost.cli`
+    from flask.cli import FlaskGroup
+
+    from ctfhost import create_app
+
+    FlaskGroup(create_app=create_app)(args=["ctfhost", *sys.argv[1:]])

@@ -1,0 +1,56 @@
+"""Settings read from CTFHOST_* environment variables."""
+
+import os
+
+# name -> (type, default); every CTFHOST_<NAME> becomes app.config["CTFHOST_<NAME>"]
+SETTINGS = {
+    "DATABASE_URL": (str, None),
+    "REDIS_URL": (str, "redis://127.0.0.1:6379/0"),
+    "API_KEY": (str, None),
+    "BASE_DOMAIN": (str, "localhost"),
+    "PUBLIC_PORT": (int, None),
+    "DEFAULT_TTL_SECONDS": (int, 1800),
+    "DISABLED_PLUGINS": (str, ""),
+    "READINESS_TIMEOUT_SECONDS": (float, 60.0),
+    "WORKER_ID": (str, None),
+    "WORKER_ADDRESS": (str, "127.0.0.1"),
+    "WORKER_AGENT_PORT": (int, 0),
+    "WORKER_RUNTIMES": (str, ""),
+    "WORKER_MAX_INSTANCES": (int, 50),
+    "WORKER_CONCURRENCY": (int, 4),
+    "WORKER_HEARTBEAT_SECONDS": (float, 30.0),
+    "WORKER_STALE_SECONDS": (float, 60.0),
+    "EXPIRY_INTERVAL_SECONDS": (float, 2.0),
+    "RECONCILE_INTERVAL_SECONDS": (float, 300.0),
+    "JOB_TIMEOUT_SECONDS": (int, 300),
+}
+
+
+class ConfigError(ValueError):
+    """A CTFHOST_* variable holds a value of the wrong type."""
+
+
+def _convert(name, kind, raw):
+    if kind is str:
+        return raw
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"CTFHOST_{name}={raw!r} is not a valid {kind.__name__}") from None
+
+
+def from_environment(environ=None):
+    """Return a dict of CTFHOST_* settings from the environment, typed, with defaults."""
+    environ = os.environ if environ is None else environ
+    config = {}
+    for name, (kind, default) in SETTINGS.items():
+        raw = environ.get(f"CTFHOST_{name}")
+        if raw is None or raw == "":
+            config[f"CTFHOST_{name}"] = default
+        else:
+            config[f"CTFHOST_{name}"] = _convert(name, kind, raw)
+    # plugins read their own CTFHOST_<PLUGIN>_* variables from app.config as strings
+    for key, value in environ.items():
+        if key.startswith("CTFHOST_") and key not in config:
+            config[key] = value
+    return config

@@ -1,0 +1,42 @@
+"""The peewee database proxy and how a URL becomes a connection."""
+
+import os
+
+import peewee
+from playhouse.db_url import connect
+
+database = peewee.DatabaseProxy()
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "busy_timeout": 30000,
+    "foreign_keys": 1,
+    "synchronous": "normal",
+}
+
+
+def default_url(instance_path):
+    os.makedirs(instance_path, exist_ok=True)
+    return "sqlite:///" + os.path.join(instance_path, "ctfhost.sqlite3")
+
+
+def open_database(url):
+    """Create the peewee database for `url` and point the proxy at it."""
+    if url.startswith("sqlite"):
+        # IMMEDIATE: a write transaction takes the lock when it begins, so two
+        # placements never read the same capacity and both commit.
+        db = connect(url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE", timeout=30)
+    elif url.startswith(("postgres", "postgresql")):
+        db = connect(url, autorollback=True)
+    else:
+        db = connect(url)
+    database.initialize(db)
+    return db
+
+
+def is_sqlite():
+    return isinstance(database.obj, peewee.SqliteDatabase)
+
+
+def is_postgresql():
+    return isinstance(database.obj, peewee.PostgresqlDatabase)

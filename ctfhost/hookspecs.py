@@ -1,0 +1,221 @@
+"""Every hook ctfhost calls, with what it is called with and what it expects back.
+
+Plugins implement these with ``@ctfhost.hookimpl``. Arguments keep the same
+names across hooks: ``app``, ``challenge``, ``instance``, ``request``,
+``worker``, ``runtime``. An implementation may accept any subset of them.
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("ctfhost")
+
+
+@hookspec
+def register_runtimes():
+    """Name the runtimes this plugin provides.
+
+    Called whenever the core needs the set of installed runtimes: to validate
+    a challenge's ``runtime``, to decide which runtimes a worker serves, and
+    for ``flask ctfhost plugins``.
+
+    :return: a list of runtime names (for example ``["docker"]``); the core
+        merges every plugin's list.
+    """
+
+
+@hookspec
+def validate_challenge(challenge):
+    """Check a challenge before it is created or changed.
+
+    Called in the web process on ``POST`` and ``PATCH /api/v1/challenges``
+    and on ``challenges import``, after the core has checked the common
+    fields, with the row not yet saved. A runtime plugin checks the options
+    it owns (``challenge.options``, parsed from ``extra_config``) when
+    ``challenge.runtime`` is one of its runtimes, and returns ``None`` for
+    other runtimes.
+
+    :param challenge: the unsaved :class:`ctfhost.models.Challenge`.
+    :return: ``None`` when fine, else a dict mapping a field name (usually
+        ``"extra_config"``) to a list of messages; the core answers 422 with
+        every message from every plugin.
+    """
+
+
+@hookspec(firstresult=True)
+def reserve_backend(challenge, instance, worker):
+    """Say where an instance will listen before it is started.
+
+    Called in the launch job just before :func:`launch`. A runtime that can
+    know its address ahead (a host port it picks, a Service name) returns it,
+    so the core can publish the route while the instance starts and the proxy
+    is ready when the backend is. Runtimes that cannot know return ``None``.
+    Stops at the first non-None result.
+
+    :param challenge: the :class:`ctfhost.models.Challenge` to launch.
+    :param instance: the pending :class:`ctfhost.models.Instance`.
+    :param worker: the :class:`ctfhost.models.Worker` running the job.
+    :return: a :class:`ctfhost.hooktypes.Backend` or ``None``.
+    """
+
+
+@hookspec(firstresult=True)
+def launch(challenge, instance, worker, backend):
+    """Start an instance and say where it listens.
+
+    Called in a worker's launch job for a pending instance. Only the plugin
+    providing ``challenge.runtime`` answers; the others return ``None``. It
+    must be idempotent: an instance already started by an earlier attempt of
+    the same job is replaced or reused, never duplicated. It labels what it
+    creates with the instance, challenge and team so :func:`reconcile` and
+    :func:`destroy` can find it. Stops at the first non-None result.
+
+    :param challenge: the :class:`ctfhost.models.Challenge`; ``cpu_count``,
+        ``memory_mb``, ``port``, ``image`` and ``options`` (from
+        ``extra_config``) say what to run.
+    :param instance: the pending :class:`ctfhost.models.Instance`.
+    :param worker: the :class:`ctfhost.models.Worker` running the job; its
+        ``address`` is how the proxy reaches this host.
+    :param backend: what :func:`reserve_backend` returned, or ``None``; when
+        set, the instance must listen there.
+    :return: a :class:`ctfhost.hooktypes.Backend`. Raise
+        :class:`ctfhost.hooktypes.LaunchError` for a failure to show the
+        player (bad image, exit), :class:`ctfhost.hooktypes.TransientError`
+        for one worth retrying.
+    """
+
+
+@hookspec(firstresult=True)
+def inspect(instance, worker):
+    """Tell whether an instance's resources are still alive.
+
+    Called by the launch job while it waits for the backend to accept
+    connections, so a container that exits fails the launch at once with its
+    reason instead of at the readiness timeout. Only the plugin providing
+    ``instance.runtime`` answers. Stops at the first non-None result.
+
+    :param instance: the :class:`ctfhost.models.Instance`.
+    :param worker: the :class:`ctfhost.models.Worker` holding it.
+    :return: a :class:`ctfhost.hooktypes.RuntimeState`, or ``None`` for an
+        instance of another runtime.
+    """
+
+
+@hookspec(firstresult=True)
+def destroy(instance, worker):
+    """Remove everything a runtime created for an instance.
+
+    Called in a worker's destroy job after delete, restart, expiry and a
+    failed launch, and by reconcile. Only the plugin providing
+    ``instance.runtime`` answers. It must be idempotent: resources already
+    gone are not an error. Stops at the first non-None result.
+
+    :param instance: the :class:`ctfhost.models.Instance` (any status).
+    :param worker: the :class:`ctfhost.models.Worker` that holds it.
+    :return: ``True`` once removed; ``None`` for another runtime's instance.
+    """
+
+
+@hookspec(firstresult=True)
+def reconcile(worker, runtime, instances):
+    """Bring a runtime's resources on this worker in line with the database.
+
+    Called when a worker agent starts and then periodically, once per runtime
+    it serves. The plugin removes every resource it created on this worker
+    whose instance is not in ``instances``, and reports which of
+    ``instances`` have lost their resources. Stops at the first non-None
+    result.
+
+    :param worker: the :class:`ctfhost.models.Worker` reconciling.
+    :param runtime: the runtime name being reconciled.
+    :param instances: the active :class:`ctfhost.models.Instance` rows this
+        worker holds for ``runtime``.
+    :return: a list of instance ids whose resources are gone (the core marks
+        running ones ``error``), or ``None`` for another runtime.
+    """
+
+
+@hookspec
+def route(instance, action):
+    """Publish or withdraw an instance's route in the proxy.
+
+    Called with ``action="publish"`` in the launch job once the instance has
+    a backend (possibly before it is ready), and with ``action="withdraw"``
+    as soon as an instance stops being active: delete, restart, expiry or
+    error, in whichever process makes that change. Every proxy plugin
+    answers; it must not block on the proxy here.
+
+    :param instance: the :class:`ctfhost.models.Instance`, with ``backend``,
+        ``hostname`` and ``status`` up to date.
+    :param action: ``"publish"`` or ``"withdraw"``.
+    :return: ignored.
+    """
+
+
+@hookspec
+def wait_routed(instance, timeout):
+    """Block until the proxy serves an instance's hostname.
+
+    Called in the launch job after the backend accepts connections and
+    before the instance is marked ``running``, so a running instance answers
+    through the proxy at once. Every proxy plugin answers.
+
+    :param instance: the :class:`ctfhost.models.Instance` being launched.
+    :param timeout: seconds to wait at most.
+    :return: ignored. Raise :class:`ctfhost.hooktypes.LaunchError` when the
+        proxy did not take the route in time.
+    """
+
+
+@hookspec(firstresult=True)
+def authorize(request, instance):
+    """Decide whether a request may reach an instance.
+
+    Called on every forward-auth request from the proxy, with the instance
+    found from ``X-Forwarded-Host``. The core's default implementation is
+    registered ``trylast``; a plugin answering first takes over. Stops at the
+    first non-None result.
+
+    :param request: the Flask request (headers include ``X-Forwarded-Host``,
+        ``X-Forwarded-Uri``, ``X-Forwarded-Method``, cookies).
+    :param instance: the active :class:`ctfhost.models.Instance` for the host.
+    :return: a :class:`ctfhost.hooktypes.AccessDecision`.
+    """
+
+
+@hookspec
+def collect_weights(challenge):
+    """Report per-team weights for a challenge.
+
+    Called periodically and on ``GET /api/v1/challenges/{id}/weights`` for
+    challenges whose scoring depends on what happens inside instances
+    (king of the hill, attack-defense services). Every plugin may answer.
+
+    :param challenge: the :class:`ctfhost.models.Challenge`.
+    :return: a dict mapping team id to a number, or ``None``; the core sums
+        the numbers per team across plugins.
+    """
+
+
+@hookspec
+def register_blueprints(app, api):
+    """Add API routes or pages.
+
+    Called once in ``create_app`` after the core's blueprints are
+    registered. Register flask-smorest blueprints with
+    ``api.register_blueprint`` so they appear in the OpenAPI spec.
+
+    :param app: the Flask application.
+    :param api: the :class:`flask_smorest.Api`.
+    :return: ignored.
+    """
+
+
+@hookspec
+def register_commands(cli):
+    """Add commands to the ``flask ctfhost`` group.
+
+    Called once when the CLI group is built.
+
+    :param cli: the :class:`click.Group` behind ``flask ctfhost``.
+    :return: ignored.
+    """

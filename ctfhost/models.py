@@ -1,0 +1,110 @@
+"""Database models: challenges, instances, workers and settings."""
+
+import datetime
+import json
+
+import peewee
+
+from ctfhost.db import database
+
+ACTIVE = ("pending", "running")
+ENDED = ("destroyed", "expired", "error")
+STATUSES = ACTIVE + ENDED
+
+
+def utcnow():
+    """Naive UTC now; every time in the database is naive UTC."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class Challenge(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=63)
+    name = peewee.CharField(max_length=200)
+    runtime = peewee.CharField(max_length=64)
+    image = peewee.CharField(max_length=500)
+    port = peewee.IntegerField()
+    cpu_count = peewee.IntegerField(default=1)
+    memory_mb = peewee.IntegerField(default=512)
+    ttl_seconds = peewee.IntegerField(null=True)
+    extra_config = peewee.TextField(default="{}")
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    @property
+    def options(self):
+        """extra_config parsed: the runtime options as a dict."""
+        return json.loads(self.extra_config or "{}")
+
+
+class Worker(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=128)
+    address = peewee.CharField(max_length=255)
+    agent_port = peewee.IntegerField(default=0)
+    # comma-separated runtime names this worker serves
+    runtime = peewee.CharField(max_length=255)
+    max_instances = peewee.IntegerField(default=50)
+    last_heartbeat_at = peewee.DateTimeField(default=utcnow)
+    registered_at = peewee.DateTimeField(default=utcnow)
+
+    @property
+    def runtimes(self):
+        return [name for name in self.runtime.split(",") if name]
+
+    @property
+    def queue_name(self):
+        return f"ctfhost:worker:{self.id}"
+
+
+class Instance(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=36)
+    # team ids are text; team_id_numeric remembers that the caller sent a number
+    team_id = peewee.CharField(max_length=64)
+    team_id_numeric = peewee.BooleanField(default=False)
+    # no foreign key: an instance's history outlives its challenge
+    challenge_id = peewee.CharField(max_length=63, index=True)
+    runtime = peewee.CharField(max_length=64)
+    status = peewee.CharField(max_length=16, default="pending", index=True)
+    hostname = peewee.CharField(max_length=255, unique=True)
+    endpoint = peewee.CharField(max_length=300)
+    backend = peewee.CharField(max_length=300, null=True)
+    worker_id = peewee.CharField(max_length=128, null=True, index=True)
+    error = peewee.TextField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    started_at = peewee.DateTimeField(null=True)
+    expires_at = peewee.DateTimeField(index=True)
+    ended_at = peewee.DateTimeField(null=True)
+
+    @property
+    def is_active(self):
+        return self.status in ACTIVE
+
+    @property
+    def team(self):
+        """The team id as the caller gave it (int or str)."""
+        return int(self.team_id) if self.team_id_numeric else self.team_id
+
+
+# At most one active instance per team and challenge, held by the database:
+# concurrent launches race on this index and all but one get IntegrityError.
+Instance.add_index(
+    Instance.index(Instance.team_id, Instance.challenge_id, unique=True, name="instance_one_active_per_team")
+    .where(Instance.status.in_(list(ACTIVE)))
+)
+
+
+class Setting(BaseModel):
+    key = peewee.CharField(primary_key=True, max_length=64)
+    value = peewee.TextField()
+
+
+MODELS = [Challenge, Worker, Instance, Setting]
+
+
+def create_tables():
+    database.create_tables(MODELS, safe=True)

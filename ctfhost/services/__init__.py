@@ -1,0 +1,1 @@
+"""Domain logic: what happens to challenges, instances, workers and settings."""

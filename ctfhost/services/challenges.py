@@ -1,0 +1,153 @@
+"""Registering, changing and removing challenges."""
+
+import json
+
+import peewee
+
+from ctfhost.db import database
+from ctfhost.hooktypes import CORE_OPTIONS
+from ctfhost.models import ACTIVE, Challenge, Instance, utcnow
+from ctfhost.plugins import UnknownRuntime, get_plugins
+from ctfhost.services.errors import Conflict, Invalid, NotFound
+
+EDITABLE = ("name", "runtime", "image", "port", "cpu_count", "memory_mb", "ttl_seconds", "extra_config")
+
+
+def list_challenges():
+    return list(Challenge.select().order_by(Challenge.id))
+
+
+def get_challenge(challenge_id):
+    challenge = Challenge.get_or_none(Challenge.id == challenge_id)
+    if challenge is None:
+        raise NotFound(f"challenge {challenge_id!r} not found")
+    return challenge
+
+
+def _check_core_options(options):
+    errors = []
+    timeout = options.get("readiness_timeout")
+    if "readiness_timeout" in options and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600
+    ):
+        errors.append("readiness_timeout must be a number of seconds between 0 and 3600")
+    return errors
+
+
+def validate(challenge):
+    """Every problem with `challenge` as {field: [messages]}; empty when fine."""
+    errors = {}
+    plugins = get_plugins()
+    try:
+        plugins.require_runtime(challenge.runtime)
+    except UnknownRuntime as exc:
+        errors["runtime"] = [str(exc)]
+    try:
+        options = json.loads(challenge.extra_config or "{}")
+    except ValueError as exc:
+        errors.setdefault("extra_config", []).append(f"not valid JSON: {exc}")
+        return errors
+    if not isinstance(options, dict):
+        errors.setdefault("extra_config", []).append("must hold a JSON object")
+        return errors
+    core_errors = _check_core_options(options)
+    if core_errors:
+        errors.setdefault("extra_config", []).extend(core_errors)
+    if "runtime" not in errors:
+        for field, messages in plugins.validate_challenge(challenge).items():
+            errors.setdefault(field, []).extend(messages)
+    return errors
+
+
+def _raise_if_invalid(challenge):
+    errors = validate(challenge)
+    if errors:
+        raise Invalid({"json": errors})
+
+
+def create_challenge(data):
+    challenge = Challenge(**data)
+    _raise_if_invalid(challenge)
+    try:
+        with database.atomic():
+            if Challenge.select().where(Challenge.id == challenge.id).exists():
+                raise Conflict(f"challenge {challenge.id!r} already exists")
+            challenge.created_at = challenge.updated_at = utcnow()
+            challenge.save(force_insert=True)
+    except peewee.IntegrityError:
+        raise Conflict(f"challenge {challenge.id!r} already exists") from None
+    return challenge
+
+
+def update_challenge(challenge_id, changes):
+    with database.atomic():
+        challenge = get_challenge(challenge_id)
+        for key, value in changes.items():
+            if key not in EDITABLE:
+                raise Invalid({"json": {key: ["cannot be changed"]}})
+            setattr(challenge, key, value)
+        _raise_if_invalid(challenge)
+        challenge.updated_at = utcnow()
+        challenge.save()
+    return challenge
+
+
+def active_instance_count(challenge_id):
+    return Instance.select().where(Instance.challenge_id == challenge_id, Instance.status.in_(list(ACTIVE))).count()
+
+
+def delete_challenge(challenge_id, force=False):
+    from ctfhost.services import instances
+
+    challenge = get_challenge(challenge_id)
+    active = list(
+        Instance.select().where(Instance.challenge_id == challenge.id, Instance.status.in_(list(ACTIVE)))
+    )
+    if active and not force:
+        raise Conflict(
+            f"challenge {challenge.id!r} has {len(active)} active instance(s); "
+            "destroy them first or delete with force=true"
+        )
+    for instance in active:
+        instances.destroy_instance(instance.id)
+    with database.atomic():
+        if active_instance_count(challenge.id):
+            raise Conflict(f"challenge {challenge.id!r} got a new instance while being deleted; try again")
+        challenge.delete_instance()
+
+
+def import_challenges(items):
+    """Create or update every challenge in `items`; all or nothing.
+
+    Returns (created ids, updated ids). Raises Invalid with errors keyed by
+    list position.
+    """
+    prepared, errors = [], {}
+    for position, data in enumerate(items):
+        existing = Challenge.get_or_none(Challenge.id == data["id"])
+        if existing is None:
+            challenge = Challenge(**data)
+        else:
+            challenge = existing
+            for key, value in data.items():
+                if key != "id":
+                    setattr(challenge, key, value)
+        problems = validate(challenge)
+        if problems:
+            errors[position] = problems
+        prepared.append((challenge, existing is None))
+    if errors:
+        raise Invalid(errors, message="Some challenges are invalid; nothing was imported.")
+    created, updated = [], []
+    now = utcnow()
+    with database.atomic():
+        for challenge, is_new in prepared:
+            challenge.updated_at = now
+            if is_new:
+                challenge.created_at = now
+                challenge.save(force_insert=True)
+                created.append(challenge.id)
+            else:
+                challenge.save()
+                updated.append(challenge.id)
+    return created, updated

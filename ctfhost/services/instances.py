@@ -1,0 +1,220 @@
+"""Instances: launch, look up, renew, restart, destroy and expire."""
+
+import datetime
+import logging
+import secrets
+import uuid
+
+import peewee
+from flask import current_app
+
+from ctfhost import queue
+from ctfhost.db import database
+from ctfhost.models import ACTIVE, Challenge, Instance, utcnow
+from ctfhost.plugins import get_plugins
+from ctfhost.services import settings
+from ctfhost.services.errors import Conflict, NotFound, Unavailable
+from ctfhost.services.placement import choose_worker
+
+log = logging.getLogger(__name__)
+
+
+def new_hostname(challenge_id):
+    prefix = secrets.token_hex(6)  # 12 lowercase hex characters
+    return f"{prefix}.{challenge_id}.{current_app.config['CTFHOST_BASE_DOMAIN']}"
+
+
+def endpoint_for(hostname):
+    config = current_app.config
+    scheme = "http" if config["CTFHOST_BASE_DOMAIN"] == "localhost" else "https"
+    port = config.get("CTFHOST_PUBLIC_PORT")
+    return f"{scheme}://{hostname}" + (f":{port}" if port else "")
+
+
+def readiness_timeout(challenge):
+    return float(challenge.options.get("readiness_timeout", current_app.config["CTFHOST_READINESS_TIMEOUT_SECONDS"]))
+
+
+def get_instance(instance_id):
+    instance = Instance.get_or_none(Instance.id == str(instance_id))
+    if instance is None:
+        raise NotFound(f"instance {instance_id} not found")
+    return instance
+
+
+def find_active(team_id, challenge_id):
+    return Instance.get_or_none(
+        Instance.team_id == str(team_id),
+        Instance.challenge_id == challenge_id,
+        Instance.status.in_(list(ACTIVE)),
+    )
+
+
+def get_active(team_id, challenge_id):
+    instance = find_active(team_id, challenge_id)
+    if instance is None:
+        raise NotFound(f"team {team_id} has no active instance of challenge {challenge_id!r}")
+    return instance
+
+
+def list_instances(team_id=None, challenge_id=None, status=None, limit=100, offset=0):
+    """(rows, total) for the filters, newest first, paginated in SQL."""
+    query = Instance.select()
+    if team_id is not None:
+        query = query.where(Instance.team_id == str(team_id))
+    if challenge_id is not None:
+        query = query.where(Instance.challenge_id == challenge_id)
+    if status is not None:
+        query = query.where(Instance.status == status)
+    total = query.count()
+    rows = list(query.order_by(Instance.created_at.desc(), Instance.id).limit(limit).offset(offset))
+    return rows, total
+
+
+def _insert_pending(team_id, challenge):
+    """Place and insert a pending instance; call inside a write transaction."""
+    worker = choose_worker(challenge.runtime)
+    now = utcnow()
+    hostname = new_hostname(challenge.id)
+    return Instance.create(
+        id=str(uuid.uuid4()),
+        team_id=str(team_id),
+        team_id_numeric=isinstance(team_id, int),
+        challenge_id=challenge.id,
+        runtime=challenge.runtime,
+        status="pending",
+        hostname=hostname,
+        endpoint=endpoint_for(hostname),
+        worker_id=worker.id,
+        created_at=now,
+        expires_at=now + datetime.timedelta(seconds=settings.ttl_for(challenge)),
+    )
+
+
+def _duplicate(team_id, challenge_id):
+    return Conflict(f"team {team_id} already has an active instance of challenge {challenge_id!r}")
+
+
+def _start(instance, challenge):
+    """Queue the launch of a freshly committed instance; undo it if the queue is down."""
+    try:
+        queue.enqueue_launch(instance, readiness_timeout(challenge))
+    except Exception as exc:
+        log.error("could not queue launch of %s: %s", instance.id, exc)
+        Instance.delete().where(Instance.id == instance.id, Instance.status == "pending").execute()
+        raise Unavailable("the job queue is unavailable; nothing was launched, try again") from None
+
+
+def create_instance(team_id, challenge_id):
+    """Create a pending instance for a team and queue its launch."""
+    challenge = Challenge.get_or_none(Challenge.id == challenge_id)
+    if challenge is None:
+        raise NotFound(f"challenge {challenge_id!r} not found")
+    if find_active(team_id, challenge_id) is not None:
+        raise _duplicate(team_id, challenge_id)
+    try:
+        with database.atomic():
+            instance = _insert_pending(team_id, challenge)
+    except peewee.IntegrityError:
+        # the partial unique index lost us the race against an identical request
+        if find_active(team_id, challenge_id) is not None:
+            raise _duplicate(team_id, challenge_id) from None
+        raise
+    _start(instance, challenge)
+    return instance
+
+
+def end_instance(instance, status, error=None):
+    """Move an active instance to an ended status; True when this call did it.
+
+    The update is conditional on the instance still being active, so
+    concurrent deletes, expiries and failures end it exactly once.
+    """
+    now = utcnow()
+    changed = (
+        Instance.update(status=status, error=error, ended_at=now)
+        .where(Instance.id == instance.id, Instance.status.in_(list(ACTIVE)))
+        .execute()
+    )
+    if changed:
+        instance.status, instance.error, instance.ended_at = status, error, now
+        get_plugins().route(instance, "withdraw")
+    return bool(changed)
+
+
+def _queue_destroy(instance):
+    try:
+        queue.enqueue_destroy(instance)
+    except Exception as exc:
+        # the row already says ended; reconcile removes the leftovers later
+        log.error("could not queue destroy of %s (reconcile will clean up): %s", instance.id, exc)
+
+
+def destroy_instance(instance_id):
+    """End an instance now (its route goes at once) and queue removal of its resources."""
+    instance = get_instance(instance_id)
+    end_instance(instance, "destroyed")
+    if instance.worker_id:
+        _queue_destroy(instance)
+    return instance
+
+
+def restart_instance(instance_id):
+    """Replace an active instance with a new one: new id, new hostname, full TTL."""
+    old = get_instance(instance_id)
+    if not old.is_active:
+        raise Conflict(f"instance {old.id} is {old.status}; only an active instance can be restarted")
+    challenge = Challenge.get_or_none(Challenge.id == old.challenge_id)
+    if challenge is None:
+        raise NotFound(f"challenge {old.challenge_id!r} no longer exists")
+    with database.atomic():
+        ended = (
+            Instance.update(status="destroyed", ended_at=utcnow())
+            .where(Instance.id == old.id, Instance.status.in_(list(ACTIVE)))
+            .execute()
+        )
+        if not ended:
+            raise Conflict(f"instance {old.id} ended while restarting")
+        new = _insert_pending(old.team, challenge)
+    old = get_instance(old.id)
+    get_plugins().route(old, "withdraw")
+    _queue_destroy(old)
+    _start(new, challenge)
+    return new
+
+
+def renew_instance(instance_id):
+    """Push expiry to now + the challenge TTL; returns (expires_at, seconds_added)."""
+    instance = get_instance(instance_id)
+    if not instance.is_active:
+        raise Conflict(f"instance {instance.id} is {instance.status}; only an active instance can be renewed")
+    challenge = Challenge.get_or_none(Challenge.id == instance.challenge_id)
+    ttl = settings.ttl_for(challenge) if challenge else settings.default_ttl_seconds()
+    new_expiry = utcnow() + datetime.timedelta(seconds=ttl)
+    if new_expiry <= instance.expires_at:
+        raise Conflict(f"renewing now would not extend instance {instance.id}: it already runs until its expiry")
+    changed = (
+        Instance.update(expires_at=new_expiry)
+        .where(
+            Instance.id == instance.id,
+            Instance.status.in_(list(ACTIVE)),
+            Instance.expires_at == instance.expires_at,
+        )
+        .execute()
+    )
+    if not changed:
+        raise Conflict(f"instance {instance.id} changed while renewing; try again")
+    added = int((new_expiry - instance.expires_at).total_seconds())
+    return new_expiry, added
+
+
+def expire_due(now=None):
+    """Expire every active instance past its expiry and queue its removal; returns their ids."""
+    now = now or utcnow()
+    expired = []
+    due = Instance.select().where(Instance.status.in_(list(ACTIVE)), Instance.expires_at <= now)
+    for instance in list(due):
+        if end_instance(instance, "expired"):
+            expired.append(instance.id)
+            _queue_destroy(instance)
+    return expired

@@ -1,0 +1,211 @@
+"""What worker jobs do: launch an instance, destroy it, reconcile a worker."""
+
+import logging
+import socket
+import time
+
+from ctfhost import queue
+from ctfhost.hooktypes import LaunchError, TransientError
+from ctfhost.models import ACTIVE, Challenge, Instance, Worker, utcnow
+from ctfhost.plugins import get_plugins
+from ctfhost.services.instances import end_instance, readiness_timeout
+
+log = logging.getLogger(__name__)
+
+PROBE_INTERVAL = 0.02
+INSPECT_INTERVAL = 0.25
+
+
+def probe(backend, timeout=1.0):
+    """True when the backend answers: it sends bytes, or holds the connection open.
+
+    A published Docker port can accept a connection and close it at once
+    while the process inside is not listening yet, so an accepted connection
+    alone proves nothing. HTTP backends get a HEAD request and must answer;
+    others must keep the connection open for a moment.
+    """
+    host, _, port = backend.address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as conn:
+            if backend.scheme == "http":
+                conn.sendall(b"HEAD / HTTP/1.0\r\nHost: ctfhost-readiness\r\n\r\n")
+                conn.settimeout(timeout)
+                return bool(conn.recv(1))
+            conn.settimeout(0.1)
+            try:
+                return bool(conn.recv(1)) or False
+            except socket.timeout:
+                return True
+    except OSError:
+        return False
+
+
+def wait_ready(instance, worker, backend, timeout):
+    """Block until `backend` answers; fail early when the runtime says it died."""
+    plugins = get_plugins()
+    deadline = time.monotonic() + timeout
+    next_inspect = time.monotonic() + INSPECT_INTERVAL
+    while True:
+        if probe(backend):
+            return
+        now = time.monotonic()
+        if now >= next_inspect:
+            state = plugins.inspect(instance, worker)
+            if state is not None and not state.alive:
+                raise LaunchError(state.reason or "the instance stopped while starting")
+            next_inspect = now + INSPECT_INTERVAL
+        if now >= deadline:
+            state = plugins.inspect(instance, worker)
+            if state is not None and not state.alive:
+                raise LaunchError(state.reason or "the instance stopped while starting")
+            raise LaunchError(f"the instance did not accept connections within {timeout:g} s")
+        time.sleep(PROBE_INTERVAL)
+
+
+def _record_backend(instance, backend):
+    changed = (
+        Instance.update(backend=backend.url)
+        .where(Instance.id == instance.id, Instance.status == "pending")
+        .execute()
+    )
+    instance.backend = backend.url
+    return bool(changed)
+
+
+def _still_pending(instance_id):
+    return Instance.select().where(Instance.id == instance_id, Instance.status == "pending").exists()
+
+
+def remove_resources(instance, worker):
+    """Destroy whatever the runtime made for `instance`; never raises."""
+    try:
+        get_plugins().destroy(instance, worker)
+    except Exception:
+        log.exception("could not remove resources of instance %s", instance.id)
+
+
+def fail_launch(instance, worker, reason):
+    log.warning("launch of instance %s failed: %s", instance.id, reason)
+    end_instance(instance, "error", reason)
+    if worker is not None:
+        remove_resources(instance, worker)
+
+
+def launch(instance_id, final_attempt=True):
+    """Start a pending instance: backend, route, readiness, then `running`.
+
+    Safe to run twice: an instance that is no longer pending is left alone,
+    and runtimes replace what an earlier attempt left behind.
+    """
+    instance = Instance.get_or_none(Instance.id == instance_id)
+    if instance is None or instance.status != "pending":
+        return instance and instance.status
+    worker = Worker.get_or_none(Worker.id == instance.worker_id)
+    challenge = Challenge.get_or_none(Challenge.id == instance.challenge_id)
+    if challenge is None:
+        fail_launch(instance, worker, f"challenge {instance.challenge_id!r} was deleted")
+        return "error"
+    if worker is None:
+        fail_launch(instance, None, f"worker {instance.worker_id!r} is not registered")
+        return "error"
+    plugins = get_plugins()
+    marks = [("begin", time.monotonic())]
+    try:
+        timeout = readiness_timeout(challenge)
+        backend = plugins.reserve_backend(challenge, instance, worker)
+        if backend is not None and _record_backend(instance, backend):
+            # publish now so the proxy loads the route while the instance starts
+            plugins.route(instance, "publish")
+        marks.append(("reserve", time.monotonic()))
+        started = plugins.launch(challenge, instance, worker, backend)
+        if started != backend:
+            _record_backend(instance, started)
+            plugins.route(instance, "publish")
+        marks.append(("launch", time.monotonic()))
+        if not _still_pending(instance.id):
+            raise LaunchError("the instance ended while it was starting")
+        wait_ready(instance, worker, started, timeout)
+        marks.append(("ready", time.monotonic()))
+        plugins.wait_routed(instance, timeout)
+        marks.append(("routed", time.monotonic()))
+        log.info(
+            "instance %s up: %s",
+            instance.id,
+            " ".join(f"{name}={(t - marks[i][1]) * 1000:.0f}ms" for i, (name, t) in enumerate(marks[1:])),
+        )
+        now = utcnow()
+        running = (
+            Instance.update(status="running", started_at=now)
+            .where(Instance.id == instance.id, Instance.status == "pending")
+            .execute()
+        )
+        if not running:
+            # deleted or expired meanwhile: its destroy job may have run before
+            # our container existed, so clean up here too
+            remove_resources(instance, worker)
+            return Instance.get_by_id(instance.id).status
+        return "running"
+    except TransientError as exc:
+        if not final_attempt:
+            remove_resources(instance, worker)
+            raise
+        fail_launch(instance, worker, f"gave up after retries: {exc}")
+        return "error"
+    except Exception as exc:
+        fail_launch(instance, worker, _reason(exc))
+        return "error"
+
+
+def _reason(exc):
+    if isinstance(exc, LaunchError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def destroy(instance_id):
+    """Remove an ended instance's resources (idempotent)."""
+    instance = Instance.get_or_none(Instance.id == instance_id)
+    if instance is None:
+        return False
+    if instance.is_active:
+        log.warning("not destroying instance %s: it is still %s", instance.id, instance.status)
+        return False
+    worker = Worker.get_or_none(Worker.id == instance.worker_id)
+    if worker is None:
+        worker = Worker(id=instance.worker_id, address="127.0.0.1", runtime=instance.runtime)
+    return get_plugins().destroy(instance, worker)
+
+
+def recover_interrupted_launches(worker):
+    """Fail pending instances of `worker` whose launch job died with a previous agent."""
+    failed = []
+    for instance in Instance.select().where(Instance.worker_id == worker.id, Instance.status == "pending"):
+        status = queue.job_status(queue.launch_job_id(instance.id))
+        if status in (queue.JobStatus.QUEUED, queue.JobStatus.SCHEDULED, queue.JobStatus.DEFERRED):
+            continue  # still waiting for a worker: it will run
+        fail_launch(instance, worker, "the launch was interrupted: the worker stopped while starting it")
+        failed.append(instance.id)
+    return failed
+
+
+def reconcile(worker_id):
+    """Make this worker's resources match the database; returns ids marked error."""
+    worker = Worker.get_or_none(Worker.id == worker_id)
+    if worker is None:
+        return []
+    plugins = get_plugins()
+    marked = []
+    for runtime in worker.runtimes:
+        active = list(
+            Instance.select().where(
+                Instance.worker_id == worker.id,
+                Instance.runtime == runtime,
+                Instance.status.in_(list(ACTIVE)),
+            )
+        )
+        missing = plugins.reconcile(worker, runtime, active)
+        for instance in active:
+            if instance.id in missing and instance.status == "running":
+                if end_instance(instance, "error", "the instance's resources disappeared (found by reconcile)"):
+                    marked.append(instance.id)
+    return marked

@@ -1,0 +1,38 @@
+"""Operator settings kept in the database, with defaults from the environment."""
+
+import json
+
+from flask import current_app
+
+from ctfhost.models import Setting
+
+
+def _defaults():
+    return {"default_ttl_seconds": current_app.config["CTFHOST_DEFAULT_TTL_SECONDS"]}
+
+
+def get_settings():
+    values = _defaults()
+    for row in Setting.select().where(Setting.key.in_(list(values))):
+        values[row.key] = json.loads(row.value)
+    return values
+
+
+def update_settings(changes):
+    known = _defaults()
+    with Setting._meta.database.atomic():
+        for key, value in changes.items():
+            if key not in known:
+                raise KeyError(key)
+            Setting.insert(key=key, value=json.dumps(value)).on_conflict(
+                conflict_target=[Setting.key], update={Setting.value: json.dumps(value)}
+            ).execute()
+    return get_settings()
+
+
+def default_ttl_seconds():
+    return get_settings()["default_ttl_seconds"]
+
+
+def ttl_for(challenge):
+    return challenge.ttl_seconds or default_ttl_seconds()

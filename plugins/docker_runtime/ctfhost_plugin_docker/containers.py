@@ -1,0 +1,256 @@
+"""Docker engine access: run, inspect, remove and reconcile instance containers."""
+
+import logging
+import socket
+import threading
+
+import docker
+import requests
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import LogConfig
+from docker.utils import parse_repository_tag
+from flask import current_app
+
+from ctfhost.hooktypes import LaunchError, TransientError
+
+from ctfhost_plugin_docker.options import normalize_capability
+
+log = logging.getLogger(__name__)
+
+LABEL = "ctfhost.managed"
+PORT_ATTEMPTS = 5
+
+_client = None
+_client_lock = threading.Lock()
+_network_ready = set()
+
+
+def setting(name, default):
+    value = current_app.config.get(f"CTFHOST_DOCKER_{name}")
+    return default if value in (None, "") else value
+
+
+def client():
+    """One Docker client per process; DOCKER_HOST and friends are honoured."""
+    global _client
+    with _client_lock:
+        if _client is None:
+            try:
+                _client = docker.from_env(timeout=int(setting("TIMEOUT", 60)))
+            except DockerException as exc:
+                raise TransientError(f"cannot reach the Docker engine: {exc}") from None
+        return _client
+
+
+def container_name(instance_id):
+    return f"ctfhost-{instance_id}"
+
+
+def publish_ip():
+    return setting("PUBLISH_IP", "127.0.0.1")
+
+
+def free_port():
+    """A port free on the publish address right now (the engine may still lose it to a race)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((publish_ip(), 0))
+        return sock.getsockname()[1]
+
+
+def network_name():
+    return setting("NETWORK", "ctfhost-instances")
+
+
+def ensure_network():
+    """The shared bridge for instances, with inter-container traffic disabled (icc=false)."""
+    name = network_name()
+    if name in _network_ready:
+        return name
+    engine = client()
+    if not engine.networks.list(names=[name]):
+        try:
+            engine.networks.create(
+                name,
+                driver="bridge",
+                options={"com.docker.network.bridge.enable_icc": "false"},
+                labels={LABEL: "true"},
+                check_duplicate=True,
+            )
+        except APIError as exc:
+            if not engine.networks.list(names=[name]):
+                raise TransientError(f"cannot create network {name}: {exc.explanation or exc}") from None
+    _network_ready.add(name)
+    return name
+
+
+def ensure_image(image):
+    engine = client()
+    try:
+        engine.images.get(image)
+        return
+    except ImageNotFound:
+        pass
+    log.info("image %s is not present; pulling it", image)
+    try:
+        repository, tag = parse_repository_tag(image)
+        engine.images.pull(repository, tag=tag or "latest")
+    except (APIError, requests.exceptions.RequestException) as exc:
+        detail = getattr(exc, "explanation", None) or str(exc)
+        raise LaunchError(f"image {image!r} is not on this host and pulling it failed: {detail}") from None
+
+
+def _labels(challenge, instance, worker):
+    return {
+        LABEL: "true",
+        "ctfhost.runtime": "docker",
+        "ctfhost.instance": instance.id,
+        "ctfhost.challenge": challenge.id,
+        "ctfhost.team": instance.team_id,
+        "ctfhost.worker": worker.id,
+    }
+
+
+def _create_kwargs(challenge, instance, worker, host_port):
+    options = challenge.options
+    env = dict(options.get("env", {}))
+    kwargs = {
+        "image": challenge.image,
+        "name": container_name(instance.id),
+        "detach": True,
+        "labels": _labels(challenge, instance, worker),
+        "environment": env,
+        "ports": {f"{challenge.port}/tcp": (publish_ip(), host_port)},
+        "network": ensure_network(),
+        "nano_cpus": int(challenge.cpu_count * 1e9),
+        "mem_limit": f"{challenge.memory_mb}m",
+        "memswap_limit": f"{challenge.memory_mb}m",
+        "pids_limit": int(setting("PIDS_LIMIT", 256)),
+        "security_opt": ["no-new-privileges:true"],
+        "cap_drop": ["ALL"],
+        "cap_add": [normalize_capability(c) for c in options.get("cap_add", [])] or None,
+        "read_only": bool(options.get("read_only", False)),
+        "log_config": LogConfig(type="json-file", config={"max-size": "1m", "max-file": "2"}),
+        "hostname": "challenge",
+    }
+    if "command" in options:
+        kwargs["command"] = options["command"]
+    if "tmpfs" in options:
+        kwargs["tmpfs"] = options["tmpfs"]
+    elif kwargs["read_only"]:
+        kwargs["tmpfs"] = {"/tmp": "rw,nosuid,nodev,size=64m"}
+    for key in ("user", "working_dir"):
+        if key in options:
+            kwargs[key] = options[key]
+    return kwargs
+
+
+def _port_taken(exc):
+    text = str(getattr(exc, "explanation", "") or exc).lower()
+    return "port is already allocated" in text or "address already in use" in text
+
+
+def _explain(exc):
+    return str(getattr(exc, "explanation", None) or exc)
+
+
+def run(challenge, instance, worker, host_port=None):
+    """Start the instance's container; returns the host port it is published on.
+
+    Any container left by an earlier attempt of the same launch is replaced.
+    """
+    try:
+        ensure_image(challenge.image)
+        remove(instance.id)
+        engine = client()
+        for attempt in range(PORT_ATTEMPTS):
+            container = engine.containers.create(**_create_kwargs(challenge, instance, worker, host_port))
+            try:
+                container.start()
+            except APIError as exc:
+                container.remove(force=True)
+                if _port_taken(exc) and attempt + 1 < PORT_ATTEMPTS:
+                    host_port = free_port()
+                    continue
+                raise LaunchError(f"the container did not start: {_explain(exc)}") from None
+            if host_port:
+                return host_port
+            container.reload()
+            bindings = container.ports.get(f"{challenge.port}/tcp") or []
+            if not bindings:
+                raise LaunchError(f"the container publishes no port for {challenge.port}/tcp")
+            return int(bindings[0]["HostPort"])
+        raise LaunchError("no free host port found")
+    except LaunchError:
+        raise
+    except APIError as exc:
+        if exc.is_server_error():
+            raise TransientError(f"the Docker engine failed: {_explain(exc)}") from None
+        raise LaunchError(f"the Docker engine refused the container: {_explain(exc)}") from None
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        raise TransientError(f"cannot reach the Docker engine: {exc}") from None
+
+
+def _tail_logs(container, lines=5):
+    try:
+        text = container.logs(tail=lines).decode("utf-8", "replace").strip()
+    except (APIError, requests.exceptions.RequestException):
+        return ""
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip())[-500:]
+
+
+def state(instance_id):
+    """(alive, reason) for the instance's container."""
+    try:
+        container = client().containers.get(container_name(instance_id))
+    except NotFound:
+        return False, "the container is gone"
+    status = container.attrs.get("State", {})
+    if status.get("Running") or status.get("Status") in ("created", "running", "restarting"):
+        return True, None
+    code = status.get("ExitCode")
+    reason = f"the container exited with code {code}"
+    if status.get("OOMKilled"):
+        reason += " (killed: out of memory)"
+    if status.get("Error"):
+        reason += f": {status['Error']}"
+    logs = _tail_logs(container)
+    if logs:
+        reason += f"; last output: {logs}"
+    return False, reason
+
+
+def remove(instance_id):
+    """Remove the instance's container if it exists (idempotent)."""
+    engine = client()
+    try:
+        engine.containers.get(container_name(instance_id)).remove(force=True, v=True)
+    except NotFound:
+        pass
+    except APIError as exc:
+        if "removal of container" in _explain(exc) and "already in progress" in _explain(exc):
+            return
+        raise
+    for container in engine.containers.list(all=True, filters={"label": f"ctfhost.instance={instance_id}"}):
+        try:
+            container.remove(force=True, v=True)
+        except NotFound:
+            pass
+
+
+def reconcile(worker_id, keep_ids):
+    """Remove this worker's containers not in keep_ids; return kept ids whose container is not running."""
+    engine = client()
+    found = {}
+    for container in engine.containers.list(
+        all=True, filters={"label": [f"{LABEL}=true", "ctfhost.runtime=docker", f"ctfhost.worker={worker_id}"]}
+    ):
+        instance_id = container.labels.get("ctfhost.instance")
+        if instance_id in keep_ids:
+            found[instance_id] = container.status
+            continue
+        log.info("reconcile: removing container %s of inactive instance %s", container.name, instance_id)
+        try:
+            container.remove(force=True, v=True)
+        except NotFound:
+            pass
+    return [i for i in keep_ids if found.get(i) not in ("created", "running", "restarting")]

@@ -1,0 +1,37 @@
+"""ctfhost proxy plugin for Traefik v3: dynamic configuration served to the HTTP provider."""
+
+import logging
+
+from ctfhost import hookimpl
+
+from ctfhost_plugin_traefik import config_cache, readiness
+
+__version__ = "0.1.0"
+
+log = logging.getLogger(__name__)
+
+
+@hookimpl
+def register_blueprints(app, api):
+    from ctfhost_plugin_traefik.routes import blp
+
+    api.register_blueprint(blp)
+
+
+@hookimpl
+def register_commands(cli):
+    from ctfhost_plugin_traefik.commands import traefik_group
+
+    cli.add_command(traefik_group)
+
+
+@hookimpl
+def route(instance, action):
+    # The config is rendered from the database; a route change only has to
+    # invalidate the cached rendering in every web process.
+    config_cache.invalidate()
+
+
+@hookimpl
+def wait_routed(instance, timeout):
+    readiness.wait_until_loaded(instance, timeout)

@@ -1,0 +1,54 @@
+"""Wait until Traefik has loaded an instance's router, asking Traefik's own API."""
+
+import logging
+import threading
+import time
+
+import requests
+
+from ctfhost.hooktypes import LaunchError
+
+from ctfhost_plugin_traefik.dynamic import router_name
+from ctfhost_plugin_traefik.settings import setting
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.01
+
+_local = threading.local()
+_warned = []
+
+
+def _session():
+    if not hasattr(_local, "session"):
+        _local.session = requests.Session()
+    return _local.session
+
+
+def router_loaded(api_url, instance_id):
+    url = f"{api_url.rstrip('/')}/api/http/routers/{router_name(instance_id)}@http"
+    try:
+        response = _session().get(url, timeout=2)
+    except requests.RequestException:
+        return False
+    return response.status_code == 200 and response.json().get("status") == "enabled"
+
+
+def wait_until_loaded(instance, timeout):
+    api_url = setting("API_URL")
+    if not api_url:
+        if not _warned:
+            _warned.append(True)
+            log.warning(
+                "CTFHOST_TRAEFIK_API_URL is not set: instances are marked running without "
+                "checking that Traefik has loaded their route"
+            )
+        return
+    deadline = time.monotonic() + timeout
+    while not router_loaded(api_url, instance.id):
+        if time.monotonic() >= deadline:
+            raise LaunchError(
+                f"Traefik at {api_url} did not load the route for {instance.hostname} within {timeout:g} s; "
+                "is its HTTP provider polling /api/v1/traefik/config with the API key?"
+            )
+        time.sleep(POLL_SECONDS)
