@@ -94,9 +94,14 @@ class Agent:
             log.warning("reconcile: %d interrupted launch(es) failed, %d lost instance(s) marked error", len(failed), len(marked))
 
     def heartbeat(self):
+        from ctfhost.services.errors import NotFound
         from ctfhost.services.workers import heartbeat
 
-        self._in_context(heartbeat, self.worker_id)
+        try:
+            self._in_context(heartbeat, self.worker_id)
+        except NotFound:
+            log.warning("worker %s was unregistered; registering again", self.worker_id)
+            self.register()
 
     def sweep(self):
         from ctfhost.services.instances import expire_due

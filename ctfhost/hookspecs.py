@@ -42,24 +42,7 @@ def validate_challenge(challenge):
 
 
 @hookspec(firstresult=True)
-def reserve_backend(challenge, instance, worker):
-    """Say where an instance will listen before it is started.
-
-    Called in the launch job just before :func:`launch`. A runtime that can
-    know its address ahead (a host port it picks, a Service name) returns it,
-    so the core can publish the route while the instance starts and the proxy
-    is ready when the backend is. Runtimes that cannot know return ``None``.
-    Stops at the first non-None result.
-
-    :param challenge: the :class:`ctfhost.models.Challenge` to launch.
-    :param instance: the pending :class:`ctfhost.models.Instance`.
-    :param worker: the :class:`ctfhost.models.Worker` running the job.
-    :return: a :class:`ctfhost.hooktypes.Backend` or ``None``.
-    """
-
-
-@hookspec(firstresult=True)
-def launch(challenge, instance, worker, backend):
+def launch(challenge, instance, worker):
     """Start an instance and say where it listens.
 
     Called in a worker's launch job for a pending instance. Only the plugin
@@ -75,8 +58,6 @@ def launch(challenge, instance, worker, backend):
     :param instance: the pending :class:`ctfhost.models.Instance`.
     :param worker: the :class:`ctfhost.models.Worker` running the job; its
         ``address`` is how the proxy reaches this host.
-    :param backend: what :func:`reserve_backend` returned, or ``None``; when
-        set, the instance must listen there.
     :return: a :class:`ctfhost.hooktypes.Backend`. Raise
         :class:`ctfhost.hooktypes.LaunchError` for a failure to show the
         player (bad image, exit), :class:`ctfhost.hooktypes.TransientError`

@@ -1,6 +1,5 @@
 """The plugin manager: finds plugins by entry point and is the one place hooks are called."""
 
-import importlib.metadata
 import logging
 
 import pluggy
@@ -102,15 +101,9 @@ class Plugins:
                 errors.setdefault(field, []).extend(messages)
         return errors
 
-    def reserve_backend(self, challenge, instance, worker):
-        result = self.hook.reserve_backend(challenge=challenge, instance=instance, worker=worker)
-        if result is not None and not isinstance(result, Backend):
-            raise TypeError(f"reserve_backend returned {result!r}, expected a Backend")
-        return result
-
-    def launch(self, challenge, instance, worker, backend=None):
+    def launch(self, challenge, instance, worker):
         self.require_runtime(challenge.runtime)
-        result = self.hook.launch(challenge=challenge, instance=instance, worker=worker, backend=backend)
+        result = self.hook.launch(challenge=challenge, instance=instance, worker=worker)
         if result is None:
             raise LaunchError(f"no plugin launched runtime {challenge.runtime!r}")
         if not isinstance(result, Backend):
@@ -176,9 +169,3 @@ def get_plugins(app=None):
     app = app or current_app
     return app.extensions["ctfhost.plugins"]
 
-
-def distribution_version(name):
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None

@@ -112,15 +112,12 @@ def launch(instance_id, final_attempt=True):
     marks = [("begin", time.monotonic())]
     try:
         timeout = readiness_timeout(challenge)
-        backend = plugins.reserve_backend(challenge, instance, worker)
-        if backend is not None and _record_backend(instance, backend):
-            # publish now so the proxy loads the route while the instance starts
-            plugins.route(instance, "publish")
-        marks.append(("reserve", time.monotonic()))
-        started = plugins.launch(challenge, instance, worker, backend)
-        if started != backend:
-            _record_backend(instance, started)
-            plugins.route(instance, "publish")
+        started = plugins.launch(challenge, instance, worker)
+        _record_backend(instance, started)
+        # Publish only now: a connection forwarded to a Docker port before the
+        # container's network is up stalls for a second (SYN retransmit), and
+        # the proxy would forward players' early requests there.
+        plugins.route(instance, "publish")
         marks.append(("launch", time.monotonic()))
         if not _still_pending(instance.id):
             raise LaunchError("the instance ended while it was starting")

@@ -29,18 +29,10 @@ def validate_challenge(challenge):
 
 
 @hookimpl
-def reserve_backend(challenge, instance, worker):
+def launch(challenge, instance, worker):
     if challenge.runtime != RUNTIME:
         return None
-    return Backend(f"{worker.address}:{containers.free_port()}")
-
-
-@hookimpl
-def launch(challenge, instance, worker, backend):
-    if challenge.runtime != RUNTIME:
-        return None
-    host_port = int(backend.address.rsplit(":", 1)[1]) if backend else None
-    port = containers.run(challenge, instance, worker, host_port)
+    port = containers.run(challenge, instance, worker)
     return Backend(f"{worker.address}:{port}")
 
 

@@ -1,7 +1,6 @@
 """Docker engine access: run, inspect, remove and reconcile instance containers."""
 
 import logging
-import socket
 import threading
 
 import docker
@@ -18,7 +17,6 @@ from ctfhost_plugin_docker.options import normalize_capability
 log = logging.getLogger(__name__)
 
 LABEL = "ctfhost.managed"
-PORT_ATTEMPTS = 5
 
 _client = None
 _client_lock = threading.Lock()
@@ -50,13 +48,6 @@ def publish_ip():
     return setting("PUBLISH_IP", "127.0.0.1")
 
 
-def free_port():
-    """A port free on the publish address right now (the engine may still lose it to a race)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((publish_ip(), 0))
-        return sock.getsockname()[1]
-
-
 def network_name():
     return setting("NETWORK", "ctfhost-instances")
 
@@ -83,17 +74,11 @@ def ensure_network():
     return name
 
 
-def ensure_image(image):
-    engine = client()
-    try:
-        engine.images.get(image)
-        return
-    except ImageNotFound:
-        pass
+def pull(image):
     log.info("image %s is not present; pulling it", image)
     try:
         repository, tag = parse_repository_tag(image)
-        engine.images.pull(repository, tag=tag or "latest")
+        client().images.pull(repository, tag=tag or "latest")
     except (APIError, requests.exceptions.RequestException) as exc:
         detail = getattr(exc, "explanation", None) or str(exc)
         raise LaunchError(f"image {image!r} is not on this host and pulling it failed: {detail}") from None
@@ -110,7 +95,7 @@ def _labels(challenge, instance, worker):
     }
 
 
-def _create_kwargs(challenge, instance, worker, host_port):
+def _create_kwargs(challenge, instance, worker):
     options = challenge.options
     env = dict(options.get("env", {}))
     kwargs = {
@@ -119,7 +104,8 @@ def _create_kwargs(challenge, instance, worker, host_port):
         "detach": True,
         "labels": _labels(challenge, instance, worker),
         "environment": env,
-        "ports": {f"{challenge.port}/tcp": (publish_ip(), host_port)},
+        # the engine picks a free host port; it is read back after start
+        "ports": {f"{challenge.port}/tcp": (publish_ip(), None)},
         "network": ensure_network(),
         "nano_cpus": int(challenge.cpu_count * 1e9),
         "mem_limit": f"{challenge.memory_mb}m",
@@ -144,43 +130,51 @@ def _create_kwargs(challenge, instance, worker, host_port):
     return kwargs
 
 
-def _port_taken(exc):
-    text = str(getattr(exc, "explanation", "") or exc).lower()
-    return "port is already allocated" in text or "address already in use" in text
-
-
 def _explain(exc):
     return str(getattr(exc, "explanation", None) or exc)
 
 
-def run(challenge, instance, worker, host_port=None):
+def _create(challenge, instance, worker):
+    """Create the container; pull a missing image, replace a leftover of an earlier attempt."""
+    engine = client()
+    kwargs = _create_kwargs(challenge, instance, worker)
+    pulled = replaced = False
+    while True:
+        try:
+            return engine.containers.create(**kwargs)
+        except ImageNotFound:
+            if pulled:
+                raise LaunchError(f"image {challenge.image!r} is still missing after pulling it") from None
+            pull(challenge.image)
+            pulled = True
+        except APIError as exc:
+            if exc.status_code == 409 and not replaced:
+                remove(instance.id)  # same name: left by an earlier attempt of this launch
+                replaced = True
+                continue
+            raise
+
+
+def run(challenge, instance, worker):
     """Start the instance's container; returns the host port it is published on.
 
     Any container left by an earlier attempt of the same launch is replaced.
     """
     try:
-        ensure_image(challenge.image)
-        remove(instance.id)
-        engine = client()
-        for attempt in range(PORT_ATTEMPTS):
-            container = engine.containers.create(**_create_kwargs(challenge, instance, worker, host_port))
-            try:
-                container.start()
-            except APIError as exc:
-                container.remove(force=True)
-                if _port_taken(exc) and attempt + 1 < PORT_ATTEMPTS:
-                    host_port = free_port()
-                    continue
-                raise LaunchError(f"the container did not start: {_explain(exc)}") from None
-            if host_port:
-                return host_port
-            container.reload()
-            bindings = container.ports.get(f"{challenge.port}/tcp") or []
-            if not bindings:
-                raise LaunchError(f"the container publishes no port for {challenge.port}/tcp")
-            return int(bindings[0]["HostPort"])
-        raise LaunchError("no free host port found")
-    except LaunchError:
+        container = _create(challenge, instance, worker)
+        try:
+            container.start()
+        except APIError as exc:
+            container.remove(force=True)
+            if exc.is_server_error() and not _bad_command(exc):
+                raise TransientError(f"the container did not start: {_explain(exc)}") from None
+            raise LaunchError(f"the container did not start: {_explain(exc)}") from None
+        container.reload()
+        bindings = container.ports.get(f"{challenge.port}/tcp") or []
+        if not bindings:
+            raise LaunchError(f"the container publishes no port for {challenge.port}/tcp")
+        return int(bindings[0]["HostPort"])
+    except (LaunchError, TransientError):
         raise
     except APIError as exc:
         if exc.is_server_error():
@@ -188,6 +182,11 @@ def run(challenge, instance, worker, host_port=None):
         raise LaunchError(f"the Docker engine refused the container: {_explain(exc)}") from None
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
         raise TransientError(f"cannot reach the Docker engine: {exc}") from None
+
+
+def _bad_command(exc):
+    text = _explain(exc).lower()
+    return "executable file not found" in text or "no such file or directory" in text or "permission denied" in text
 
 
 def _tail_logs(container, lines=5):

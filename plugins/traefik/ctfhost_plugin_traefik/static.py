@@ -9,7 +9,7 @@ import shutil
 import sysconfig
 import os
 
-DEFAULT_POLL_INTERVAL = "200ms"
+DEFAULT_POLL_INTERVAL = "50ms"
 DEFAULT_THROTTLE = "0s"
 
 

