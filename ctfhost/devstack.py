@@ -210,6 +210,8 @@ def http(method, url, body=None, headers=None, timeout=10):
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        return None, str(exc)
     try:
         return status, json.loads(raw) if raw else None
     except ValueError:

@@ -372,7 +372,9 @@ class WorkerAgent:
             self.service.stop()
 
     def containers(self, docker_client, all=True):
-        return docker_client.containers.list(all=all, filters={"label": f"ctfhost.worker={self.worker_id}"})
+        return docker_client.containers.list(
+            all=all, sparse=True, filters={"label": f"ctfhost.worker={self.worker_id}"}
+        )
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from flask_smorest import Api
 
 from ctfhost.api.auth import SECURITY_SCHEMES
 from ctfhost.plugins import get_plugins
-from ctfhost.services.errors import ServiceError
+from ctfhost.services.errors import ServiceError, invalid_fields_message
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,21 @@ def _error(status, message, errors=None, headers=None):
     response.status_code = status
     response.headers.update(headers or {})
     return response
+
+
+class CtfhostApi(Api):
+    """flask-smorest's Api whose error answers always carry a message."""
+
+    def handle_http_exception(self, error):
+        payload, status, headers = super().handle_http_exception(error)
+        if "message" not in payload:
+            # flask-smorest leaves it out for validation errors and for errors
+            # raised outside abort() (unknown route, wrong method, crash)
+            if status == 422:
+                payload["message"] = invalid_fields_message(payload.get("errors"))
+            else:
+                payload["message"] = error.description or error.name
+        return payload, status, headers
 
 
 def register_error_handlers(app):
@@ -46,7 +61,7 @@ def register_error_handlers(app):
 def register_api(app):
     from ctfhost.api import challenges, health, instances, settings, workers
 
-    api = Api(app)
+    api = CtfhostApi(app)
     for name, scheme in SECURITY_SCHEMES.items():
         api.spec.components.security_scheme(name, scheme)
     app.extensions["ctfhost.api"] = api
@@ -58,7 +73,6 @@ def register_api(app):
 
     for module in (health, challenges, instances, workers, settings):
         api.register_blueprint(module.blp)
-    app.add_url_rule("/health", "health_root", health.health_view, methods=["GET"])
     get_plugins(app).register_blueprints(app, api)
     register_error_handlers(app)
     return api

@@ -8,7 +8,8 @@ from ctfhost.api.auth import Blueprint
 from ctfhost.db import database
 from ctfhost.queue import redis_connection
 
-blp = Blueprint("health", __name__, url_prefix="/api/v1", description="Liveness of the API, database and Redis.")
+# no url_prefix: the same public check answers at /health and /api/v1/health
+blp = Blueprint("health", __name__, description="Liveness of the API, database and Redis.")
 
 
 class HealthSchema(Schema):
@@ -36,15 +37,11 @@ def check():
     return result, 200
 
 
-@blp.route("/health")
+@blp.route("/health", endpoint="health_root")
+@blp.route("/api/v1/health")
 @blp.public
 @blp.response(200, HealthSchema, description="Everything is reachable.")
 @blp.alt_response(503, schema=HealthSchema, description="The database or Redis is unreachable.")
 def health():
     """Health of the API, its database and Redis (public)"""
     return check()
-
-
-def health_view():
-    body, status = check()
-    return HealthSchema().dump(body), status

@@ -21,13 +21,19 @@ class Conflict(ServiceError):
     status = 409
 
 
+def invalid_fields_message(errors):
+    """One line naming the bad fields in {location: {field: [messages]}}, e.g. "Invalid field(s): port."."""
+    names = sorted({name for fields in (errors or {}).values() if isinstance(fields, dict) for name in fields})
+    return f"Invalid field(s): {', '.join(names)}." if names else "One or more fields are invalid."
+
+
 class Invalid(ServiceError):
-    """Bad input; `errors` maps each bad field to its messages."""
+    """Bad input; `errors` maps each location ("json") to each bad field and its messages."""
 
     status = 422
 
-    def __init__(self, errors, message="One or more fields are invalid."):
-        super().__init__(message, errors=errors)
+    def __init__(self, errors, message=None):
+        super().__init__(message or invalid_fields_message(errors), errors=errors)
 
 
 class TooManyRequests(ServiceError):

@@ -15,6 +15,7 @@ from ctfhost.plugins import get_plugins
 from ctfhost.services import settings
 from ctfhost.services.errors import Conflict, NotFound, Unavailable
 from ctfhost.services.placement import choose_worker
+from ctfhost.timeutil import to_iso
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +192,13 @@ def renew_instance(instance_id):
     challenge = Challenge.get_or_none(Challenge.id == instance.challenge_id)
     ttl = settings.ttl_for(challenge) if challenge else settings.default_ttl_seconds()
     new_expiry = utcnow() + datetime.timedelta(seconds=ttl)
-    if new_expiry <= instance.expires_at:
-        raise Conflict(f"renewing now would not extend instance {instance.id}: it already runs until its expiry")
+    added = int((new_expiry - instance.expires_at).total_seconds())
+    # whole seconds, as the API shows times: a renew that gains only
+    # milliseconds (right after a launch) does not extend anything
+    if added < 1:
+        raise Conflict(
+            f"renewing now would not extend instance {instance.id}: it already runs until {to_iso(instance.expires_at)}"
+        )
     changed = (
         Instance.update(expires_at=new_expiry)
         .where(
@@ -204,7 +210,6 @@ def renew_instance(instance_id):
     )
     if not changed:
         raise Conflict(f"instance {instance.id} changed while renewing; try again")
-    added = int((new_expiry - instance.expires_at).total_seconds())
     return new_expiry, added
 
 

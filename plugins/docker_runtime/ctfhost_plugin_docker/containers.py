@@ -172,6 +172,9 @@ def run(challenge, instance, worker):
         container.reload()
         bindings = container.ports.get(f"{challenge.port}/tcp") or []
         if not bindings:
+            alive, reason = _describe_state(container)
+            if not alive:
+                raise LaunchError(reason)
             raise LaunchError(f"the container publishes no port for {challenge.port}/tcp")
         return int(bindings[0]["HostPort"])
     except (LaunchError, TransientError):
@@ -203,6 +206,10 @@ def state(instance_id):
         container = client().containers.get(container_name(instance_id))
     except NotFound:
         return False, "the container is gone"
+    return _describe_state(container)
+
+
+def _describe_state(container):
     status = container.attrs.get("State", {})
     if status.get("Running") or status.get("Status") in ("created", "running", "restarting"):
         return True, None
@@ -229,7 +236,9 @@ def remove(instance_id):
         if "removal of container" in _explain(exc) and "already in progress" in _explain(exc):
             return
         raise
-    for container in engine.containers.list(all=True, filters={"label": f"ctfhost.instance={instance_id}"}):
+    for container in engine.containers.list(
+        all=True, sparse=True, filters={"label": f"ctfhost.instance={instance_id}"}
+    ):
         try:
             container.remove(force=True, v=True)
         except NotFound:
@@ -240,10 +249,13 @@ def reconcile(worker_id, keep_ids):
     """Remove this worker's containers not in keep_ids; return kept ids whose container is not running."""
     engine = client()
     found = {}
+    # sparse: no per-container inspect, so a container removed meanwhile is no error
     for container in engine.containers.list(
-        all=True, filters={"label": [f"{LABEL}=true", "ctfhost.runtime=docker", f"ctfhost.worker={worker_id}"]}
+        all=True,
+        sparse=True,
+        filters={"label": [f"{LABEL}=true", "ctfhost.runtime=docker", f"ctfhost.worker={worker_id}"]},
     ):
-        instance_id = container.labels.get("ctfhost.instance")
+        instance_id = (container.attrs.get("Labels") or {}).get("ctfhost.instance")
         if instance_id in keep_ids:
             found[instance_id] = container.status
             continue
