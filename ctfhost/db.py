@@ -27,7 +27,7 @@ def open_database(url):
         # placements never read the same capacity and both commit.
         db = connect(url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE", timeout=30)
     elif url.startswith(("postgres", "postgresql")):
-        db = connect(url, autorollback=True)
+        db = connect(url)
     else:
         db = connect(url)
     database.initialize(db)

@@ -8,6 +8,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from ctfhost.api.auth import Blueprint
 from ctfhost.api.fields import StrictInteger, UTCDateTime
+from ctfhost.plugins import UnknownRuntime, get_plugins
 from ctfhost.services import challenges as service
 
 blp = Blueprint("challenges", __name__, url_prefix="/api/v1/challenges", description="Challenges that teams can launch.")
@@ -43,6 +44,14 @@ class ExtraConfig(fields.Field):
         return value
 
 
+def installed_runtime(name):
+    """Refuse a runtime no installed plugin provides, with the other field errors."""
+    try:
+        get_plugins().require_runtime(name)
+    except UnknownRuntime as exc:
+        raise ValidationError(str(exc)) from None
+
+
 class ChallengeSchema(Schema):
     id = fields.String(
         required=True,
@@ -55,7 +64,7 @@ class ChallengeSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     runtime = fields.String(
         required=True,
-        validate=validate.Length(min=1, max=64),
+        validate=[validate.Length(min=1, max=64), installed_runtime],
         metadata={"description": "A runtime an installed plugin provides (see `flask ctfhost plugins`)", "example": "docker"},
     )
     image = fields.String(required=True, validate=validate.Length(min=1, max=500))
@@ -142,7 +151,4 @@ class ChallengeById(MethodView):
 @blp.alt_response(404, schema=ErrorSchema, description="No such challenge.")
 def weights(challenge_id):
     """Per-team weights plugins report for a challenge"""
-    from ctfhost.plugins import get_plugins
-
-    challenge = service.get_challenge(challenge_id)
-    return {"weights": get_plugins().collect_weights(challenge)}
+    return {"weights": service.collect_weights(challenge_id)}

@@ -7,6 +7,8 @@ from marshmallow import ValidationError, fields
 from ctfhost.timeutil import parse_iso, to_iso
 
 TEAM_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$")
+# the largest signed 64-bit integer, as scoreboards store account ids
+MAX_TEAM_NUMBER = 2**63 - 1
 
 
 class UTCDateTime(fields.Field):
@@ -45,7 +47,12 @@ class TeamId(fields.Field):
     def __init__(self, **kwargs):
         kwargs.setdefault(
             "metadata",
-            {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": TEAM_ID_PATTERN.pattern}]},
+            {
+                "oneOf": [
+                    {"type": "integer", "minimum": 0, "maximum": MAX_TEAM_NUMBER},
+                    {"type": "string", "pattern": TEAM_ID_PATTERN.pattern},
+                ]
+            },
         )
         super().__init__(**kwargs)
 
@@ -56,8 +63,8 @@ class TeamId(fields.Field):
         if isinstance(value, bool):
             raise ValidationError("Must be a non-negative integer or a string id.")
         if isinstance(value, int):
-            if value < 0:
-                raise ValidationError("Must be a non-negative integer or a string id.")
+            if not 0 <= value <= MAX_TEAM_NUMBER:
+                raise ValidationError(f"Must be an integer from 0 to {MAX_TEAM_NUMBER}, or a string id.")
             return value
         if isinstance(value, str):
             if not TEAM_ID_PATTERN.match(value):

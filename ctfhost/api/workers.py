@@ -46,14 +46,6 @@ class WorkerSchema(Schema):
     registered_at = UTCDateTime()
 
 
-def _describe(worker):
-    from ctfhost.models import utcnow
-
-    worker.status = "active" if service.is_active(worker, utcnow()) else "inactive"
-    worker.active_instances = service.active_counts([worker.id]).get(worker.id, 0)
-    return worker
-
-
 @blp.route("")
 class Workers(MethodView):
     @blp.api_key_required
@@ -68,11 +60,11 @@ class Workers(MethodView):
     @blp.alt_response(200, schema=WorkerSchema, description="Updated an existing worker (registering is idempotent).")
     def post(self, data):
         """Register a worker, or update it when registered before"""
-        existed = service.Worker.select().where(service.Worker.id == data["id"]).exists()
+        existed = service.is_registered(data["id"])
         worker = service.register_worker(
             data["id"], data["address"], data["runtime"], data["agent_port"], data["max_instances"]
         )
-        return _describe(worker), (200 if existed else 201)
+        return service.describe(worker), (200 if existed else 201)
 
 
 @blp.route("/<string:worker_id>/heartbeat", methods=["POST"])
@@ -81,4 +73,4 @@ class Workers(MethodView):
 @blp.alt_response(404, schema=ErrorSchema, description="No such worker.")
 def heartbeat(worker_id):
     """Record that a worker is alive"""
-    return _describe(service.heartbeat(worker_id))
+    return service.describe(service.heartbeat(worker_id))

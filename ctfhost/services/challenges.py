@@ -92,6 +92,11 @@ def update_challenge(challenge_id, changes):
     return challenge
 
 
+def collect_weights(challenge_id):
+    """Per-team weights the plugins report for a challenge, summed by team."""
+    return get_plugins().collect_weights(get_challenge(challenge_id))
+
+
 def active_instance_count(challenge_id):
     return Instance.select().where(Instance.challenge_id == challenge_id, Instance.status.in_(list(ACTIVE))).count()
 
@@ -122,8 +127,12 @@ def import_challenges(items):
     Returns (created ids, updated ids). Raises Invalid with errors keyed by
     list position.
     """
-    prepared, errors = [], {}
+    prepared, errors, seen = [], {}, {}
     for position, data in enumerate(items):
+        if data["id"] in seen:
+            errors[position] = {"id": [f"{data['id']!r} is also challenge {seen[data['id']]} of this import"]}
+            continue
+        seen[data["id"]] = position
         existing = Challenge.get_or_none(Challenge.id == data["id"])
         if existing is None:
             challenge = Challenge(**data)

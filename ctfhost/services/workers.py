@@ -82,13 +82,19 @@ def active_counts(worker_ids=None):
     return {row.worker_id: row.n for row in query}
 
 
+def is_registered(worker_id):
+    return Worker.select().where(Worker.id == worker_id).exists()
+
+
+def describe(worker, now=None, counts=None):
+    """Annotate `worker` with its liveness `status` and its count of `active_instances`."""
+    counts = active_counts([worker.id]) if counts is None else counts
+    worker.status = "active" if is_active(worker, now) else "inactive"
+    worker.active_instances = counts.get(worker.id, 0)
+    return worker
+
+
 def describe_workers():
     """Every worker with its liveness status and count of active instances."""
-    now = utcnow()
-    counts = active_counts()
-    rows = []
-    for worker in Worker.select().order_by(Worker.id):
-        worker.status = "active" if is_active(worker, now) else "inactive"
-        worker.active_instances = counts.get(worker.id, 0)
-        rows.append(worker)
-    return rows
+    now, counts = utcnow(), active_counts()
+    return [describe(worker, now, counts) for worker in Worker.select().order_by(Worker.id)]

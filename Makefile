@@ -1,0 +1,37 @@
+# ctfhost: `make demo` runs a whole ctfhost on this machine; `make test` runs every test.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+.PHONY: demo demo-stop test test-sqlite test-postgresql system venv clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml plugins/docker_runtime/setup.cfg plugins/traefik/setup.cfg
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[postgresql,serve,test]' -e 'plugins/docker_runtime[test]' -e 'plugins/traefik[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+system:
+	scripts/system.sh deps
+	scripts/system.sh services
+
+demo: system venv
+	$(PY) -m ctfhost.devstack demo
+
+demo-stop:
+	$(PY) -m ctfhost.devstack demo-stop
+
+test-sqlite: system venv
+	$(PY) -m pytest
+
+test-postgresql: system venv
+	CTFHOST_TEST_DATABASE_URL="$$(scripts/system.sh postgres)" $(PY) -m pytest
+
+# The whole suite, on SQLite and then on PostgreSQL.
+test: test-sqlite test-postgresql
+
+clean:
+	rm -rf $(VENV) .demo *.egg-info plugins/*/*.egg-info
