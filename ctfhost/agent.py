@@ -113,7 +113,13 @@ class Agent:
     def reconcile(self):
         from ctfhost.services import lifecycle
 
-        marked = self._in_context(lifecycle.reconcile, self.worker_id)
+        def _reconcile():
+            from ctfhost.models import Worker
+
+            lost = lifecycle.recover_interrupted_launches(Worker.get_by_id(self.worker_id), at_startup=False)
+            return lost + lifecycle.reconcile(self.worker_id)
+
+        marked = self._in_context(_reconcile)
         if marked:
             log.warning("reconcile marked %d instance(s) error: %s", len(marked), ", ".join(marked))
 

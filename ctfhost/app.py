@@ -58,8 +58,9 @@ def create_app(config=None):
 
     register_api(app)
 
-    from ctfhost.cli import ctfhost_group
+    from ctfhost.cli import command_group
 
-    app.cli.add_command(ctfhost_group)
-    app.extensions["ctfhost.plugins"].register_commands(ctfhost_group)
+    group = command_group()
+    app.extensions["ctfhost.plugins"].register_commands(group)
+    app.cli.add_command(group)
     return app

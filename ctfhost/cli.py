@@ -1,7 +1,6 @@
 """The `flask ctfhost` command group."""
 
 import json
-import sys
 
 import click
 import yaml
@@ -206,9 +205,9 @@ def instances_destroy(instance_id):
     click.echo(f"instance {instance.id} is {instance.status}; its resources are being removed")
 
 
-def main():  # pragma: no cover - convenience for `python -m ctfhost.cli`
-    from flask.cli import FlaskGroup
-
-    from ctfhost import create_app
-
-    FlaskGroup(create_app=create_app)(args=["ctfhost", *sys.argv[1:]])
+def command_group():
+    """A fresh `ctfhost` group for one app, so plugin commands stay with the app that loaded them."""
+    group = AppGroup(ctfhost_group.name, help=ctfhost_group.help)
+    for name, command in ctfhost_group.commands.items():
+        group.add_command(command, name)
+    return group

@@ -85,8 +85,9 @@ def inspect(instance, worker):
 def destroy(instance, worker):
     """Remove everything a runtime created for an instance.
 
-    Called in a worker's destroy job after delete, restart, expiry and a
-    failed launch, and by reconcile. Only the plugin providing
+    Called in a worker's destroy job after delete, restart and expiry, when a
+    launch fails, and by reconcile for instances whose resources it found
+    dead. Only the plugin providing
     ``instance.runtime`` answers. It must be idempotent: resources already
     gone are not an error. Stops at the first non-None result.
 
@@ -167,9 +168,10 @@ def authorize(request, instance):
 def collect_weights(challenge):
     """Report per-team weights for a challenge.
 
-    Called periodically and on ``GET /api/v1/challenges/{id}/weights`` for
-    challenges whose scoring depends on what happens inside instances
-    (king of the hill, attack-defense services). Every plugin may answer.
+    Called on ``GET /api/v1/challenges/{id}/weights`` (a scoreboard polls
+    it) for challenges whose scoring depends on what happens inside
+    instances (king of the hill, attack-defense services). Every plugin may
+    answer.
 
     :param challenge: the :class:`ctfhost.models.Challenge`.
     :return: a dict mapping team id to a number, or ``None``; the core sums

@@ -40,6 +40,8 @@ class Plugins:
         self.pm.register(defaults, name="ctfhost.defaults")
         if load_entry_points:
             self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        # a misspelled hook name would otherwise never run, silently
+        self.pm.check_pending()
 
     @property
     def hook(self):

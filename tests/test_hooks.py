@@ -1,0 +1,586 @@
+"""Every hook, exercised through the Plugins facade as a plugin author would rely on it."""
+
+import importlib.metadata
+import logging
+
+import click
+import flask
+import pluggy
+import pytest
+from click.testing import CliRunner
+from flask.cli import AppGroup
+from flask_smorest import Api
+
+import ctfhost
+from ctfhost import hookimpl
+from ctfhost.api.auth import Blueprint
+from ctfhost.hooktypes import AccessDecision, Backend, LaunchError, RuntimeState
+from ctfhost.models import Challenge, Instance, Worker
+from ctfhost.plugins import Plugins, UnknownRuntime, get_plugins
+
+
+def make_challenge(runtime="alpha", **fields):
+    values = dict(id="web-demo", name="Demo", runtime=runtime, image="demo:1", port=8080, extra_config="{}")
+    values.update(fields)
+    return Challenge(**values)
+
+
+def make_instance(runtime="alpha", **fields):
+    values = dict(
+        id="3f1c2b7e-0000-4000-8000-000000000001",
+        team_id="17",
+        challenge_id="web-demo",
+        runtime=runtime,
+        status="pending",
+        hostname="9c2e41d0a7b3.web-demo.localhost",
+        endpoint="http://9c2e41d0a7b3.web-demo.localhost",
+        worker_id="w1",
+    )
+    values.update(fields)
+    return Instance(**values)
+
+
+def make_worker(**fields):
+    values = dict(id="w1", address="10.0.0.7", runtime="alpha,beta")
+    values.update(fields)
+    return Worker(**values)
+
+
+def bare_plugins(*plugins, disabled=()):
+    """A facade with only the core defaults and `plugins` (name, object) registered."""
+    facade = Plugins(disabled=disabled, load_entry_points=False)
+    for name, plugin in plugins:
+        facade.register(plugin, name=name)
+    return facade
+
+
+class Runtime:
+    """A runtime plugin answering only for its own runtime, recording every call."""
+
+    def __init__(self, name, port=4000):
+        self.name, self.port = name, port
+        self.calls = []
+
+    @hookimpl
+    def register_runtimes(self):
+        return [self.name]
+
+    @hookimpl
+    def launch(self, challenge, instance, worker):
+        self.calls.append(("launch", instance.id))
+        if challenge.runtime != self.name:
+            return None
+        return Backend(f"{worker.address}:{self.port}")
+
+    @hookimpl
+    def inspect(self, instance, worker):
+        self.calls.append(("inspect", instance.id))
+        if instance.runtime != self.name:
+            return None
+        return RuntimeState(False, f"{self.name}: exited with code 3")
+
+    @hookimpl
+    def destroy(self, instance, worker):
+        self.calls.append(("destroy", instance.id))
+        if instance.runtime != self.name:
+            return None
+        return True
+
+    @hookimpl
+    def reconcile(self, worker, runtime, instances):
+        self.calls.append(("reconcile", runtime))
+        if runtime != self.name:
+            return None
+        return [instance.id for instance in instances if instance.status == "running"]
+
+
+# -- register_runtimes -------------------------------------------------------
+
+
+def test_hook_register_runtimes():
+    class Several:
+        @hookimpl
+        def register_runtimes(self):
+            return ["beta", "alpha"]
+
+    class Silent:
+        @hookimpl
+        def register_runtimes(self):
+            return None
+
+    plugins = bare_plugins(("alpha", Runtime("alpha")), ("several", Several()), ("silent", Silent()))
+    assert plugins.runtimes() == ["alpha", "beta"]  # merged, sorted, no duplicates
+    assert plugins.require_runtime("beta") == "beta"
+
+
+def test_unknown_runtime_names_installed_runtimes_and_asks_for_the_plugin():
+    plugins = bare_plugins(("alpha", Runtime("alpha")), ("beta", Runtime("beta")))
+    with pytest.raises(UnknownRuntime) as caught:
+        plugins.require_runtime("kata")
+    message = str(caught.value)
+    assert "'kata'" in message
+    assert "installed runtimes are alpha, beta" in message
+    assert "is the plugin providing 'kata' installed?" in message
+    assert caught.value.installed == ["alpha", "beta"]
+    assert isinstance(caught.value, LookupError)
+
+
+def test_unknown_runtime_when_none_is_installed():
+    with pytest.raises(UnknownRuntime, match="installed runtimes are none"):
+        bare_plugins().require_runtime("docker")
+
+
+# -- validate_challenge ------------------------------------------------------
+
+
+def test_hook_validate_challenge():
+    class Strict:
+        @hookimpl
+        def validate_challenge(self, challenge):
+            if challenge.runtime != "alpha":
+                return None
+            unknown = sorted(set(challenge.options) - {"env"})
+            return {"extra_config": [f"unknown key {key!r}" for key in unknown]} if unknown else None
+
+    class Terse:
+        @hookimpl
+        def validate_challenge(self, challenge):
+            return {"extra_config": "alpha wants env"} if "env" not in challenge.options else None
+
+    plugins = bare_plugins(("alpha", Runtime("alpha")), ("strict", Strict()), ("terse", Terse()))
+    assert plugins.validate_challenge(make_challenge(extra_config='{"env": {}}')) == {}
+    errors = plugins.validate_challenge(make_challenge(extra_config='{"bogus": 1}'))
+    # every plugin's messages, merged per field; a bare string becomes a list item
+    assert sorted(errors) == ["extra_config"]
+    assert sorted(errors["extra_config"]) == ["alpha wants env", "unknown key 'bogus'"]
+    assert plugins.validate_challenge(make_challenge(runtime="beta", extra_config='{"env": {}}')) == {}
+
+
+def test_validate_challenge_answers_422_through_the_api(api):
+    body = {"id": "web-bad", "name": "Bad", "runtime": "fake", "image": "x", "port": 80, "extra_config": {"bogus": 1}}
+    response = api.post("/api/v1/challenges", json=body)
+    assert response.status_code == 422, response.get_json()
+    assert "unknown key 'bogus'" in response.get_json()["errors"]["json"]["extra_config"]
+
+
+def test_unknown_runtime_answers_422_through_the_api(api):
+    body = {"id": "web-kata", "name": "Kata", "runtime": "no-such-runtime", "image": "x", "port": 80}
+    response = api.post("/api/v1/challenges", json=body)
+    assert response.status_code == 422
+    (message,) = response.get_json()["errors"]["json"]["runtime"]
+    assert "is the plugin providing 'no-such-runtime' installed?" in message
+
+
+# -- launch ------------------------------------------------------------------
+
+
+def test_hook_launch():
+    alpha, beta = Runtime("alpha", port=4001), Runtime("beta", port=4002)
+    plugins = bare_plugins(("alpha", alpha), ("beta", beta))
+    instance = make_instance()
+    backend = plugins.launch(make_challenge("alpha"), instance, make_worker())
+    assert backend == Backend("10.0.0.7:4001")
+    assert backend.url == "http://10.0.0.7:4001"
+    # beta was registered last, so asked first; alpha answered and stopped the call
+    assert beta.calls == [("launch", instance.id)]
+    assert alpha.calls == [("launch", instance.id)]
+
+
+def test_launch_stops_at_the_first_answer():
+    first, second = Runtime("alpha", port=1), Runtime("alpha", port=2)
+    plugins = bare_plugins(("first", first), ("second", second))
+    assert plugins.launch(make_challenge(), make_instance(), make_worker()).address == "10.0.0.7:2"
+    assert first.calls == []
+
+
+def test_launch_returning_the_wrong_type_raises_type_error():
+    class Sloppy:
+        @hookimpl
+        def register_runtimes(self):
+            return ["alpha"]
+
+        @hookimpl
+        def launch(self, challenge, instance, worker):
+            return "10.0.0.7:4001"
+
+    plugins = bare_plugins(("sloppy", Sloppy()))
+    with pytest.raises(TypeError, match="expected a Backend"):
+        plugins.launch(make_challenge(), make_instance(), make_worker())
+
+
+def test_launch_with_no_answer_is_a_launch_error():
+    class Mute:
+        @hookimpl
+        def register_runtimes(self):
+            return ["alpha"]
+
+    with pytest.raises(LaunchError, match="no plugin launched runtime 'alpha'"):
+        bare_plugins(("mute", Mute())).launch(make_challenge(), make_instance(), make_worker())
+
+
+def test_launch_of_an_unknown_runtime_calls_no_plugin():
+    alpha = Runtime("alpha")
+    plugins = bare_plugins(("alpha", alpha))
+    with pytest.raises(UnknownRuntime, match="is the plugin providing 'kata' installed"):
+        plugins.launch(make_challenge("kata"), make_instance("kata"), make_worker())
+    assert alpha.calls == []
+
+
+def test_launch_errors_reach_the_caller():
+    class Broken(Runtime):
+        @hookimpl
+        def launch(self, challenge, instance, worker):
+            raise LaunchError("image 'demo:1' is not on this host")
+
+    with pytest.raises(LaunchError, match="not on this host"):
+        bare_plugins(("broken", Broken("alpha"))).launch(make_challenge(), make_instance(), make_worker())
+
+
+# -- inspect -----------------------------------------------------------------
+
+
+def test_hook_inspect():
+    plugins = bare_plugins(("alpha", Runtime("alpha")), ("beta", Runtime("beta")))
+    assert plugins.inspect(make_instance("alpha"), make_worker()) == RuntimeState(False, "alpha: exited with code 3")
+    assert plugins.inspect(make_instance("beta"), make_worker()).reason == "beta: exited with code 3"
+    assert plugins.inspect(make_instance("gamma"), make_worker()) is None  # nobody's instance
+
+
+def test_inspect_returning_the_wrong_type_raises_type_error():
+    class Sloppy:
+        @hookimpl
+        def inspect(self, instance, worker):
+            return False
+
+    with pytest.raises(TypeError, match="expected a RuntimeState"):
+        bare_plugins(("sloppy", Sloppy())).inspect(make_instance(), make_worker())
+
+
+# -- destroy -----------------------------------------------------------------
+
+
+def test_hook_destroy(caplog):
+    alpha, beta = Runtime("alpha"), Runtime("beta")
+    plugins = bare_plugins(("alpha", alpha), ("beta", beta))
+    instance = make_instance("alpha", status="destroyed")
+    assert plugins.destroy(instance, make_worker()) is True
+    assert plugins.destroy(instance, make_worker()) is True  # idempotent: twice is fine
+    assert alpha.calls == [("destroy", instance.id)] * 2
+
+    with caplog.at_level(logging.WARNING, logger="ctfhost.plugins"):
+        assert plugins.destroy(make_instance("gamma"), make_worker()) is False
+    assert "is the plugin installed?" in caplog.text
+    assert "'gamma'" in caplog.text
+
+
+# -- reconcile ---------------------------------------------------------------
+
+
+def test_hook_reconcile():
+    alpha, beta = Runtime("alpha"), Runtime("beta")
+    plugins = bare_plugins(("alpha", alpha), ("beta", beta))
+    running = make_instance(id="a-running", status="running")
+    pending = make_instance(id="a-pending", status="pending")
+    instances = iter([running, pending])  # any iterable reaches plugins as a list
+    assert plugins.reconcile(make_worker(), "alpha", instances) == {"a-running"}
+    assert ("reconcile", "alpha") in beta.calls  # asked first, answered None
+    assert plugins.reconcile(make_worker(), "gamma", []) == set()
+
+
+# -- route -------------------------------------------------------------------
+
+
+def test_hook_route():
+    class Proxy:
+        def __init__(self):
+            self.seen = []
+
+        @hookimpl
+        def route(self, instance, action):
+            self.seen.append((instance.hostname, action))
+            return "ignored"
+
+    first, second = Proxy(), Proxy()
+    plugins = bare_plugins(("first", first), ("second", second))
+    instance = make_instance(backend="http://10.0.0.7:4001")
+    assert plugins.route(instance, "publish") is None
+    plugins.route(instance, "withdraw")
+    # every proxy plugin answers, not only the first
+    expected = [(instance.hostname, "publish"), (instance.hostname, "withdraw")]
+    assert first.seen == expected
+    assert second.seen == expected
+
+    with pytest.raises(ValueError, match="'publish' or 'withdraw'"):
+        plugins.route(instance, "delete")
+    assert len(first.seen) == 2  # refused before any plugin was called
+
+
+# -- wait_routed -------------------------------------------------------------
+
+
+def test_hook_wait_routed():
+    class Proxy:
+        def __init__(self, loaded):
+            self.loaded, self.waited = loaded, []
+
+        @hookimpl
+        def wait_routed(self, instance, timeout):
+            self.waited.append(timeout)
+            if not self.loaded:
+                raise LaunchError(f"the proxy did not load {instance.hostname} within {timeout:g} s")
+
+    ready, also_ready = Proxy(True), Proxy(True)
+    plugins = bare_plugins(("ready", ready), ("also-ready", also_ready))
+    plugins.wait_routed(make_instance(), 2.5)
+    assert ready.waited == also_ready.waited == [2.5]
+
+    plugins.register(Proxy(False), name="slow")
+    with pytest.raises(LaunchError, match="did not load 9c2e41d0a7b3.web-demo.localhost within 2.5 s"):
+        plugins.wait_routed(make_instance(), 2.5)
+
+
+# -- authorize ---------------------------------------------------------------
+
+
+def test_hook_authorize(app):
+    plugins = get_plugins(app)
+    instance = make_instance(team_id="17")
+    with app.test_request_context("/", headers={"X-Forwarded-Host": instance.hostname}):
+        decision = plugins.authorize(flask.request, instance)
+    # the core default (trylast) lets the request through and says who owns it
+    assert decision.allowed is True
+    assert decision.status == 200
+    assert decision.headers == {"X-Ctfhost-Team": "17", "X-Ctfhost-Instance": instance.id}
+
+
+def test_authorize_plugin_wins_over_the_default(app):
+    class TeamCookie:
+        @hookimpl
+        def authorize(self, request, instance):
+            if request.cookies.get("team") == instance.team_id:
+                return None  # no opinion: leave it to the next implementation
+            return AccessDecision.deny(302, Location="https://ctf.example.org/login")
+
+    plugins = get_plugins(app)
+    plugins.register(TeamCookie(), name="team-cookie")
+    try:
+        instance = make_instance(team_id="17")
+        with app.test_request_context("/", headers={"Cookie": "team=99"}):
+            denied = plugins.authorize(flask.request, instance)
+        with app.test_request_context("/", headers={"Cookie": "team=17"}):
+            allowed = plugins.authorize(flask.request, instance)
+    finally:
+        plugins.unregister(name="team-cookie")
+    assert denied == AccessDecision(False, 302, {"Location": "https://ctf.example.org/login"}, "")
+    assert allowed.allowed and allowed.headers["X-Ctfhost-Team"] == "17"
+
+
+def test_authorize_default_is_registered_trylast():
+    plugins = bare_plugins()
+    (impl,) = plugins.pm.hook.authorize.get_hookimpls()
+    assert impl.plugin_name == "ctfhost.defaults"
+    assert impl.trylast
+
+
+def test_authorize_returning_the_wrong_type_raises_type_error():
+    class Sloppy:
+        @hookimpl
+        def authorize(self, request, instance):
+            return True
+
+    with pytest.raises(TypeError, match="expected an AccessDecision"):
+        bare_plugins(("sloppy", Sloppy())).authorize(None, make_instance())
+
+
+def test_authorize_without_defaults_or_plugin_raises_type_error():
+    plugins = bare_plugins(disabled=["ctfhost.defaults"])
+    with pytest.raises(TypeError, match="authorize returned None"):
+        plugins.authorize(None, make_instance())
+
+
+# -- collect_weights ---------------------------------------------------------
+
+
+class Weights:
+    def __init__(self, weights):
+        self.weights = weights
+
+    @hookimpl
+    def collect_weights(self, challenge):
+        return self.weights
+
+
+def test_hook_collect_weights():
+    plugins = bare_plugins(
+        ("hill", Weights({1: 30.0, "2": 10})),
+        ("services", Weights({"1": 5, "3": 0.5})),
+        ("unrelated", Weights(None)),
+    )
+    # summed per team; 1 and "1" are the same team
+    assert plugins.collect_weights(make_challenge()) == {"1": 35.0, "2": 10, "3": 0.5}
+    assert bare_plugins().collect_weights(make_challenge()) == {}
+
+
+def test_collect_weights_through_the_api(app, api):
+    created = api.post(
+        "/api/v1/challenges", json={"id": "koth-hill", "name": "Hill", "runtime": "fake", "image": "x", "port": 80}
+    )
+    assert created.status_code == 201, created.get_json()
+    plugins = get_plugins(app)
+    plugins.register(Weights({7: 2, "8": 1.5}), name="test-hill")
+    plugins.register(Weights({"7": 1}), name="test-services")
+    try:
+        response = api.get("/api/v1/challenges/koth-hill/weights")
+    finally:
+        plugins.unregister(name="test-hill")
+        plugins.unregister(name="test-services")
+    assert response.status_code == 200
+    assert response.get_json() == {"weights": {"7": 3.0, "8": 1.5}}
+
+
+# -- register_blueprints -----------------------------------------------------
+
+
+class Extension:
+    """A plugin adding an API route and a command."""
+
+    def __init__(self):
+        self.blp = Blueprint("koth", __name__, url_prefix="/api/v1/koth", description="King-of-the-hill standings.")
+
+        @self.blp.route("/standings")
+        @self.blp.api_key_required
+        @self.blp.response(200)
+        def standings():
+            """Who holds the hill"""
+            return {"standings": []}
+
+    @hookimpl
+    def register_blueprints(self, app, api):
+        api.register_blueprint(self.blp)
+
+    @hookimpl
+    def register_commands(self, cli):
+        @cli.command("koth-standings")
+        @click.option("--challenge", default="koth-hill")
+        def standings(challenge):
+            """Print who holds the hill."""
+            click.echo(f"nobody holds {challenge}")
+
+
+def test_hook_register_blueprints():
+    from ctfhost.api import register_api
+    from ctfhost.app import API_DEFAULTS
+
+    app = flask.Flask("plugin-blueprint-test")
+    app.config.update(API_DEFAULTS)
+    app.config["CTFHOST_API_KEY"] = "k"
+    app.extensions["ctfhost.plugins"] = bare_plugins(("koth", Extension()))
+    register_api(app)  # what create_app does: core blueprints, then the plugins'
+    client = app.test_client()
+
+    spec = client.get("/openapi.json").get_json()
+    assert "/api/v1/koth/standings" in spec["paths"]
+    assert "/api/v1/challenges" in spec["paths"]
+    operation = spec["paths"]["/api/v1/koth/standings"]["get"]
+    assert operation["security"] == [{"ApiKeyAuth": []}]
+    assert client.get("/api/v1/koth/standings").status_code == 401
+    response = client.get("/api/v1/koth/standings", headers={"x-api-key": "k"})
+    assert response.status_code == 200
+    assert response.get_json() == {"standings": []}
+
+
+def test_register_blueprints_with_a_bare_api():
+    app = flask.Flask("plugin-bare-api-test")
+    app.config.update(API_TITLE="t", API_VERSION="1", OPENAPI_VERSION="3.0.3")
+    api = Api(app)
+    bare_plugins(("koth", Extension())).register_blueprints(app, api)
+    assert "/api/v1/koth/standings" in api.spec.to_dict()["paths"]
+
+
+# -- register_commands -------------------------------------------------------
+
+
+def test_hook_register_commands():
+    group = AppGroup("ctfhost")
+    bare_plugins(("koth", Extension())).register_commands(group)
+    assert "koth-standings" in group.commands
+    app = flask.Flask("plugin-command-test")
+    result = CliRunner().invoke(group, ["koth-standings", "--challenge", "hill-2"], obj=flask.cli.ScriptInfo(create_app=lambda: app))
+    assert result.exit_code == 0, result.output
+    assert result.output == "nobody holds hill-2\n"
+
+
+def test_plugins_command_lists_loaded_plugins(app):
+    import json
+
+    result = app.test_cli_runner().invoke(args=["ctfhost", "plugins", "--json"])
+    assert result.exit_code == 0, result.output
+    listing = json.loads(result.output)
+    names = {row["name"]: row for row in listing["plugins"]}
+    assert names["ctfhost.defaults"]["hooks"] == ["authorize"]
+    assert "launch" in names["fake-runtime"]["hooks"]
+    assert "fake" in listing["runtimes"]
+
+
+# -- listing, loading, disabling ---------------------------------------------
+
+
+def test_describe_lists_name_version_and_hooks():
+    class Hill(Weights):
+        __version__ = "2.3.0"
+
+    rows = bare_plugins(("hill", Hill({}))).describe()
+    assert rows == [
+        {"name": "ctfhost.defaults", "version": ctfhost.__version__, "distribution": None, "hooks": ["authorize"]},
+        {"name": "hill", "version": "2.3.0", "distribution": None, "hooks": ["collect_weights"]},
+    ]
+    runtime_row = bare_plugins(("alpha", Runtime("alpha"))).describe()[0]
+    assert runtime_row["name"] == "alpha"
+    assert runtime_row["hooks"] == ["destroy", "inspect", "launch", "reconcile", "register_runtimes"]
+
+
+INSTALLED = sorted(importlib.metadata.entry_points(group="ctfhost"), key=lambda ep: ep.name)
+
+
+@pytest.mark.parametrize("entry_point", INSTALLED, ids=[ep.name for ep in INSTALLED])
+def test_installed_plugins_load_and_are_described(entry_point):
+    plugins = Plugins()
+    rows = {row["name"]: row for row in plugins.describe()}
+    row = rows[entry_point.name]
+    assert row["distribution"] == entry_point.dist.name
+    assert row["version"] == entry_point.dist.version
+    assert row["hooks"]
+    plugins.pm.check_pending()  # no implementation of a hook that does not exist
+
+
+@pytest.mark.parametrize("entry_point", INSTALLED, ids=[ep.name for ep in INSTALLED])
+def test_disabled_plugin_is_not_loaded(entry_point):
+    plugins = Plugins(disabled=[f" {entry_point.name} ", ""])
+    assert plugins.disabled == [entry_point.name]
+    assert entry_point.name not in {row["name"] for row in plugins.describe()}
+    assert plugins.pm.get_plugin(entry_point.name) is None
+
+
+def test_disabling_the_docker_plugin_removes_its_runtime():
+    plugins = Plugins(disabled=["docker"])
+    assert "docker" not in {row["name"] for row in plugins.describe()}
+    assert "docker" not in plugins.runtimes()
+    with pytest.raises(UnknownRuntime, match="is the plugin providing 'docker' installed"):
+        plugins.require_runtime("docker")
+
+
+def test_a_disabled_name_cannot_be_registered_by_hand():
+    alpha = Runtime("alpha")
+    plugins = bare_plugins(disabled=["alpha"])
+    assert plugins.register(alpha, name="alpha") is None
+    assert plugins.runtimes() == []
+
+
+def test_an_implementation_with_a_wrong_argument_is_refused():
+    class Typo:
+        @hookimpl
+        def launch(self, challenge, instance, host):
+            return None
+
+    with pytest.raises(pluggy.PluginValidationError, match="host"):
+        bare_plugins(("typo", Typo()))
