@@ -130,7 +130,10 @@ def challenges_import(path):
     try:
         items = ChallengeSchema(many=True).load(data)
     except ValidationError as exc:
-        raise click.ClickException(f"{path.name}: invalid challenges:\n{json.dumps(exc.messages, indent=2, sort_keys=True, default=str)}") from None
+        detail = json.dumps(exc.messages, indent=2, sort_keys=True, default=str)
+        raise click.ClickException(
+            f"{path.name}: invalid challenges (by position in the list); nothing was imported:\n{detail}"
+        ) from None
     with database.connection_context():
         try:
             created, updated = import_challenges(items)

@@ -285,3 +285,14 @@ def test_default_ttl_applies_to_challenges_without_their_own(api, redis_server):
     assert lifetime("own-ttl", 1) in (300, 301)
     api.patch("/api/v1/settings", json={"default_ttl_seconds": 90})
     assert lifetime("no-ttl", 2) in (90, 91)
+
+
+def test_settings_service_refuses_unknown_settings(app):
+    from ctfhost.services.errors import Invalid
+    from ctfhost.services.settings import update_settings
+
+    with pytest.raises(Invalid) as refused:
+        update_settings({"default_ttl_seconds": 60, "max_ttl": 5})
+    assert "max_ttl" in refused.value.errors["json"]
+    assert "default_ttl_seconds" in refused.value.errors["json"]["max_ttl"][0]
+    assert Setting.select().count() == 0

@@ -5,7 +5,6 @@ import json
 import peewee
 
 from ctfhost.db import database
-from ctfhost.hooktypes import CORE_OPTIONS
 from ctfhost.models import ACTIVE, Challenge, Instance, utcnow
 from ctfhost.plugins import UnknownRuntime, get_plugins
 from ctfhost.services.errors import Conflict, Invalid, NotFound

@@ -5,6 +5,7 @@ import json
 from flask import current_app
 
 from ctfhost.models import Setting
+from ctfhost.services.errors import Invalid
 
 
 def _defaults():
@@ -23,7 +24,7 @@ def update_settings(changes):
     with Setting._meta.database.atomic():
         for key, value in changes.items():
             if key not in known:
-                raise KeyError(key)
+                raise Invalid({"json": {key: [f"unknown setting; known settings are {', '.join(sorted(known))}"]}})
             Setting.insert(key=key, value=json.dumps(value)).on_conflict(
                 conflict_target=[Setting.key], update={Setting.value: json.dumps(value)}
             ).execute()
