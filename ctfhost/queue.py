@@ -3,6 +3,8 @@
 import logging
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry as RedisRetry
 from flask import current_app
 from rq import Callback, Queue, Retry
 from rq.exceptions import DuplicateJobError, NoSuchJobError
@@ -18,8 +20,14 @@ def redis_connection(app=None):
     app = app or current_app
     conn = app.extensions.get("ctfhost.redis")
     if conn is None:
+        # fail fast when Redis is down: an API call answers 503 at once instead
+        # of after the client's default retries with backoff
         conn = redis.Redis.from_url(
-            app.config["CTFHOST_REDIS_URL"], socket_connect_timeout=2, socket_timeout=10, health_check_interval=30
+            app.config["CTFHOST_REDIS_URL"],
+            socket_connect_timeout=1,
+            socket_timeout=10,
+            health_check_interval=30,
+            retry=RedisRetry(NoBackoff(), 1),
         )
         app.extensions["ctfhost.redis"] = conn
     return conn

@@ -584,6 +584,28 @@ def test_restart_without_a_worker_keeps_the_old_instance(app, api, challenge, wo
     assert Instance.select().count() == 1
 
 
+def test_restart_with_the_queue_down_keeps_the_old_instance(app, api, challenge, worker_id):
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    old = api.post("/api/v1/instances", json={"team_id": 5, "challenge_id": "web-chal"}).get_json()
+    run_jobs(app, worker_id)
+    before = api.get(f"/api/v1/instances/{old['id']}").get_json()
+    assert before["status"] == "running"
+    saved = app.extensions["ctfhost.redis"]
+    app.extensions["ctfhost.redis"] = redis.Redis(host="127.0.0.1", port=1, retry=Retry(NoBackoff(), 0))
+    try:
+        response = api.post(f"/api/v1/instances/{old['id']}/restart")
+    finally:
+        app.extensions["ctfhost.redis"] = saved
+    assert response.status_code == 503
+    assert "not restarted" in response.get_json()["message"]
+    assert api.get(f"/api/v1/instances/{old['id']}").get_json() == before
+    assert Instance.select().count() == 1
+    assert routed(api, old["id"])
+
+
 def test_restart_on_a_full_worker_reuses_the_old_place(app, api, challenge):
     worker = register_worker(api, max_instances=1)
     old = launch(api)

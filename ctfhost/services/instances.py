@@ -168,19 +168,27 @@ def restart_instance(instance_id):
     challenge = Challenge.get_or_none(Challenge.id == old.challenge_id)
     if challenge is None:
         raise NotFound(f"challenge {old.challenge_id!r} no longer exists")
+    ended_at = utcnow()
     with database.atomic():
         ended = (
-            Instance.update(status="destroyed", ended_at=utcnow())
-            .where(Instance.id == old.id, Instance.status.in_(list(ACTIVE)))
+            Instance.update(status="destroyed", ended_at=ended_at)
+            .where(Instance.id == old.id, Instance.status == old.status)
             .execute()
         )
         if not ended:
             raise Conflict(f"instance {old.id} ended while restarting")
         new = _insert_pending(old.team, challenge)
+    try:
+        _start(new, challenge)
+    except Unavailable:
+        # nothing was queued: give the team its old instance back, untouched
+        Instance.update(status=old.status, ended_at=None).where(
+            Instance.id == old.id, Instance.status == "destroyed", Instance.ended_at == ended_at
+        ).execute()
+        raise Unavailable("the job queue is unavailable; the instance was not restarted, try again") from None
     old = get_instance(old.id)
     get_plugins().route(old, "withdraw")
     _queue_destroy(old)
-    _start(new, challenge)
     return new
 
 
