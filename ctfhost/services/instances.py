@@ -160,11 +160,16 @@ def destroy_instance(instance_id):
     return instance
 
 
+def _get_active(instance_id, action):
+    instance = get_instance(instance_id)
+    if not instance.is_active:
+        raise Conflict(f"instance {instance.id} is {instance.status}; only an active instance can be {action}")
+    return instance
+
+
 def restart_instance(instance_id):
     """Replace an active instance with a new one: new id, new hostname, full TTL."""
-    old = get_instance(instance_id)
-    if not old.is_active:
-        raise Conflict(f"instance {old.id} is {old.status}; only an active instance can be restarted")
+    old = _get_active(instance_id, "restarted")
     challenge = Challenge.get_or_none(Challenge.id == old.challenge_id)
     if challenge is None:
         raise NotFound(f"challenge {old.challenge_id!r} no longer exists")
@@ -194,9 +199,7 @@ def restart_instance(instance_id):
 
 def renew_instance(instance_id):
     """Push expiry to now + the challenge TTL; returns (expires_at, seconds_added)."""
-    instance = get_instance(instance_id)
-    if not instance.is_active:
-        raise Conflict(f"instance {instance.id} is {instance.status}; only an active instance can be renewed")
+    instance = _get_active(instance_id, "renewed")
     challenge = Challenge.get_or_none(Challenge.id == instance.challenge_id)
     ttl = settings.ttl_for(challenge) if challenge else settings.default_ttl_seconds()
     new_expiry = utcnow() + datetime.timedelta(seconds=ttl)
