@@ -18,6 +18,7 @@ also on errors and Ctrl-C. It prints figures and asserts nothing about time.
 
 import argparse
 import concurrent.futures
+import datetime
 import json
 import os
 import platform
@@ -41,7 +42,12 @@ from ctfhost import devstack  # noqa: E402
 CHALLENGE_ID = "bench-web"
 CHALLENGE_PORT = 8080
 CONTENT = "hello from a ctfhost benchmark instance\n"
-UP_LINE = re.compile(r"instance (?P<id>[0-9a-f-]{36}) up: launch=(?P<launch>\d+)ms ready=(?P<ready>\d+)ms routed=(?P<routed>\d+)ms")
+# worker log lines: RQ's job start, and the lifecycle's own timing of a launch
+LOG_TIME = r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) "
+JOB_LINE = re.compile(LOG_TIME + r".*: launch instance (?P<id>[0-9a-f-]{36}) \(launch-")
+UP_LINE = re.compile(
+    LOG_TIME + r".*instance (?P<id>[0-9a-f-]{36}) up: launch=(?P<launch>\d+)ms ready=(?P<ready>\d+)ms routed=(?P<routed>\d+)ms"
+)
 
 
 # -- figures -------------------------------------------------------------------
@@ -86,6 +92,71 @@ def ms(start, end):
     return (end - start) * 1000.0
 
 
+# -- where the CPU goes --------------------------------------------------------------
+
+DOCKER_COMMANDS = ("dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2", "docker-proxy", "runc")
+
+
+class CpuMeter:
+    """CPU seconds used by the bench's own processes, the Docker engine and the whole machine.
+
+    Read from /proc (Linux). Processes that exit between two readings lose
+    their share, so the Docker figure (shims and docker-proxy come and go) is
+    a lower bound. "others" is the machine's busy time minus everything named:
+    other users of this machine.
+    """
+
+    def __init__(self, bench):
+        self.bench = bench
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.enabled = os.path.exists("/proc/stat")
+
+    def snapshot(self):
+        if not self.enabled:
+            return None
+        groups = {s.pid: s.name for s in self.bench.services if s.pid}
+        out = {name: 0.0 for name in ("app", "traefik", "worker", "docker")}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as handle:
+                    raw = handle.read().decode("ascii", "replace")
+            except OSError:
+                continue
+            comm = raw[raw.index("(") + 1:raw.rindex(")")]
+            fields = raw[raw.rindex(")") + 2:].split()
+            pgrp = int(fields[2])
+            used = sum(int(v) for v in fields[11:15]) / self.tick  # utime stime cutime cstime
+            if pgrp in groups:
+                out[groups[pgrp]] += used
+            elif comm in DOCKER_COMMANDS or comm.startswith("containerd-shim"):
+                out["docker"] += used
+        times = os.times()
+        out["bench"] = times.user + times.system
+        with open("/proc/stat") as handle:
+            values = [int(v) for v in handle.readline().split()[1:]]
+        out["machine_busy"] = (sum(values) - values[3] - values[4]) / self.tick  # minus idle and iowait
+        out["machine_total"] = sum(values) / self.tick
+        return out
+
+    @staticmethod
+    def delta(before, after):
+        if before is None or after is None:
+            return None
+        out = {key: max(0.0, after[key] - before[key]) for key in before}
+        named = sum(out[k] for k in ("app", "traefik", "worker", "docker", "bench"))
+        out["others"] = max(0.0, out["machine_busy"] - named)
+        return out
+
+
+def add_cpu(total, part):
+    if part:
+        for key, value in part.items():
+            total[key] = total.get(key, 0.0) + value
+    return total
+
+
 # -- the stack -------------------------------------------------------------------
 
 
@@ -111,6 +182,7 @@ class Bench:
         self.app = None
         self.redis = None
         self.floor_seq = 0
+        self.cpu = CpuMeter(self)
 
     # -- setup -------------------------------------------------------------
 
@@ -265,18 +337,33 @@ class Bench:
 
     # -- worker log ----------------------------------------------------------
 
-    def worker_phases(self, instance_ids):
-        wanted = set(instance_ids)
-        phases = {"launch": [], "ready": [], "routed": []}
+    def worker_phases(self, started):
+        """Phases of each launch from the worker log; `started` maps instance id -> wall time of its POST.
+
+        queued: POST sent -> the RQ job starts; launch: runtime launch (docker
+        create + start) and route publish; ready: backend probe; routed: until
+        Traefik's API shows the router; job: job start -> the "up" line.
+        """
+        phases = {"queued": [], "launch": [], "ready": [], "routed": [], "job": []}
+        job_start = {}
         try:
             with open(self.log_path("worker"), encoding="utf-8", errors="replace") as handle:
                 for line in handle:
+                    match = JOB_LINE.search(line)
+                    if match and match["id"] in started:
+                        job_start.setdefault(match["id"], _log_time(match["ts"]))
+                        continue
                     match = UP_LINE.search(line)
-                    if match and match["id"] in wanted:
-                        for name in phases:
+                    if match and match["id"] in started:
+                        for name in ("launch", "ready", "routed"):
                             phases[name].append(float(match[name]))
+                        begin = job_start.get(match["id"])
+                        if begin is not None:
+                            phases["job"].append((_log_time(match["ts"]) - begin) * 1000.0)
         except OSError:
             pass
+        for instance_id, begin in job_start.items():
+            phases["queued"].append((begin - started[instance_id]) * 1000.0)
         return {name: summarize(values) for name, values in phases.items()}
 
     # -- ctfhost ------------------------------------------------------------
@@ -302,6 +389,8 @@ class Bench:
         """One launch through ctfhost, measured; the instance is deleted and its container gone after."""
         poll, limit = self.args.poll_ms / 1000.0, self.args.launch_timeout
         result = {"team": team}
+        cpu_before = self.cpu.snapshot()
+        result["t0_wall"] = time.time()
         t0 = time.perf_counter()
         status, body = self.launch(team)
         result["post_ms"] = ms(t0, time.perf_counter())
@@ -349,6 +438,7 @@ class Bench:
             stop.set()
         if seen.get("status") == "running":
             result["running_ms"] = ms(t0, seen["at"])
+        result["cpu_s"] = CpuMeter.delta(cpu_before, self.cpu.snapshot())
         t1 = time.perf_counter()
         self.delete(instance_id)
         if not self.wait_container_gone(instance_id, 60):
@@ -393,6 +483,7 @@ class Bench:
         poll, limit = self.args.poll_ms / 1000.0, self.args.launch_timeout
         result = {"name": kwargs["name"]}
         container = None
+        cpu_before = self.cpu.snapshot()
         t0 = time.perf_counter()
         try:
             container, created, port = self.floor_start(kwargs)
@@ -413,6 +504,7 @@ class Bench:
                     break
                 time.sleep(poll)
             result["http_attempts"] = attempts
+            result["cpu_s"] = CpuMeter.delta(cpu_before, self.cpu.snapshot())
         except Exception as exc:
             result["error"] = f"{type(exc).__name__}: {exc}"
         finally:
@@ -457,7 +549,13 @@ class Bench:
                 "ctfhost": sum(1 for r in out["ctfhost"] if r.get("error")),
                 "floor": sum(1 for r in out["floor"] if r.get("error")),
             },
-            "worker_phases_ms": self.worker_phases([r["instance"] for r in out["ctfhost"] if r.get("instance")]),
+            "worker_phases_ms": self.worker_phases({r["instance"]: r["t0_wall"] for r in out["ctfhost"] if r.get("instance")}),
+            # CPU seconds per launch, from the POST (or create) until it answered
+            "cpu_per_launch_s": {
+                kind: {k: v / max(1, len(out[kind])) for k, v in
+                       _sum_cpu(r.get("cpu_s") for r in out[kind]).items()}
+                for kind in ("ctfhost", "floor")
+            },
         }
         summary["ratio_p50"] = ratio(summary["ctfhost_reachable_ms"]["p50"], summary["floor_reachable_ms"]["p50"])
         summary["ratio_p95"] = ratio(summary["ctfhost_reachable_ms"]["p95"], summary["floor_reachable_ms"]["p95"])
@@ -492,8 +590,10 @@ class Bench:
             return found
 
         by_id = {}
+        cpu_before = self.cpu.snapshot()
         try:
             poller.run(records, launch, api_status=api_status)
+            cpu = CpuMeter.delta(cpu_before, self.cpu.snapshot())
         finally:
             for record in records:
                 if record.get("instance"):
@@ -501,7 +601,8 @@ class Bench:
             teardown = self.teardown_ctfhost(list(by_id))
         result = poller.result(records)
         result["teardown_s"] = teardown
-        result["worker_phases_ms"] = self.worker_phases(list(by_id))
+        result["cpu_s"] = cpu
+        result["worker_phases_ms"] = self.worker_phases({i: poller.t0_wall for i in by_id})
         return result
 
     def teardown_ctfhost(self, instance_ids):
@@ -534,8 +635,10 @@ class Bench:
             record["post_ms"] = ms(poller.t0, time.perf_counter())  # here: created and started
             poller.add(record["name"], lambda: devstack.fetch_via_proxy(port, "127.0.0.1", timeout=self.args.fetch_timeout))
 
+        cpu_before = self.cpu.snapshot()
         try:
             poller.run(records, launch)
+            cpu = CpuMeter.delta(cpu_before, self.cpu.snapshot())
         finally:
             t1 = time.perf_counter()
             with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -544,6 +647,7 @@ class Bench:
             teardown = ms(t1, time.perf_counter()) / 1000.0
         result = poller.result(records)
         result["teardown_s"] = teardown
+        result["cpu_s"] = cpu
         return result
 
     def burst(self):
@@ -563,6 +667,18 @@ class Bench:
             entry["ratio_all"] = ratio(entry["ctfhost"]["all_answered_s"], entry["floor"]["all_answered_s"])
             out["rounds"].append(entry)
         return out
+
+
+def _sum_cpu(parts):
+    total = {}
+    for part in parts:
+        add_cpu(total, part)
+    return total
+
+
+def _log_time(text):
+    """A logging asctime (local time, milliseconds) as a Unix timestamp."""
+    return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 def _remove(client, container_id):
@@ -587,7 +703,7 @@ class BurstPoller:
         self.answered = {}
         self.failed = {}
         self.running = {}
-        self.t0 = None
+        self.t0 = self.t0_wall = None
         self.timed_out = []
 
     def add(self, key, fetch):
@@ -615,6 +731,7 @@ class BurstPoller:
         poll = self.args.poll_ms / 1000.0
         limit = self.args.burst_timeout
         next_request = next_api = 0.0
+        self.t0_wall = time.time()
         self.t0 = time.perf_counter()
         barrier.wait()
         finished = False
@@ -630,14 +747,7 @@ class BurstPoller:
                     self.timed_out = keys
                     break
                 if api_status is not None and now >= next_api:
-                    for key, (status, error) in api_status().items():
-                        if key in self.running or key not in self.pending and key not in self.answered:
-                            continue
-                        self.running[key] = ms(self.t0, time.perf_counter())
-                        if status == "error":
-                            self.failed[key] = f"instance error: {error}"
-                            with self.lock:
-                                self.pending.pop(key, None)
+                    self.check_api(api_status)
                     next_api = time.perf_counter() + 0.1
                     with self.lock:
                         keys = list(self.pending)
@@ -656,12 +766,33 @@ class BurstPoller:
                         with self.lock:
                             self.pending.pop(key, None)
                 time.sleep(poll)
+            # the API may report 'running' after the proxy answered: keep asking a little
+            settle = time.perf_counter() + 10
+            while api_status is not None and time.perf_counter() < settle:
+                if not set(self.answered) - set(self.running):
+                    break
+                self.check_api(api_status)
+                time.sleep(0.05)
             finished = True
         finally:
             # after an interrupt, wait only briefly: the final cleanup removes by label
             end = time.perf_counter() + (max(0.0, limit - (time.perf_counter() - self.t0)) + 5 if finished else 10)
             for thread in threads:
                 thread.join(timeout=max(0.0, end - time.perf_counter()))
+
+    def check_api(self, api_status):
+        """Note instances the API reports running; drop those in status error from the polling."""
+        for key, (status, error) in api_status().items():
+            with self.lock:
+                known = key in self.pending or key in self.answered
+            if not known or key in self.running or key in self.failed:
+                continue
+            if status == "running":
+                self.running[key] = ms(self.t0, time.perf_counter())
+            elif status == "error":
+                self.failed[key] = f"instance error: {error}"
+                with self.lock:
+                    self.pending.pop(key, None)
 
     def result(self, records):
         n = len(records)
@@ -694,54 +825,87 @@ def say(text):
     print(text, flush=True)
 
 
+PHASE_NAMES = {
+    "queued": "    worker: POST sent -> job starts",
+    "launch": "    worker: docker create+start, publish",
+    "ready": "    worker: backend probe answers",
+    "routed": "    worker: until Traefik has the router",
+    "job": "    worker: job start -> 'up' logged",
+}
+
+
+def _row(name, fig, digits=1):
+    return (
+        f"{name:42s}{fmt(fig['p50'], digits):>9s}{fmt(fig['p95'], digits):>9s}"
+        f"{fmt(fig['min'], digits):>9s}{fmt(fig['max'], digits):>9s}{fig['n']:>5d}"
+    )
+
+
+def _cpu_text(cpu, scale=1.0, digits=2):
+    if not cpu:
+        return "-"
+    keys = ("app", "worker", "traefik", "docker", "bench", "others")
+    return "  ".join(f"{k} {fmt(cpu.get(k, 0.0) * scale, digits)}" for k in keys)
+
+
 def print_report(report):
     say("")
-    say("=" * 78)
+    say("=" * 83)
     machine = report["machine"]
+    config = report["config"]
     say(f"ctfhost launch latency - {machine['cpus']} CPUs, Docker {machine['docker']}, Traefik {machine['traefik']}")
-    say(f"image {report['config']['image']}; poll every {report['config']['poll_ms']:g} ms")
+    say(f"image {config['image']}; readiness polled every {config['poll_ms']:g} ms; worker concurrency {config['concurrency']}")
+    header = f"{'':42s}{'p50':>9s}{'p95':>9s}{'min':>9s}{'max':>9s}{'n':>5s}"
     seq = report.get("sequential")
     if seq:
         s = seq["summary"]
         say("")
-        say(f"sequential: {report['config']['runs']} launches each (after {report['config']['warmup']} warm-up), interleaved")
-        say(f"{'':38s}{'p50 ms':>9s}{'p95 ms':>9s}{'min':>8s}{'max':>8s}{'n':>5s}")
-        rows = [
-            ("(a) ctfhost: POST -> 200 via Traefik", s["ctfhost_reachable_ms"]),
-            ("    ctfhost: POST -> API says running", s["ctfhost_api_running_ms"]),
-            ("    ctfhost: POST /instances answer", s["ctfhost_post_ms"]),
-            ("(b) floor: create+start -> 200", s["floor_reachable_ms"]),
-            ("    floor: create returned", s["floor_create_ms"]),
-            ("    floor: start+reload returned", s["floor_started_ms"]),
-        ]
-        for name, fig in rows:
-            say(f"{name:38s}{fmt(fig['p50'], 1):>9s}{fmt(fig['p95'], 1):>9s}{fmt(fig['min'], 1):>8s}{fmt(fig['max'], 1):>8s}{fig['n']:>5d}")
-        say(f"{'ratio a/b':38s}{fmt(s['ratio_p50'], 2):>9s}{fmt(s['ratio_p95'], 2):>9s}")
+        say(f"sequential: {config['runs']} launches of each (after {config['warmup']} warm-up), interleaved; ms")
+        say(header)
+        say(_row("(a) ctfhost: POST -> 200 through Traefik", s["ctfhost_reachable_ms"]))
+        say(_row("    ctfhost: POST -> API says running", s["ctfhost_api_running_ms"]))
+        say(_row("    ctfhost: POST /instances answered", s["ctfhost_post_ms"]))
+        for key, name in PHASE_NAMES.items():
+            say(_row(name, s["worker_phases_ms"][key]))
+        say(_row("(b) floor: create+start -> 200", s["floor_reachable_ms"]))
+        say(_row("    floor: create returned", s["floor_create_ms"]))
+        say(_row("    floor: start (+reload) returned", s["floor_started_ms"]))
+        say(f"{'ratio a/b':42s}{fmt(s['ratio_p50'], 2):>9s}{fmt(s['ratio_p95'], 2):>9s}")
         say(f"errors: ctfhost {s['errors']['ctfhost']}, floor {s['errors']['floor']}")
-        phases = s["worker_phases_ms"]
-        say("worker log 'instance ... up:' phases (ms)  "
-            + "  ".join(f"{k} p50 {fmt(v['p50'])} p95 {fmt(v['p95'])}" for k, v in phases.items()))
+        cpu = s["cpu_per_launch_s"]
+        say(f"CPU ms per launch (a): {_cpu_text(cpu['ctfhost'], 1000, 0)}")
+        say(f"CPU ms per launch (b): {_cpu_text(cpu['floor'], 1000, 0)}")
     burst = report.get("burst")
     if burst:
-        say("")
-        say(f"burst: {burst['n']} launches requested at once")
-        say(f"{'':28s}{'all answer s':>13s}{'p50 ms':>9s}{'p95 ms':>9s}{'answered':>10s}{'errors':>8s}{'teardown s':>12s}")
         for i, entry in enumerate(burst["rounds"]):
+            say("")
+            say(f"burst round {i + 1}: {burst['n']} launches requested at once; ms from the start of the burst")
+            say(header)
             for kind in ("ctfhost", "floor"):
                 r = entry[kind]
-                label = f"round {i + 1} {'(a) ctfhost' if kind == 'ctfhost' else '(b) floor'}"
+                if kind == "ctfhost":
+                    say(_row("(a) ctfhost: each answers through Traefik", r["reachable_ms"], 0))
+                    if r["api_running_ms"]:
+                        say(_row("    ctfhost: API says running", r["api_running_ms"], 0))
+                    say(_row("    ctfhost: POST /instances answered", r["launch_call_ms"], 0))
+                    for key, name in PHASE_NAMES.items():
+                        say(_row(name, r["worker_phases_ms"][key], 0))
+                else:
+                    say(_row("(b) floor: each answers on its port", r["reachable_ms"], 0))
+                    say(_row("    floor: create+start returned", r["launch_call_ms"], 0))
+            for kind in ("ctfhost", "floor"):
+                r, e = entry[kind], entry[kind]["errors"]
                 say(
-                    f"{label:28s}{fmt(r['all_answered_s'], 2):>13s}{fmt(r['reachable_ms']['p50']):>9s}"
-                    f"{fmt(r['reachable_ms']['p95']):>9s}{r['answered']:>6d}/{r['n']:<3d}{r['errors']['total']:>8d}"
-                    f"{fmt(r['teardown_s'], 1):>12s}"
+                    f"{'(a) ctfhost' if kind == 'ctfhost' else '(b) floor':12s} all {r['n']} answered after "
+                    f"{fmt(r['all_answered_s'], 2)} s ({r['answered']}/{r['n']} answered, last at "
+                    f"{fmt(r['last_answered_s'], 2)} s); errors {e['total']} (launch {e['launch']}, "
+                    f"instance error {e['instance_error']}, timeout {e['timeout']}); teardown {fmt(r['teardown_s'], 1)} s"
                 )
-                if r["errors"]["total"]:
-                    e = r["errors"]
-                    say(f"    errors: launch {e['launch']}, instance error {e['instance_error']}, timeout {e['timeout']}; e.g. {e['examples'][:2]}")
-            say(f"{'    ratio a/b (all answer)':28s}{fmt(entry['ratio_all'], 2):>13s}")
-            phases = entry["ctfhost"]["worker_phases_ms"]
-            say("    worker phases (ms)  " + "  ".join(f"{k} p50 {fmt(v['p50'])} p95 {fmt(v['p95'])}" for k, v in phases.items()))
-    say("=" * 78)
+                for example in e["examples"][:3]:
+                    say(f"    e.g. {example[:160]}")
+                say(f"    CPU s until all answered: {_cpu_text(r.get('cpu_s'), 1, 1)}")
+            say(f"ratio a/b, time until all answered: {fmt(entry['ratio_all'], 2)}")
+    say("=" * 83)
 
 
 def machine_info(bench):
@@ -790,8 +954,10 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.runs < 1 or args.warmup < 0 or args.burst < 1 or args.burst_rounds < 1:
         parser.error("--runs, --burst and --burst-rounds must be positive, --warmup not negative")
-    if args.burst > 500:
-        parser.error("--burst is bounded to 500")
+    if args.burst > 500 or args.runs > 1000 or args.warmup > 100 or args.burst_rounds > 10:
+        parser.error("bounds: --burst <= 500, --runs <= 1000, --warmup <= 100, --burst-rounds <= 10")
+    if not 1 <= args.concurrency <= 64:
+        parser.error("--concurrency must be 1..64 (what `flask ctfhost worker` accepts)")
     return args
 
 
@@ -802,6 +968,7 @@ def _interrupt(signum, frame):
 def main(argv=None):
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
     bench = Bench(args)
     report = {"config": vars(args).copy(), "run_id": bench.run_id}
     code = 0

@@ -12,6 +12,7 @@ import time
 from ctfhost.queue import redis_connection
 
 from ctfhost_plugin_traefik import dynamic
+from ctfhost_plugin_traefik.default_certificate import default_certificate
 from ctfhost_plugin_traefik.settings import options, setting
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def body():
     with _lock:
         if generation is not None and _cached["key"] == key and now - _cached["at"] < max_age:
             return _cached["body"]
-    rendered = dynamic.dumps(dynamic.render(dynamic.routed_instances(), key[1]))
+    rendered = dynamic.dumps(dynamic.render(dynamic.routed_instances(), key[1], default_certificate()))
     with _lock:
         _cached.update(key=key, body=rendered, at=now)
     return rendered

@@ -21,8 +21,12 @@ def routed_instances():
     )
 
 
-def render(instances, options):
-    """The dynamic configuration dict for (id, hostname, backend) rows."""
+def render(instances, options, default_certificate=None):
+    """The dynamic configuration dict for (id, hostname, backend) rows.
+
+    `default_certificate` ({"certFile", "keyFile"}: paths or PEM) goes into
+    Traefik's default TLS store; see default_certificate.py for why.
+    """
     entrypoints, tls, cert_resolver, tls_options, auth_url, auth_headers, trust_forward = options
     routers, services, middlewares = {}, {}, {}
     if auth_url:
@@ -52,9 +56,12 @@ def render(instances, options):
         routers[name] = router
         services[name] = {"loadBalancer": {"servers": [{"url": backend}], "passHostHeader": True}}
     # Traefik refuses empty maps ("routers cannot be a standalone element"),
-    # so an empty fleet is an empty document
+    # so sections without entries are left out
     http = {key: value for key, value in (("routers", routers), ("services", services), ("middlewares", middlewares)) if value}
-    return {"http": http} if http else {}
+    config = {"http": http} if http else {}
+    if default_certificate:
+        config["tls"] = {"stores": {"default": {"defaultCertificate": dict(default_certificate)}}}
+    return config
 
 
 def dumps(config):

@@ -45,9 +45,32 @@ def test_render_is_byte_stable_whatever_the_row_order():
     assert json.loads(first) == dynamic.render(ROWS, plain_options())
 
 
-def test_empty_fleet_is_an_empty_document():
+def test_empty_fleet_leaves_out_empty_sections():
     # Traefik rejects empty maps ("routers cannot be a standalone element")
     assert dynamic.dumps(dynamic.render([], plain_options())) == b"{}"
+    cert = {"certFile": "/etc/ctf/wild.pem", "keyFile": "/etc/ctf/wild.key"}
+    assert dynamic.render([], plain_options(), cert) == {"tls": {"stores": {"default": {"defaultCertificate": cert}}}}
+
+
+def test_a_default_certificate_is_generated_once_and_shared(app):
+    from ctfhost_plugin_traefik import default_certificate as module
+
+    module._cached.clear()
+    first = module.default_certificate()
+    assert first["certFile"].startswith("-----BEGIN CERTIFICATE-----")
+    assert "PRIVATE KEY" in first["keyFile"]
+    module._cached.clear()  # another process reads the stored one
+    assert module.default_certificate() == first
+    saved = dict(app.config)
+    try:
+        app.config["CTFHOST_TRAEFIK_DEFAULT_CERT_FILE"] = "/etc/ctf/wild.pem"
+        app.config["CTFHOST_TRAEFIK_DEFAULT_KEY_FILE"] = "/etc/ctf/wild.key"
+        assert module.default_certificate() == {"certFile": "/etc/ctf/wild.pem", "keyFile": "/etc/ctf/wild.key"}
+        app.config["CTFHOST_TRAEFIK_DEFAULT_CERTIFICATE"] = "none"
+        assert module.default_certificate() is None
+    finally:
+        app.config.clear()
+        app.config.update(saved)
 
 
 def test_tls_entrypoints_and_forward_auth():
@@ -85,8 +108,15 @@ def test_config_endpoint_needs_the_api_key(client):
     assert response.json["code"] == 401
 
 
+def routers_in(api):
+    response = api.get("/api/v1/traefik/config")
+    assert response.status_code == 200
+    return response.json.get("http", {}).get("routers", {})
+
+
 def test_config_endpoint_follows_route_changes(api, app, redis_server):
-    assert api.get("/api/v1/traefik/config").data == b"{}"
+    assert routers_in(api) == {}
+    assert "defaultCertificate" in api.get("/api/v1/traefik/config").json["tls"]["stores"]["default"]
     Instance.create(
         id="11111111-1111-4111-8111-111111111111", team_id="t", challenge_id="web", runtime="fake", status="running",
         hostname="cccccccccccc.web.localhost", endpoint="http://cccccccccccc.web.localhost",
@@ -98,7 +128,7 @@ def test_config_endpoint_follows_route_changes(api, app, redis_server):
     assert api.get("/api/v1/traefik/config").data == body  # unchanged fleet, same bytes
     Instance.update(status="destroyed").execute()
     config_cache.invalidate()
-    assert api.get("/api/v1/traefik/config").data == b"{}"
+    assert routers_in(api) == {}
 
 
 def test_wait_routed_gives_a_clear_error_when_traefik_never_loads_the_route(app, traefik_proxy):
