@@ -943,7 +943,7 @@ def parse_args(argv=None):
     parser.add_argument("--image", default="ctfhost-bench/web:latest", help="tag of the busybox httpd image to build")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9", help="a Redis DB of the bench's own (flushed)")
     parser.add_argument("--poll-ms", type=float, default=10.0, help="pause between readiness polls")
-    parser.add_argument("--api-poll-ms", type=float, default=10.0,
+    parser.add_argument("--api-poll-ms", type=float, default=100.0,
                         help="pause between GET /instances/{id} polls for 'running' in sequential runs (0: do not poll)")
     parser.add_argument("--fetch-timeout", type=float, default=2.0, help="timeout of one readiness GET, s")
     parser.add_argument("--launch-timeout", type=float, default=60.0, help="give up on one sequential launch after, s")

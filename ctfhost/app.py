@@ -45,10 +45,8 @@ def create_app(config=None):
     disabled = (app.config.get("CTFHOST_DISABLED_PLUGINS") or "").split(",")
     app.extensions["ctfhost.plugins"] = Plugins(disabled=disabled)
 
-    @app.before_request
-    def _connect():
-        database.connect(reuse_if_open=True)
-
+    # peewee connects on the first query, so requests that never touch the
+    # database (a cached Traefik config) never open a connection
     @app.teardown_request
     def _close(exc):
         if not database.is_closed():

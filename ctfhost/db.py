@@ -7,8 +7,8 @@ from playhouse.db_url import connect
 
 database = peewee.DatabaseProxy()
 
+# per connection; WAL is a property of the file, set once in open_database
 SQLITE_PRAGMAS = {
-    "journal_mode": "wal",
     "busy_timeout": 30000,
     "foreign_keys": 1,
     "synchronous": "normal",
@@ -26,6 +26,8 @@ def open_database(url):
         # IMMEDIATE: a write transaction takes the lock when it begins, so two
         # placements never read the same capacity and both commit.
         db = connect(url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE", timeout=30)
+        with db.connection_context():
+            db.execute_sql("PRAGMA journal_mode=wal")
     elif url.startswith(("postgres", "postgresql")):
         db = connect(url)
     else:
