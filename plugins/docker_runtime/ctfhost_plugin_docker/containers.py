@@ -97,7 +97,7 @@ def _labels(challenge, instance, worker):
 
 def _create_kwargs(challenge, instance, worker):
     options = challenge.options
-    env = dict(options.get("env", {}))
+    env = dict(options.get("env") or options.get("environment") or {})
     kwargs = {
         "image": challenge.image,
         "name": container_name(instance.id),

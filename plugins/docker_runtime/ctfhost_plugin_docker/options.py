@@ -14,6 +14,7 @@ CAPABILITIES = {
 
 DOCKER_OPTIONS = {
     "env": "an object of environment variables (string values)",
+    "environment": "the same as env (docker SDK spelling)",
     "command": "a string or a list of strings",
     "cap_add": "a list of Linux capabilities to add back, e.g. [\"NET_BIND_SERVICE\"]",
     "read_only": "true to mount the root filesystem read-only",
@@ -39,11 +40,14 @@ def validate_options(options):
     errors = []
     for key in sorted(set(options) - KNOWN):
         errors.append(f"unknown key {key!r}; the docker runtime accepts: {', '.join(sorted(KNOWN))}")
-    env = options.get("env")
-    if "env" in options and not (
-        isinstance(env, dict) and all(isinstance(k, str) and k and isinstance(v, str) for k, v in env.items())
-    ):
-        errors.append(f"env must be {DOCKER_OPTIONS['env']}")
+    for key in ("env", "environment"):
+        env = options.get(key)
+        if key in options and not (
+            isinstance(env, dict) and all(isinstance(k, str) and k and isinstance(v, str) for k, v in env.items())
+        ):
+            errors.append(f"{key} must be {DOCKER_OPTIONS['env']}")
+    if "env" in options and "environment" in options:
+        errors.append("give env or environment, not both")
     command = options.get("command")
     if "command" in options and not (isinstance(command, str) and command or _is_str_list(command) and command):
         errors.append(f"command must be {DOCKER_OPTIONS['command']}")

@@ -43,6 +43,8 @@ def started(engine, challenge, instance, worker):
         ({"privileged": True}, "unknown key 'privileged'"),
         ({"env": {"A": 1}}, "env must be"),
         ({"env": ["A=1"]}, "env must be"),
+        ({"environment": {"A": None}}, "environment must be"),
+        ({"env": {"A": "1"}, "environment": {"B": "2"}}, "not both"),
         ({"command": 5}, "command must be"),
         ({"command": []}, "command must be"),
         ({"cap_add": ["NET_ADMIN", "FLY"]}, "unknown capabilities: FLY"),
@@ -102,6 +104,13 @@ def test_container_is_hardened_and_labelled(engine, docker_client):
     fields = dict(line.split(":\t") for line in status.strip().splitlines())
     assert fields["NoNewPrivs"].strip() == "1"
     assert int(fields["CapEff"], 16) == 1 << 10  # CAP_NET_BIND_SERVICE only
+
+
+def test_environment_is_an_alias_of_env(engine, docker_client):
+    challenge, instance, worker = make({"environment": {"LEVEL": "3"}})
+    started(engine, challenge, instance, worker)
+    container = docker_client.containers.get(containers.container_name(instance.id))
+    assert "LEVEL=3" in container.attrs["Config"]["Env"]
 
 
 def test_read_only_root_gets_a_writable_tmp(engine, docker_client):
