@@ -36,6 +36,12 @@ def create_app(config=None):
 
     logging.basicConfig(level=app.config.get("CTFHOST_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    if app.config["CTFHOST_PROXY_COUNT"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        count = app.config["CTFHOST_PROXY_COUNT"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
+
     url = app.config["CTFHOST_DATABASE_URL"] or default_url(app.instance_path)
     app.config["CTFHOST_DATABASE_URL"] = url
     open_database(url)

@@ -23,6 +23,8 @@ SETTINGS = {
     "EXPIRY_INTERVAL_SECONDS": (float, 2.0),
     "RECONCILE_INTERVAL_SECONDS": (float, 60.0),
     "JOB_TIMEOUT_SECONDS": (int, 300),
+    # how many reverse proxies in front of the API set X-Forwarded-For (audit client IPs)
+    "PROXY_COUNT": (int, 0),
 }
 
 

@@ -32,6 +32,7 @@ class Challenge(BaseModel):
     cpu_count = peewee.IntegerField(default=1)
     memory_mb = peewee.IntegerField(default=512)
     ttl_seconds = peewee.IntegerField(null=True)
+    max_renewals = peewee.IntegerField(null=True)
     extra_config = peewee.TextField(default="{}")
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
@@ -75,6 +76,7 @@ class Instance(BaseModel):
     backend = peewee.CharField(max_length=300, null=True)
     worker_id = peewee.CharField(max_length=128, null=True, index=True)
     error = peewee.TextField(null=True)
+    renewals = peewee.IntegerField(default=0)
     created_at = peewee.DateTimeField(default=utcnow)
     started_at = peewee.DateTimeField(null=True)
     expires_at = peewee.DateTimeField(index=True)
@@ -103,8 +105,47 @@ class Setting(BaseModel):
     value = peewee.TextField()
 
 
-MODELS = [Challenge, Worker, Instance, Setting]
+class Token(BaseModel):
+    """A team token: the secret is shown once; only its SHA-256 is kept."""
+
+    id = peewee.CharField(primary_key=True, max_length=36)
+    team_id = peewee.CharField(max_length=64, index=True)
+    team_id_numeric = peewee.BooleanField(default=False)
+    name = peewee.CharField(max_length=200)
+    secret_hash = peewee.CharField(max_length=64, unique=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    expires_at = peewee.DateTimeField(null=True)
+    revoked_at = peewee.DateTimeField(null=True)
+    last_used_at = peewee.DateTimeField(null=True)
+
+    @property
+    def team(self):
+        return int(self.team_id) if self.team_id_numeric else self.team_id
+
+
+class AuditEvent(BaseModel):
+    """One state-changing request: who, what, which target, from where, with what result."""
+
+    id = peewee.AutoField()
+    at = peewee.DateTimeField(default=utcnow, index=True)
+    actor = peewee.CharField(max_length=16, index=True)  # admin | api_key | team | anonymous
+    token_id = peewee.CharField(max_length=36, null=True)
+    team_id = peewee.CharField(max_length=64, null=True, index=True)
+    method = peewee.CharField(max_length=8)
+    action = peewee.CharField(max_length=200)
+    target = peewee.CharField(max_length=300, null=True, index=True)
+    client_ip = peewee.CharField(max_length=64, null=True)
+    status = peewee.IntegerField()
+    result = peewee.CharField(max_length=16)
+    message = peewee.TextField(null=True)
+
+
+MODELS = [Challenge, Worker, Instance, Setting, Token, AuditEvent]
 
 
 def create_tables():
+    """Create missing tables and add columns that newer versions introduced."""
     database.create_tables(MODELS, safe=True)
+    from ctfhost.migrations import add_missing_columns
+
+    add_missing_columns(MODELS)

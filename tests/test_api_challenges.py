@@ -45,6 +45,7 @@ def test_create_returns_201_with_defaults(api):
         "cpu_count": 1,
         "memory_mb": 512,
         "ttl_seconds": None,
+        "max_renewals": None,
         "extra_config": "{}",
     }
 

@@ -482,7 +482,7 @@ def test_hook_register_blueprints():
     assert "/api/v1/koth/standings" in spec["paths"]
     assert "/api/v1/challenges" in spec["paths"]
     operation = spec["paths"]["/api/v1/koth/standings"]["get"]
-    assert operation["security"] == [{"ApiKeyAuth": []}]
+    assert {"ApiKeyAuth": []} in operation["security"]
     assert client.get("/api/v1/koth/standings").status_code == 401
     response = client.get("/api/v1/koth/standings", headers={"x-api-key": "k"})
     assert response.status_code == 200

@@ -1,49 +1,168 @@
-"""Who may call the control plane: the x-api-key check and its OpenAPI security scheme."""
+"""Who is calling and what they may do: admin token, API key, team tokens.
+
+Every control-plane view declares the callers it allows with
+``@blp.allow(...)``; the admin is always allowed. A missing or wrong
+credential is 401, a valid one without permission 403.
+"""
 
 import functools
 import hmac
+import os
+from dataclasses import dataclass
 
-from flask import current_app, request
+from flask import current_app, g, request
 from flask_smorest import Blueprint as SmorestBlueprint
 from flask_smorest import abort
 from flask_smorest.error_handler import ErrorSchema
 
-API_KEY_SCHEME = "ApiKeyAuth"
+ADMIN, API_KEY, TEAM = "admin", "api_key", "team"
+
+API_KEY_SCHEME, ADMIN_SCHEME, BEARER_SCHEME = "ApiKeyAuth", "AdminToken", "BearerAuth"
 
 SECURITY_SCHEMES = {
     API_KEY_SCHEME: {
         "type": "apiKey",
         "in": "header",
         "name": "x-api-key",
-        "description": "The control-plane key, CTFHOST_API_KEY on the server.",
+        "description": "The scoreboard's server-to-server key (CTFHOST_API_KEY); acts for any team.",
+    },
+    ADMIN_SCHEME: {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Admin-Token",
+        "description": "The admin token (CTFHOST_ADMIN_TOKEN or CTFHOST_ADMIN_TOKEN_FILE); may do everything.",
+    },
+    BEARER_SCHEME: {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`Authorization: Bearer <token>`: the admin token, or a team token (`cth_...`) "
+        "that acts for its own team's instances only.",
     },
 }
 
+# which schemes a kind of caller can use
+SCHEMES_OF = {ADMIN: (ADMIN_SCHEME, BEARER_SCHEME), API_KEY: (API_KEY_SCHEME,), TEAM: (BEARER_SCHEME,)}
 
-def check_api_key():
-    expected = current_app.config.get("CTFHOST_API_KEY")
-    given = request.headers.get("x-api-key")
-    if not expected:
-        abort(401, message="the control plane is locked: the server has no CTFHOST_API_KEY set")
-    if not given:
-        abort(401, message="missing x-api-key header")
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+LABELS = {ADMIN: "the admin token", API_KEY: "the API key", TEAM: "a team token"}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller."""
+
+    kind: str
+    team_id: str | None = None
+    token_id: str | None = None
+
+    @property
+    def is_team(self):
+        return self.kind == TEAM
+
+    def may_act_for(self, team_id):
+        return not self.is_team or str(team_id) == self.team_id
+
+
+def admin_token():
+    config = current_app.config
+    token = config.get("CTFHOST_ADMIN_TOKEN")
+    if token:
+        return token
+    path = config.get("CTFHOST_ADMIN_TOKEN_FILE")
+    if path:
+        cache = current_app.extensions.setdefault("ctfhost.admin_token", {})
+        try:
+            mtime = os.stat(path).st_mtime
+        except OSError:
+            return None
+        if cache.get("mtime") != mtime:
+            with open(path) as handle:
+                cache.update(mtime=mtime, token=handle.read().strip())
+        return cache.get("token") or None
+    return None
+
+
+def _same(given, expected):
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def authenticate():
+    """The caller of this request; aborts 401 when a credential is missing or wrong."""
+    if "principal" in g:
+        return g.principal
+    principal = _resolve()
+    g.principal = principal
+    return principal
+
+
+def _resolve():
+    admin_header = request.headers.get("X-Admin-Token")
+    if admin_header is not None:
+        if _same(admin_header, admin_token()):
+            return Principal(ADMIN)
+        abort(401, message="wrong admin token")
+    authorization = request.headers.get("Authorization", "")
+    if authorization:
+        scheme, _, secret = authorization.partition(" ")
+        secret = secret.strip()
+        if scheme.lower() != "bearer" or not secret:
+            abort(401, message="the Authorization header must be 'Bearer <token>'")
+        if _same(secret, admin_token()):
+            return Principal(ADMIN)
+        from ctfhost.services.tokens import authenticate as token_for
+
+        token = token_for(secret)
+        if token is None:
+            abort(401, message="unknown, revoked or expired token")
+        return Principal(TEAM, team_id=token.team_id, token_id=token.id)
+    api_key = request.headers.get("x-api-key")
+    if api_key is not None:
+        expected = current_app.config.get("CTFHOST_API_KEY")
+        if not expected:
+            abort(401, message="the control plane is locked: the server has no CTFHOST_API_KEY set")
+        if _same(api_key, expected):
+            return Principal(API_KEY)
         abort(401, message="wrong API key")
+    if not current_app.config.get("CTFHOST_API_KEY") and not admin_token():
+        abort(401, message="the control plane is locked: the server has no CTFHOST_API_KEY set")
+    abort(401, message="missing credentials: send x-api-key, X-Admin-Token or Authorization: Bearer <token>")
+
+
+def current_principal():
+    return g.get("principal")
 
 
 class Blueprint(SmorestBlueprint):
     """A flask-smorest blueprint whose views state who may call them."""
 
+    def allow(self, *kinds):
+        """Let these kinds of caller (and the admin) call the view; document it in the spec."""
+        allowed = {ADMIN, *kinds}
+        schemes = []
+        for kind in (API_KEY, ADMIN, TEAM):
+            if kind in allowed:
+                schemes.extend(s for s in SCHEMES_OF[kind] if s not in schemes)
+        who = ", ".join(LABELS[k] for k in (ADMIN, API_KEY, TEAM) if k in allowed)
+
+        def decorator(func):
+            @functools.wraps(func)
+            def wrapper(*args, **kwargs):
+                principal = authenticate()
+                if principal.kind not in allowed:
+                    abort(403, message=f"{LABELS[principal.kind]} may not call {request.method} {request.path}")
+                return func(*args, **kwargs)
+
+            wrapper = self.doc(security=[{scheme: []} for scheme in schemes], description=f"Callers: {who}.")(wrapper)
+            wrapper = self.alt_response(401, schema=ErrorSchema, description="Missing or wrong credentials.")(wrapper)
+            return self.alt_response(403, schema=ErrorSchema, description="Not allowed for this caller.")(wrapper)
+
+        return decorator
+
     def api_key_required(self, func):
-        """Check x-api-key before the view parses anything; document it in the spec."""
+        """Callers: the API key (and the admin)."""
+        return self.allow(API_KEY)(func)
 
-        @functools.wraps(func)
-        def wrapper(*args, **kwargs):
-            check_api_key()
-            return func(*args, **kwargs)
-
-        wrapper = self.doc(security=[{API_KEY_SCHEME: []}])(wrapper)
-        return self.alt_response(401, schema=ErrorSchema, description="Missing or wrong x-api-key.")(wrapper)
+    def admin_only(self, func):
+        return self.allow()(func)
 
     def public(self, func):
         return self.doc(security=[])(func)

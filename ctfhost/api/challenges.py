@@ -2,11 +2,12 @@
 
 import json
 
+from flask import jsonify
 from flask.views import MethodView
 from flask_smorest.error_handler import ErrorSchema
 from marshmallow import Schema, ValidationError, fields, validate
 
-from ctfhost.api.auth import Blueprint
+from ctfhost.api.auth import API_KEY, TEAM, Blueprint, current_principal
 from ctfhost.api.fields import StrictInteger, UTCDateTime
 from ctfhost.plugins import UnknownRuntime, get_plugins
 from ctfhost.services import challenges as service
@@ -77,9 +78,35 @@ class ChallengeSchema(Schema):
         validate=validate.Range(min=1),
         metadata={"description": "Instance lifetime; null uses the global default_ttl_seconds"},
     )
+    max_renewals = StrictInteger(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=0),
+        metadata={"description": "Renewals allowed per instance; null: unlimited"},
+    )
     extra_config = ExtraConfig(load_default="{}")
     created_at = UTCDateTime(dump_only=True)
     updated_at = UTCDateTime(dump_only=True)
+
+
+class PublicChallengeSchema(Schema):
+    """What a team token may read of a challenge: not its image or runtime options."""
+
+    id = fields.String()
+    name = fields.String()
+    runtime = fields.String()
+    port = fields.Integer()
+    cpu_count = fields.Integer()
+    memory_mb = fields.Integer()
+    ttl_seconds = fields.Integer(allow_none=True)
+    max_renewals = fields.Integer(allow_none=True)
+
+
+def shaped(rows, many=False):
+    """Full challenges for the API key and admin, public fields for a team token."""
+    if current_principal().is_team:
+        return jsonify(PublicChallengeSchema(many=many).dump(rows))
+    return rows
 
 
 class ChallengePatchSchema(ChallengeSchema):
@@ -90,6 +117,7 @@ class ChallengePatchSchema(ChallengeSchema):
     cpu_count = StrictInteger(validate=validate.OneOf([1, 2, 4]))
     memory_mb = StrictInteger(validate=validate.OneOf([512, 1024, 2048]))
     ttl_seconds = StrictInteger(allow_none=True, validate=validate.Range(min=1))
+    max_renewals = StrictInteger(allow_none=True, validate=validate.Range(min=0))
     extra_config = ExtraConfig()
 
 
@@ -103,11 +131,11 @@ class WeightsSchema(Schema):
 
 @blp.route("")
 class Challenges(MethodView):
-    @blp.api_key_required
-    @blp.response(200, ChallengeSchema(many=True))
+    @blp.allow(API_KEY, TEAM)
+    @blp.response(200, ChallengeSchema(many=True), description="A team token gets the public fields only.")
     def get(self):
         """List challenges"""
-        return service.list_challenges()
+        return shaped(service.list_challenges(), many=True)
 
     @blp.api_key_required
     @blp.arguments(ChallengeSchema)
@@ -120,12 +148,12 @@ class Challenges(MethodView):
 
 @blp.route("/<string:challenge_id>")
 class ChallengeById(MethodView):
-    @blp.api_key_required
-    @blp.response(200, ChallengeSchema)
+    @blp.allow(API_KEY, TEAM)
+    @blp.response(200, ChallengeSchema, description="A team token gets the public fields only.")
     @blp.alt_response(404, schema=ErrorSchema, description="No such challenge.")
     def get(self, challenge_id):
         """Get a challenge"""
-        return service.get_challenge(challenge_id)
+        return shaped(service.get_challenge(challenge_id))
 
     @blp.api_key_required
     @blp.arguments(ChallengePatchSchema(partial=True))

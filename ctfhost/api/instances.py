@@ -4,10 +4,11 @@ from flask.views import MethodView
 from flask_smorest.error_handler import ErrorSchema
 from marshmallow import Schema, fields, validate
 
-from ctfhost.api.auth import Blueprint
+from ctfhost.api.auth import API_KEY, TEAM, Blueprint, current_principal
 from ctfhost.api.fields import StrictInteger, TeamId, UTCDateTime
 from ctfhost.models import STATUSES
 from ctfhost.services import instances as service
+from ctfhost.services.errors import Forbidden, NotFound
 
 blp = Blueprint("instances", __name__, url_prefix="/api/v1/instances", description="Per-team challenge instances.")
 
@@ -40,6 +41,18 @@ class ListArgsSchema(Schema):
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
 
 
+def own(instance):
+    """The instance, if the caller may act for its team; a team token gets 404 for another team's."""
+    if not current_principal().may_act_for(instance.team_id):
+        raise NotFound(f"instance {instance.id} not found")
+    return instance
+
+
+def check_team(team_id):
+    if not current_principal().may_act_for(team_id):
+        raise Forbidden(f"a team token acts for its own team only, not for team {team_id}")
+
+
 class RenewSchema(Schema):
     expires_at = UTCDateTime()
     seconds_added = StrictInteger()
@@ -47,15 +60,20 @@ class RenewSchema(Schema):
 
 @blp.route("")
 class Instances(MethodView):
-    @blp.api_key_required
+    @blp.allow(API_KEY, TEAM)
     @blp.arguments(ListArgsSchema, location="query")
     @blp.response(200, InstanceSchema(many=True), headers={"X-Total-Count": {"description": "Rows matching the filters", "schema": {"type": "integer"}}})
     def get(self, args):
-        """List instances, newest first (filters; LIMIT/OFFSET pagination)"""
+        """List instances, newest first (filters; LIMIT/OFFSET pagination); a team token sees its team's"""
+        principal = current_principal()
+        if principal.is_team:
+            if "team_id" in args:
+                check_team(args["team_id"])
+            args["team_id"] = principal.team_id
         rows, total = service.list_instances(**args)
         return rows, {"X-Total-Count": str(total)}
 
-    @blp.api_key_required
+    @blp.allow(API_KEY, TEAM)
     @blp.arguments(LaunchSchema)
     @blp.response(201, InstanceSchema, description="The pending instance; its endpoint is final.")
     @blp.alt_response(404, schema=ErrorSchema, description="No such challenge.")
@@ -63,52 +81,58 @@ class Instances(MethodView):
     @blp.alt_response(503, schema=ErrorSchema, description="No worker has room, or the queue is down; nothing was created.")
     def post(self, data):
         """Launch an instance for a team"""
+        check_team(data["team_id"])
         return service.create_instance(data["team_id"], data["challenge_id"])
 
 
 @blp.route("/<uuid:instance_id>")
 class InstanceById(MethodView):
-    @blp.api_key_required
+    @blp.allow(API_KEY, TEAM)
     @blp.response(200, InstanceSchema)
     @blp.alt_response(404, schema=ErrorSchema, description="No such instance.")
     def get(self, instance_id):
         """Get an instance"""
-        return service.get_instance(instance_id)
+        return own(service.get_instance(instance_id))
 
-    @blp.api_key_required
+    @blp.allow(API_KEY, TEAM)
     @blp.response(204, description="Ended; its route is gone and a job removes its resources.")
     @blp.alt_response(404, schema=ErrorSchema, description="No such instance.")
     def delete(self, instance_id):
         """Stop and remove an instance"""
+        own(service.get_instance(instance_id))
         service.destroy_instance(instance_id)
 
 
 @blp.route("/<uuid:instance_id>/restart", methods=["POST"])
-@blp.api_key_required
+@blp.allow(API_KEY, TEAM)
 @blp.response(200, InstanceSchema, description="The new pending instance (new id, new hostname, full TTL).")
 @blp.alt_response(404, schema=ErrorSchema, description="No such instance.")
 @blp.alt_response(409, schema=ErrorSchema, description="The instance is not active.")
 @blp.alt_response(503, schema=ErrorSchema, description="No worker has room; the old instance is kept.")
 def restart(instance_id):
     """Replace an instance with a fresh one"""
+    own(service.get_instance(instance_id))
     return service.restart_instance(instance_id)
 
 
 @blp.route("/<uuid:instance_id>/renew", methods=["POST"])
-@blp.api_key_required
+@blp.allow(API_KEY, TEAM)
 @blp.response(200, RenewSchema)
 @blp.alt_response(404, schema=ErrorSchema, description="No such instance.")
 @blp.alt_response(409, schema=ErrorSchema, description="Not active, or renewing would not extend it.")
 def renew(instance_id):
     """Extend an instance to now + the challenge TTL"""
+    own(service.get_instance(instance_id))
     expires_at, added = service.renew_instance(instance_id)
     return {"expires_at": expires_at, "seconds_added": added}
 
 
 @blp.route("/team/<string:team_id>/<string:challenge_id>")
-@blp.api_key_required
+@blp.allow(API_KEY, TEAM)
 @blp.response(200, InstanceSchema)
 @blp.alt_response(404, schema=ErrorSchema, description="The team has no active instance of this challenge.")
 def team_instance(team_id, challenge_id):
     """The team's active instance of a challenge"""
+    if not current_principal().may_act_for(team_id):
+        raise NotFound(f"team {team_id} has no active instance of challenge {challenge_id!r}")
     return service.get_active(team_id, challenge_id)

@@ -9,7 +9,7 @@ from ctfhost.models import ACTIVE, Challenge, Instance, utcnow
 from ctfhost.plugins import UnknownRuntime, get_plugins
 from ctfhost.services.errors import Conflict, Invalid, NotFound
 
-EDITABLE = ("name", "runtime", "image", "port", "cpu_count", "memory_mb", "ttl_seconds", "extra_config")
+EDITABLE = ("name", "runtime", "image", "port", "cpu_count", "memory_mb", "ttl_seconds", "max_renewals", "extra_config")
 
 
 def list_challenges():

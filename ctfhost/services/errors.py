@@ -13,6 +13,10 @@ class ServiceError(Exception):
         self.headers = headers or {}
 
 
+class Forbidden(ServiceError):
+    status = 403
+
+
 class NotFound(ServiceError):
     status = 404
 
