@@ -19,6 +19,7 @@ from ctfhost import devstack, hookimpl
 from ctfhost.hooktypes import Backend, LaunchError, RuntimeState
 
 API_KEY = "test-api-key"
+ADMIN_TOKEN = "test-admin-token"
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 TEST_IMAGE = "ctfhost-test/web:latest"
 TEST_CONTENT = "hello from a ctfhost test instance\n"
@@ -132,6 +133,7 @@ def test_env(tmp_path_factory):
         "CTFHOST_DATABASE_URL": os.environ.get("CTFHOST_TEST_DATABASE_URL") or f"sqlite:///{base}/ctfhost.sqlite3",
         "CTFHOST_REDIS_URL": os.environ.get("CTFHOST_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
         "CTFHOST_API_KEY": API_KEY,
+        "CTFHOST_ADMIN_TOKEN": ADMIN_TOKEN,
         "CTFHOST_BASE_DOMAIN": "localhost",
         "CTFHOST_WORKER_HEARTBEAT_SECONDS": "2",
         "CTFHOST_EXPIRY_INTERVAL_SECONDS": "1",
@@ -187,13 +189,12 @@ def clean_state(request):
         return
     application = request.getfixturevalue("app")
     from ctfhost.db import database
-    from ctfhost.models import Challenge, Instance, Setting, Worker
+    from ctfhost.models import AuditEvent, Challenge, Instance, Setting, Token, Worker
 
     def wipe():
         with database.connection_context():
-            Instance.delete().execute()
-            Challenge.delete().execute()
-            Setting.delete().execute()
+            for model in (Instance, Challenge, Setting, Token, AuditEvent):
+                model.delete().execute()
             Worker.delete().where(Worker.id.not_in(list(application.keep_workers) or [""])).execute()
 
     wipe()
@@ -210,15 +211,17 @@ def client(app):
 
 
 class Api:
-    """The Flask test client with the API key sent by default."""
+    """The Flask test client sending one caller's credentials (the API key by default)."""
 
-    def __init__(self, client, key=API_KEY):
-        self.client, self.key = client, key
+    def __init__(self, client, key=API_KEY, credentials=None):
+        self.client = client
+        self.credentials = credentials if credentials is not None else ({"x-api-key": key} if key else {})
 
     def _call(self, method, path, **kwargs):
-        headers = kwargs.pop("headers", {}) or {}
-        if self.key is not None and "x-api-key" not in {k.lower() for k in headers}:
-            headers["x-api-key"] = self.key
+        headers = dict(kwargs.pop("headers", {}) or {})
+        given = {k.lower() for k in headers}
+        if not given & {"x-api-key", "x-admin-token", "authorization"}:
+            headers.update(self.credentials)
         return self.client.open(path, method=method, headers=headers, **kwargs)
 
     def get(self, path, **kw):
@@ -237,6 +240,26 @@ class Api:
 @pytest.fixture
 def api(client):
     return Api(client)
+
+
+@pytest.fixture
+def admin(client):
+    """The test client acting as the admin (X-Admin-Token)."""
+    return Api(client, credentials={"X-Admin-Token": ADMIN_TOKEN})
+
+
+@pytest.fixture
+def team_api(client, admin):
+    """A factory: team_api(team_id) issues a team token and returns a client using it."""
+
+    def make(team_id, name="test token"):
+        response = admin.post("/api/v1/tokens", json={"team_id": team_id, "name": name})
+        assert response.status_code == 201, response.get_json()
+        caller = Api(client, credentials={"Authorization": f"Bearer {response.get_json()['token']}"})
+        caller.token = response.get_json()
+        return caller
+
+    return make
 
 
 # -- real parts --------------------------------------------------------------

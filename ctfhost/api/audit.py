@@ -2,10 +2,10 @@
 
 import json
 
-from flask import g, request
+from flask import request
 from marshmallow import Schema, fields, validate
 
-from ctfhost.api.auth import Blueprint
+from ctfhost.api.auth import Blueprint, current_principal
 from ctfhost.api.fields import UTCDateTime
 from ctfhost.services import audit as service
 
@@ -81,7 +81,7 @@ def record_request(response):
     """after_request: one audit row per state-changing API request."""
     if request.method not in STATE_CHANGING or not request.path.startswith("/api/"):
         return response
-    principal = g.get("principal")
+    principal = current_principal()
     rule = request.url_rule.rule if request.url_rule is not None else request.path
     body = request.get_json(silent=True) if request.is_json else None
     team_id = principal.team_id if principal is not None and principal.team_id else None

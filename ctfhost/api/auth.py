@@ -10,7 +10,7 @@ import hmac
 import os
 from dataclasses import dataclass
 
-from flask import current_app, g, request
+from flask import current_app, request
 from flask_smorest import Blueprint as SmorestBlueprint
 from flask_smorest import abort
 from flask_smorest.error_handler import ErrorSchema
@@ -85,12 +85,16 @@ def _same(given, expected):
     return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
 
 
+PRINCIPAL_KEY = "ctfhost.principal"
+
+
 def authenticate():
     """The caller of this request; aborts 401 when a credential is missing or wrong."""
-    if "principal" in g:
-        return g.principal
-    principal = _resolve()
-    g.principal = principal
+    # kept in the request's environ, not in g: an app context can outlive a request
+    principal = request.environ.get(PRINCIPAL_KEY)
+    if principal is None:
+        principal = _resolve()
+        request.environ[PRINCIPAL_KEY] = principal
     return principal
 
 
@@ -122,13 +126,15 @@ def _resolve():
         if _same(api_key, expected):
             return Principal(API_KEY)
         abort(401, message="wrong API key")
-    if not current_app.config.get("CTFHOST_API_KEY") and not admin_token():
-        abort(401, message="the control plane is locked: the server has no CTFHOST_API_KEY set")
-    abort(401, message="missing credentials: send x-api-key, X-Admin-Token or Authorization: Bearer <token>")
+    message = "missing credentials: send x-api-key, X-Admin-Token or Authorization: Bearer <token>"
+    if not current_app.config.get("CTFHOST_API_KEY"):
+        message += " (the server has no CTFHOST_API_KEY set: only admin and team tokens can work)"
+    abort(401, message=message)
 
 
 def current_principal():
-    return g.get("principal")
+    """The authenticated caller of this request, or None before (or without) authentication."""
+    return request.environ.get(PRINCIPAL_KEY)
 
 
 class Blueprint(SmorestBlueprint):

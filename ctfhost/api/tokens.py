@@ -55,7 +55,7 @@ class Tokens(MethodView):
         return token
 
 
-@blp.route("/<string:token_id>")
+@blp.route("/<string:token_id>", methods=["DELETE"])
 @blp.admin_only
 @blp.response(204)
 @blp.alt_response(404, schema=ErrorSchema, description="No such token.")
