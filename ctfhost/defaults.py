@@ -1,11 +1,65 @@
 """The core's own hook implementations, registered trylast so installed plugins win."""
 
+import html
+import urllib.parse
+
+from flask import current_app
+from werkzeug.http import dump_cookie
+
 from ctfhost import hookimpl
 from ctfhost.hooktypes import AccessDecision
+from ctfhost.services import access
+
+HTML = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
+
+
+def page(title, text):
+    """A short HTML page for the browser that forward-auth turned away."""
+    return (
+        "<!doctype html><html><head><meta charset=utf-8><title>{0}</title></head>"
+        "<body style=\"font-family:sans-serif;max-width:40em;margin:4em auto\"><h1>{0}</h1><p>{1}</p></body></html>"
+    ).format(html.escape(title), html.escape(text))
+
+
+def _redeem(request, instance, query, proto):
+    params = urllib.parse.parse_qs(query)
+    try:
+        access.redeem_ticket(params.get("ticket", [""])[0], instance)
+    except access.AccessDenied as exc:
+        return AccessDecision.deny(401, page("Access link refused", str(exc)), **HTML)
+    value, max_age = access.cookie_for(instance)
+    # no Domain attribute: the cookie stays on this instance's host only
+    cookie = dump_cookie(
+        access.COOKIE_NAME, value, max_age=max_age, path="/", secure=proto == "https", httponly=True, samesite="Lax"
+    )
+    location = access.safe_next(params.get("next", ["/"])[0])
+    return AccessDecision.deny(302, "", **{"Location": location, "Set-Cookie": cookie, "Cache-Control": "no-store"})
 
 
 @hookimpl(trylast=True)
 def authorize(request, instance):
-    # Until an access-control plugin answers, the unguessable hostname is the
-    # only protection: let the request through and tell the backend who owns it.
-    return AccessDecision.allow(**{"X-Ctfhost-Team": instance.team_id, "X-Ctfhost-Instance": instance.id})
+    """Let the owning team in: access link -> cookie bound to the instance -> 2xx."""
+    uri = request.headers.get("X-Forwarded-Uri") or "/"
+    proto = (request.headers.get("X-Forwarded-Proto") or "http").lower()
+    path, _, query = uri.partition("?")
+    if path == access.ACCESS_PATH:
+        return _redeem(request, instance, query, proto)
+    cookie = request.cookies.get(access.COOKIE_NAME)
+    if cookie and access.check_cookie(cookie, instance):
+        return AccessDecision.allow(**{"X-Ctfhost-Team": instance.team_id, "X-Ctfhost-Instance": instance.id})
+    signin = current_app.config.get("CTFHOST_AUTH_SIGNIN_URL")
+    if signin:
+        original = f"{proto}://{request.headers.get('X-Forwarded-Host', '')}{uri}"
+        location = signin.replace("{instance_id}", urllib.parse.quote(instance.id, safe="")).replace(
+            "{next}", urllib.parse.quote(original, safe="")
+        )
+        return AccessDecision.deny(302, "", Location=location, **{"Cache-Control": "no-store"})
+    return AccessDecision.deny(
+        401,
+        page(
+            "This instance is private",
+            "Only the team that launched it can open it. Open it from the scoreboard (its Open button), "
+            "or ask the API for an access link: POST /api/v1/instances/{id}/access.",
+        ),
+        **HTML,
+    )

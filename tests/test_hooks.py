@@ -343,11 +343,20 @@ def test_hook_wait_routed():
 
 
 def test_hook_authorize(app):
+    import datetime
+
+    from ctfhost.services import access
+
     plugins = get_plugins(app)
-    instance = make_instance(team_id="17")
+    instance = make_instance(team_id="17", expires_at=datetime.datetime.utcnow() + datetime.timedelta(hours=1))
     with app.test_request_context("/", headers={"X-Forwarded-Host": instance.hostname}):
+        denied = plugins.authorize(flask.request, instance)
+    # the core default (trylast): no cookie, no entry
+    assert denied.allowed is False and denied.status == 401
+    cookie, _ = access.cookie_for(instance)
+    with app.test_request_context("/", headers={"X-Forwarded-Host": instance.hostname, "Cookie": f"ctfhost_access={cookie}"}):
         decision = plugins.authorize(flask.request, instance)
-    # the core default (trylast) lets the request through and says who owns it
+    # with the instance's cookie it lets the request through and says who owns it
     assert decision.allowed is True
     assert decision.status == 200
     assert decision.headers == {"X-Ctfhost-Team": "17", "X-Ctfhost-Instance": instance.id}
@@ -368,11 +377,12 @@ def test_authorize_plugin_wins_over_the_default(app):
         with app.test_request_context("/", headers={"Cookie": "team=99"}):
             denied = plugins.authorize(flask.request, instance)
         with app.test_request_context("/", headers={"Cookie": "team=17"}):
-            allowed = plugins.authorize(flask.request, instance)
+            passed_on = plugins.authorize(flask.request, instance)
     finally:
         plugins.unregister(name="team-cookie")
     assert denied == AccessDecision(False, 302, {"Location": "https://ctf.example.org/login"}, "")
-    assert allowed.allowed and allowed.headers["X-Ctfhost-Team"] == "17"
+    # None from the plugin: the core default decides (no ctfhost cookie: 401)
+    assert not passed_on.allowed and passed_on.status == 401
 
 
 def test_authorize_default_is_registered_trylast():

@@ -1,0 +1,130 @@
+"""Access to an instance through the proxy: single-use tickets and instance-bound cookies.
+
+A ticket is a signed, 60-second, single-use link that ctfhost hands to the
+scoreboard (or the team) for one instance; following it through the proxy
+trades it for a cookie bound to that instance and team. Forward-auth then
+lets a request through only with such a cookie.
+"""
+
+import datetime
+import json
+import secrets
+import threading
+import time
+import urllib.parse
+
+import peewee
+from flask import current_app
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+from ctfhost.models import ACTIVE, Instance, Setting, utcnow
+from ctfhost.queue import redis_connection
+
+ACCESS_PATH = "/.ctfhost/access"
+COOKIE_NAME = "ctfhost_access"
+TICKET_SECONDS = 60
+SIGNING_KEY_SETTING = "auth.signing_key"
+
+_lock = threading.Lock()
+_keys = {}
+
+
+class AccessDenied(Exception):
+    """A ticket or cookie that does not grant access; the message says why."""
+
+
+def signing_key():
+    """CTFHOST_SECRET_KEY, or a random key made once and kept in the database."""
+    configured = current_app.config.get("CTFHOST_SECRET_KEY")
+    if configured:
+        return configured
+    url = current_app.config["CTFHOST_DATABASE_URL"]
+    with _lock:
+        if url not in _keys:
+            row = Setting.get_or_none(Setting.key == SIGNING_KEY_SETTING)
+            if row is None:
+                try:
+                    Setting.insert(key=SIGNING_KEY_SETTING, value=json.dumps(secrets.token_urlsafe(48))).on_conflict_ignore().execute()
+                except peewee.IntegrityError:
+                    pass
+                row = Setting.get(Setting.key == SIGNING_KEY_SETTING)
+            _keys[url] = json.loads(row.value)
+        return _keys[url]
+
+
+def _serializer(salt):
+    return URLSafeTimedSerializer(signing_key(), salt=salt)
+
+
+def safe_next(value):
+    """A path on the instance's own host, or "/": never another host (no open redirect)."""
+    if not value or not isinstance(value, str):
+        return "/"
+    parsed = urllib.parse.urlsplit(value)
+    if (
+        not value.startswith("/")
+        or value.startswith("//")
+        or "\\" in value
+        or parsed.scheme
+        or parsed.netloc
+        or any(ord(c) < 32 for c in value)
+    ):
+        return "/"
+    return value
+
+
+def issue_ticket(instance, next_path="/"):
+    """(link, seconds valid): the endpoint's access path carrying a fresh ticket."""
+    ticket = _serializer("ctfhost-ticket").dumps({"i": instance.id, "t": instance.team_id, "n": secrets.token_urlsafe(12)})
+    query = urllib.parse.urlencode({"ticket": ticket, "next": safe_next(next_path)})
+    return f"{instance.endpoint}{ACCESS_PATH}?{query}", TICKET_SECONDS
+
+
+def redeem_ticket(ticket, instance):
+    """The team a ticket grants this instance to; each ticket works once."""
+    try:
+        data = _serializer("ctfhost-ticket").loads(ticket, max_age=TICKET_SECONDS)
+    except SignatureExpired:
+        raise AccessDenied("this access link has expired; ask for a new one") from None
+    except BadSignature:
+        raise AccessDenied("this access link is not valid") from None
+    if not isinstance(data, dict) or data.get("i") != instance.id or data.get("t") != instance.team_id:
+        raise AccessDenied("this access link is for another instance")
+    used = redis_connection().set(f"ctfhost:ticket:{data['n']}", instance.id, nx=True, ex=TICKET_SECONDS * 2)
+    if not used:
+        raise AccessDenied("this access link was already used; ask for a new one")
+    return data["t"]
+
+
+def cookie_for(instance):
+    """(value, max_age): a cookie bound to the instance and its team, ending with the instance."""
+    expires = int(instance.expires_at.replace(tzinfo=datetime.timezone.utc).timestamp())
+    value = _serializer("ctfhost-cookie").dumps({"i": instance.id, "t": instance.team_id, "e": expires})
+    return value, max(0, expires - int(time.time()))
+
+
+def check_cookie(value, instance):
+    """True when the cookie was issued for this very instance and team and has not run out."""
+    try:
+        data = _serializer("ctfhost-cookie").loads(value)
+    except BadSignature:
+        return False
+    return (
+        isinstance(data, dict)
+        and data.get("i") == instance.id
+        and data.get("t") == instance.team_id
+        and isinstance(data.get("e"), int)
+        and data["e"] > time.time()
+    )
+
+
+def active_instance_for_host(host):
+    """The active instance serving `host` (a Host header value, port allowed), or None."""
+    hostname = (host or "").strip().lower().split(":", 1)[0]
+    if not hostname:
+        return None
+    return Instance.get_or_none(Instance.hostname == hostname, Instance.status.in_(list(ACTIVE)))
+
+
+def instance_is_active(instance):
+    return instance.status in ACTIVE and instance.expires_at > utcnow()
