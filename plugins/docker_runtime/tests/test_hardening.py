@@ -113,6 +113,7 @@ def test_no_new_privileges_and_only_the_added_capabilities(launch, options, expe
         assert code == 0, out
         fields = status_fields(out)
         assert fields["NoNewPrivs"] == "1", (pid, fields)
+        assert fields["Seccomp"] == "2", (pid, fields)  # filtered by the engine's seccomp profile
         for name in ("CapEff", "CapPrm", "CapBnd"):
             assert int(fields[name], 16) == expected_caps, (pid, name, fields[name])
         assert int(fields["CapInh"], 16) == int(fields["CapAmb"], 16) == 0, (pid, fields)
