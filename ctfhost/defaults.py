@@ -32,7 +32,10 @@ def _redeem(request, instance, query, proto):
     cookie = dump_cookie(
         access.COOKIE_NAME, value, max_age=max_age, path="/", secure=proto == "https", httponly=True, samesite="Lax"
     )
-    location = access.safe_next(params.get("next", ["/"])[0])
+    # absolute, on the instance's own host: Traefik resolves a relative
+    # Location against the forward-auth address, i.e. the API's host
+    host = request.headers.get("X-Forwarded-Host") or instance.hostname
+    location = f"{proto}://{host}{access.safe_next(params.get('next', ['/'])[0])}"
     return AccessDecision.deny(302, "", **{"Location": location, "Set-Cookie": cookie, "Cache-Control": "no-store"})
 
 

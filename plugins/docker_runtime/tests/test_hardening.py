@@ -126,7 +126,8 @@ def test_setuid_root_binary_gives_no_privileges(launch):
     # the challenge runs as nobody; NET_BIND_SERVICE is in the bounding set, so a setuid-root
     # binary would put it in the permitted set (and uid 0 in the saved uid) without no-new-privileges
     container = launch({"user": NOBODY, "cap_add": ["NET_BIND_SERVICE"]})
-    code, out = sh(container, "cp /bin/busybox /tmp/busybox && chmod 4755 /tmp/busybox && ls -ln /tmp/busybox", user="0")
+    plant = "cp /bin/busybox /tmp/busybox && chmod 4755 /tmp/busybox && ls -ln /tmp/busybox"
+    code, out = sh(container, plant, user="0")  # root in the container owns what it copies
     assert code == 0, out
     mode, _, owner = out.split()[:3]
     assert mode == "-rwsr-xr-x" and owner == "0", out  # a setuid-root binary, runnable by anyone
