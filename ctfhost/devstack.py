@@ -242,6 +242,7 @@ def _demo_env(api_key):
         CTFHOST_API_KEY=api_key,
         CTFHOST_PUBLIC_PORT=str(WEB_PORT),
         CTFHOST_TRAEFIK_API_URL=f"http://127.0.0.1:{TRAEFIK_API_PORT}",
+        CTFHOST_TRAEFIK_FORWARD_AUTH_URL=f"http://127.0.0.1:{APP_PORT}/api/v1/auth/forward",
     )
     return env
 
@@ -336,14 +337,38 @@ def demo(directory=DEMO_DIR):
     if instance["status"] != "running":
         raise SystemExit(f"the instance is {instance['status']}: {instance['error']}")
     hostname = instance["endpoint"].split("://", 1)[1].split(":")[0]
-    code, text = fetch_via_proxy(WEB_PORT, hostname)
-    print(f"running after {time.monotonic() - started:.2f} s; through Traefik: HTTP {code}: {text.strip()}")
+    print(f"running after {time.monotonic() - started:.2f} s")
+    code, _ = fetch_via_proxy(WEB_PORT, hostname)
+    print(f"through Traefik without access: HTTP {code} (only the owning team gets in)")
+    code, text = open_as_team(api, headers, instance, hostname)
+    print(f"through Traefik with the team's access link: HTTP {code}: {text.strip()}")
+    _, link = http("POST", f"{api}/instances/{instance['id']}/access", {}, headers)
     print()
-    print(f"  curl {instance['endpoint']}/")
+    print(f"  open in a browser within 60 s: {link['url']}")
     print(f"  API docs:  http://127.0.0.1:{APP_PORT}/docs   (x-api-key: {api_key})")
     print(f"  logs in {directory}/; stop everything with `make demo-stop`")
     if code != 200:
         raise SystemExit("the instance did not answer through Traefik")
+
+
+def open_as_team(api, headers, instance, hostname):
+    """What a browser does with an access link: follow it, keep the cookie, load the page."""
+    _, link = http("POST", f"{api}/instances/{instance['id']}/access", {}, headers)
+    path = link["url"].split(hostname, 1)[1].split("/", 1)[1]
+    request = urllib.request.Request(f"http://127.0.0.1:{WEB_PORT}/{path}", headers={"Host": hostname})
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    try:
+        urllib.request.build_opener(NoRedirect).open(request, timeout=10)
+        return None, "the access link did not redirect"
+    except urllib.error.HTTPError as exc:
+        cookie = exc.headers.get("Set-Cookie", "").split(";", 1)[0]
+    request = urllib.request.Request(f"http://127.0.0.1:{WEB_PORT}/", headers={"Host": hostname, "Cookie": cookie})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, response.read().decode("utf-8", "replace")
 
 
 if __name__ == "__main__":  # pragma: no cover
