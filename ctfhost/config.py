@@ -10,6 +10,8 @@ SETTINGS = {
     "BASE_DOMAIN": (str, "localhost"),
     "PUBLIC_PORT": (int, None),
     "DEFAULT_TTL_SECONDS": (int, 1800),
+    "MAX_INSTANCES_PER_TEAM": (int, 3),
+    "LAUNCH_COOLDOWN_SECONDS": (int, 10),
     "DISABLED_PLUGINS": (str, ""),
     "READINESS_TIMEOUT_SECONDS": (float, 60.0),
     "WORKER_ID": (str, None),

@@ -139,6 +139,9 @@ def test_env(tmp_path_factory):
         "CTFHOST_EXPIRY_INTERVAL_SECONDS": "1",
         "CTFHOST_RECONCILE_INTERVAL_SECONDS": "3600",
         "CTFHOST_DOCKER_NETWORK": "ctfhost-test-instances",
+        # fair-use limits off by default in tests; tests of them turn them on
+        "CTFHOST_MAX_INSTANCES_PER_TEAM": "1000",
+        "CTFHOST_LAUNCH_COOLDOWN_SECONDS": "0",
         "CTFHOST_LOG_LEVEL": "INFO",
     }
     saved = {key: os.environ.get(key) for key in env}

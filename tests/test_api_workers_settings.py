@@ -211,14 +211,43 @@ def test_worker_turns_inactive_after_60_seconds(api):
 def test_settings_default_to_the_environment(api):
     response = api.get("/api/v1/settings")
     assert response.status_code == 200
-    assert response.get_json() == {"default_ttl_seconds": 1800}
+    # the test environment turns the fair-use limits off (CTFHOST_MAX_INSTANCES_PER_TEAM, ..._COOLDOWN_SECONDS)
+    assert response.get_json() == {"default_ttl_seconds": 1800, "max_instances_per_team": 1000, "launch_cooldown_seconds": 0}
+
+
+def test_fair_use_settings_default_to_3_and_10(app, api):
+    saved = {k: app.config[k] for k in ("CTFHOST_MAX_INSTANCES_PER_TEAM", "CTFHOST_LAUNCH_COOLDOWN_SECONDS")}
+    from ctfhost.config import SETTINGS
+
+    try:
+        app.config["CTFHOST_MAX_INSTANCES_PER_TEAM"] = SETTINGS["MAX_INSTANCES_PER_TEAM"][1]
+        app.config["CTFHOST_LAUNCH_COOLDOWN_SECONDS"] = SETTINGS["LAUNCH_COOLDOWN_SECONDS"][1]
+        body = api.get("/api/v1/settings").get_json()
+    finally:
+        app.config.update(saved)
+    assert (body["max_instances_per_team"], body["launch_cooldown_seconds"]) == (3, 10)
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"max_instances_per_team": -1}, "max_instances_per_team"),
+        ({"max_instances_per_team": "3"}, "max_instances_per_team"),
+        ({"launch_cooldown_seconds": -1}, "launch_cooldown_seconds"),
+        ({"launch_cooldown_seconds": 1.5}, "launch_cooldown_seconds"),
+    ],
+)
+def test_patch_fair_use_settings_rejects_bad_values(api, body, field):
+    response = api.patch("/api/v1/settings", json=body)
+    assert response.status_code == 422
+    assert list(response.get_json()["errors"]["json"]) == [field]
 
 
 def test_settings_default_follows_config(app, api):
     saved = app.config["CTFHOST_DEFAULT_TTL_SECONDS"]
     app.config["CTFHOST_DEFAULT_TTL_SECONDS"] = 600
     try:
-        assert api.get("/api/v1/settings").get_json() == {"default_ttl_seconds": 600}
+        assert api.get("/api/v1/settings").get_json()["default_ttl_seconds"] == 600
     finally:
         app.config["CTFHOST_DEFAULT_TTL_SECONDS"] = saved
 
@@ -226,25 +255,28 @@ def test_settings_default_follows_config(app, api):
 def test_patch_settings_is_persisted(app, api):
     response = api.patch("/api/v1/settings", json={"default_ttl_seconds": 3600})
     assert response.status_code == 200
-    assert response.get_json() == {"default_ttl_seconds": 3600}
-    assert api.get("/api/v1/settings").get_json() == {"default_ttl_seconds": 3600}
+    assert response.get_json()["default_ttl_seconds"] == 3600
+    assert api.get("/api/v1/settings").get_json()["default_ttl_seconds"] == 3600
     assert Setting.get_by_id("default_ttl_seconds").value == "3600"
+    assert api.patch("/api/v1/settings", json={"max_instances_per_team": 5, "launch_cooldown_seconds": 30}).status_code == 200
+    body = api.get("/api/v1/settings").get_json()
+    assert (body["default_ttl_seconds"], body["max_instances_per_team"], body["launch_cooldown_seconds"]) == (3600, 5, 30)
     # the database wins over the environment from now on
     saved = app.config["CTFHOST_DEFAULT_TTL_SECONDS"]
     app.config["CTFHOST_DEFAULT_TTL_SECONDS"] = 60
     try:
-        assert api.get("/api/v1/settings").get_json() == {"default_ttl_seconds": 3600}
+        assert api.get("/api/v1/settings").get_json()["default_ttl_seconds"] == 3600
     finally:
         app.config["CTFHOST_DEFAULT_TTL_SECONDS"] = saved
-    assert api.patch("/api/v1/settings", json={"default_ttl_seconds": 120}).get_json() == {"default_ttl_seconds": 120}
-    assert Setting.select().count() == 1
+    assert api.patch("/api/v1/settings", json={"default_ttl_seconds": 120}).get_json()["default_ttl_seconds"] == 120
+    assert Setting.select().where(Setting.key.in_(["default_ttl_seconds", "max_instances_per_team", "launch_cooldown_seconds"])).count() == 3
 
 
 def test_patch_settings_with_nothing_changes_nothing(api):
     api.patch("/api/v1/settings", json={"default_ttl_seconds": 42})
     response = api.patch("/api/v1/settings", json={})
     assert response.status_code == 200
-    assert response.get_json() == {"default_ttl_seconds": 42}
+    assert response.get_json()["default_ttl_seconds"] == 42
 
 
 @pytest.mark.parametrize(
@@ -265,7 +297,7 @@ def test_patch_settings_rejects_bad_values(api, body, field):
     payload = response.get_json()
     assert list(payload["errors"]["json"]) == [field]
     assert field in payload["message"]
-    assert api.get("/api/v1/settings").get_json() == {"default_ttl_seconds": 1800}
+    assert api.get("/api/v1/settings").get_json()["default_ttl_seconds"] == 1800
     assert Setting.select().count() == 0
 
 

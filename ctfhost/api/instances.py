@@ -4,7 +4,7 @@ from flask.views import MethodView
 from flask_smorest.error_handler import ErrorSchema
 from marshmallow import Schema, fields, validate
 
-from ctfhost.api.auth import API_KEY, TEAM, Blueprint, current_principal
+from ctfhost.api.auth import ADMIN, API_KEY, TEAM, Blueprint, current_principal
 from ctfhost.api.fields import StrictInteger, TeamId, UTCDateTime
 from ctfhost.models import STATUSES
 from ctfhost.services import instances as service
@@ -26,6 +26,7 @@ class InstanceSchema(Schema):
     created_at = UTCDateTime()
     ended_at = UTCDateTime(allow_none=True)
     error = fields.String(allow_none=True, metadata={"description": "Why the instance is in status error"})
+    renewals = fields.Integer(metadata={"description": "Times renewed (see the challenge's max_renewals)"})
 
 
 class LaunchSchema(Schema):
@@ -46,6 +47,11 @@ def own(instance):
     if not current_principal().may_act_for(instance.team_id):
         raise NotFound(f"instance {instance.id} not found")
     return instance
+
+
+def limited():
+    """Fair-use limits bind everyone but the admin."""
+    return current_principal().kind != ADMIN
 
 
 def check_team(team_id):
@@ -78,11 +84,12 @@ class Instances(MethodView):
     @blp.response(201, InstanceSchema, description="The pending instance; its endpoint is final.")
     @blp.alt_response(404, schema=ErrorSchema, description="No such challenge.")
     @blp.alt_response(409, schema=ErrorSchema, description="The team already has an active instance of it.")
+    @blp.alt_response(429, schema=ErrorSchema, description="max_instances_per_team reached, or launch_cooldown_seconds not over (Retry-After).")
     @blp.alt_response(503, schema=ErrorSchema, description="No worker has room, or the queue is down; nothing was created.")
     def post(self, data):
         """Launch an instance for a team"""
         check_team(data["team_id"])
-        return service.create_instance(data["team_id"], data["challenge_id"])
+        return service.create_instance(data["team_id"], data["challenge_id"], enforce_limits=limited())
 
 
 @blp.route("/<uuid:instance_id>")
@@ -112,7 +119,7 @@ class InstanceById(MethodView):
 def restart(instance_id):
     """Replace an instance with a fresh one"""
     own(service.get_instance(instance_id))
-    return service.restart_instance(instance_id)
+    return service.restart_instance(instance_id, enforce_limits=limited())
 
 
 @blp.route("/<uuid:instance_id>/renew", methods=["POST"])
@@ -123,7 +130,7 @@ def restart(instance_id):
 def renew(instance_id):
     """Extend an instance to now + the challenge TTL"""
     own(service.get_instance(instance_id))
-    expires_at, added = service.renew_instance(instance_id)
+    expires_at, added = service.renew_instance(instance_id, enforce_limits=limited())
     return {"expires_at": expires_at, "seconds_added": added}
 
 

@@ -16,6 +16,16 @@ class SettingsSchema(Schema):
         validate=validate.Range(min=1),
         metadata={"description": "Instance lifetime for challenges without ttl_seconds"},
     )
+    max_instances_per_team = StrictInteger(
+        required=True,
+        validate=validate.Range(min=0),
+        metadata={"description": "Active instances a team may hold at once (429 beyond)"},
+    )
+    launch_cooldown_seconds = StrictInteger(
+        required=True,
+        validate=validate.Range(min=0),
+        metadata={"description": "Wait between launches or restarts of one challenge by one team (429 with Retry-After)"},
+    )
 
 
 class SettingsPatchSchema(SettingsSchema):

@@ -2,6 +2,7 @@
 
 import datetime
 import logging
+import math
 import secrets
 import uuid
 
@@ -9,11 +10,11 @@ import peewee
 from flask import current_app
 
 from ctfhost import queue
-from ctfhost.db import database
+from ctfhost.db import database, is_postgresql
 from ctfhost.models import ACTIVE, Challenge, Instance, utcnow
 from ctfhost.plugins import get_plugins
 from ctfhost.services import settings
-from ctfhost.services.errors import Conflict, NotFound, Unavailable
+from ctfhost.services.errors import Conflict, NotFound, TooManyRequests, Unavailable
 from ctfhost.services.placement import choose_worker
 from ctfhost.timeutil import to_iso
 
@@ -106,7 +107,48 @@ def _start(instance, challenge):
         raise Unavailable("the job queue is unavailable; nothing was launched, try again") from None
 
 
-def create_instance(team_id, challenge_id):
+def _lock_team(team_id):
+    """Serialize a team's launches inside the transaction (SQLite's write lock already does)."""
+    if is_postgresql():
+        database.execute_sql("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ctfhost-team:{team_id}",))
+
+
+def check_fair_use(team_id, challenge_id, replacing=False):
+    """429 when the team holds too many instances, or launched this challenge too recently.
+
+    Call inside the launch transaction. A restart (`replacing`) swaps one
+    instance for another, so only the cooldown applies to it.
+    """
+    limits = settings.get_settings()
+    if not replacing:
+        most = limits["max_instances_per_team"]
+        held = Instance.select().where(Instance.team_id == str(team_id), Instance.status.in_(list(ACTIVE))).count()
+        if held >= most:
+            raise TooManyRequests(
+                f"team {team_id} already has {held} active instance(s), the most allowed "
+                f"(max_instances_per_team = {most}); stop one first"
+            )
+    cooldown = limits["launch_cooldown_seconds"]
+    if cooldown:
+        last = (
+            Instance.select(peewee.fn.MAX(Instance.created_at))
+            .where(Instance.team_id == str(team_id), Instance.challenge_id == challenge_id)
+            .scalar()
+        )
+        if last is not None:
+            if isinstance(last, str):  # SQLite returns MAX() of a datetime column as text
+                last = datetime.datetime.fromisoformat(last)
+            wait = cooldown - (utcnow() - last).total_seconds()
+            if wait > 0:
+                retry_after = max(1, math.ceil(wait))
+                raise TooManyRequests(
+                    f"team {team_id} launched challenge {challenge_id!r} moments ago; "
+                    f"wait {retry_after} s (launch_cooldown_seconds = {cooldown})",
+                    headers={"Retry-After": str(retry_after)},
+                )
+
+
+def create_instance(team_id, challenge_id, enforce_limits=True):
     """Create a pending instance for a team and queue its launch."""
     challenge = Challenge.get_or_none(Challenge.id == challenge_id)
     if challenge is None:
@@ -115,6 +157,9 @@ def create_instance(team_id, challenge_id):
         raise _duplicate(team_id, challenge_id)
     try:
         with database.atomic():
+            if enforce_limits:
+                _lock_team(team_id)
+                check_fair_use(team_id, challenge_id)
             instance = _insert_pending(team_id, challenge)
     except peewee.IntegrityError:
         # the partial unique index lost us the race against an identical request
@@ -167,7 +212,7 @@ def _get_active(instance_id, action):
     return instance
 
 
-def restart_instance(instance_id):
+def restart_instance(instance_id, enforce_limits=True):
     """Replace an active instance with a new one: new id, new hostname, full TTL."""
     old = _get_active(instance_id, "restarted")
     challenge = Challenge.get_or_none(Challenge.id == old.challenge_id)
@@ -175,6 +220,9 @@ def restart_instance(instance_id):
         raise NotFound(f"challenge {old.challenge_id!r} no longer exists")
     ended_at = utcnow()
     with database.atomic():
+        if enforce_limits:
+            _lock_team(old.team_id)
+            check_fair_use(old.team_id, old.challenge_id, replacing=True)
         ended = (
             Instance.update(status="destroyed", ended_at=ended_at)
             .where(Instance.id == old.id, Instance.status == old.status)
@@ -197,10 +245,16 @@ def restart_instance(instance_id):
     return new
 
 
-def renew_instance(instance_id):
+def renew_instance(instance_id, enforce_limits=True):
     """Push expiry to now + the challenge TTL; returns (expires_at, seconds_added)."""
     instance = _get_active(instance_id, "renewed")
     challenge = Challenge.get_or_none(Challenge.id == instance.challenge_id)
+    if enforce_limits and challenge is not None and challenge.max_renewals is not None:
+        if instance.renewals >= challenge.max_renewals:
+            raise Conflict(
+                f"instance {instance.id} was renewed {instance.renewals} time(s), the most challenge "
+                f"{challenge.id!r} allows (max_renewals = {challenge.max_renewals})"
+            )
     ttl = settings.ttl_for(challenge) if challenge else settings.default_ttl_seconds()
     new_expiry = utcnow() + datetime.timedelta(seconds=ttl)
     added = int((new_expiry - instance.expires_at).total_seconds())
@@ -211,11 +265,12 @@ def renew_instance(instance_id):
             f"renewing now would not extend instance {instance.id}: it already runs until {to_iso(instance.expires_at)}"
         )
     changed = (
-        Instance.update(expires_at=new_expiry)
+        Instance.update(expires_at=new_expiry, renewals=Instance.renewals + 1)
         .where(
             Instance.id == instance.id,
             Instance.status.in_(list(ACTIVE)),
             Instance.expires_at == instance.expires_at,
+            Instance.renewals == instance.renewals,
         )
         .execute()
     )

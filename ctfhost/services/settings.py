@@ -9,7 +9,12 @@ from ctfhost.services.errors import Invalid
 
 
 def _defaults():
-    return {"default_ttl_seconds": current_app.config["CTFHOST_DEFAULT_TTL_SECONDS"]}
+    config = current_app.config
+    return {
+        "default_ttl_seconds": config["CTFHOST_DEFAULT_TTL_SECONDS"],
+        "max_instances_per_team": config["CTFHOST_MAX_INSTANCES_PER_TEAM"],
+        "launch_cooldown_seconds": config["CTFHOST_LAUNCH_COOLDOWN_SECONDS"],
+    }
 
 
 def get_settings():
