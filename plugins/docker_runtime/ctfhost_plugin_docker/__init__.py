@@ -6,7 +6,7 @@ from ctfhost import hookimpl
 from ctfhost.hooktypes import Backend, RuntimeState
 
 from ctfhost_plugin_docker import containers
-from ctfhost_plugin_docker.options import validate_options
+from ctfhost_plugin_docker.options import allowed_capabilities, validate_options
 
 __version__ = "0.1.0"
 
@@ -24,7 +24,8 @@ def register_runtimes():
 def validate_challenge(challenge):
     if challenge.runtime != RUNTIME:
         return None
-    errors = validate_options(challenge.options)
+    allowed = allowed_capabilities(containers.setting("ALLOWED_CAPABILITIES", ""))
+    errors = validate_options(challenge.options, allowed)
     return {"extra_config": errors} if errors else None
 
 

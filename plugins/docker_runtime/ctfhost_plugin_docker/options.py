@@ -12,6 +12,14 @@ CAPABILITIES = {
     "SYS_RAWIO", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "WAKE_ALARM",
 }
 
+# What a challenge may add back unless the operator allows more
+# (CTFHOST_DOCKER_ALLOWED_CAPABILITIES): Docker's own default set, so a
+# challenge never gets more than a plain `docker run` would give it.
+DEFAULT_ALLOWED = frozenset({
+    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
+    "NET_RAW", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+})
+
 DOCKER_OPTIONS = {
     "env": "an object of environment variables (string values)",
     "environment": "the same as env (docker SDK spelling)",
@@ -30,12 +38,19 @@ def _is_str_list(value):
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
+def allowed_capabilities(setting):
+    """The allow-list from CTFHOST_DOCKER_ALLOWED_CAPABILITIES (comma-separated), or Docker's defaults."""
+    if not setting:
+        return DEFAULT_ALLOWED
+    return frozenset(normalize_capability(name.strip()) for name in setting.split(",") if name.strip())
+
+
 def normalize_capability(name):
     name = name.upper()
     return name[4:] if name.startswith("CAP_") else name
 
 
-def validate_options(options):
+def validate_options(options, allowed_capabilities=DEFAULT_ALLOWED):
     """Messages for every problem in a docker challenge's options; empty when fine."""
     errors = []
     for key in sorted(set(options) - KNOWN):
@@ -59,6 +74,14 @@ def validate_options(options):
             unknown = sorted({c for c in caps if normalize_capability(c) not in CAPABILITIES})
             if unknown:
                 errors.append(f"cap_add names unknown capabilities: {', '.join(unknown)}")
+            refused = sorted(
+                {normalize_capability(c) for c in caps} & CAPABILITIES - set(allowed_capabilities)
+            )
+            if refused:
+                errors.append(
+                    f"cap_add asks for capabilities this platform does not grant: {', '.join(refused)} "
+                    "(the operator can allow them with CTFHOST_DOCKER_ALLOWED_CAPABILITIES)"
+                )
     if "read_only" in options and not isinstance(options["read_only"], bool):
         errors.append("read_only must be true or false")
     tmpfs = options.get("tmpfs")

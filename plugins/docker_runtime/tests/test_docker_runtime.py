@@ -68,6 +68,21 @@ def test_good_options_pass():
     assert validate_options(options) == []
 
 
+def test_capabilities_beyond_dockers_defaults_are_refused(api, app):
+    body = {"id": "web-caps", "name": "c", "runtime": "docker", "image": "x", "port": 80,
+            "extra_config": json.dumps({"cap_add": ["SYS_ADMIN", "NET_BIND_SERVICE"]})}
+    response = api.post("/api/v1/challenges", json=body)
+    assert response.status_code == 422
+    (message,) = response.json["errors"]["json"]["extra_config"]
+    assert "SYS_ADMIN" in message and "NET_BIND_SERVICE" not in message
+    assert "CTFHOST_DOCKER_ALLOWED_CAPABILITIES" in message
+    app.config["CTFHOST_DOCKER_ALLOWED_CAPABILITIES"] = "SYS_ADMIN, NET_BIND_SERVICE"
+    try:
+        assert api.post("/api/v1/challenges", json=body).status_code == 201
+    finally:
+        app.config.pop("CTFHOST_DOCKER_ALLOWED_CAPABILITIES")
+
+
 def test_unknown_option_is_422_at_challenge_creation(api):
     body = {"id": "web-opts", "name": "o", "runtime": "docker", "image": "x", "port": 80,
             "extra_config": json.dumps({"volumes": ["/:/host"]})}
