@@ -22,14 +22,24 @@ def default_url(instance_path):
 
 def open_database(url):
     """Create the peewee database for `url` and point the proxy at it."""
-    if url.startswith("sqlite"):
+    # pooled: a request or job returns its connection instead of closing it,
+    # so the next one skips connecting (and SQLite's pragmas)
+    pool = {"max_connections": 64, "stale_timeout": 300, "timeout": 30}
+    if url.startswith("sqlite:"):
         # IMMEDIATE: a write transaction takes the lock when it begins, so two
         # placements never read the same capacity and both commit.
-        db = connect(url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE", timeout=30)
+        db = connect(
+            "sqlite+pool:" + url[len("sqlite:"):],
+            pragmas=SQLITE_PRAGMAS,
+            lock_type="IMMEDIATE",
+            check_same_thread=False,  # a pooled connection serves one thread at a time, not always the same
+            **pool,
+        )
         with db.connection_context():
             db.execute_sql("PRAGMA journal_mode=wal")
-    elif url.startswith(("postgres", "postgresql")):
-        db = connect(url)
+    elif url.startswith(("postgres:", "postgresql:")):
+        scheme, rest = url.split(":", 1)
+        db = connect(f"{scheme}+pool:{rest}", **pool)
     else:
         db = connect(url)
     database.initialize(db)

@@ -20,6 +20,12 @@ def worker_id(api):
 
 
 @pytest.fixture
+def client(app):
+    """As Traefik calls forward-auth: no cookie jar, only the Cookie header it forwards."""
+    return app.test_client(use_cookies=False)
+
+
+@pytest.fixture
 def running(api, app, worker_id):
     """Two running instances: team red's and team blue's."""
     api.post("/api/v1/challenges", json={"id": "web-fa", "name": "fa", "runtime": "fake", "image": "i", "port": 80})

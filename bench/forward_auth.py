@@ -1,0 +1,215 @@
+"""What forward-auth costs: requests/s and latency through Traefik with and without it, in one run.
+
+One instance of a busybox httpd challenge is launched through ctfhost with
+forward-auth on. Traefik gets two routers to its backend: ctfhost's own
+(with the forwardAuth middleware, cookie from a real access link) and a
+plain one from a file provider (no middleware). wrk drives both, at one
+connection (latency: what forward-auth adds to each request) and at several
+(throughput). Everything runs on 127.0.0.1 and is removed on exit; it prints
+figures and asserts nothing about time.
+
+    .venv/bin/python bench/forward_auth.py
+    .venv/bin/python bench/forward_auth.py --duration 10 --connections 1,8 --json out.json
+
+Needs wrk (apt-get install wrk).
+"""
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from ctfhost import devstack  # noqa: E402
+
+IMAGE = "ctfhost-bench/web:latest"
+CONTENT = "hello from a ctfhost benchmark instance\n"
+
+
+def parse_wrk(text):
+    """requests/s and latency percentiles (ms) from `wrk --latency` output."""
+    def to_ms(value, unit):
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+    figures = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))}
+    for pct in ("50", "75", "90", "99"):
+        match = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)
+        figures[f"p{pct}"] = to_ms(*match.groups()) if match else None
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    figures["non_2xx"] = int(non2xx.group(1)) if non2xx else 0
+    figures["socket_errors"] = sum(int(x) for x in errors.groups()) if errors else 0
+    figures["requests"] = int(re.search(r"(\d+) requests in", text).group(1))
+    return figures
+
+
+def run_wrk(port, host, cookie, connections, duration):
+    threads = max(1, min(connections, 2))
+    argv = ["wrk", "--latency", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s",
+            "-H", f"Host: {host}"]
+    if cookie:
+        argv += ["-H", f"Cookie: {cookie}"]
+    argv.append(f"http://127.0.0.1:{port}/")
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30, check=True).stdout
+    return parse_wrk(out)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    parser.add_argument("--connections", default="1,8", help="comma-separated wrk connection counts (default 1,8)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of each mode (default 2)")
+    parser.add_argument("--app-workers", type=int, default=2)
+    parser.add_argument("--app-threads", type=int, default=8)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/8", help="a Redis DB of the bench's own (flushed)")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    connections = [int(c) for c in args.connections.split(",") if c.strip()]
+
+    import docker
+    import redis
+
+    engine = docker.from_env()
+    devstack.build_image(IMAGE, content=CONTENT, client=engine)
+    redis.Redis.from_url(args.redis_url).flushdb()
+    workdir = tempfile.mkdtemp(prefix="ctfhost-bench-fa-")
+    api_key, admin = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    app_port, web_port, traefik_api_port = devstack.free_port(), devstack.free_port(), devstack.free_port()
+    worker_id = f"bench-fa-{uuid.uuid4().hex[:6]}"
+    env = dict(os.environ)
+    env.update(
+        CTFHOST_DATABASE_URL=f"sqlite:///{workdir}/ctfhost.sqlite3",
+        CTFHOST_REDIS_URL=args.redis_url,
+        CTFHOST_API_KEY=api_key,
+        CTFHOST_ADMIN_TOKEN=admin,
+        CTFHOST_PUBLIC_PORT=str(web_port),
+        CTFHOST_TRAEFIK_API_URL=f"http://127.0.0.1:{traefik_api_port}",
+        CTFHOST_TRAEFIK_FORWARD_AUTH_URL=f"http://127.0.0.1:{app_port}/api/v1/auth/forward",
+        CTFHOST_DOCKER_NETWORK="ctfhost-bench-instances",
+        CTFHOST_LOG_LEVEL="WARNING",
+    )
+    direct_file = os.path.join(workdir, "direct.yml")
+    with open(direct_file, "w") as handle:
+        handle.write("{}\n")
+    from ctfhost_plugin_traefik import static
+
+    traefik_argv = [
+        static.traefik_binary(),
+        *static.arguments(
+            config_url=f"http://127.0.0.1:{app_port}/api/v1/traefik/config", api_key=api_key,
+            web_address=f"127.0.0.1:{web_port}", api_address=f"127.0.0.1:{traefik_api_port}",
+        ),
+        f"--providers.file.filename={direct_file}",
+        "--providers.file.watch=true",
+        "--log.level=ERROR",
+    ]
+    services = [
+        devstack.app_server(env, app_port, os.path.join(workdir, "app.log"), args.app_workers, args.app_threads),
+        devstack.Service("traefik", traefik_argv, env, os.path.join(workdir, "traefik.log")),
+        devstack.worker_agent(env, os.path.join(workdir, "worker.log"), worker_id=worker_id),
+    ]
+    api = f"http://127.0.0.1:{app_port}/api/v1"
+    headers = {"x-api-key": api_key}
+    report = {"machine": {"cpus": os.cpu_count()}, "runs": []}
+    try:
+        for service in services:
+            service.start()
+        devstack.wait_until(lambda: devstack.http("GET", f"{api}/health")[0] == 200, 30, what="the API")
+        devstack.wait_until(
+            lambda: any(w["status"] == "active" for w in (devstack.http("GET", f"{api}/workers", headers=headers)[1] or [])),
+            60, what="the worker",
+        )
+        body = {"id": "bench-fa", "name": "bench", "runtime": "docker", "image": IMAGE, "port": 8080, "ttl_seconds": 3600}
+        assert devstack.http("POST", f"{api}/challenges", body, headers)[0] == 201
+        status, instance = devstack.http("POST", f"{api}/instances", {"team_id": "bench", "challenge_id": "bench-fa"}, headers)
+        assert status == 201, instance
+        devstack.wait_until(
+            lambda: devstack.http("GET", f"{api}/instances/{instance['id']}", headers=headers)[1]["status"] != "pending",
+            60, what="the instance",
+        )
+        instance = devstack.http("GET", f"{api}/instances/{instance['id']}", headers=headers)[1]
+        assert instance["status"] == "running", instance["error"]
+        guarded_host = instance["endpoint"].split("://")[1].split(":")[0]
+
+        # the cookie, the way a browser gets it: follow an access link through Traefik
+        _, link = devstack.http("POST", f"{api}/instances/{instance['id']}/access", {}, headers)
+        path = urllib.parse.urlsplit(link["url"])
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", web_port, timeout=10)
+        conn.request("GET", f"{path.path}?{path.query}", headers={"Host": guarded_host})
+        answer = conn.getresponse()
+        cookie = answer.getheader("Set-Cookie").split(";", 1)[0]
+        assert answer.status == 302, answer.status
+
+        # the same backend behind a router without the middleware
+        (container,) = engine.containers.list(filters={"label": f"ctfhost.instance={instance['id']}"})
+        backend_port = container.ports["8080/tcp"][0]["HostPort"]
+        direct_host = "direct.bench-fa.localhost"
+        with open(direct_file, "w") as handle:
+            json.dump({"http": {
+                "routers": {"direct": {"rule": f"Host(`{direct_host}`)", "service": "direct", "entryPoints": ["web"]}},
+                "services": {"direct": {"loadBalancer": {"servers": [{"url": f"http://127.0.0.1:{backend_port}"}]}}},
+            }}, handle)
+        devstack.wait_until(lambda: devstack.fetch_via_proxy(web_port, direct_host)[0] == 200, 20, what="the direct router")
+        assert devstack.fetch_via_proxy(web_port, guarded_host)[0] == 401  # guarded really is guarded
+
+        print(f"ctfhost forward-auth benchmark: {os.cpu_count()} CPUs, gunicorn {args.app_workers}x{args.app_threads}, "
+              f"wrk {args.duration} s per run, {args.rounds} round(s)")
+        modes = [("without forward-auth", direct_host, None), ("with forward-auth", guarded_host, cookie)]
+        for conns in connections:
+            for _ in range(2):  # warm-up
+                for _, host, jar in modes:
+                    run_wrk(web_port, host, jar, conns, 2)
+            for round_no in range(args.rounds):
+                order = modes if round_no % 2 == 0 else list(reversed(modes))
+                for name, host, jar in order:
+                    figures = run_wrk(web_port, host, jar, conns, args.duration)
+                    figures.update(mode=name, connections=conns, round=round_no + 1)
+                    report["runs"].append(figures)
+                    print(f"  c={conns:<3} {name:<22} {figures['rps']:>9.0f} req/s  p50 {figures['p50']:.2f} ms  "
+                          f"p99 {figures['p99']:.2f} ms  non-2xx {figures['non_2xx']}  errors {figures['socket_errors']}")
+        print()
+        print(f"{'connections':>11}  {'mode':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+        summary = []
+        for conns in connections:
+            rows = {}
+            for name, _, _ in modes:
+                runs = [r for r in report["runs"] if r["mode"] == name and r["connections"] == conns]
+                rows[name] = {
+                    "rps": sum(r["rps"] for r in runs) / len(runs),
+                    "p50": sorted(r["p50"] for r in runs)[len(runs) // 2],
+                    "p99": sorted(r["p99"] for r in runs)[len(runs) // 2],
+                }
+                print(f"{conns:>11}  {name:<22} {rows[name]['rps']:>9.0f} {rows[name]['p50']:>8.2f} {rows[name]['p99']:>8.2f}")
+            added = rows["with forward-auth"]["p50"] - rows["without forward-auth"]["p50"]
+            print(f"{conns:>11}  {'forward-auth adds':<22} {'':>9} {added:>8.2f} "
+                  f"{rows['with forward-auth']['p99'] - rows['without forward-auth']['p99']:>8.2f}")
+            summary.append({"connections": conns, **{k.replace(' ', '_'): v for k, v in rows.items()}, "p50_added_ms": added})
+        report["summary"] = summary
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump(report, handle, indent=2)
+            print(f"wrote {args.json}")
+    finally:
+        for service in reversed(services):
+            service.stop()
+        for container in engine.containers.list(all=True, sparse=True, filters={"label": f"ctfhost.worker={worker_id}"}):
+            container.remove(force=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
