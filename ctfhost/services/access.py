@@ -124,13 +124,23 @@ def active_instance_for_host(host):
     if not hostname:
         return None
     # forward-auth runs on every request a player makes: a fixed raw query
-    # skips building the SQL each time (most of a lookup's cost)
-    rows = list(Instance.raw(_BY_HOST_SQL.format(p=Instance._meta.database.param), hostname))
-    return rows[0] if rows else None
+    # skips building SQL, and fromisoformat beats peewee's strptime guessing
+    database = Instance._meta.database
+    row = database.execute_sql(_BY_HOST_SQL.format(p=database.param), (hostname,)).fetchone()
+    if row is None:
+        return None
+    values = dict(zip(_BY_HOST_COLUMNS, row))
+    for name in ("created_at", "started_at", "expires_at", "ended_at"):
+        if isinstance(values[name], str):
+            values[name] = datetime.datetime.fromisoformat(values[name])
+    values["team_id_numeric"] = bool(values["team_id_numeric"])
+    return Instance(**values)
 
 
+_BY_HOST_COLUMNS = [field.column_name for field in Instance._meta.sorted_fields]
 _BY_HOST_SQL = (
-    'SELECT * FROM "instance" WHERE "hostname" = {p} AND "status" IN (' + ", ".join(f"'{s}'" for s in ACTIVE) + ")"
+    "SELECT " + ", ".join(f'"{c}"' for c in _BY_HOST_COLUMNS) + ' FROM "instance" WHERE "hostname" = {p} AND "status" IN ('
+    + ", ".join(f"'{s}'" for s in ACTIVE) + ")"
 )
 
 
