@@ -16,6 +16,11 @@ def register_blueprints(app, api):
     from ctfhost_plugin_traefik.routes import blp
 
     api.register_blueprint(blp)
+    if not app.config.get("CTFHOST_TRAEFIK_FORWARD_AUTH_URL") and not app.config.get("TESTING"):
+        log.warning(
+            "CTFHOST_TRAEFIK_FORWARD_AUTH_URL is not set: Traefik lets anyone who knows an instance's "
+            "hostname in; set it to this API's /api/v1/auth/forward"
+        )
 
 
 @hookimpl
