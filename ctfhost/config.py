@@ -12,6 +12,8 @@ SETTINGS = {
     "DEFAULT_TTL_SECONDS": (int, 1800),
     "MAX_INSTANCES_PER_TEAM": (int, 3),
     "LAUNCH_COOLDOWN_SECONDS": (int, 10),
+    # how long after an instance ends its flag still counts for its team
+    "FLAG_GRACE_SECONDS": (int, 600),
     "DISABLED_PLUGINS": (str, ""),
     "READINESS_TIMEOUT_SECONDS": (float, 60.0),
     "WORKER_ID": (str, None),

@@ -55,7 +55,10 @@ def launch(challenge, instance, worker):
     :param challenge: the :class:`ctfhost.models.Challenge`; ``cpu_count``,
         ``memory_mb``, ``port``, ``image`` and ``options`` (from
         ``extra_config``) say what to run.
-    :param instance: the pending :class:`ctfhost.models.Instance`.
+    :param instance: the pending :class:`ctfhost.models.Instance`. When the
+        challenge has a ``flag_template``, ``instance.flag`` holds this
+        instance's own flag: hand it to the challenge (the docker runtime sets
+        the environment variable ``FLAG``), never print it in logs.
     :param worker: the :class:`ctfhost.models.Worker` running the job; its
         ``address`` is how the proxy reaches this host.
     :return: a :class:`ctfhost.hooktypes.Backend`. Raise

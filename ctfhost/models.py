@@ -33,6 +33,8 @@ class Challenge(BaseModel):
     memory_mb = peewee.IntegerField(default=512)
     ttl_seconds = peewee.IntegerField(null=True)
     max_renewals = peewee.IntegerField(null=True)
+    # e.g. flag{{{hex:16}}}: every instance draws its own flag; null: the scoreboard keeps static flags
+    flag_template = peewee.TextField(null=True)
     extra_config = peewee.TextField(default="{}")
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
@@ -76,6 +78,7 @@ class Instance(BaseModel):
     backend = peewee.CharField(max_length=300, null=True)
     worker_id = peewee.CharField(max_length=128, null=True, index=True)
     error = peewee.TextField(null=True)
+    flag = peewee.CharField(max_length=300, null=True, index=True)
     renewals = peewee.IntegerField(default=0)
     created_at = peewee.DateTimeField(default=utcnow)
     started_at = peewee.DateTimeField(null=True)
@@ -140,7 +143,18 @@ class AuditEvent(BaseModel):
     message = peewee.TextField(null=True)
 
 
-MODELS = [Challenge, Worker, Instance, Setting, Token, AuditEvent]
+class FlagSharingEvent(BaseModel):
+    """A team submitted a flag that belongs to another team's instance."""
+
+    id = peewee.AutoField()
+    at = peewee.DateTimeField(default=utcnow, index=True)
+    challenge_id = peewee.CharField(max_length=63, index=True)
+    submitting_team_id = peewee.CharField(max_length=64, index=True)
+    owning_team_id = peewee.CharField(max_length=64, index=True)
+    instance_id = peewee.CharField(max_length=36)
+
+
+MODELS = [Challenge, Worker, Instance, Setting, Token, AuditEvent, FlagSharingEvent]
 
 
 def create_tables():

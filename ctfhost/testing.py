@@ -192,12 +192,13 @@ def clean_state(request):
         return
     application = request.getfixturevalue("app")
     from ctfhost.db import database
-    from ctfhost.models import AuditEvent, Challenge, Instance, Setting, Token, Worker
+    from ctfhost.models import MODELS, Worker
 
     def wipe():
         with database.connection_context():
-            for model in (Instance, Challenge, Setting, Token, AuditEvent):
-                model.delete().execute()
+            for model in MODELS:
+                if model is not Worker:
+                    model.delete().execute()
             Worker.delete().where(Worker.id.not_in(list(application.keep_workers) or [""])).execute()
 
     wipe()

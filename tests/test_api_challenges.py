@@ -46,6 +46,7 @@ def test_create_returns_201_with_defaults(api):
         "memory_mb": 512,
         "ttl_seconds": None,
         "max_renewals": None,
+        "flag_template": None,
         "extra_config": "{}",
     }
 

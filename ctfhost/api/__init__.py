@@ -59,7 +59,7 @@ def register_error_handlers(app):
 
 
 def register_api(app):
-    from ctfhost.api import access, audit, challenges, health, instances, settings, tokens, workers
+    from ctfhost.api import access, audit, challenges, health, instances, settings, submissions, tokens, workers
 
     api = CtfhostApi(app)
     for name, scheme in SECURITY_SCHEMES.items():
@@ -71,7 +71,7 @@ def register_api(app):
     )
     app.register_blueprint(assets)
 
-    for module in (health, challenges, instances, access, workers, settings, tokens, audit):
+    for module in (health, challenges, instances, access, submissions, workers, settings, tokens, audit):
         api.register_blueprint(module.blp)
     app.after_request(audit.record_request)
     get_plugins(app).register_blueprints(app, api)

@@ -84,6 +84,16 @@ class ChallengeSchema(Schema):
         validate=validate.Range(min=0),
         metadata={"description": "Renewals allowed per instance; null: unlimited"},
     )
+    flag_template = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(min=1, max=256),
+        metadata={
+            "description": "Per-instance flags, e.g. `flag{{{hex:16}}}` ({hex:N}, {alnum:N}, {digits:N}, {lower:N}, "
+            "{upper:N}, {uuid}; {{ and }} are literal braces); null: the scoreboard keeps static flags",
+            "example": "flag{{{hex:16}}}",
+        },
+    )
     extra_config = ExtraConfig(load_default="{}")
     created_at = UTCDateTime(dump_only=True)
     updated_at = UTCDateTime(dump_only=True)
@@ -118,6 +128,7 @@ class ChallengePatchSchema(ChallengeSchema):
     memory_mb = StrictInteger(validate=validate.OneOf([512, 1024, 2048]))
     ttl_seconds = StrictInteger(allow_none=True, validate=validate.Range(min=1))
     max_renewals = StrictInteger(allow_none=True, validate=validate.Range(min=0))
+    flag_template = fields.String(allow_none=True, validate=validate.Length(min=1, max=256))
     extra_config = ExtraConfig()
 
 

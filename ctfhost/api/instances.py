@@ -1,5 +1,6 @@
 """/api/v1/instances: launch, read, renew, restart and stop team instances."""
 
+from flask import jsonify
 from flask.views import MethodView
 from flask_smorest.error_handler import ErrorSchema
 from marshmallow import Schema, fields, validate
@@ -27,6 +28,10 @@ class InstanceSchema(Schema):
     ended_at = UTCDateTime(allow_none=True)
     error = fields.String(allow_none=True, metadata={"description": "Why the instance is in status error"})
     renewals = fields.Integer(metadata={"description": "Times renewed (see the challenge's max_renewals)"})
+    flag = fields.String(
+        allow_none=True,
+        metadata={"description": "This instance's own flag (challenges with a flag_template); never shown to team tokens"},
+    )
 
 
 class LaunchSchema(Schema):
@@ -40,6 +45,16 @@ class ListArgsSchema(Schema):
     status = fields.String(validate=validate.OneOf(STATUSES))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+
+def shaped(value, status=200, headers=None, many=False):
+    """Instances as the caller may see them: a team token never sees flags."""
+    if not current_principal().is_team:
+        return (value, status, headers) if headers else (value, status)
+    response = jsonify(InstanceSchema(many=many, exclude=("flag",)).dump(value))
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
 
 
 def own(instance):
@@ -77,7 +92,7 @@ class Instances(MethodView):
                 check_team(args["team_id"])
             args["team_id"] = principal.team_id
         rows, total = service.list_instances(**args)
-        return rows, {"X-Total-Count": str(total)}
+        return shaped(rows, headers={"X-Total-Count": str(total)}, many=True)
 
     @blp.allow(API_KEY, TEAM)
     @blp.arguments(LaunchSchema)
@@ -89,7 +104,7 @@ class Instances(MethodView):
     def post(self, data):
         """Launch an instance for a team"""
         check_team(data["team_id"])
-        return service.create_instance(data["team_id"], data["challenge_id"], enforce_limits=limited())
+        return shaped(service.create_instance(data["team_id"], data["challenge_id"], enforce_limits=limited()), 201)
 
 
 @blp.route("/<uuid:instance_id>")
@@ -99,7 +114,7 @@ class InstanceById(MethodView):
     @blp.alt_response(404, schema=ErrorSchema, description="No such instance.")
     def get(self, instance_id):
         """Get an instance"""
-        return own(service.get_instance(instance_id))
+        return shaped(own(service.get_instance(instance_id)))
 
     @blp.allow(API_KEY, TEAM)
     @blp.response(204, description="Ended; its route is gone and a job removes its resources.")
@@ -119,7 +134,7 @@ class InstanceById(MethodView):
 def restart(instance_id):
     """Replace an instance with a fresh one"""
     own(service.get_instance(instance_id))
-    return service.restart_instance(instance_id, enforce_limits=limited())
+    return shaped(service.restart_instance(instance_id, enforce_limits=limited()))
 
 
 @blp.route("/<uuid:instance_id>/renew", methods=["POST"])
@@ -142,4 +157,4 @@ def team_instance(team_id, challenge_id):
     """The team's active instance of a challenge"""
     if not current_principal().may_act_for(team_id):
         raise NotFound(f"team {team_id} has no active instance of challenge {challenge_id!r}")
-    return service.get_active(team_id, challenge_id)
+    return shaped(service.get_active(team_id, challenge_id))

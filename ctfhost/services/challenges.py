@@ -7,9 +7,13 @@ import peewee
 from ctfhost.db import database
 from ctfhost.models import ACTIVE, Challenge, Instance, utcnow
 from ctfhost.plugins import UnknownRuntime, get_plugins
+from ctfhost.services import flags
 from ctfhost.services.errors import Conflict, Invalid, NotFound
 
-EDITABLE = ("name", "runtime", "image", "port", "cpu_count", "memory_mb", "ttl_seconds", "max_renewals", "extra_config")
+EDITABLE = (
+    "name", "runtime", "image", "port", "cpu_count", "memory_mb", "ttl_seconds", "max_renewals", "flag_template",
+    "extra_config",
+)
 
 
 def list_challenges():
@@ -36,6 +40,10 @@ def _check_core_options(options):
 def validate(challenge):
     """Every problem with `challenge` as {field: [messages]}; empty when fine."""
     errors = {}
+    if challenge.flag_template:
+        problems = flags.validate(challenge.flag_template)
+        if problems:
+            errors["flag_template"] = problems
     plugins = get_plugins()
     try:
         plugins.require_runtime(challenge.runtime)

@@ -13,7 +13,7 @@ from ctfhost import queue
 from ctfhost.db import database, is_postgresql
 from ctfhost.models import ACTIVE, Challenge, Instance, utcnow
 from ctfhost.plugins import get_plugins
-from ctfhost.services import settings
+from ctfhost.services import flags, settings
 from ctfhost.services.errors import Conflict, NotFound, TooManyRequests, Unavailable
 from ctfhost.services.placement import choose_worker
 from ctfhost.timeutil import to_iso
@@ -88,6 +88,7 @@ def _insert_pending(team_id, challenge):
         hostname=hostname,
         endpoint=endpoint_for(hostname),
         worker_id=worker.id,
+        flag=flags.draw(challenge.flag_template) if challenge.flag_template else None,
         created_at=now,
         expires_at=now + datetime.timedelta(seconds=settings.ttl_for(challenge)),
     )

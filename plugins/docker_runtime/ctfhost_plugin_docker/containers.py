@@ -98,6 +98,8 @@ def _labels(challenge, instance, worker):
 def _create_kwargs(challenge, instance, worker):
     options = challenge.options
     env = dict(options.get("env") or options.get("environment") or {})
+    if instance.flag:
+        env["FLAG"] = instance.flag  # the instance's own flag wins over a static one in env
     kwargs = {
         "image": challenge.image,
         "name": container_name(instance.id),

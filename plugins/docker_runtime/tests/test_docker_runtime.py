@@ -121,6 +121,15 @@ def test_container_is_hardened_and_labelled(engine, docker_client):
     assert int(fields["CapEff"], 16) == 1 << 10  # CAP_NET_BIND_SERVICE only
 
 
+def test_the_instance_flag_is_in_the_environment(engine, docker_client):
+    challenge, instance, worker = make({"env": {"FLAG": "static", "MODE": "x"}})
+    instance.flag = "flag{0123456789abcdef}"
+    started(engine, challenge, instance, worker)
+    container = docker_client.containers.get(containers.container_name(instance.id))
+    env = container.attrs["Config"]["Env"]
+    assert "FLAG=flag{0123456789abcdef}" in env and "FLAG=static" not in env and "MODE=x" in env
+
+
 def test_environment_is_an_alias_of_env(engine, docker_client):
     challenge, instance, worker = make({"environment": {"LEVEL": "3"}})
     started(engine, challenge, instance, worker)
