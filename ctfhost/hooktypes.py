@@ -7,11 +7,16 @@ from dataclasses import dataclass, field
 class Backend:
     """Where an instance listens, as the proxy reaches it.
 
-    ``address`` is ``host:port``; ``scheme`` is how the proxy talks to it.
+    ``address`` is ``host:port``; ``scheme`` is how the proxy talks to it:
+    ``http`` or ``tcp``. ``probe=False`` tells the core not to probe the
+    address from the worker before marking the instance running: the runtime
+    has already waited for readiness itself (a Kubernetes readiness probe),
+    or the worker cannot reach the address (an in-cluster Service name).
     """
 
     address: str
     scheme: str = "http"
+    probe: bool = True
 
     @property
     def url(self):

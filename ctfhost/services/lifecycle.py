@@ -122,7 +122,8 @@ def launch(instance_id, final_attempt=True):
         marks.append(("launch", time.monotonic()))
         if not _still_pending(instance.id):
             raise LaunchError("the instance ended while it was starting")
-        wait_ready(instance, worker, started, timeout)
+        if started.probe:
+            wait_ready(instance, worker, started, timeout)
         marks.append(("ready", time.monotonic()))
         plugins.wait_routed(instance, timeout)
         marks.append(("routed", time.monotonic()))
