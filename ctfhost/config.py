@@ -9,6 +9,8 @@ SETTINGS = {
     "API_KEY": (str, None),
     "BASE_DOMAIN": (str, "localhost"),
     "PUBLIC_PORT": (int, None),
+    # the TLS port all TCP instances share (SNI routing), shown in their endpoints
+    "TCP_PUBLIC_PORT": (int, 443),
     "DEFAULT_TTL_SECONDS": (int, 1800),
     "MAX_INSTANCES_PER_TEAM": (int, 3),
     "LAUNCH_COOLDOWN_SECONDS": (int, 10),

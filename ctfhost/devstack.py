@@ -173,7 +173,7 @@ def worker_agent(env, log_path, worker_id=None, concurrency=None, extra=()):
     return Service("worker", argv + list(extra), env, log_path)
 
 
-def traefik(config_url, api_key, web_port, api_port, log_path, poll_interval=None, env=None):
+def traefik(config_url, api_key, web_port, api_port, log_path, poll_interval=None, env=None, tls_port=None):
     from ctfhost_plugin_traefik import static
 
     binary = static.traefik_binary()
@@ -186,6 +186,7 @@ def traefik(config_url, api_key, web_port, api_port, log_path, poll_interval=Non
         binary,
         *static.arguments(
             config_url=config_url, api_key=api_key, web_address=f"127.0.0.1:{web_port}",
+            websecure_address=f"127.0.0.1:{tls_port}" if tls_port else None,
             api_address=f"127.0.0.1:{api_port}", **kwargs,
         ),
     ]

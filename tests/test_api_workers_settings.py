@@ -212,7 +212,9 @@ def test_settings_default_to_the_environment(api):
     response = api.get("/api/v1/settings")
     assert response.status_code == 200
     # the test environment turns the fair-use limits off (CTFHOST_MAX_INSTANCES_PER_TEAM, ..._COOLDOWN_SECONDS)
-    assert response.get_json() == {"default_ttl_seconds": 1800, "max_instances_per_team": 1000, "launch_cooldown_seconds": 0}
+    assert response.get_json() == {
+        "default_ttl_seconds": 1800, "max_instances_per_team": 1000, "launch_cooldown_seconds": 0, "tcp_port": 443,
+    }
 
 
 def test_fair_use_settings_default_to_3_and_10(app, api):

@@ -70,6 +70,11 @@ class ChallengeSchema(Schema):
     )
     image = fields.String(required=True, validate=validate.Length(min=1, max=500))
     port = StrictInteger(required=True, validate=validate.Range(min=1, max=65535))
+    protocol = fields.String(
+        load_default="http",
+        validate=validate.OneOf(["http", "tcp"]),
+        metadata={"description": "http: Host routing behind forward-auth; tcp: TLS with SNI on the shared TLS port"},
+    )
     cpu_count = StrictInteger(load_default=1, validate=validate.OneOf([1, 2, 4]))
     memory_mb = StrictInteger(load_default=512, validate=validate.OneOf([512, 1024, 2048]))
     ttl_seconds = StrictInteger(
@@ -106,6 +111,7 @@ class PublicChallengeSchema(Schema):
     name = fields.String()
     runtime = fields.String()
     port = fields.Integer()
+    protocol = fields.String()
     cpu_count = fields.Integer()
     memory_mb = fields.Integer()
     ttl_seconds = fields.Integer(allow_none=True)
@@ -124,6 +130,7 @@ class ChallengePatchSchema(ChallengeSchema):
         exclude = ("id",)
 
     # no defaults on PATCH: only the fields given change
+    protocol = fields.String(validate=validate.OneOf(["http", "tcp"]))
     cpu_count = StrictInteger(validate=validate.OneOf([1, 2, 4]))
     memory_mb = StrictInteger(validate=validate.OneOf([512, 1024, 2048]))
     ttl_seconds = StrictInteger(allow_none=True, validate=validate.Range(min=1))

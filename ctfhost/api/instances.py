@@ -19,8 +19,17 @@ class InstanceSchema(Schema):
     team_id = TeamId(attribute="team")
     challenge_id = fields.String()
     runtime = fields.String()
+    protocol = fields.String(metadata={"enum": ["http", "tcp"]})
     status = fields.String(metadata={"enum": list(STATUSES)})
-    endpoint = fields.String(metadata={"description": "The proxy URL of the instance, set from the start"})
+    endpoint = fields.String(
+        metadata={"description": "The proxy URL of the instance, set from the start: http(s)://... or tls://host:port"}
+    )
+    connection = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        allow_none=True,
+        metadata={"description": "TCP instances: ready-to-paste commands (openssl, pwntools, ncat); null for HTTP"},
+    )
     worker_id = fields.String(allow_none=True)
     expires_at = UTCDateTime()
     started_at = UTCDateTime(allow_none=True, metadata={"description": "null until running"})

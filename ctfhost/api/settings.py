@@ -21,6 +21,11 @@ class SettingsSchema(Schema):
         validate=validate.Range(min=0),
         metadata={"description": "Active instances a team may hold at once (429 beyond)"},
     )
+    tcp_port = StrictInteger(
+        required=True,
+        validate=validate.Range(min=1, max=65535),
+        metadata={"description": "Public TLS port of TCP instances (tls://<host>:<tcp_port>)"},
+    )
     launch_cooldown_seconds = StrictInteger(
         required=True,
         validate=validate.Range(min=0),

@@ -11,7 +11,7 @@ from ctfhost.services import flags
 from ctfhost.services.errors import Conflict, Invalid, NotFound
 
 EDITABLE = (
-    "name", "runtime", "image", "port", "cpu_count", "memory_mb", "ttl_seconds", "max_renewals", "flag_template",
+    "name", "runtime", "image", "port", "protocol", "cpu_count", "memory_mb", "ttl_seconds", "max_renewals", "flag_template",
     "extra_config",
 )
 

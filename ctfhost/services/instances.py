@@ -26,8 +26,11 @@ def new_hostname(challenge_id):
     return f"{prefix}.{challenge_id}.{current_app.config['CTFHOST_BASE_DOMAIN']}"
 
 
-def endpoint_for(hostname):
+def endpoint_for(hostname, protocol="http"):
+    """The proxy URL of an instance: http(s)://host[:port], or tls://host:port for TCP."""
     config = current_app.config
+    if protocol == "tcp":
+        return f"tls://{hostname}:{settings.get_settings()['tcp_port']}"
     scheme = "http" if config["CTFHOST_BASE_DOMAIN"] == "localhost" else "https"
     port = config.get("CTFHOST_PUBLIC_PORT")
     return f"{scheme}://{hostname}" + (f":{port}" if port else "")
@@ -84,9 +87,10 @@ def _insert_pending(team_id, challenge):
         team_id_numeric=isinstance(team_id, int),
         challenge_id=challenge.id,
         runtime=challenge.runtime,
+        protocol=challenge.protocol,
         status="pending",
         hostname=hostname,
-        endpoint=endpoint_for(hostname),
+        endpoint=endpoint_for(hostname, challenge.protocol),
         worker_id=worker.id,
         flag=flags.draw(challenge.flag_template) if challenge.flag_template else None,
         created_at=now,

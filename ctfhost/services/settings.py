@@ -14,6 +14,7 @@ def _defaults():
         "default_ttl_seconds": config["CTFHOST_DEFAULT_TTL_SECONDS"],
         "max_instances_per_team": config["CTFHOST_MAX_INSTANCES_PER_TEAM"],
         "launch_cooldown_seconds": config["CTFHOST_LAUNCH_COOLDOWN_SECONDS"],
+        "tcp_port": config["CTFHOST_TCP_PUBLIC_PORT"],
     }
 
 

@@ -34,7 +34,7 @@ def launch(challenge, instance, worker):
     if challenge.runtime != RUNTIME:
         return None
     port = containers.run(challenge, instance, worker)
-    return Backend(f"{worker.address}:{port}")
+    return Backend(f"{worker.address}:{port}", scheme="tcp" if challenge.protocol == "tcp" else "http")
 
 
 @hookimpl

@@ -12,53 +12,73 @@ def router_name(instance_id):
 
 
 def routed_instances():
-    """Active instances that have a backend, in a stable order."""
+    """(id, hostname, backend, protocol) of active instances that have a backend, in a stable order."""
     return list(
-        Instance.select(Instance.id, Instance.hostname, Instance.backend)
+        Instance.select(Instance.id, Instance.hostname, Instance.backend, Instance.protocol)
         .where(Instance.status.in_(list(ACTIVE)), Instance.backend.is_null(False))
         .order_by(Instance.id)
         .tuples()
     )
 
 
+def _tls(options):
+    tls = {}
+    if options.cert_resolver:
+        tls["certResolver"] = options.cert_resolver
+    if options.tls_options:
+        tls["options"] = options.tls_options
+    return tls
+
+
+def _http_route(hostname, backend, options):
+    router = {"rule": f"Host(`{hostname}`)", "entryPoints": list(options.entrypoints)}
+    if options.auth_url:
+        router["middlewares"] = [AUTH_MIDDLEWARE]
+    if options.tls:
+        router["tls"] = _tls(options)
+    return router, {"loadBalancer": {"servers": [{"url": backend}], "passHostHeader": True}}
+
+
+def _tcp_route(hostname, backend, options):
+    # TLS ends at Traefik (the certificate of the instance domain); the
+    # challenge speaks plain TCP. forwardAuth does not exist for TCP.
+    router = {"rule": f"HostSNI(`{hostname}`)", "entryPoints": list(options.tcp_entrypoints), "tls": _tls(options)}
+    address = backend.split("://", 1)[-1]
+    return router, {"loadBalancer": {"servers": [{"address": address}]}}
+
+
 def render(instances, options, default_certificate=None):
-    """The dynamic configuration dict for (id, hostname, backend) rows.
+    """The dynamic configuration dict for (id, hostname, backend, protocol) rows.
 
     `default_certificate` ({"certFile", "keyFile"}: paths or PEM) goes into
     Traefik's default TLS store; see default_certificate.py for why.
     """
-    entrypoints, tls, cert_resolver, tls_options, auth_url, auth_headers, trust_forward = options
-    routers, services, middlewares = {}, {}, {}
-    if auth_url:
+    sections = {"http": ({}, {}), "tcp": ({}, {})}
+    middlewares = {}
+    if options.auth_url:
         middlewares[AUTH_MIDDLEWARE] = {
             "forwardAuth": {
-                "address": auth_url,
+                "address": options.auth_url,
                 # Traefik would otherwise pass on X-Forwarded-* from the client
-                "trustForwardHeader": trust_forward,
-                "authResponseHeaders": list(auth_headers),
+                "trustForwardHeader": options.trust_forward,
+                "authResponseHeaders": list(options.auth_headers),
             }
         }
-    for instance_id, hostname, backend in instances:
+    for instance_id, hostname, backend, protocol in instances:
         name = router_name(instance_id)
-        router = {
-            "rule": f"Host(`{hostname}`)",
-            "service": name,
-            "entryPoints": list(entrypoints),
-        }
-        if auth_url:
-            router["middlewares"] = [AUTH_MIDDLEWARE]
-        if tls:
-            router["tls"] = {}
-            if cert_resolver:
-                router["tls"]["certResolver"] = cert_resolver
-            if tls_options:
-                router["tls"]["options"] = tls_options
-        routers[name] = router
-        services[name] = {"loadBalancer": {"servers": [{"url": backend}], "passHostHeader": True}}
-    # Traefik refuses empty maps ("routers cannot be a standalone element"),
-    # so sections without entries are left out
-    http = {key: value for key, value in (("routers", routers), ("services", services), ("middlewares", middlewares)) if value}
-    config = {"http": http} if http else {}
+        kind = "tcp" if protocol == "tcp" else "http"
+        router, service = (_tcp_route if kind == "tcp" else _http_route)(hostname, backend, options)
+        router["service"] = name
+        sections[kind][0][name] = router
+        sections[kind][1][name] = service
+    config = {}
+    for kind, (routers, services) in sections.items():
+        # Traefik refuses empty maps ("routers cannot be a standalone element")
+        part = {key: value for key, value in (("routers", routers), ("services", services)) if value}
+        if kind == "http" and middlewares and routers:
+            part["middlewares"] = middlewares
+        if part:
+            config[kind] = part
     if default_certificate:
         config["tls"] = {"stores": {"default": {"defaultCertificate": dict(default_certificate)}}}
     return config

@@ -25,8 +25,9 @@ def _session():
     return _local.session
 
 
-def router_loaded(api_url, instance_id):
-    url = f"{api_url.rstrip('/')}/api/http/routers/{router_name(instance_id)}@http"
+def router_loaded(api_url, instance_id, protocol="http"):
+    kind = "tcp" if protocol == "tcp" else "http"
+    url = f"{api_url.rstrip('/')}/api/{kind}/routers/{router_name(instance_id)}@http"
     try:
         response = _session().get(url, timeout=2)
     except requests.RequestException:
@@ -45,7 +46,7 @@ def wait_until_loaded(instance, timeout):
             )
         return
     deadline = time.monotonic() + timeout
-    while not router_loaded(api_url, instance.id):
+    while not router_loaded(api_url, instance.id, getattr(instance, "protocol", "http")):
         if time.monotonic() >= deadline:
             raise LaunchError(
                 f"Traefik at {api_url} did not load the route for {instance.hostname} within {timeout:g} s; "

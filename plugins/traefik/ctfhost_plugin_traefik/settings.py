@@ -1,5 +1,7 @@
 """The plugin's CTFHOST_TRAEFIK_* settings, read from the app config."""
 
+from typing import NamedTuple
+
 from flask import current_app
 
 
@@ -25,14 +27,31 @@ def entrypoints():
     return [name.strip() for name in str(setting("ENTRYPOINTS", default)).split(",") if name.strip()]
 
 
+def _names(value):
+    return tuple(name.strip() for name in str(value).split(",") if name.strip())
+
+
+class RenderOptions(NamedTuple):
+    """Everything besides the instances that shapes the rendered config (hashable: a cache key)."""
+
+    entrypoints: tuple = ("web",)
+    tls: bool = False
+    cert_resolver: str | None = None
+    tls_options: str | None = None
+    auth_url: str | None = None
+    auth_headers: tuple = ("X-Ctfhost-Team", "X-Ctfhost-Instance")
+    trust_forward: bool = False
+    tcp_entrypoints: tuple = ("websecure",)
+
+
 def options():
-    """Everything that shapes the rendered config, as one hashable value."""
-    return (
-        tuple(entrypoints()),
-        tls_enabled(),
-        setting("CERT_RESOLVER"),
-        setting("TLS_OPTIONS"),
-        setting("FORWARD_AUTH_URL"),
-        tuple(h.strip() for h in str(setting("AUTH_RESPONSE_HEADERS", "X-Ctfhost-Team,X-Ctfhost-Instance")).split(",") if h.strip()),
-        _flag(setting("TRUST_FORWARD_HEADER", "false")),
+    return RenderOptions(
+        entrypoints=tuple(entrypoints()),
+        tls=tls_enabled(),
+        cert_resolver=setting("CERT_RESOLVER"),
+        tls_options=setting("TLS_OPTIONS"),
+        auth_url=setting("FORWARD_AUTH_URL"),
+        auth_headers=_names(setting("AUTH_RESPONSE_HEADERS", "X-Ctfhost-Team,X-Ctfhost-Instance")),
+        trust_forward=_flag(setting("TRUST_FORWARD_HEADER", "false")),
+        tcp_entrypoints=_names(setting("TCP_ENTRYPOINTS", "websecure")),
     )

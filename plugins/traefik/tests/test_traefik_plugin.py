@@ -9,21 +9,16 @@ from ctfhost import devstack
 from ctfhost.hooktypes import LaunchError
 from ctfhost.models import Instance
 from ctfhost_plugin_traefik import config_cache, dynamic, readiness
-from ctfhost_plugin_traefik.settings import options
+from ctfhost_plugin_traefik.settings import RenderOptions, options
 
 ROWS = [
-    ("b-instance", "bbbbbbbbbbbb.web.localhost", "http://127.0.0.1:32001"),
-    ("a-instance", "aaaaaaaaaaaa.web.localhost", "http://127.0.0.1:32000"),
+    ("b-instance", "bbbbbbbbbbbb.web.localhost", "http://127.0.0.1:32001", "http"),
+    ("a-instance", "aaaaaaaaaaaa.web.localhost", "http://127.0.0.1:32000", "http"),
 ]
 
 
 def plain_options(**overrides):
-    values = {
-        "entrypoints": ("web",), "tls": False, "cert_resolver": None, "tls_options": None, "auth_url": None,
-        "auth_headers": ("X-Ctfhost-Team", "X-Ctfhost-Instance"), "trust_forward": False,
-    }
-    values.update(overrides)
-    return tuple(values.values())
+    return RenderOptions(**overrides)
 
 
 def test_render_one_router_and_service_per_instance():
@@ -89,6 +84,19 @@ def test_tls_entrypoints_and_forward_auth():
     assert middleware["authResponseHeaders"] == ["X-Ctfhost-Team", "X-Ctfhost-Instance"]
 
 
+def test_tcp_instances_get_sni_routers_with_tls():
+    rows = ROWS + [("c-instance", "cccccccccccc.pwn.localhost", "tcp://127.0.0.1:32002", "tcp")]
+    config = dynamic.render(rows, plain_options(auth_url="http://127.0.0.1:5000/api/v1/auth/forward", cert_resolver="le"))
+    router = config["tcp"]["routers"]["ctfhost-c-instance"]
+    assert router == {
+        "rule": "HostSNI(`cccccccccccc.pwn.localhost`)", "service": "ctfhost-c-instance",
+        "entryPoints": ["websecure"], "tls": {"certResolver": "le"},
+    }
+    assert config["tcp"]["services"]["ctfhost-c-instance"] == {"loadBalancer": {"servers": [{"address": "127.0.0.1:32002"}]}}
+    assert "ctfhost-c-instance" not in config["http"]["routers"]
+    assert "middlewares" not in router  # forwardAuth does not exist for TCP
+
+
 def test_settings_follow_base_domain_and_environment(app):
     saved = dict(app.config)
     try:
@@ -96,7 +104,9 @@ def test_settings_follow_base_domain_and_environment(app):
         assert options()[:2] == (("websecure",), True)
         app.config["CTFHOST_TRAEFIK_TLS"] = "false"
         app.config["CTFHOST_TRAEFIK_ENTRYPOINTS"] = "web, internal"
+        app.config["CTFHOST_TRAEFIK_TCP_ENTRYPOINTS"] = "tls"
         assert options()[:2] == (("web", "internal"), False)
+        assert options().tcp_entrypoints == ("tls",)
     finally:
         app.config.clear()
         app.config.update(saved)
