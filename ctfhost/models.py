@@ -174,7 +174,10 @@ MODELS = [Challenge, Worker, Instance, Setting, Token, AuditEvent, FlagSharingEv
 
 def create_tables():
     """Create missing tables and add columns that newer versions introduced."""
-    database.create_tables(MODELS, safe=True)
     from ctfhost.migrations import add_missing_columns
 
-    add_missing_columns(MODELS)
+    # columns first: creating an index on a column that does not exist yet
+    # fails (PostgreSQL) or silently indexes a string constant (SQLite)
+    existing = set(database.get_tables())
+    add_missing_columns([model for model in MODELS if model._meta.table_name in existing])
+    database.create_tables(MODELS, safe=True)
