@@ -1,0 +1,215 @@
+"""``/api/v1/plugins/ctfhost``: the buttons of the challenge window and of the instance pages.
+
+Each resource finds the player's team (``account_id``) and, for a
+challenge, checks the player may see it the way CTFd's own challenge API
+does; :class:`player.Player` decides the rest. Requests come from CTFd's
+pages with the session cookie and the ``CSRF-Token`` header, which CTFd
+checks before any of this runs.
+"""
+
+import functools
+
+from flask import request
+from flask_restx import Namespace, Resource
+
+from CTFd.models import Challenges, Solves
+from CTFd.utils.dates import ctf_ended, ctftime, view_after_ctf
+from CTFd.utils.decorators import admins_only, require_verified_emails
+from CTFd.utils.user import is_admin
+
+from . import messages
+from .client import CtfhostError
+from .context import ctfhost_client, current_account
+from .messages import Problem
+from .models import CtfhostChallenge
+from .player import Player, Reply, admin_instance, ok, refused
+
+ctfhost_namespace = Namespace("ctfhost", description="ctfhost instances of the current player's team")
+
+CTF_CLOSED = Problem(403, "closed", "The CTF is not running: instances can be launched only while it is.")
+
+
+def answer(reply):
+    return reply.body, reply.status, {"Cache-Control": "no-store"}
+
+
+def current_player():
+    """(Player, None), or (None, the Problem to answer) for a visitor or a teamless player."""
+    logged_in, team_id = current_account()
+    if not logged_in:
+        return None, Problem(401, "login", messages.NOT_LOGGED_IN)
+    if team_id is None:
+        return None, Problem(403, "no_team", messages.NO_TEAM)
+    return Player(ctfhost_client(), team_id), None
+
+
+def playable_challenge(challenge_id, team_id):
+    """(challenge, None) if the player may open it, as CTFd's challenge API decides; else (None, Problem)."""
+    challenge = CtfhostChallenge.query.filter_by(id=challenge_id).first()
+    missing = Problem(404, "not_found", "No such challenge.")
+    if challenge is None:
+        return None, missing
+    if is_admin():
+        return challenge, None
+    if challenge.state == "hidden":
+        return None, missing
+    if challenge.state == "locked":
+        return None, Problem(403, "locked", "This challenge is locked.")
+    prerequisites = set((challenge.requirements or {}).get("prerequisites", []))
+    if prerequisites:
+        existing = {row.id for row in Challenges.query.with_entities(Challenges.id).all()}
+        solved = {row.challenge_id for row in Solves.query.with_entities(Solves.challenge_id).filter_by(account_id=team_id)}
+        if not (prerequisites & existing) <= solved:
+            return None, Problem(403, "locked", "Solve the challenges this one requires first.")
+    return challenge, None
+
+
+def ctf_open():
+    return ctftime() or is_admin() or (ctf_ended() and view_after_ctf())
+
+
+def as_player(view):
+    """Run the view with the current Player (it returns a Reply), or answer why there is none."""
+
+    @functools.wraps(view)
+    def wrapper(self, *args, **kwargs):
+        player, problem = current_player()
+        if problem:
+            return answer(refused(problem))
+        return answer(view(self, player, *args, **kwargs))
+
+    return wrapper
+
+
+def with_challenges(instances):
+    """Add the CTFd challenge id and name to each instance (by slug)."""
+    slugs = {instance["challenge_id"] for instance in instances}
+    rows = CtfhostChallenge.query.filter(CtfhostChallenge.slug.in_(slugs)).all() if slugs else []
+    by_slug = {row.slug: row for row in rows}
+    for instance in instances:
+        row = by_slug.get(instance["challenge_id"])
+        instance["ctfd_challenge_id"] = row.id if row else None
+        instance["challenge_name"] = row.name if row else instance["challenge_id"]
+    return instances
+
+
+@ctfhost_namespace.route("/challenges/<int:challenge_id>/instance")
+class ChallengeInstance(Resource):
+    method_decorators = [require_verified_emails]
+
+    @as_player
+    def get(self, player, challenge_id):
+        """The team's active instance of this challenge (data: null when none)"""
+        challenge, problem = playable_challenge(challenge_id, player.team_id)
+        return refused(problem) if problem else player.status(challenge.slug)
+
+    @as_player
+    def post(self, player, challenge_id):
+        """Launch an instance of this challenge for the team"""
+        challenge, problem = playable_challenge(challenge_id, player.team_id)
+        if problem:
+            return refused(problem)
+        return player.launch(challenge.slug) if ctf_open() else refused(CTF_CLOSED)
+
+
+@ctfhost_namespace.route("/instances")
+class TeamInstances(Resource):
+    method_decorators = [require_verified_emails]
+
+    @as_player
+    def get(self, player):
+        """The team's active instances, with the CTFd challenge each belongs to"""
+        reply = player.instances()
+        if reply.status == 200:
+            with_challenges(reply.body["data"])
+        return reply
+
+
+@ctfhost_namespace.route("/instances/<string:instance_id>")
+class TeamInstance(Resource):
+    method_decorators = [require_verified_emails]
+
+    @as_player
+    def get(self, player, instance_id):
+        """One of the team's instances, in any status"""
+        return player.get(instance_id)
+
+    @as_player
+    def delete(self, player, instance_id):
+        """Stop the team's instance"""
+        return player.stop(instance_id)
+
+
+@ctfhost_namespace.route("/instances/<string:instance_id>/<string:action>")
+class TeamInstanceAction(Resource):
+    method_decorators = [require_verified_emails]
+
+    @as_player
+    def post(self, player, instance_id, action):
+        """renew, restart, or access (a fresh single-use link into the instance)"""
+        if action == "renew":
+            return player.renew(instance_id)
+        if action == "restart":
+            return player.restart(instance_id) if ctf_open() else refused(CTF_CLOSED)
+        if action == "access":
+            body = request.get_json(silent=True) or {}
+            return player.access(instance_id, body.get("next") or "/")
+        return refused(Problem(404, "not_found", f"Unknown action {action!r}."))
+
+
+# -- admin ---------------------------------------------------------------------
+
+
+def operator_error(exc):
+    """Admins read ctfhost's own words (and field errors)."""
+    return answer(Reply(exc.status if exc.status in (404, 409) else 502, {"success": False, "message": exc.describe()}))
+
+
+@ctfhost_namespace.route("/admin/instances")
+class AdminInstances(Resource):
+    method_decorators = [admins_only]
+
+    def get(self):
+        """Every instance, newest first (status, team_id, limit, offset)"""
+        try:
+            limit = min(max(int(request.args.get("limit", 50)), 1), 500)
+            offset = max(int(request.args.get("offset", 0)), 0)
+        except ValueError:
+            return answer(refused(Problem(400, "invalid", "limit and offset must be whole numbers.")))
+        try:
+            rows, total = ctfhost_client().list_instances(
+                team_id=request.args.get("team_id") or None,
+                status=request.args.get("status") or None,
+                limit=limit,
+                offset=offset,
+            )
+        except CtfhostError as exc:
+            return operator_error(exc)
+        shown = with_challenges([admin_instance(row) for row in rows])
+        return answer(Reply(200, {"success": True, "data": shown, "meta": {"total": total, "limit": limit, "offset": offset}}))
+
+
+@ctfhost_namespace.route("/admin/instances/<string:instance_id>")
+class AdminInstance(Resource):
+    method_decorators = [admins_only]
+
+    def delete(self, instance_id):
+        """Destroy any team's instance"""
+        try:
+            ctfhost_client().destroy(instance_id)
+        except CtfhostError as exc:
+            return operator_error(exc)
+        return answer(ok(None))
+
+
+@ctfhost_namespace.route("/admin/flag-sharing")
+class AdminFlagSharing(Resource):
+    method_decorators = [admins_only]
+
+    def get(self):
+        """Flags one team submitted that belong to another team's instance, newest first"""
+        try:
+            rows, total = ctfhost_client().flag_sharing(limit=100)
+        except CtfhostError as exc:
+            return operator_error(exc)
+        return answer(Reply(200, {"success": True, "data": rows, "meta": {"total": total}}))

@@ -1,0 +1,1 @@
+CTFd.plugin.run((_CTFd) => {});

@@ -1,0 +1,80 @@
+"""What a player reads when ctfhost says no: one message per (action, ctfhost answer).
+
+ctfhost's own messages are written for operators ("max_instances_per_team =
+3"); players get these instead, with a code the challenge window uses to
+pick its look and ``retry_after`` for a countdown.
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+NOT_LOGGED_IN = "Log in to launch an instance."
+NO_TEAM = "You need to join or create a team before you can launch instances or submit flags."
+NOT_CONFIGURED = "Instances are not available yet: the organizers have not finished setting them up."
+UNREACHABLE = "The instance service is not reachable right now. Try again in a minute."
+REFUSED_CREDENTIALS = "The instance service refused CTFd's API key. Tell the organizers."
+NOT_SET_UP = "This challenge is not set up on the instance service. Tell the organizers."
+GONE = "This instance does not exist any more. Launch a new one."
+ENDED = "This instance has ended. Launch a new one."
+QUOTA = "Your team already runs as many instances as allowed. Stop one (see My instances) to launch another."
+CAPACITY = "No room for a new instance right now: every server is busy. Try again in a minute."
+RENEW_LIMIT = "This instance cannot be renewed any more: it has used all its renewals."
+RENEW_NOT_NEEDED = "Nothing to renew yet: the instance already runs for its full time."
+FAILED = "The instance service failed. Try again, and tell the organizers if it keeps happening."
+FLAG_UNCHECKED = "Your flag could not be checked right now, so this attempt does not count. Try again in a minute."
+CORRECT = "Correct"
+INCORRECT = "Incorrect"
+ENDED_TOO_LONG_AGO = "Incorrect: that flag belongs to an instance of yours that ended too long ago. Launch a new one."
+
+
+def cooldown(seconds):
+    if seconds:
+        return f"You launched this challenge moments ago. Try again in {seconds} second{'s' if seconds != 1 else ''}."
+    return "You launched this challenge moments ago. Try again in a few seconds."
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a player's action did not happen: HTTP status for CTFd's answer, a code, a message."""
+
+    status: int
+    code: str
+    message: str
+    retry_after: Optional[int] = None
+
+    def body(self):
+        return {"success": False, "code": self.code, "message": self.message, "retry_after": self.retry_after}
+
+
+def explain(error, action):
+    """The Problem to show for a CtfhostError raised while doing `action`.
+
+    `action` is one of "launch", "status", "access", "renew", "restart", "stop", "list".
+    """
+    status, text = error.status, (error.message or "").lower()
+    if status is None:
+        if "not configured" in text:
+            return Problem(503, "not_configured", NOT_CONFIGURED)
+        return Problem(503, "unavailable", UNREACHABLE)
+    if status in (401, 403):
+        return Problem(503, "misconfigured", REFUSED_CREDENTIALS)
+    if status == 404:
+        if action == "launch":
+            return Problem(404, "not_set_up", NOT_SET_UP)
+        return Problem(404, "gone", GONE)
+    if status == 409:
+        if action == "renew" and "max_renewals" in text:
+            return Problem(409, "renew_limit", RENEW_LIMIT)
+        if action == "renew" and "would not extend" in text:
+            return Problem(409, "renew_not_needed", RENEW_NOT_NEEDED)
+        return Problem(409, "ended", ENDED)
+    if status == 429:
+        # ctfhost sends Retry-After with the cooldown only; the per-team cap lasts until an instance stops
+        if error.retry_after is not None or "cooldown" in text:
+            return Problem(429, "cooldown", cooldown(error.retry_after), error.retry_after)
+        return Problem(429, "quota", QUOTA)
+    if status == 503:
+        if "queue" in text or "database" in text:
+            return Problem(503, "unavailable", UNREACHABLE, error.retry_after)
+        return Problem(503, "capacity", CAPACITY, error.retry_after)
+    return Problem(502, "error", FAILED)

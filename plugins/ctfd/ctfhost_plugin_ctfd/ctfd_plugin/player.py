@@ -1,0 +1,185 @@
+"""What each button of the challenge window does, decided from ctfhost's answers.
+
+CTFd's API resources only find the player's team and the challenge's slug,
+then call one method here and send back its :class:`Reply`. Everything a
+player may see of an instance passes through :func:`public_instance`: no
+flag, worker or backend ever reaches the browser.
+"""
+
+import datetime
+from dataclasses import dataclass, field
+
+from .client import CtfhostError
+from .messages import explain
+
+ACTIVE = ("pending", "running")
+PUBLIC_FIELDS = (
+    "id", "challenge_id", "status", "protocol", "endpoint", "connection",
+    "expires_at", "created_at", "started_at", "renewals", "error",
+)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An HTTP status and the JSON body CTFd answers the browser with."""
+
+    status: int
+    body: dict = field(default_factory=dict)
+
+
+def ok(data, status=200):
+    return Reply(status, {"success": True, "data": data})
+
+
+def refused(problem):
+    return Reply(problem.status, problem.body())
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def parse_time(value):
+    """An ISO 8601 time as ctfhost writes it ("...Z") -> aware datetime, or None."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.timezone.utc)
+
+
+def seconds_left(instance, now=None):
+    expires = parse_time(instance.get("expires_at"))
+    if expires is None or instance.get("status") not in ACTIVE:
+        return None
+    return max(0, int((expires - (now or utcnow())).total_seconds()))
+
+
+def public_instance(instance, now=None):
+    """The fields a player may see, plus seconds_left (the countdown does not trust the browser's clock)."""
+    if instance is None:
+        return None
+    shown = {key: instance.get(key) for key in PUBLIC_FIELDS}
+    shown["active"] = instance.get("status") in ACTIVE
+    shown["seconds_left"] = seconds_left(instance, now)
+    return shown
+
+
+def admin_instance(instance, now=None):
+    """What an admin sees in CTFd: the public fields and the owning team, still no flag."""
+    return dict(public_instance(instance, now), team_id=instance.get("team_id"))
+
+
+def same_team(instance, team_id):
+    # ctfhost gives back the type it was given; compare as text to be safe
+    return instance is not None and str(instance.get("team_id")) == str(team_id)
+
+
+class Player:
+    """One team's view of ctfhost: every method returns a Reply, never raises CtfhostError."""
+
+    def __init__(self, client, team_id, now=utcnow):
+        self.client = client
+        self.team_id = team_id
+        self.now = now
+
+    def _show(self, instance):
+        return public_instance(instance, self.now())
+
+    def _owned(self, instance_id, action):
+        """The team's instance, or the Problem to answer (another team's instance looks missing)."""
+        try:
+            instance = self.client.get_instance(instance_id)
+        except CtfhostError as exc:
+            return None, explain(exc, action)
+        if not same_team(instance, self.team_id):
+            return None, explain(CtfhostError(404, "another team's instance"), action)
+        return instance, None
+
+    def status(self, challenge_id):
+        """The team's active instance of the challenge (data null when there is none)."""
+        try:
+            return ok(self._show(self.client.team_instance(self.team_id, challenge_id)))
+        except CtfhostError as exc:
+            return refused(explain(exc, "status"))
+
+    def get(self, instance_id):
+        """One of the team's instances in any status, so a launch that failed can say why."""
+        instance, problem = self._owned(instance_id, "status")
+        if problem:
+            return refused(problem)
+        return ok(self._show(instance))
+
+    def launch(self, challenge_id):
+        """Start an instance; a second click while one is active answers with that one."""
+        try:
+            return ok(self._show(self.client.launch(self.team_id, challenge_id)), 201)
+        except CtfhostError as exc:
+            if exc.status == 409:
+                try:
+                    existing = self.client.team_instance(self.team_id, challenge_id)
+                except CtfhostError as again:
+                    return refused(explain(again, "status"))
+                if existing is not None:
+                    return ok(self._show(existing))
+            return refused(explain(exc, "launch"))
+
+    def access(self, instance_id, next_path="/"):
+        """A fresh single-use link into the instance ({"url", "expires_in"})."""
+        instance, problem = self._owned(instance_id, "access")
+        if problem:
+            return refused(problem)
+        if instance.get("status") not in ACTIVE:
+            return refused(explain(CtfhostError(409, "not active"), "access"))
+        try:
+            return ok(self.client.access_link(instance["id"], next_path))
+        except CtfhostError as exc:
+            return refused(explain(exc, "access"))
+
+    def renew(self, instance_id):
+        instance, problem = self._owned(instance_id, "renew")
+        if problem:
+            return refused(problem)
+        try:
+            renewed = self.client.renew(instance["id"])
+        except CtfhostError as exc:
+            return refused(explain(exc, "renew"))
+        instance = dict(instance, expires_at=renewed["expires_at"], renewals=(instance.get("renewals") or 0) + 1)
+        shown = self._show(instance)
+        shown["seconds_added"] = renewed.get("seconds_added")
+        return ok(shown)
+
+    def restart(self, instance_id):
+        """Replace the instance with a fresh one (new id, new address, full time)."""
+        instance, problem = self._owned(instance_id, "restart")
+        if problem:
+            return refused(problem)
+        try:
+            return ok(self._show(self.client.restart(instance["id"])))
+        except CtfhostError as exc:
+            return refused(explain(exc, "restart"))
+
+    def stop(self, instance_id):
+        instance, problem = self._owned(instance_id, "stop")
+        if problem:
+            return refused(problem)
+        if instance.get("status") in ACTIVE:
+            try:
+                self.client.destroy(instance["id"])
+            except CtfhostError as exc:
+                if exc.status != 409:  # ended meanwhile: stopped is what the player wanted
+                    return refused(explain(exc, "stop"))
+        return ok(None)
+
+    def instances(self):
+        """The team's active instances, newest first."""
+        try:
+            rows = []
+            for status in ACTIVE:
+                rows.extend(self.client.list_instances(team_id=self.team_id, status=status, limit=100)[0])
+        except CtfhostError as exc:
+            return refused(explain(exc, "list"))
+        rows.sort(key=lambda row: row.get("created_at") or "", reverse=True)
+        return ok([self._show(row) for row in rows if same_team(row, self.team_id)])

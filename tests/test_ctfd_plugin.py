@@ -1,0 +1,659 @@
+"""The CTFd plugin's logic against a real ctfhost server: client, player buttons, grading, sign-in, ctfd-install.
+
+The CTFd side cannot import ctfhost, and these tests do not need CTFd: the
+modules that decide things import neither (tests/test_ctfd_real.py runs the
+plugin inside a real CTFd). ctfhost runs as the `live_server` fixture, a
+real HTTP server, with fake-runtime workers whose jobs run in-process.
+"""
+
+import configparser
+import datetime
+import fnmatch
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ctfhost import devstack
+from ctfhost.models import FlagSharingEvent, Instance, utcnow
+from ctfhost.testing import API_KEY, run_jobs
+try:
+    from ctfhost_plugin_ctfd import install
+except ImportError as exc:  # pragma: no cover - a setup problem, said plainly
+    raise ImportError(f"{exc}: install the plugin first (pip install -e 'plugins/ctfd[test]')") from exc
+from ctfhost_plugin_ctfd.ctfd_plugin import challenge_spec, grading, messages, settings, signin, slugs
+from ctfhost_plugin_ctfd.ctfd_plugin.client import CtfhostClient, CtfhostError
+from ctfhost_plugin_ctfd.ctfd_plugin.player import Player, public_instance
+
+pytestmark = pytest.mark.usefixtures("redis_server")
+
+PLUGIN_ROOT = Path(install.__file__).resolve().parent.parent
+TTL = 900
+LOGIN = "/login"
+
+
+# -- fixtures ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ctfhost(app, live_server):
+    """The plugin's client, talking to the real server with the API key."""
+    return CtfhostClient(live_server.url, API_KEY)
+
+
+def add_worker(api, max_instances=20):
+    worker = f"ctfd-{uuid.uuid4().hex[:8]}"
+    body = {"id": worker, "address": "127.0.0.1", "runtime": "fake", "max_instances": max_instances}
+    assert api.post("/api/v1/workers", json=body).status_code == 201
+    return worker
+
+
+@pytest.fixture
+def worker_id(api):
+    return add_worker(api)
+
+
+def spec(slug="web-ctfd-1", **changes):
+    body = challenge_spec.spec(
+        slug, "Web CTFd", challenge_spec.parse_fields({"image": "fake/web", "port": "80", "runtime": "fake"}, creating=True)
+    )
+    body["ttl_seconds"] = TTL
+    body.update(changes)
+    return body
+
+
+@pytest.fixture
+def challenge(ctfhost):
+    return ctfhost.create_challenge(spec(flag_template="flag{{{hex:16}}}"))
+
+
+def running(app, worker_id, ctfhost, instance_id):
+    run_jobs(app, worker_id)
+    instance = ctfhost.get_instance(instance_id)
+    assert instance["status"] == "running", instance
+    return instance
+
+
+def limits(api, **values):
+    assert api.patch("/api/v1/settings", json=values).status_code == 200
+
+
+def shift(instance_id, **seconds):
+    """Move time columns of an instance by the given seconds (negative: into the past)."""
+    row = Instance.get_by_id(instance_id)
+    for field, delta in seconds.items():
+        setattr(row, field, (getattr(row, field) or utcnow()) + datetime.timedelta(seconds=delta))
+    row.save()
+
+
+def unreachable():
+    return CtfhostClient(f"http://127.0.0.1:{devstack.free_port()}", API_KEY, timeout=2)
+
+
+# -- slugs, settings, form fields (no server) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, ctfd_id, expected",
+    [
+        ("Baby SQL", 12, "baby-sql-12"),
+        ("  Crypto: RSA (easy!)  ", 3, "crypto-rsa-easy-3"),
+        ("Ünïcödé Café", 7, "unicode-cafe-7"),
+        ("???", 5, "challenge-5"),
+        ("", 9, "challenge-9"),
+        ("x" * 100, 123456, "x" * (63 - 7) + "-123456"),
+        ("a-" * 40, 4, ("a-" * 40)[:61].rstrip("-") + "-4"),
+    ],
+)
+def test_slug_is_a_valid_ctfhost_id_made_from_name_and_id(name, ctfd_id, expected):
+    slug = slugs.challenge_slug(name, ctfd_id)
+    assert slug == expected
+    assert slugs.is_slug(slug) and len(slug) <= 63
+    assert slugs.challenge_slug(name, ctfd_id) == slug  # stable
+
+
+def test_settings_come_from_ctfd_config_then_the_environment():
+    config = {"ctfhost_url": "http://ctfhost:5000", "ctfhost_api_key": ""}
+    environ = {"CTFHOST_API_KEY": "env-key", "CTFHOST_URL": "http://ignored", "CTFHOST_CTFD_PUBLIC_URL": "https://ctf.example/"}
+    resolved = settings.resolve(config.get, environ)
+    assert (resolved.url, resolved.api_key, resolved.public_url) == ("http://ctfhost:5000", "env-key", "https://ctf.example/")
+    assert resolved.sources == {"url": "CTFd config", "api_key": "environment", "public_url": "environment"}
+    assert resolved.configured
+    assert resolved.signin_url() == "https://ctf.example/plugins/ctfhost/access?instance={instance_id}&next={next}"
+    empty = settings.resolve({}.get, {})
+    assert not empty.configured and empty.sources == {"url": None, "api_key": None, "public_url": None}
+    assert empty.signin_url("http://127.0.0.1:4000/").startswith("http://127.0.0.1:4000/plugins/ctfhost/access?")
+
+
+def test_settings_form_keeps_a_blank_key_and_refuses_bad_urls():
+    changes, problems = settings.changes_from_form({"url": "http://ctfhost:5000/", "api_key": "", "public_url": ""})
+    assert problems == []
+    assert changes == {"ctfhost_url": "http://ctfhost:5000", "ctfhost_ctfd_public_url": ""}  # no key change
+    changes, _ = settings.changes_from_form({"url": "", "api_key": " k ", "public_url": ""})
+    assert changes["ctfhost_api_key"] == "k"
+    changes, _ = settings.changes_from_form({"url": "", "api_key": "k", "clear_api_key": "1"})
+    assert changes["ctfhost_api_key"] == ""
+    _, problems = settings.changes_from_form({"url": "ctfhost:5000", "public_url": "https://ctf.example/?x=1"})
+    assert len(problems) == 2 and "http://" in problems[0] and "query" in problems[1]
+
+
+def test_form_fields_are_typed_defaulted_and_checked():
+    created = challenge_spec.parse_fields({"image": " img:1 ", "port": "8080", "ttl_seconds": "", "flag_template": ""}, creating=True)
+    assert created == {
+        "image": "img:1", "port": 8080, "protocol": "http", "runtime": "docker", "cpu_count": 1, "memory_mb": 512,
+        "ttl_seconds": None, "max_renewals": None, "flag_template": None, "extra_config": "{}",
+    }
+    # an update changes only what it names
+    assert challenge_spec.parse_fields({"state": "visible"}, creating=False) == {}
+    assert challenge_spec.parse_fields({"cpu_count": "2", "extra_config": {"env": {"A": "1"}}}, creating=False) == {
+        "cpu_count": 2, "extra_config": '{"env": {"A": "1"}}'
+    }
+    for data, words in [
+        ({"port": "80"}, "image is required"),
+        ({"image": "i", "port": "eighty"}, "port must be a whole number"),
+        ({"image": "i", "port": "80", "extra_config": "{nope"}, "not valid JSON"),
+        ({"image": "i", "port": "80", "extra_config": "[1]"}, "JSON object"),
+    ]:
+        with pytest.raises(challenge_spec.InvalidField, match=words):
+            challenge_spec.parse_fields(data, creating=True)
+    with pytest.raises(challenge_spec.InvalidField, match="image is required"):
+        challenge_spec.parse_fields({"image": ""}, creating=False)
+    assert challenge_spec.without_fields({"name": "n", "image": "i", "value": 1}) == {"name": "n", "value": 1}
+
+
+@pytest.mark.parametrize(
+    "status, message, retry_after, action, code",
+    [
+        (None, "ctfhost is unreachable at http://x: ConnectionError", None, "launch", "unavailable"),
+        (None, "the ctfhost URL is not configured (...)", None, "launch", "not_configured"),
+        (401, "wrong API key", None, "launch", "misconfigured"),
+        (404, "challenge 'x' not found", None, "launch", "not_set_up"),
+        (404, "instance x not found", None, "renew", "gone"),
+        (409, "instance x was renewed 2 time(s), the most ... (max_renewals = 2)", None, "renew", "renew_limit"),
+        (409, "renewing now would not extend instance x", None, "renew", "renew_not_needed"),
+        (409, "instance x is expired", None, "restart", "ended"),
+        (429, "team 1 already has 3 active instance(s) (max_instances_per_team = 3)", None, "launch", "quota"),
+        (429, "team 1 launched challenge 'x' moments ago; wait 7 s", 7, "launch", "cooldown"),
+        (503, "all 2 active worker(s) for runtime 'docker' are at capacity", None, "launch", "capacity"),
+        (503, "the job queue is unavailable; nothing was launched, try again", None, "launch", "unavailable"),
+        (500, "boom", None, "launch", "error"),
+    ],
+)
+def test_ctfhost_answers_become_player_messages(status, message, retry_after, action, code):
+    problem = messages.explain(CtfhostError(status, message, retry_after=retry_after), action)
+    assert problem.code == code
+    # players read plain words, never ctfhost's operator message
+    assert problem.message and message not in problem.message and "ctfhost" not in problem.message
+    body = problem.body()
+    assert body["success"] is False and body["code"] == code and body["message"] == problem.message
+    if code == "cooldown":
+        assert problem.retry_after == 7 and "7 seconds" in problem.message
+
+
+def test_public_instance_hides_flags_teams_and_workers():
+    now = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
+    instance = {
+        "id": "i", "team_id": 5, "challenge_id": "c", "status": "running", "endpoint": "http://a.c.localhost",
+        "flag": "flag{secret}", "worker_id": "w", "runtime": "docker", "expires_at": "2030-01-01T00:10:00Z",
+        "created_at": "2030-01-01T00:00:00Z", "started_at": "2030-01-01T00:00:01Z", "renewals": 0, "error": None,
+    }
+    shown = public_instance(instance, now)
+    assert shown["seconds_left"] == 600 and shown["active"] is True
+    assert not {"flag", "team_id", "worker_id", "runtime"} & set(shown)
+    assert public_instance(dict(instance, status="expired"), now)["seconds_left"] is None
+
+
+# -- the client against ctfhost --------------------------------------------------------
+
+
+def test_client_creates_reads_updates_and_deletes_challenges(ctfhost):
+    created = ctfhost.create_challenge(spec())
+    assert created["id"] == "web-ctfd-1" and created["runtime"] == "fake" and created["ttl_seconds"] == TTL
+    assert ctfhost.get_challenge("web-ctfd-1")["name"] == "Web CTFd"
+    assert [c["id"] for c in ctfhost.list_challenges()] == ["web-ctfd-1"]
+    assert ctfhost.update_challenge("web-ctfd-1", {"name": "Renamed"})["name"] == "Renamed"
+    # put: a new CTFd challenge whose slug ctfhost already knows takes it over; an edit recreates a lost one
+    assert ctfhost.put_challenge(spec(name="Again", cpu_count=2), create_first=True)["cpu_count"] == 2
+    assert ctfhost.put_challenge(spec("web-ctfd-2", name="Lost"))["name"] == "Lost"
+    assert ctfhost.delete_challenge("web-ctfd-1") is True
+    assert ctfhost.delete_challenge("web-ctfd-1") is False
+    with pytest.raises(CtfhostError) as missing:
+        ctfhost.get_challenge("web-ctfd-1")
+    assert missing.value.status == 404
+
+
+def test_client_errors_carry_status_message_fields_and_retry_after(ctfhost, live_server, api, worker_id):
+    ctfhost.create_challenge(spec())
+    with pytest.raises(CtfhostError) as duplicate:
+        ctfhost.create_challenge(spec())
+    assert duplicate.value.status == 409 and duplicate.value.message
+    with pytest.raises(CtfhostError) as invalid:
+        ctfhost.create_challenge(spec("web-bad-1", cpu_count=3, runtime="nope"))
+    assert invalid.value.status == 422
+    fields = invalid.value.field_messages()
+    assert any(line.startswith("cpu_count:") for line in fields) and any(line.startswith("runtime:") for line in fields)
+    assert "cpu_count:" in invalid.value.describe()
+    with pytest.raises(CtfhostError) as bad_template:
+        ctfhost.create_challenge(spec("web-bad-2", flag_template="flag{static}"))
+    assert bad_template.value.status == 422 and "flag_template" in bad_template.value.describe()
+
+    with pytest.raises(CtfhostError) as wrong_key:
+        CtfhostClient(live_server.url, "wrong").list_challenges()
+    assert wrong_key.value.status == 401
+    with pytest.raises(CtfhostError) as down:
+        unreachable().health()
+    assert down.value.unreachable and "unreachable" in down.value.message
+    with pytest.raises(CtfhostError) as unset:
+        CtfhostClient("", "").health()
+    assert unset.value.status is None and "not configured" in unset.value.message
+
+    limits(api, launch_cooldown_seconds=30)
+    first = ctfhost.launch(1, "web-ctfd-1")
+    ctfhost.destroy(first["id"])
+    with pytest.raises(CtfhostError) as cooldown:
+        ctfhost.launch(1, "web-ctfd-1")
+    assert cooldown.value.status == 429 and 1 <= cooldown.value.retry_after <= 30
+
+
+def test_client_instance_calls(app, ctfhost, challenge, worker_id):
+    assert ctfhost.health()["status"] == "ok"
+    assert ctfhost.team_instance(7, challenge["id"]) is None
+    launched = ctfhost.launch(7, challenge["id"])
+    assert launched["status"] == "pending" and launched["team_id"] == 7
+    assert ctfhost.team_instance(7, challenge["id"])["id"] == launched["id"]
+    instance = running(app, worker_id, ctfhost, launched["id"])
+    assert instance["flag"].startswith("flag{") and len(instance["flag"]) == len("flag{}") + 16
+
+    rows, total = ctfhost.list_instances(team_id=7, status="running")
+    assert total == 1 and [r["id"] for r in rows] == [instance["id"]]
+    assert ctfhost.list_instances(team_id=8)[1] == 0
+
+    link = ctfhost.access_link(instance["id"], "/page?x=1")
+    assert link["url"].startswith(instance["endpoint"] + "/.ctfhost/access?ticket=")
+    assert urllib.parse.parse_qs(urllib.parse.urlsplit(link["url"]).query)["next"] == ["/page?x=1"]
+    assert link["expires_in"] == 60
+
+    shift(instance["id"], expires_at=-300)
+    renewed = ctfhost.renew(instance["id"])
+    assert renewed["seconds_added"] >= 299
+
+    fresh = ctfhost.restart(instance["id"])
+    assert fresh["id"] != instance["id"] and fresh["status"] == "pending"
+    assert ctfhost.get_instance(instance["id"])["status"] == "destroyed"
+    ctfhost.destroy(fresh["id"])
+    assert ctfhost.team_instance(7, challenge["id"]) is None
+
+
+def test_client_grades_flags_and_lists_flag_sharing(app, ctfhost, challenge, worker_id):
+    mine = ctfhost.get_instance(ctfhost.launch(1, challenge["id"])["id"])
+    theirs = ctfhost.get_instance(ctfhost.launch(2, challenge["id"])["id"])
+    verdict = ctfhost.submit(1, challenge["id"], mine["flag"])
+    assert verdict["correct"] is True and verdict["instance_id"] == mine["id"] and verdict["shared"] is False
+    assert ctfhost.verify(1, challenge["id"], theirs["flag"])["shared"] is True
+    assert ctfhost.flag_sharing() == ([], 0)  # verify records nothing
+    assert ctfhost.submit(1, challenge["id"], theirs["flag"]) == {
+        "correct": False, "message": "incorrect", "instance_id": None, "shared": True
+    }
+    events, total = ctfhost.flag_sharing()
+    assert total == 1
+    assert (events[0]["submitting_team_id"], events[0]["owning_team_id"], events[0]["instance_id"]) == ("1", "2", theirs["id"])
+    assert events[0]["challenge_id"] == challenge["id"]
+    with pytest.raises(CtfhostError) as unknown:
+        ctfhost.submit(1, "no-such-1", "flag{x}")
+    assert unknown.value.status == 404
+
+
+# -- the player's buttons ----------------------------------------------------------------
+
+
+def test_launch_status_and_a_second_click(app, ctfhost, challenge, worker_id):
+    player = Player(ctfhost, 3)
+    assert player.status(challenge["id"]).body == {"success": True, "data": None}
+    launched = player.launch(challenge["id"])
+    assert launched.status == 201
+    data = launched.body["data"]
+    assert data["status"] == "pending" and data["active"] is True
+    assert "flag" not in data and "team_id" not in data
+    assert TTL - 5 <= data["seconds_left"] <= TTL
+    again = player.launch(challenge["id"])  # a double click answers with the same instance
+    assert again.status == 200 and again.body["data"]["id"] == data["id"]
+
+    run_jobs(app, worker_id)
+    status = player.status(challenge["id"]).body["data"]
+    assert status["status"] == "running" and status["started_at"] and status["endpoint"].endswith(f".{challenge['id']}.localhost")
+    assert player.get(data["id"]).body["data"]["status"] == "running"
+    assert Player(ctfhost, 4).get(data["id"]).status == 404
+
+
+def test_tcp_instances_show_their_connection_commands(app, ctfhost, worker_id):
+    ctfhost.create_challenge(spec("pwn-ctfd-1", protocol="tcp", port=1337))
+    player = Player(ctfhost, 3)
+    launched = player.launch("pwn-ctfd-1").body["data"]
+    run_jobs(app, worker_id)
+    shown = player.status("pwn-ctfd-1").body["data"]
+    assert shown["id"] == launched["id"] and shown["status"] == "running" and shown["protocol"] == "tcp"
+    host = shown["endpoint"][len("tls://"):].rsplit(":", 1)[0]
+    assert shown["endpoint"].startswith("tls://") and host.endswith(".pwn-ctfd-1.localhost")
+    assert shown["connection"]["ncat"].startswith(f"ncat --ssl {host} ")
+    assert set(shown["connection"]) == {"openssl", "pwntools", "ncat"}
+
+
+def test_a_failed_launch_says_why(app, ctfhost, worker_id):
+    ctfhost.create_challenge(spec("web-fail-1", extra_config='{"fail": "image crashed at start"}'))
+    player = Player(ctfhost, 3)
+    launched = player.launch("web-fail-1").body["data"]
+    run_jobs(app, worker_id)
+    failed = player.get(launched["id"]).body["data"]
+    assert failed["status"] == "error" and "image crashed at start" in failed["error"] and failed["active"] is False
+    assert player.status("web-fail-1").body["data"] is None
+
+
+def test_other_teams_cannot_touch_an_instance(app, ctfhost, challenge, worker_id):
+    instance_id = Player(ctfhost, 1).launch(challenge["id"]).body["data"]["id"]
+    intruder = Player(ctfhost, 2)
+    for reply in (intruder.renew(instance_id), intruder.restart(instance_id), intruder.stop(instance_id),
+                  intruder.access(instance_id), intruder.get(instance_id)):
+        assert reply.status == 404 and reply.body["code"] == "gone", reply
+    assert ctfhost.get_instance(instance_id)["status"] == "pending"
+    assert intruder.instances().body["data"] == []
+
+
+def test_open_renew_restart_stop(app, ctfhost, challenge, worker_id):
+    player = Player(ctfhost, 5)
+    instance_id = player.launch(challenge["id"]).body["data"]["id"]
+    running(app, worker_id, ctfhost, instance_id)
+
+    link = player.access(instance_id).body["data"]
+    assert link["url"].startswith(ctfhost.get_instance(instance_id)["endpoint"] + "/.ctfhost/access?ticket=")
+
+    too_early = player.renew(instance_id)
+    assert too_early.status == 409 and too_early.body["code"] == "renew_not_needed"
+    shift(instance_id, expires_at=-600)
+    renewed = player.renew(instance_id)
+    assert renewed.status == 200
+    assert renewed.body["data"]["seconds_added"] >= 599 and renewed.body["data"]["renewals"] == 1
+    assert TTL - 5 <= renewed.body["data"]["seconds_left"] <= TTL
+
+    restarted = player.restart(instance_id).body["data"]
+    assert restarted["id"] != instance_id and restarted["status"] == "pending"
+    assert [i["id"] for i in player.instances().body["data"]] == [restarted["id"]]
+    assert player.access(instance_id).body["code"] == "ended"
+
+    assert player.stop(restarted["id"]).body == {"success": True, "data": None}
+    assert player.stop(restarted["id"]).status == 200  # already stopped: still what the player wanted
+    assert player.status(challenge["id"]).body["data"] is None
+    assert player.renew(restarted["id"]).body["code"] == "ended"
+
+
+def test_renewal_limit(app, ctfhost, worker_id):
+    ctfhost.create_challenge(spec("web-once-1", max_renewals=1))
+    player = Player(ctfhost, 6)
+    instance_id = player.launch("web-once-1").body["data"]["id"]
+    shift(instance_id, expires_at=-600)
+    assert player.renew(instance_id).status == 200
+    shift(instance_id, expires_at=-600)
+    refused = player.renew(instance_id)
+    assert refused.status == 409 and refused.body["code"] == "renew_limit"
+    assert refused.body["message"] == messages.RENEW_LIMIT
+
+
+def test_quota_cooldown_capacity_and_unknown_challenge(app, api, ctfhost, worker_id):
+    for slug in ("web-q-1", "web-q-2"):
+        ctfhost.create_challenge(spec(slug))
+    player = Player(ctfhost, 9)
+
+    limits(api, max_instances_per_team=1)
+    first = player.launch("web-q-1").body["data"]
+    quota = player.launch("web-q-2")
+    assert quota.status == 429 and quota.body["code"] == "quota" and quota.body["retry_after"] is None
+    assert quota.body["message"] == messages.QUOTA
+
+    limits(api, max_instances_per_team=10, launch_cooldown_seconds=30)
+    player.stop(first["id"])
+    cooldown = player.launch("web-q-1")
+    assert cooldown.status == 429 and cooldown.body["code"] == "cooldown"
+    assert 1 <= cooldown.body["retry_after"] <= 30 and f"{cooldown.body['retry_after']} second" in cooldown.body["message"]
+    limits(api, launch_cooldown_seconds=0)
+
+    missing = player.launch("no-such-1")
+    assert missing.status == 404 and missing.body["code"] == "not_set_up"
+
+    from ctfhost.models import Worker
+
+    Worker.delete().where(Worker.id == worker_id).execute()
+    capacity = Player(ctfhost, 10).launch("web-q-1")
+    assert capacity.status == 503 and capacity.body["code"] == "capacity" and capacity.body["message"] == messages.CAPACITY
+
+
+def test_instances_lists_the_teams_active_instances_newest_first(app, ctfhost, worker_id):
+    for slug in ("web-l-1", "web-l-2", "web-l-3"):
+        ctfhost.create_challenge(spec(slug))
+    player = Player(ctfhost, 11)
+    ids = [player.launch(slug).body["data"]["id"] for slug in ("web-l-1", "web-l-2", "web-l-3")]
+    Player(ctfhost, 12).launch("web-l-1")
+    run_jobs(app, worker_id)
+    player.stop(ids[1])
+    listed = player.instances().body["data"]
+    assert {i["id"] for i in listed} == {ids[0], ids[2]}
+    assert all(i["status"] == "running" and "flag" not in i for i in listed)
+
+
+def test_ctfhost_down_or_unconfigured():
+    for client, code in ((unreachable(), "unavailable"), (CtfhostClient("", ""), "not_configured")):
+        player = Player(client, 1)
+        for reply in (player.status("x-1"), player.launch("x-1"), player.renew(str(uuid.uuid4())), player.instances()):
+            assert reply.status == 503 and reply.body["code"] == code, reply
+
+
+# -- grading -----------------------------------------------------------------------------
+
+
+def test_grading_own_flag_other_teams_flag_and_previews(app, ctfhost, challenge, worker_id):
+    mine = ctfhost.get_instance(ctfhost.launch(21, challenge["id"])["id"])
+    theirs = ctfhost.get_instance(ctfhost.launch(22, challenge["id"])["id"])
+
+    assert grading.grade(ctfhost, 21, challenge["id"], f"  {mine['flag']}\n") == grading.Verdict("correct", "Correct")
+    assert grading.grade(ctfhost, 21, challenge["id"], "flag{guess}") == grading.Verdict("incorrect", "Incorrect")
+    assert grading.grade(ctfhost, 21, challenge["id"], "") == grading.Verdict("incorrect", "Incorrect")
+    # an admin preview records nothing
+    assert grading.grade(ctfhost, 21, challenge["id"], theirs["flag"], preview=True).status == "incorrect"
+    assert FlagSharingEvent.select().count() == 0
+    shared = grading.grade(ctfhost, 21, challenge["id"], theirs["flag"])
+    assert shared == grading.Verdict("incorrect", "Incorrect")  # the player is not told
+    event = FlagSharingEvent.get()
+    assert (event.submitting_team_id, event.owning_team_id, event.instance_id) == ("21", "22", theirs["id"])
+
+    # a flag of the team's own instance still counts for a grace period after it ended, not later
+    ctfhost.destroy(mine["id"])
+    assert grading.grade(ctfhost, 21, challenge["id"], mine["flag"]).correct
+    shift(mine["id"], ended_at=-app.config["CTFHOST_FLAG_GRACE_SECONDS"] - 60)
+    late = grading.grade(ctfhost, 21, challenge["id"], mine["flag"])
+    assert late.status == "incorrect" and late.message == messages.ENDED_TOO_LONG_AGO and late.counted
+
+
+def test_grading_without_team_or_ctfhost_does_not_count():
+    assert grading.grade(unreachable(), 1, "x-1", "flag{a}") == grading.Verdict("incorrect", messages.FLAG_UNCHECKED, counted=False)
+    assert grading.grade(CtfhostClient("", ""), 1, "x-1", "flag{a}").counted is False
+    assert grading.grade(unreachable(), None, "x-1", "flag{a}") == grading.Verdict("incorrect", messages.NO_TEAM, counted=False)
+
+
+# -- sign-in for forward-auth ------------------------------------------------------------
+
+
+def decide(client, instance_id, next_url="/", logged_in=True, team_id=1):
+    return_to = "/plugins/ctfhost/access?" + urllib.parse.urlencode({"instance": instance_id or "", "next": next_url})
+    return signin.decide(client, instance_id, next_url, logged_in, team_id, LOGIN, return_to)
+
+
+@pytest.mark.parametrize(
+    "next_url, path",
+    [
+        ("/", "/"),
+        ("/a/b?c=1&d=2", "/a/b?c=1&d=2"),
+        ("http://abc.web.localhost:8000/x?y=1", "/x?y=1"),
+        ("https://ABC.web.localhost/x", "/x"),
+        ("http://evil.example/x", "/"),
+        ("javascript:alert(1)", "/"),
+        ("//evil.example/x", "/"),
+        ("/\\evil", "/"),
+        ("", "/"),
+        (None, "/"),
+        ("/a\nb", "/"),
+    ],
+)
+def test_next_becomes_a_path_on_the_instance(next_url, path):
+    assert signin.instance_path(next_url, "http://abc.web.localhost:8000") == path
+
+
+def test_signin_redirects_the_owning_team_into_its_instance(app, ctfhost, challenge, worker_id, live_server):
+    instance_id = ctfhost.launch(31, challenge["id"])["id"]
+    instance = running(app, worker_id, ctfhost, instance_id)
+    original = f"{instance['endpoint']}/deep/page?q=1"
+    decision = decide(ctfhost, instance_id, original, team_id=31)
+    assert decision.is_redirect and decision.status == 302
+    assert decision.location.startswith(instance["endpoint"] + "/.ctfhost/access?ticket=")
+
+    # the browser follows it through the proxy: forward-auth redeems the ticket and lands on the original page
+    link = urllib.parse.urlsplit(decision.location)
+    request = urllib.request.Request(
+        f"{live_server.url}/api/v1/auth/forward",
+        headers={"X-Forwarded-Host": link.netloc, "X-Forwarded-Uri": f"{link.path}?{link.query}", "X-Forwarded-Proto": "http"},
+    )
+    status, headers = forward(request)
+    assert status == 302
+    assert headers["Location"] == original
+    assert headers["Set-Cookie"].startswith("ctfhost_access=") and "HttpOnly" in headers["Set-Cookie"]
+
+
+def forward(request):
+    """(status, headers) of a request, not following redirects."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    try:
+        with urllib.request.build_opener(NoRedirect).open(request, timeout=10) as response:
+            return response.status, response.headers
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers
+
+
+def test_signin_refusals(app, ctfhost, challenge, worker_id):
+    instance_id = ctfhost.launch(41, challenge["id"])["id"]
+
+    anonymous = decide(ctfhost, instance_id, "http://x/", logged_in=False, team_id=None)
+    assert anonymous.is_redirect
+    login = urllib.parse.urlsplit(anonymous.location)
+    assert login.path == LOGIN
+    back = urllib.parse.parse_qs(login.query)["next"][0]
+    assert back.startswith("/plugins/ctfhost/access?") and instance_id in back
+
+    assert decide(ctfhost, "not-a-uuid").status == 400
+    assert decide(ctfhost, None).status == 400
+    no_team = decide(ctfhost, instance_id, team_id=None)
+    assert (no_team.status, no_team.message) == (403, messages.NO_TEAM)
+    assert decide(ctfhost, str(uuid.uuid4())).status == 404
+    other = decide(ctfhost, instance_id, team_id=42)
+    assert other.status == 403 and not other.is_redirect and "another team" in other.message
+    down = decide(unreachable(), instance_id, team_id=41)
+    assert down.status == 503 and down.message == messages.UNREACHABLE
+
+    ctfhost.destroy(instance_id)
+    ended = decide(ctfhost, instance_id, team_id=41)
+    assert (ended.status, ended.message) == (410, messages.ENDED)
+
+
+# -- the plugin in ctfhost, and ctfd-install ------------------------------------------------
+
+
+def test_the_plugin_is_loaded_by_ctfhost(app):
+    from ctfhost.plugins import get_plugins
+
+    rows = {row["name"]: row for row in get_plugins(app).describe()}
+    assert rows["ctfd"]["distribution"] == "ctfhost-plugin-ctfd"
+    assert rows["ctfd"]["hooks"] == ["register_commands"]
+
+
+def test_both_halves_carry_the_same_version():
+    import ctfhost_plugin_ctfd
+    from ctfhost_plugin_ctfd import ctfd_plugin
+
+    assert ctfd_plugin.__version__ == ctfhost_plugin_ctfd.__version__
+
+
+def test_deciding_modules_import_without_ctfd_or_flask():
+    modules = ["client", "player", "signin", "grading", "messages", "settings", "slugs", "challenge_spec"]
+    code = (
+        "import sys\n"
+        + "".join(f"import ctfhost_plugin_ctfd.ctfd_plugin.{m}\n" for m in modules)
+        + "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('CTFd', 'flask', 'ctfhost'))\n"
+        + "assert not bad, bad\n"
+    )
+    # ctfhost_plugin_ctfd/__init__.py imports ctfhost (it is ctfhost's plugin); load the CTFd side on its own
+    env = dict(os.environ, PYTHONPATH=str(PLUGIN_ROOT))
+    stub = "import sys, types; sys.modules['ctfhost_plugin_ctfd'] = types.ModuleType('ctfhost_plugin_ctfd'); " \
+           f"sys.modules['ctfhost_plugin_ctfd'].__path__ = [{str(PLUGIN_ROOT / 'ctfhost_plugin_ctfd')!r}]\n"
+    result = subprocess.run([sys.executable, "-c", stub + code], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def fake_ctfd(root, version="3.8.7"):
+    (root / "CTFd" / "plugins").mkdir(parents=True)
+    (root / "CTFd" / "__init__.py").write_text(f'__version__ = "{version}"\n')
+    return root
+
+
+def install_command(app, *args):
+    return app.test_cli_runner().invoke(args=["ctfhost", "ctfd-install", *map(str, args)])
+
+
+def test_ctfd_install_copies_links_and_refuses_clearly(app, tmp_path):
+    ctfd = fake_ctfd(tmp_path / "ctfd")
+    target = ctfd / "CTFd" / "plugins" / "ctfhost"
+
+    result = install_command(app, ctfd)
+    assert result.exit_code == 0, result.output
+    assert f"copied the ctfhost plugin to {target}" in result.output and "CTFHOST_AUTH_SIGNIN_URL" in result.output
+    for name in ("__init__.py", "client.py", "config.json", "assets/view.js", "assets/ctfhost.js", "assets/fields.html",
+                 "templates/admin.html", "migrations/6a1f3c9d2e47_create_ctfhost_challenge.py"):
+        assert (target / name).is_file(), name
+    assert not list(target.rglob("__pycache__")) and not target.is_symlink()
+
+    again = install_command(app, ctfd)
+    assert again.exit_code != 0 and "already exists; use --force" in again.output
+
+    linked = install_command(app, ctfd, "--link", "--force")
+    assert linked.exit_code == 0, linked.output
+    assert target.is_symlink() and target.resolve() == Path(install.SOURCE).resolve()
+    assert install_command(app, ctfd, "--force").exit_code == 0 and not target.is_symlink()
+
+    elsewhere = tmp_path / "not-ctfd"
+    elsewhere.mkdir()
+    refused = install_command(app, elsewhere)
+    assert refused.exit_code != 0 and "is not a CTFd checkout" in refused.output
+    assert install_command(app, tmp_path / "missing").exit_code != 0
+
+    old = install_command(app, fake_ctfd(tmp_path / "ctfd2", version="2.5.0"))
+    assert old.exit_code == 0 and "made for CTFd 3.8" in old.output
+
+
+def test_every_file_of_the_ctfd_side_is_package_data():
+    """A wheel must carry the whole CTFd-side folder: setup.cfg's globs cover every file in it."""
+    config = configparser.ConfigParser()
+    config.read(PLUGIN_ROOT / "setup.cfg")
+    globs = [g.strip() for g in config["options.package_data"]["ctfhost_plugin_ctfd.ctfd_plugin"].split("\n") if g.strip()]
+    source = Path(install.SOURCE)
+    for path in source.rglob("*"):
+        relative = path.relative_to(source).as_posix()
+        if path.is_dir() or "__pycache__" in relative or relative.endswith(".pyc"):
+            continue
+        if "/" not in relative and relative.endswith(".py"):
+            continue  # modules of the package itself
+        assert any(fnmatch.fnmatch(relative, g) for g in globs), f"{relative} is not in package_data"

@@ -1,0 +1,331 @@
+"""The CTFd plugin inside a real CTFd 3.8, with ctfhost, a Docker worker and Traefik's forward-auth.
+
+CTFd is not installable from the package registries, so this runs only when
+CTFHOST_CTFD_SRC points at a CTFd 3.8 checkout whose requirements are
+installed in a separate virtualenv (CTFHOST_CTFD_PYTHON, default
+$CTFHOST_CTFD_SRC/.venv/bin/python); otherwise, in CI too, it is skipped.
+See plugins/ctfd/README.md. The checkout is copied to a temporary directory
+and the plugin installed there with `flask ctfhost ctfd-install`; CTFd runs
+on SQLite at 127.0.0.1.
+"""
+
+import json
+import os
+import re
+import shutil
+import socket
+import urllib.parse
+
+import pytest
+import requests
+
+from ctfhost import devstack
+from ctfhost.services import access
+from ctfhost.testing import API_KEY, TEST_CONTENT
+
+# read now: the test_env fixture later removes CTFHOST_* variables it does not know
+CTFD_SRC = os.environ.get("CTFHOST_CTFD_SRC", "").strip()
+CTFD_PYTHON = os.environ.get("CTFHOST_CTFD_PYTHON", "").strip() or (
+    os.path.join(CTFD_SRC, ".venv", "bin", "python") if CTFD_SRC else ""
+)
+
+pytestmark = [
+    pytest.mark.skipif(
+        not CTFD_SRC,
+        reason="CTFHOST_CTFD_SRC is not set: this test needs a CTFd 3.8 checkout with its requirements in its own "
+        "virtualenv, and CTFd is not installable from the package registries, so CI skips it as well "
+        "(plugins/ctfd/README.md says how to run it)",
+    ),
+    pytest.mark.docker,
+    pytest.mark.redis,
+    pytest.mark.traefik,
+]
+
+NONCE = re.compile(r"""['"]csrfNonce['"]\s*:\s*["']([^"']+)["']""")
+WAIT = 90  # seconds any single step may take at most
+
+
+@pytest.fixture
+def localhost_dns(monkeypatch):
+    """Resolve *.localhost to 127.0.0.1 as browsers do (glibc here does not)."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if isinstance(host, str) and host.endswith(".localhost"):
+            host = "127.0.0.1"
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+class Ctfd:
+    """A CTFd process serving a copy of the checkout with the plugin installed."""
+
+    RUN = (
+        "import sys\n"
+        "from CTFd import create_app\n"
+        "create_app().run(host='127.0.0.1', port=int(sys.argv[1]), threaded=True, use_reloader=False)\n"
+    )
+
+    def __init__(self, root, python, log_path):
+        self.root, self.port = root, devstack.free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        data = os.path.join(root, ".test-data")
+        os.makedirs(data, exist_ok=True)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": data,
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": root,
+            "DATABASE_URL": f"sqlite:///{data}/ctfd.db",
+            "SECRET_KEY": "ctfhost-test-ctfd-secret",
+            "LOG_FOLDER": os.path.join(data, "logs"),
+            "UPLOAD_FOLDER": os.path.join(data, "uploads"),
+        }
+        self.service = devstack.Service("ctfd", [python, "-c", self.RUN, str(self.port)], env, log_path)
+
+    def start(self):
+        self.service.start()
+        try:
+            devstack.wait_until(self.answers, 60, interval=0.2, what="CTFd to start")
+        except TimeoutError:
+            self.service.stop()
+            pytest.fail(f"CTFd did not start:\n{self.service.tail(60)}")
+        return self
+
+    def answers(self):
+        if not self.service.alive():
+            pytest.fail(f"CTFd exited:\n{self.service.tail(60)}")
+        try:
+            return requests.get(f"{self.url}/setup", timeout=2, allow_redirects=False).status_code in (200, 302)
+        except requests.RequestException:
+            return False
+
+
+def copy_checkout(source, target):
+    """Copy CTFd's sources, leaving out virtualenvs, runtime data and an installed ctfhost plugin."""
+    skip_names = {".venv", "venv", ".git", "node_modules", "__pycache__", ".data", ".ctfd_secret_key"}
+    skip_paths = {os.path.join(source, "CTFd", name) for name in ("uploads", "logs", "plugins/ctfhost")}
+
+    def ignore(directory, names):
+        return {n for n in names if n in skip_names or n.endswith(".db") or os.path.join(directory, n) in skip_paths}
+
+    shutil.copytree(source, target, ignore=ignore, symlinks=True)
+
+
+@pytest.fixture(scope="module")
+def ctfd(app, tmp_path_factory):
+    if not os.path.isfile(os.path.join(CTFD_SRC, "CTFd", "__init__.py")):
+        pytest.fail(f"CTFHOST_CTFD_SRC={CTFD_SRC} is not a CTFd checkout")
+    if not os.access(CTFD_PYTHON, os.X_OK):
+        pytest.fail(f"no python for CTFd at {CTFD_PYTHON}: create a virtualenv with CTFd's requirements "
+                    "there, or set CTFHOST_CTFD_PYTHON")
+    base = tmp_path_factory.mktemp("ctfd")
+    root = str(base / "CTFd-checkout")
+    copy_checkout(CTFD_SRC, root)
+    result = app.test_cli_runner().invoke(args=["ctfhost", "ctfd-install", root])
+    assert result.exit_code == 0, result.output
+    server = Ctfd(root, CTFD_PYTHON, str(base / "ctfd.log")).start()
+    yield server
+    server.service.stop()
+
+
+class Browser:
+    """A requests session acting as one person's browser on CTFd (cookies, CSRF nonce)."""
+
+    def __init__(self, ctfd):
+        self.ctfd = ctfd
+        self.session = requests.Session()
+        self.nonce = None
+
+    def page(self, path, **kwargs):
+        response = self.session.get(self.ctfd.url + path, timeout=20, **kwargs)
+        found = NONCE.search(response.text)
+        if found:
+            self.nonce = found.group(1)
+        return response
+
+    def form(self, path, data, **kwargs):
+        self.page(path)
+        return self.session.post(self.ctfd.url + path, data=dict(data, nonce=self.nonce), timeout=20, **kwargs)
+
+    def api(self, method, path, body=None, csrf=True):
+        if self.nonce is None:
+            self.page("/challenges")
+        # as CTFd's JavaScript sends them: JSON, with the session's nonce in CSRF-Token
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if csrf:
+            headers["CSRF-Token"] = self.nonce
+        data = None if body is None else json.dumps(body)
+        return self.session.request(method, self.ctfd.url + path, data=data, headers=headers, timeout=30)
+
+    def register(self, name):
+        response = self.form("/register", {"name": name, "email": f"{name}@example.org", "password": f"{name}-password"})
+        assert response.status_code == 200 and "/challenges" in response.url, (response.url, response.text[:300])
+        self.page("/challenges")
+        return self
+
+
+@pytest.fixture
+def guarded(app, live_server, traefik_proxy, localhost_dns, ctfd):
+    """Traefik sends every instance request through ctfhost's forward-auth, which signs browsers in through CTFd."""
+    values = {
+        "CTFHOST_TRAEFIK_FORWARD_AUTH_URL": f"{live_server.url}/api/v1/auth/forward",
+        "CTFHOST_PUBLIC_PORT": traefik_proxy.web_port,
+        "CTFHOST_AUTH_SIGNIN_URL": f"{ctfd.url}/plugins/ctfhost/access?instance={{instance_id}}&next={{next}}",
+    }
+    saved = {key: app.config.get(key) for key in values}
+    app.config.update(values)
+    from ctfhost_plugin_traefik import config_cache
+
+    config_cache.invalidate()
+    yield traefik_proxy
+    app.config.update(saved)
+    config_cache.invalidate()
+
+
+def wait_running(browser, challenge_id):
+    path = f"/api/v1/plugins/ctfhost/challenges/{challenge_id}/instance"
+
+    def state():
+        return browser.api("GET", path).json()["data"]
+
+    devstack.wait_until(lambda: state()["status"] != "pending", WAIT, interval=0.25, what="the instance to start")
+    instance = state()
+    assert instance["status"] == "running", instance
+    return instance
+
+
+def ctfhost_get(live_server, path):
+    status, body = live_server.call("GET", path)
+    assert status == 200, body
+    return body
+
+
+def test_ctfhost_challenges_in_a_real_ctfd(app, live_server, ctfd, guarded, worker_agent, test_image):
+    # -- CTFd's setup makes the admin, who configures the plugin on its settings page
+    admin = Browser(ctfd)
+    setup = admin.form("/setup", {
+        "ctf_name": "ctfhost test CTF", "ctf_description": "", "user_mode": "users", "ctf_theme": "core",
+        "name": "admin", "email": "admin@example.org", "password": "admin-password",
+    })
+    assert setup.status_code == 200, setup.text[:300]
+    unconfigured = admin.page("/admin/ctfhost/settings")
+    assert unconfigured.status_code == 200 and "Set the ctfhost URL and API key" in unconfigured.text
+    saved = admin.form("/admin/ctfhost/settings", {"url": live_server.url, "api_key": API_KEY, "public_url": ctfd.url})
+    assert saved.status_code == 200 and "accepts the API key" in saved.text, saved.text[:2000]
+    assert f"CTFHOST_AUTH_SIGNIN_URL={ctfd.url}/plugins/ctfhost/access?instance={{instance_id}}&amp;next={{next}}" in saved.text
+
+    # -- the admin creates a ctfhost challenge through CTFd's API; ctfhost's refusals come back as form errors
+    body = {
+        "name": "Web Private", "category": "web", "description": "Your own web server.", "value": "100",
+        "state": "visible", "type": "ctfhost", "image": test_image, "port": "8080", "runtime": "docker",
+        "ttl_seconds": "600", "flag_template": "flag{{{hex:16}}}", "extra_config": "",
+    }
+    refused = admin.api("POST", "/api/v1/challenges", dict(body, cpu_count="3")).json()
+    assert refused["success"] is False and "cpu_count" in refused["errors"][""][0], refused
+    created = admin.api("POST", "/api/v1/challenges", body).json()
+    assert created["success"] is True, created
+    challenge_id, slug = created["data"]["id"], created["data"]["slug"]
+    assert slug == f"web-private-{challenge_id}"
+    registered = ctfhost_get(live_server, f"/api/v1/challenges/{slug}")
+    assert (registered["image"], registered["port"], registered["flag_template"]) == (test_image, 8080, "flag{{{hex:16}}}")
+    assert [c["id"] for c in ctfhost_get(live_server, "/api/v1/challenges")] == [slug]  # the refused one left nothing
+    # dynamic scoring stays available, as for standard challenges
+    dynamic = admin.api("POST", "/api/v1/challenges", dict(body, name="Web Dynamic", function="linear", decay="10",
+                                                           minimum="50")).json()
+    assert dynamic["success"] is True, dynamic
+    assert (dynamic["data"]["function"], dynamic["data"]["initial"], dynamic["data"]["value"]) == ("linear", 100, 100)
+    assert admin.api("DELETE", f"/api/v1/challenges/{dynamic['data']['id']}").json()["success"] is True
+    assert [c["id"] for c in ctfhost_get(live_server, "/api/v1/challenges")] == [slug]
+
+    # -- a player launches from the challenge window's API (CTFd's CSRF rules apply)
+    alice = Browser(ctfd).register("alice")
+    launch_path = f"/api/v1/plugins/ctfhost/challenges/{challenge_id}/instance"
+    assert alice.api("POST", launch_path, csrf=False).status_code == 403
+    launched = alice.api("POST", launch_path)
+    assert launched.status_code == 201, launched.text
+    assert launched.json()["data"]["status"] == "pending" and "flag" not in launched.json()["data"]
+    view = alice.api("GET", f"/api/v1/challenges/{challenge_id}").json()["data"]
+    assert 'class="ctfhost-panel' in view["view"] and view["type_data"]["scripts"]["view"].endswith("/view.js")
+    instance = wait_running(alice, challenge_id)
+    assert instance["endpoint"].endswith(f".{slug}.localhost:{guarded.web_port}")
+
+    # -- Open: the sign-in route hands out a fresh access link; through Traefik it lands on the instance
+    opened = alice.session.get(f"{ctfd.url}/plugins/ctfhost/access", params={"instance": instance["id"], "next": "/"},
+                               timeout=20)
+    assert opened.status_code == 200 and opened.text == TEST_CONTENT, (opened.url, opened.text[:300])
+    hops = [urllib.parse.urlsplit(r.url).netloc for r in opened.history]
+    assert hops[0] == f"127.0.0.1:{ctfd.port}" and all(h.endswith(".localhost:" + str(guarded.web_port)) for h in hops[1:])
+    # CTFd's session cookie stays with CTFd: the instance only saw its own access cookie
+    sent = opened.request.headers.get("Cookie", "")
+    assert access.COOKIE_NAME in sent and "session=" not in sent
+
+    # -- straight to the instance's address: forward-auth signs the browser in through CTFd
+    alice_again = Browser(ctfd)
+    alice_again.form("/login", {"name": "alice", "password": "alice-password"})
+    direct = alice_again.session.get(instance["endpoint"] + "/", timeout=20)
+    assert direct.status_code == 200 and direct.text == TEST_CONTENT
+    assert [r.status_code for r in direct.history] == [302, 302, 302]
+    assert direct.history[1].url.startswith(f"{ctfd.url}/plugins/ctfhost/access?instance={instance['id']}")
+    anonymous = requests.get(instance["endpoint"] + "/", timeout=20)
+    assert urllib.parse.urlsplit(anonymous.url).path == "/login"  # sent to CTFd's login page
+
+    # -- another player is refused at alice's instance, and gets one of her own
+    bob = Browser(ctfd).register("bob")
+    refused = bob.session.get(instance["endpoint"] + "/", timeout=20)
+    assert refused.status_code == 403 and "another team" in refused.text
+    assert bob.api("POST", f"/api/v1/plugins/ctfhost/instances/{instance['id']}/renew").status_code == 404
+    assert bob.api("POST", launch_path).status_code == 201
+    bob_instance = wait_running(bob, challenge_id)
+
+    # -- flags: each instance has its own; bob submitting alice's is incorrect and recorded as flag sharing
+    alice_flag = ctfhost_get(live_server, f"/api/v1/instances/{instance['id']}")["flag"]
+    bob_flag = ctfhost_get(live_server, f"/api/v1/instances/{bob_instance['id']}")["flag"]
+    assert alice_flag != bob_flag and alice_flag.startswith("flag{")
+    attempt = "/api/v1/challenges/attempt"
+    shared = bob.api("POST", attempt, {"challenge_id": challenge_id, "submission": alice_flag}).json()["data"]
+    assert shared == {"status": "incorrect", "message": "Incorrect"}
+    events = ctfhost_get(live_server, "/api/v1/flag-sharing")
+    alice_id, bob_id = (b.api("GET", "/api/v1/users/me").json()["data"]["id"] for b in (alice, bob))
+    assert [(e["submitting_team_id"], e["owning_team_id"], e["instance_id"]) for e in events] == [
+        (str(bob_id), str(alice_id), instance["id"])
+    ]
+    # while ctfhost cannot be reached a flag is not graded, and the attempt is not held against the player
+    fails = bob.api("GET", "/api/v1/users/me/fails").json()["meta"]["count"]
+    down = f"http://127.0.0.1:{devstack.free_port()}"
+    assert "unreachable" in admin.form("/admin/ctfhost/settings", {"url": down, "public_url": ctfd.url}).text
+    unchecked = bob.api("POST", attempt, {"challenge_id": challenge_id, "submission": bob_flag}).json()["data"]
+    assert unchecked["status"] == "incorrect" and "could not be checked" in unchecked["message"]
+    assert bob.api("GET", "/api/v1/users/me/fails").json()["meta"]["count"] == fails
+    assert "accepts the API key" in admin.form("/admin/ctfhost/settings", {"url": live_server.url, "public_url": ctfd.url}).text
+
+    solved = alice.api("POST", attempt, {"challenge_id": challenge_id, "submission": alice_flag}).json()["data"]
+    assert solved == {"status": "correct", "message": "Correct"}
+    assert [s["account_id"] for s in alice.api("GET", f"/api/v1/challenges/{challenge_id}/solves").json()["data"]] == [alice_id]
+
+    # -- My instances and the admin page
+    mine = alice.api("GET", "/api/v1/plugins/ctfhost/instances").json()["data"]
+    assert [(i["id"], i["challenge_name"], i["ctfd_challenge_id"]) for i in mine] == [(instance["id"], "Web Private", challenge_id)]
+    assert "My instances" in alice.page("/plugins/ctfhost/instances").text
+    overview = admin.page("/admin/ctfhost").text
+    assert instance["id"] in overview and bob_instance["id"] in overview and "bob" in overview and "alice" in overview
+
+    # -- renew and stop from the player's API; the admin destroys bob's
+    renewed = alice.api("POST", f"/api/v1/plugins/ctfhost/instances/{instance['id']}/renew").json()
+    assert renewed["success"] is True and renewed["data"]["renewals"] == 1, renewed
+    assert renewed["data"]["seconds_added"] >= 1 and 590 <= renewed["data"]["seconds_left"] <= 600
+    assert alice.api("DELETE", f"/api/v1/plugins/ctfhost/instances/{instance['id']}").json()["success"] is True
+    assert alice.api("GET", launch_path).json()["data"] is None
+    assert admin.api("DELETE", f"/api/v1/plugins/ctfhost/admin/instances/{bob_instance['id']}").json()["success"] is True
+    assert ctfhost_get(live_server, f"/api/v1/instances/{bob_instance['id']}")["status"] == "destroyed"
+
+    # -- editing updates ctfhost; a refused edit changes neither side; deleting deletes it in ctfhost
+    edited = admin.api("PATCH", f"/api/v1/challenges/{challenge_id}", {"ttl_seconds": "900", "name": "Web Private 2"}).json()
+    assert edited["success"] is True and edited["data"]["slug"] == slug  # the slug never changes
+    assert ctfhost_get(live_server, f"/api/v1/challenges/{slug}")["ttl_seconds"] == 900
+    bad_edit = admin.api("PATCH", f"/api/v1/challenges/{challenge_id}", {"memory_mb": "3"}).json()
+    assert bad_edit["success"] is False and "memory_mb" in bad_edit["errors"][""][0]
+    assert admin.api("GET", f"/api/v1/challenges/{challenge_id}").json()["data"]["memory_mb"] == 512
+    assert admin.api("DELETE", f"/api/v1/challenges/{challenge_id}").json()["success"] is True
+    assert live_server.call("GET", f"/api/v1/challenges/{slug}")[0] == 404
