@@ -1,0 +1,234 @@
+"""The hooks of a Kubernetes runtime: launch, inspect, destroy and reconcile instance namespaces.
+
+One class serves both Kubernetes runtimes; a :class:`~ctfhost_plugin_kctf.manifests.Profile`
+says how its pods are isolated and sized (``kctf``: nsjail in a pod;
+``kata-firecracker``: a micro-VM per pod).
+"""
+
+import logging
+import time
+
+from kubernetes.client import ApiException
+
+from ctfhost import hookimpl
+from ctfhost.hooktypes import Backend, LaunchError, RuntimeState
+from ctfhost.services.instances import readiness_timeout
+
+from ctfhost_plugin_kctf import settings as kube_settings
+from ctfhost_plugin_kctf.client import API_ERRORS, Kube, error_message, translate
+from ctfhost_plugin_kctf.manifests import (
+    INSTANCE_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    NAME,
+    POD_SELECTOR,
+    build,
+    common_labels,
+    namespace_name,
+    selector,
+)
+from ctfhost_plugin_kctf.options import validate_options
+from ctfhost_plugin_kctf.podstate import pod_state
+
+log = logging.getLogger(__name__)
+
+
+class KubernetesRuntime:
+    """A ctfhost runtime whose instances are namespaces holding one pod, its service and its policies."""
+
+    def __init__(self, profile):
+        self.profile = profile
+
+    def __repr__(self):
+        return f"<KubernetesRuntime {self.profile.runtime}>"
+
+    # -- hooks -------------------------------------------------------------
+
+    @hookimpl
+    def register_runtimes(self):
+        return [self.profile.runtime]
+
+    @hookimpl
+    def validate_challenge(self, challenge):
+        if challenge.runtime != self.profile.runtime:
+            return None
+        errors = validate_options(challenge.options, self.profile.runtime)
+        return {"extra_config": errors} if errors else None
+
+    @hookimpl
+    def launch(self, challenge, instance, worker):
+        if challenge.runtime != self.profile.runtime:
+            return None
+        settings = kube_settings.load()
+        objects = build(self.profile, settings, challenge, instance, worker)
+        timeout = readiness_timeout(challenge)
+        deadline = time.monotonic() + timeout
+        kube = Kube(settings)
+        # someone else's namespace of the same name must survive our failure
+        self._create_namespace(kube, objects, instance.id, settings, deadline)
+        try:
+            service = None
+            for manifest in objects.in_namespace():
+                created = self._create(kube, manifest, settings, deadline)
+                if manifest is objects.service:
+                    service = created
+            self._wait_ready(kube, objects.name, settings, deadline, timeout)
+            address = self._address(settings, objects.name, service, challenge.port, worker)
+        except Exception:
+            self._delete_quietly(kube, objects.name)
+            raise
+        scheme = "tcp" if getattr(challenge, "protocol", "http") == "tcp" else "http"
+        # Ready already means the port accepts connections (the readiness
+        # probe), and the worker often cannot reach a cluster address at all.
+        return Backend(address, scheme=scheme, probe=False)
+
+    @hookimpl
+    def inspect(self, instance, worker):
+        if instance.runtime != self.profile.runtime:
+            return None
+        settings = kube_settings.load()
+        try:
+            pod = Kube(settings).read_pod(namespace_name(settings, instance.id), NAME)
+        except API_ERRORS as exc:
+            raise translate(exc, "reading the pod") from None
+        if pod is None:
+            return RuntimeState(False, "the pod is gone")
+        state = pod_state(pod)
+        return RuntimeState(False, state.failure) if state.failure else RuntimeState(True)
+
+    @hookimpl
+    def destroy(self, instance, worker):
+        if instance.runtime != self.profile.runtime:
+            return None
+        settings = kube_settings.load()
+        kube = Kube(settings)
+        labels = {MANAGED_BY_LABEL: MANAGED_BY, INSTANCE_LABEL: instance.id}
+        try:
+            # found by label, not by name: a namespace of that name that is not
+            # ours stays, and one named under an earlier prefix goes too
+            for namespace in kube.list_namespaces(selector(labels)):
+                if _matches(namespace, labels):
+                    kube.delete_namespace(namespace.metadata.name)
+        except API_ERRORS as exc:
+            raise translate(exc, f"deleting the namespace of instance {instance.id}") from None
+        return True
+
+    @hookimpl
+    def reconcile(self, worker, runtime, instances):
+        if runtime != self.profile.runtime:
+            return None
+        settings = kube_settings.load()
+        kube = Kube(settings)
+        keep = {instance.id for instance in instances}
+        labels = common_labels(self.profile.runtime, worker.id)
+        try:
+            namespaces = [ns for ns in kube.list_namespaces(selector(labels)) if _matches(ns, labels)]
+            for namespace in namespaces:
+                instance_id = (namespace.metadata.labels or {}).get(INSTANCE_LABEL)
+                if instance_id not in keep and (namespace.status is None or namespace.status.phase != "Terminating"):
+                    log.info("reconcile: deleting namespace %s of inactive instance %s", namespace.metadata.name,
+                             instance_id)
+                    kube.delete_namespace(namespace.metadata.name)
+            pods = {
+                (pod.metadata.labels or {}).get(INSTANCE_LABEL): pod
+                for pod in kube.list_pods(selector(labels | POD_SELECTOR))
+                if _matches(pod, labels)
+            }
+        except API_ERRORS as exc:
+            raise translate(exc, "reconciling") from None
+        return sorted(
+            instance_id for instance_id in keep
+            if instance_id not in pods or pod_state(pods[instance_id]).failure is not None
+        )
+
+    # -- launch steps ------------------------------------------------------
+
+    def _create_namespace(self, kube, objects, instance_id, settings, deadline):
+        """Create the namespace; one left by an earlier attempt of this launch is deleted first."""
+        name = objects.name
+        try:
+            while True:
+                try:
+                    kube.create(objects.namespace)
+                    return
+                except ApiException as exc:
+                    if exc.status != 409:
+                        raise
+                existing = kube.read_namespace(name)
+                if existing is None:
+                    continue  # gone meanwhile
+                if (existing.metadata.labels or {}).get(INSTANCE_LABEL) != instance_id:
+                    raise LaunchError(f"namespace {name} already exists and does not belong to instance {instance_id}")
+                if existing.status is None or existing.status.phase != "Terminating":
+                    log.info("launch: replacing namespace %s left by an earlier attempt", name)
+                    kube.delete_namespace(name)
+                if time.monotonic() >= deadline:
+                    raise LaunchError(f"namespace {name}, left by an earlier attempt, is still being deleted")
+                time.sleep(settings.poll_seconds)
+        except API_ERRORS as exc:
+            raise translate(exc, f"creating namespace {name}") from None
+
+    def _create(self, kube, manifest, settings, deadline):
+        what = f"{manifest['kind']} {manifest['metadata']['namespace']}/{manifest['metadata']['name']}"
+        while True:
+            try:
+                return kube.create(manifest)
+            except ApiException as exc:
+                # a quota just created has no usage yet; admission refuses pods until the controller counts it
+                quota_pending = exc.status == 403 and "status unknown for quota" in error_message(exc)
+                if quota_pending and time.monotonic() < deadline:
+                    time.sleep(settings.poll_seconds)
+                    continue
+                raise self._explain(translate(exc, f"creating {what}")) from None
+            except API_ERRORS as exc:
+                raise translate(exc, f"creating {what}") from None
+
+    def _explain(self, error):
+        """Point at the overhead settings when the quota (challenge + overhead) refused a pod."""
+        if "exceeded quota" not in str(error) or not self.profile.overhead_settings:
+            return error
+        names = " and ".join(f"CTFHOST_{name}" for name, _ in self.profile.overhead_settings)
+        return LaunchError(
+            f"{error} (the quota is the challenge's cpu and memory plus {names}: "
+            "do they match the RuntimeClass overhead?)"
+        )
+
+    def _wait_ready(self, kube, namespace, settings, deadline, timeout):
+        waiting = "the pod was just created"
+        while True:
+            try:
+                pod = kube.read_pod(namespace, NAME)
+            except API_ERRORS as exc:
+                raise translate(exc, "waiting for the pod") from None
+            if pod is None:
+                raise LaunchError("the pod disappeared while starting (deleted or evicted)")
+            state = pod_state(pod)
+            if state.ready:
+                return
+            if state.failure:
+                raise LaunchError(state.failure)
+            waiting = state.waiting or waiting
+            if time.monotonic() >= deadline:
+                raise LaunchError(f"the pod did not become ready within {timeout:g} s ({waiting})")
+            time.sleep(settings.poll_seconds)
+
+    def _address(self, settings, namespace, service, port, worker):
+        if not settings.nodeport:
+            return f"{NAME}.{namespace}.svc.{settings.cluster_domain}:{port}"
+        ports = (service.spec.ports if service is not None and service.spec else None) or []
+        node_port = ports[0].node_port if ports else None
+        if not node_port:
+            raise LaunchError(f"Kubernetes assigned no node port to service {namespace}/{NAME}")
+        return f"{settings.node_address or worker.address}:{node_port}"
+
+    def _delete_quietly(self, kube, name):
+        try:
+            kube.delete_namespace(name)
+        except API_ERRORS as exc:
+            log.warning("could not delete namespace %s after a failed launch: %s", name, exc)
+
+
+def _matches(obj, labels):
+    """Also check labels here: a selector is a request, and some servers ignore it."""
+    found = obj.metadata.labels or {}
+    return all(found.get(key) == value for key, value in labels.items())

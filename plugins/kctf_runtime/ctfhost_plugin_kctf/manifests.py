@@ -1,0 +1,365 @@
+"""The Kubernetes objects of one instance, built from a runtime profile: namespace, quota, policies, service, pod.
+
+Every instance gets a namespace of its own. NetworkPolicies, the
+ResourceQuota and Pod Security admission all work per namespace, and
+deleting the namespace deletes everything in it, so destroy is one call that
+cannot leave a stray object behind.
+"""
+
+import hashlib
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+
+from kubernetes.utils import parse_quantity
+
+from ctfhost_plugin_kctf.settings import SettingError, setting
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "ctfhost"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+RUNTIME_LABEL = "ctfhost.io/runtime"
+INSTANCE_LABEL = "ctfhost.io/instance"
+CHALLENGE_LABEL = "ctfhost.io/challenge"
+TEAM_LABEL = "ctfhost.io/team"
+WORKER_LABEL = "ctfhost.io/worker"
+
+NAME = "challenge"  # the pod, its container, its service and its port share it
+POD_SELECTOR = {COMPONENT_LABEL: NAME}
+QUOTA_NAME = "ctfhost"
+
+# Where an instance with "internet": true may still not connect: kCTF's list
+# (kctf-operator/resources/network-policy.go, NewNetworkPolicyBlockInternal)
+# and the IPv6 equivalents.
+BLOCKED_IPV4 = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+    "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
+    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+)
+BLOCKED_IPV6 = ("::1/128", "::ffff:0:0/96", "64:ff9b::/96", "2001:db8::/32", "fc00::/7", "fe80::/10", "ff00::/8")
+
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How one Kubernetes runtime isolates and sizes its pods; everything else is shared.
+
+    ``runtime_class`` and the pod overhead come from settings (``CTFHOST_<name>``)
+    so an operator can match them to the cluster's RuntimeClass.
+    """
+
+    runtime: str
+    # the Pod Security Standard the instance namespace enforces
+    pod_security: str
+    container_security: dict
+    # container name -> AppArmor profile, for clusters older than 1.30 that
+    # only read the annotation
+    apparmor_annotation: str | None = None
+    runtime_class_setting: str | None = None
+    runtime_class_default: str | None = None
+    overhead_settings: tuple = ()  # ((setting, default), (setting, default)) for cpu and memory
+
+    def runtime_class(self):
+        if not self.runtime_class_setting:
+            return None
+        return str(setting(self.runtime_class_setting, self.runtime_class_default))
+
+    def overhead(self):
+        """(millicores, bytes) the RuntimeClass adds to every pod; (0, 0) without one."""
+        if not self.overhead_settings:
+            return 0, 0
+        (cpu_name, cpu_default), (memory_name, memory_default) = self.overhead_settings
+        return (
+            int(_quantity(cpu_name, setting(cpu_name, cpu_default)) * 1000),
+            int(_quantity(memory_name, setting(memory_name, memory_default))),
+        )
+
+
+def _quantity(name, raw):
+    try:
+        value = parse_quantity(str(raw))
+    except ValueError:
+        raise SettingError(f"CTFHOST_{name}={raw!r} is not a Kubernetes quantity (e.g. 250m, 160Mi)") from None
+    if value < 0:
+        raise SettingError(f"CTFHOST_{name}={raw!r} must not be negative")
+    return Decimal(value)
+
+
+# kCTF gives its challenge container exactly this (kctf-operator/controllers/
+# deployment/deployment.go): CAP_SYS_ADMIN added, a read-only root filesystem,
+# and AppArmor unconfined through the annotation
+# container.apparmor.security.beta.kubernetes.io/challenge, because nsjail
+# creates namespaces and mounts. kCTF sets no seccomp profile, so its pods get
+# the kubelet default, Unconfined; it is written out here so that a kubelet
+# running with --seccomp-default does not break nsjail.
+KCTF = Profile(
+    runtime="kctf",
+    pod_security="privileged",
+    container_security={
+        "capabilities": {"add": ["SYS_ADMIN"]},
+        "readOnlyRootFilesystem": True,
+        "seccompProfile": {"type": "Unconfined"},
+        "appArmorProfile": {"type": "Unconfined"},
+    },
+    apparmor_annotation="unconfined",
+)
+
+
+def label_value(text):
+    """`text` as a label value: itself when valid, else a readable part plus a hash.
+
+    Team and worker ids are free text up to 64 and 128 characters; label
+    values are at most 63 characters of a restricted alphabet. The exact
+    value is kept in an annotation.
+    """
+    text = str(text)
+    if len(text) <= 63 and _LABEL_VALUE.match(text):
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", text)[:40].strip("-_.")
+    return f"{readable}-{digest}" if readable else digest
+
+
+def namespace_name(settings, instance_id):
+    return f"{settings.namespace_prefix}{instance_id}"
+
+
+def common_labels(runtime, worker_id):
+    """The labels every object of this runtime on this worker carries (reconcile selects by them)."""
+    return {MANAGED_BY_LABEL: MANAGED_BY, RUNTIME_LABEL: runtime, WORKER_LABEL: label_value(worker_id)}
+
+
+def selector(labels):
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
+def _cpu(millicores):
+    return str(millicores // 1000) if millicores % 1000 == 0 else f"{millicores}m"
+
+
+def _memory(size):
+    mebibyte = 1024 * 1024
+    return f"{size // mebibyte}Mi" if size % mebibyte == 0 else str(size)
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """What the container asks for, and what the namespace quota allows: the container plus the pod overhead.
+
+    The container's limits are the challenge's ``cpu_count`` and
+    ``memory_mb``: Kata sizes the micro-VM from them, so the workload gets
+    what the challenge asked for. The RuntimeClass overhead (the VMM and
+    guest kernel) is charged on top by the scheduler and by ResourceQuota, so
+    the quota is container + overhead, exactly.
+    """
+
+    cpu_request: int  # millicores
+    cpu_limit: int
+    memory: int  # bytes, request = limit
+    overhead_cpu: int = 0
+    overhead_memory: int = 0
+
+    @classmethod
+    def of(cls, challenge, settings, profile):
+        limit = int(challenge.cpu_count) * 1000
+        overhead_cpu, overhead_memory = profile.overhead()
+        return cls(
+            cpu_request=max(1, round(limit * settings.cpu_request_ratio)),
+            cpu_limit=limit,
+            memory=int(challenge.memory_mb) * 1024 * 1024,
+            overhead_cpu=overhead_cpu,
+            overhead_memory=overhead_memory,
+        )
+
+    def container(self):
+        return {
+            "requests": {"cpu": _cpu(self.cpu_request), "memory": _memory(self.memory)},
+            "limits": {"cpu": _cpu(self.cpu_limit), "memory": _memory(self.memory)},
+        }
+
+    def quota(self):
+        memory = _memory(self.memory + self.overhead_memory)
+        return {
+            "requests.cpu": _cpu(self.cpu_request + self.overhead_cpu),
+            "limits.cpu": _cpu(self.cpu_limit + self.overhead_cpu),
+            "requests.memory": memory,
+            "limits.memory": memory,
+        }
+
+
+@dataclass(frozen=True)
+class InstanceObjects:
+    namespace: dict
+    quota: dict
+    policies: list
+    service: dict
+    pod: dict
+
+    @property
+    def name(self):
+        return self.namespace["metadata"]["name"]
+
+    def in_namespace(self):
+        """The namespaced objects in creation order: limits and policies before the pod."""
+        return [self.quota, *self.policies, self.service, self.pod]
+
+    def all(self):
+        return [self.namespace, *self.in_namespace()]
+
+
+def _meta(name, namespace, labels, annotations=None):
+    meta = {"name": name, "namespace": namespace, "labels": dict(labels)}
+    if annotations:
+        meta["annotations"] = annotations
+    return meta
+
+
+def _policy(name, namespace, labels, spec):
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(name, namespace, labels),
+        "spec": spec,
+    }
+
+
+def network_policies(settings, namespace, labels, port, internet):
+    """Deny all; let the proxy in on the port; let DNS out; the internet only when allowed."""
+    if settings.nodeport:
+        proxy_peers = []  # the proxy is outside the cluster: only addresses identify it
+    else:
+        proxy_peers = [{
+            "namespaceSelector": settings.proxy_namespace_selector,
+            "podSelector": settings.proxy_pod_selector,
+        }]
+    proxy_peers += [{"ipBlock": {"cidr": cidr}} for cidr in settings.proxy_cidrs]
+    policies = [
+        _policy("default-deny", namespace, labels, {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+        _policy("allow-proxy", namespace, labels, {
+            "podSelector": {"matchLabels": dict(POD_SELECTOR)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": proxy_peers, "ports": [{"protocol": "TCP", "port": port}]}],
+        }),
+        _policy("allow-dns", namespace, labels, {
+            "podSelector": {},
+            "policyTypes": ["Egress"],
+            "egress": [{
+                "to": [{
+                    "namespaceSelector": settings.dns_namespace_selector,
+                    "podSelector": settings.dns_pod_selector,
+                }],
+                "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+            }],
+        }),
+    ]
+    if internet:
+        blocked = list(BLOCKED_IPV4 + BLOCKED_IPV6) + list(settings.blocked_cidrs)
+        policies.append(_policy("allow-internet", namespace, labels, {
+            "podSelector": {},
+            "policyTypes": ["Egress"],
+            "egress": [{"to": [
+                {"ipBlock": {"cidr": "0.0.0.0/0", "except": [c for c in blocked if ":" not in c]}},
+                {"ipBlock": {"cidr": "::/0", "except": [c for c in blocked if ":" in c]}},
+            ]}],
+        }))
+    return policies
+
+
+def _container(profile, settings, challenge, instance, sizing):
+    options = challenge.options
+    env = {name: value for name, value in (options.get("env") or {}).items()}
+    if instance.flag:
+        env["FLAG"] = instance.flag  # the instance's own flag wins over a static one in env
+    container = {
+        "name": NAME,
+        "image": challenge.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "ports": [{"name": NAME, "containerPort": challenge.port, "protocol": "TCP"}],
+        "env": [{"name": name, "value": value} for name, value in sorted(env.items())],
+        "resources": sizing.container(),
+        # Ready = the port accepts connections; the launch waits for it
+        "readinessProbe": {"tcpSocket": {"port": challenge.port}, "periodSeconds": 2, "timeoutSeconds": 1},
+        "securityContext": profile.container_security,
+    }
+    for key in ("command", "args"):
+        if key in options:
+            container[key] = list(options[key])
+    if settings.tmp_size_mb:
+        container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]
+    return container
+
+
+def build(profile, settings, challenge, instance, worker):
+    """Every object of one instance, as API dicts."""
+    name = namespace_name(settings, instance.id)
+    labels = common_labels(profile.runtime, worker.id) | {
+        INSTANCE_LABEL: instance.id,
+        CHALLENGE_LABEL: challenge.id,
+        TEAM_LABEL: label_value(instance.team_id),
+    }
+    sizing = Sizing.of(challenge, settings, profile)
+    namespace = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "labels": labels | {"pod-security.kubernetes.io/enforce": profile.pod_security},
+            # label values are shortened when needed; these keep the exact ids
+            "annotations": {
+                "ctfhost.io/team-id": str(instance.team_id),
+                "ctfhost.io/worker-id": str(worker.id),
+                "ctfhost.io/hostname": str(instance.hostname or ""),
+            },
+        },
+    }
+    hard = sizing.quota() | {
+        "pods": "1",
+        "services": "1",
+        "services.nodeports": "1" if settings.nodeport else "0",
+        "services.loadbalancers": "0",
+    }
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": _meta(QUOTA_NAME, name, labels),
+        "spec": {"hard": hard},
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(NAME, name, labels),
+        "spec": {
+            "type": "NodePort" if settings.nodeport else "ClusterIP",
+            "selector": dict(POD_SELECTOR),
+            "ports": [{"name": NAME, "protocol": "TCP", "port": challenge.port, "targetPort": challenge.port}],
+        },
+    }
+    spec = {
+        "containers": [_container(profile, settings, challenge, instance, sizing)],
+        "restartPolicy": "Always",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 5,
+    }
+    if settings.tmp_size_mb:
+        spec["volumes"] = [{"name": "tmp", "emptyDir": {"sizeLimit": f"{settings.tmp_size_mb}Mi"}}]
+    runtime_class = profile.runtime_class()
+    if runtime_class:
+        spec["runtimeClassName"] = runtime_class
+    annotations = None
+    if profile.apparmor_annotation:
+        annotations = {f"container.apparmor.security.beta.kubernetes.io/{NAME}": profile.apparmor_annotation}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": _meta(NAME, name, labels | POD_SELECTOR, annotations),
+        "spec": spec,
+    }
+    return InstanceObjects(
+        namespace=namespace,
+        quota=quota,
+        policies=network_policies(settings, name, labels, challenge.port, bool(challenge.options.get("internet"))),
+        service=service,
+        pod=pod,
+    )

@@ -1,0 +1,371 @@
+"""pytest helpers for the Kubernetes runtimes: kmock's Kubernetes emulator over real HTTP, strict validation.
+
+No cluster runs in tests. kmock's emulator stores what the real
+``kubernetes`` client sends and answers like an API server; it runs on an
+event loop in its own thread, so the plugins' blocking client calls and the
+tests' own calls reach it over HTTP on 127.0.0.1 like a real API server.
+
+kmock 0.8 handles namespaced objects by itself. Cluster-scoped namespaces
+need help: its path parser raises on ``/api/v1/namespaces`` before any
+reaction is matched (POST answers 500), and ``DELETE /api/v1/namespaces/NAME``
+answers 404. :func:`cluster_emulator_class` answers the collection path
+itself and adds reactions for the item path, keeps namespaces, deletes
+what a deleted namespace held, refuses objects in a missing or terminating
+namespace, and assigns cluster IPs and node ports to services.
+"""
+
+import asyncio
+import contextlib
+import datetime
+import itertools
+import json
+import re
+import threading
+import time
+import uuid
+
+import pytest
+
+from ctfhost.testing import need
+
+KUBERNETES_VERSION = "1.37.0"  # the schema version objects are validated against
+
+READY_STATUS = {
+    "phase": "Running",
+    "conditions": [
+        {"type": "PodScheduled", "status": "True"},
+        {"type": "Initialized", "status": "True"},
+        {"type": "ContainersReady", "status": "True"},
+        {"type": "Ready", "status": "True"},
+    ],
+    "containerStatuses": [{
+        "name": "challenge", "image": "challenge", "imageID": "", "ready": True, "restartCount": 0,
+        "started": True, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+    }],
+}
+
+
+def waiting_status(reason, message="", last_exit=None):
+    """A pod whose challenge container waits for `reason` (CrashLoopBackOff, ImagePullBackOff, ...)."""
+    container = {
+        "name": "challenge", "image": "challenge", "imageID": "", "ready": False, "restartCount": 3,
+        "state": {"waiting": {"reason": reason, "message": message}},
+    }
+    if last_exit is not None:
+        container["lastState"] = {"terminated": {"exitCode": last_exit, "reason": "Error"}}
+    return {
+        "phase": "Pending" if "Image" in reason else "Running",
+        "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady"}],
+        "containerStatuses": [container],
+    }
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _status(code, reason, message):
+    import kmock
+
+    return kmock.KubernetesError(status=code, reason=reason, message=message, details={})
+
+
+def _selected(labels, selector):
+    for term in filter(None, (part.strip() for part in (selector or "").split(","))):
+        key, sep, value = term.partition("=")
+        if key.endswith("!"):
+            if labels.get(key[:-1]) == value:
+                return False
+        elif sep and labels.get(key) != value.lstrip("="):
+            return False
+        elif not sep and key not in labels:
+            return False
+    return True
+
+
+def cluster_emulator_class():
+    """kmock's KubernetesEmulator, taught namespaces, node ports and namespace lifecycles."""
+    import attrs
+    import kmock
+
+    @attrs.define(kw_only=True)
+    class ClusterEmulator(kmock.KubernetesEmulator):
+        # seconds a deleted namespace stays Terminating (0: it is gone at once)
+        terminating_seconds: float = 0.0
+        namespaces: dict = attrs.field(factory=dict, init=False)
+        # [plural, times left (-1: always), KubernetesError]: admission refusals, before anything is stored
+        refusals: list = attrs.field(factory=list, init=False)
+        _node_ports: object = attrs.field(factory=lambda: itertools.count(30000), init=False)
+        _cluster_ips: object = attrs.field(factory=lambda: itertools.count(10), init=False)
+
+        def __attrs_post_init__(self):
+            super().__attrs_post_init__()
+            # a cluster-wide pod list answers [] before any pod exists, not 404
+            self.resources["v1/pods"] = {}
+            item = re.compile(r"/api/v1/namespaces/[^/]+")
+            self["get", item] << self._read_namespace
+            self["delete", item] << self._delete_namespace
+
+        async def __call__(self, raw_request):
+            if raw_request.path.rstrip("/") == "/api/v1/namespaces":
+                import aiohttp.web
+
+                try:
+                    if raw_request.method == "POST":
+                        body = self._create_namespace(await raw_request.json())
+                        return aiohttp.web.json_response(body, status=201)
+                    if raw_request.method == "GET":
+                        return aiohttp.web.json_response(self._list_namespaces(raw_request.query.get("labelSelector")))
+                    raise _status(405, "MethodNotAllowed", f"{raw_request.method} is not supported here")
+                except kmock.KubernetesError as exc:
+                    return await self._render_error(exc)
+            return await super().__call__(raw_request)
+
+        async def _handle(self, request):
+            if request.action == kmock.action.CREATE:
+                for refusal in self.refusals:
+                    if refusal[0] == request.resource.plural and refusal[1] != 0:
+                        refusal[1] -= 1
+                        raise refusal[2]
+            if request.action == kmock.action.CREATE and request.namespace:
+                namespace = self.namespaces.get(request.namespace)
+                if namespace is None:
+                    raise _status(404, "NotFound", f'namespaces "{request.namespace}" not found')
+                if namespace["status"]["phase"] == "Terminating":
+                    raise _status(403, "Forbidden", f"unable to create new content in namespace "
+                                                    f"{request.namespace} because it is being terminated")
+                if request.resource.plural == "services" and isinstance(request.data, dict):
+                    self._allocate(request.data.setdefault("spec", {}))
+            return await super()._handle(request)
+
+        def _allocate(self, spec):
+            spec.setdefault("clusterIP", f"10.96.0.{next(self._cluster_ips) % 250 + 2}")
+            if spec.get("type") == "NodePort":
+                for port in spec.get("ports", []):
+                    port.setdefault("nodePort", next(self._node_ports))
+
+        def _create_namespace(self, body):
+            name = (body.get("metadata") or {}).get("name")
+            if not name:
+                raise _status(422, "Invalid", "metadata.name: Required value")
+            if name in self.namespaces:
+                raise _status(409, "AlreadyExists", f'namespaces "{name}" already exists')
+            metadata = dict(body["metadata"], uid=str(uuid.uuid4()), creationTimestamp=_now(), resourceVersion="1")
+            metadata["labels"] = dict(metadata.get("labels") or {}, **{"kubernetes.io/metadata.name": name})
+            self.namespaces[name] = {
+                "apiVersion": "v1", "kind": "Namespace", "metadata": metadata,
+                "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"},
+            }
+            return self.namespaces[name]
+
+        def _list_namespaces(self, selector):
+            items = [ns for ns in self.namespaces.values() if _selected(ns["metadata"]["labels"], selector)]
+            return {"apiVersion": "v1", "kind": "NamespaceList", "metadata": {"resourceVersion": "1"}, "items": items}
+
+        def _read_namespace(self, request):
+            name = request.namespace
+            if name not in self.namespaces:
+                raise _status(404, "NotFound", f'namespaces "{name}" not found')
+            return self.namespaces[name]
+
+        async def _delete_namespace(self, request):
+            name = request.namespace
+            namespace = self.namespaces.get(name)
+            if namespace is None:
+                raise _status(404, "NotFound", f'namespaces "{name}" not found')
+            if namespace["status"]["phase"] == "Terminating":
+                raise _status(409, "Conflict", f'Operation cannot be fulfilled on namespaces "{name}": The system '
+                                               "is ensuring all content is removed from this namespace.")
+            namespace["status"]["phase"] = "Terminating"
+            namespace["metadata"]["deletionTimestamp"] = _now()
+            if self.terminating_seconds:
+                asyncio.get_running_loop().call_later(
+                    self.terminating_seconds, lambda: asyncio.ensure_future(self._remove_namespace(name))
+                )
+            else:
+                await self._remove_namespace(name)
+            return namespace
+
+        async def _remove_namespace(self, name):
+            async with self._lock:
+                for (_, namespace, _), obj in list(self.objects.items()):
+                    if namespace == name and not obj.deleted:
+                        obj.delete()
+            self.namespaces.pop(name, None)
+
+        def live(self):
+            """Every object that exists now, as plain dicts (namespaces first)."""
+            found = [json.loads(json.dumps(ns)) for ns in self.namespaces.values()]
+            for (resource, _, _), obj in self.objects.items():
+                if not obj.deleted:
+                    found.append(dict(json.loads(json.dumps(obj.raw)), _plural=resource.plural))
+            return found
+
+    return ClusterEmulator
+
+
+class KubeCluster:
+    """The emulator on its own event loop thread, at ``url``, with helpers for tests."""
+
+    def __init__(self, terminating_seconds=0.0):
+        self.terminating_seconds = terminating_seconds
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="kmock-emulator", daemon=True)
+        self._stack = None
+
+    def start(self):
+        self.thread.start()
+        self.call(self._enter())
+        return self
+
+    async def _enter(self):
+        import kmock
+
+        self._stack = contextlib.AsyncExitStack()
+        self.emulator = await self._stack.enter_async_context(
+            cluster_emulator_class()(terminating_seconds=self.terminating_seconds)
+        )
+        self.server = await self._stack.enter_async_context(kmock.Server(self.emulator))
+        self.url = str(self.server.url).rstrip("/")
+
+    def call(self, coroutine, timeout=30):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def run(self, function, *args):
+        """Run a plain function on the emulator's loop (its state is not thread-safe)."""
+
+        async def wrapper():
+            return function(*args)
+
+        return self.call(wrapper())
+
+    def stop(self):
+        if self._stack is not None:
+            self.call(self._stack.aclose())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+    # -- looking -------------------------------------------------------------
+
+    def objects(self, kind=None, namespace=None):
+        """Live objects (dicts), optionally of one kind and namespace."""
+        found = self.run(self.emulator.live)
+        return [
+            obj for obj in found
+            if (kind is None or obj.get("kind") == kind)
+            and (namespace is None or obj["metadata"].get("namespace", obj["metadata"]["name"]) == namespace)
+        ]
+
+    def one(self, kind, namespace):
+        (found,) = self.objects(kind, namespace)
+        return found
+
+    def refuse(self, plural, code, reason, message, times=-1):
+        """Answer creations of `plural` with a Status, as an admission plugin would; -1: every time."""
+        self.run(self.emulator.refusals.append, [plural, times, _status(code, reason, message)])
+
+    def requests(self):
+        """(method, path, headers) of every request kmock recorded."""
+        return self.run(lambda: [(r.method.value, r.url.path, dict(r.headers)) for r in list(self.emulator)])
+
+    # -- acting like the kubelet ----------------------------------------------
+
+    def core_api(self):
+        import kubernetes
+
+        configuration = kubernetes.client.Configuration(host=self.url)
+        return kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(configuration))
+
+    def launch(self, runtime, challenge, instance, worker, status=None):
+        """Call a runtime's launch hook while a fake kubelet marks the pod Ready (or gives it `status`)."""
+        kubelet = self.when_pod_exists(namespace_of(instance), status)
+        try:
+            return runtime.launch(challenge, instance, worker)
+        finally:
+            kubelet.join()
+
+    def set_pod_status(self, namespace, status, name="challenge"):
+        """PATCH .../pods/NAME/status, as the kubelet would."""
+        self.core_api().patch_namespaced_pod_status(name, namespace, {"status": status})
+
+    def when_pod_exists(self, namespace, status=None, timeout=10):
+        """In a thread: wait for a new pod (one without status), then give it `status` (Ready by default).
+
+        Join the returned thread.
+        """
+
+        def kubelet():
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if any(not pod.get("status") for pod in self.objects("Pod", namespace)):
+                    self.set_pod_status(namespace, status or READY_STATUS)
+                    return
+                time.sleep(0.01)
+
+        thread = threading.Thread(target=kubelet, name="fake-kubelet", daemon=True)
+        thread.start()
+        return thread
+
+
+def validate_strict(obj):
+    """Check an object against the Kubernetes schema in strict mode (unknown fields are errors)."""
+    try:
+        import kubernetes_validate
+    except ImportError:
+        need(False, "kubernetes-validate is not installed: pip install 'ctfhost-plugin-kctf[test]'")
+    from kubernetes.client import ApiClient
+
+    data = ApiClient().sanitize_for_serialization(obj)
+    data = {key: value for key, value in data.items() if not key.startswith("_")}
+    kubernetes_validate.validate(data, KUBERNETES_VERSION, strict=True)
+    return data
+
+
+@pytest.fixture
+def kube_cluster(app, monkeypatch):
+    """A fresh emulator, and the CTFHOST_K8S_* settings that point the runtimes at it."""
+    try:
+        import kmock  # noqa: F401
+    except ImportError:
+        need(False, "kmock is not installed: pip install 'ctfhost-plugin-kctf[test]'")
+    cluster = KubeCluster().start()
+    settings = {
+        "CTFHOST_K8S_API_URL": cluster.url,
+        "CTFHOST_K8S_TOKEN": "test-token",
+        "CTFHOST_K8S_POLL_SECONDS": "0.02",
+        "CTFHOST_K8S_REQUEST_TIMEOUT": "5",
+    }
+    for key, value in settings.items():
+        monkeypatch.setitem(app.config, key, value)
+    yield cluster
+    cluster.stop()
+
+
+def namespace_of(instance):
+    """The namespace of an instance under the default prefix."""
+    return f"ctfhost-{instance.id}"
+
+
+def extra_config_errors(api, body):
+    """Register a challenge that must be refused; the messages about its extra_config."""
+    response = api.post("/api/v1/challenges", json=body)
+    assert response.status_code == 422, response.get_json()
+    return response.get_json()["errors"]["json"]["extra_config"]
+
+
+def make_rows(runtime, options=None, flag=None, worker_id=None, **changes):
+    """An unsaved challenge, instance and worker for calling a runtime's hooks directly."""
+    from ctfhost.models import Challenge, Instance, Worker
+
+    values = {
+        "id": "pwn-kube", "name": "k", "runtime": runtime, "image": "registry.example/pwn:1", "port": 1337,
+        "cpu_count": 1, "memory_mb": 512, "extra_config": json.dumps(options or {}),
+    }
+    challenge = Challenge(**(values | changes))
+    instance = Instance(
+        id=str(uuid.uuid4()), team_id="team-7", challenge_id=challenge.id, runtime=runtime,
+        hostname=f"{uuid.uuid4().hex[:12]}.{challenge.id}.localhost", flag=flag,
+    )
+    worker = Worker(id=worker_id or f"kube-{uuid.uuid4().hex[:6]}", address="203.0.113.9", runtime=runtime)
+    return challenge, instance, worker
