@@ -372,9 +372,10 @@ def test_open_renew_restart_stop(app, ctfhost, challenge, worker_id):
     link = player.access(instance_id).body["data"]
     assert link["url"].startswith(ctfhost.get_instance(instance_id)["endpoint"] + "/.ctfhost/access?ticket=")
 
+    shift(instance_id, expires_at=+600)  # it runs longer than a renewal would give: deterministic 409
     too_early = player.renew(instance_id)
     assert too_early.status == 409 and too_early.body["code"] == "renew_not_needed"
-    shift(instance_id, expires_at=-600)
+    shift(instance_id, expires_at=-1200)
     renewed = player.renew(instance_id)
     assert renewed.status == 200
     assert renewed.body["data"]["seconds_added"] >= 599 and renewed.body["data"]["renewals"] == 1
