@@ -61,14 +61,42 @@ class Agent:
             with database.connection_context():
                 return func(*args)
 
+    def usable_runtimes(self):
+        """The runtimes to serve: those asked for (each must work here), or every installed one that works."""
+        from ctfhost.models import Worker
+        from ctfhost.plugins import UnknownRuntime, get_plugins
+
+        plugins = get_plugins(self.app)
+        candidate = Worker(id=self.worker_id, address=self.address, runtime=",".join(self.runtimes))
+        if self.runtimes:
+            for runtime in self.runtimes:
+                try:
+                    reason = plugins.check_runtime(runtime, candidate)
+                except UnknownRuntime as exc:
+                    raise RuntimeError(str(exc)) from None
+                if reason:
+                    raise RuntimeError(f"runtime {runtime!r} cannot run on this host: {reason}")
+            return list(self.runtimes)
+        usable = []
+        for runtime in plugins.runtimes():
+            reason = plugins.check_runtime(runtime, candidate)
+            if reason:
+                log.warning("not serving runtime %r: %s", runtime, reason)
+            else:
+                usable.append(runtime)
+        if not usable:
+            installed = ", ".join(plugins.runtimes()) or "none"
+            raise RuntimeError(
+                f"no installed runtime can run on this host (installed: {installed}); "
+                "install one, e.g. ctfhost-plugin-docker, or fix what the warnings above say"
+            )
+        return usable
+
     def register(self):
-        from ctfhost.plugins import get_plugins
         from ctfhost.services.workers import register_worker
 
         def _register():
-            runtimes = self.runtimes or get_plugins().runtimes()
-            if not runtimes:
-                raise RuntimeError("no runtime plugin is installed; install one, e.g. ctfhost-plugin-docker")
+            runtimes = self.usable_runtimes()
             return register_worker(self.worker_id, self.address, runtimes, self.agent_port, self.max_instances)
 
         worker = self._in_context(_register)

@@ -23,6 +23,27 @@ def register_runtimes():
     """
 
 
+@hookspec(firstresult=True)
+def check_runtime(runtime, worker):
+    """Tell whether this host can serve a runtime right now.
+
+    Called by ``flask ctfhost worker`` before it registers, once per runtime
+    it would serve. Started without ``--runtime``, the agent serves every
+    installed runtime that passes this check and leaves out (with a warning)
+    the ones that do not, so a Docker host with the Kubernetes plugins
+    installed still works; a runtime named with ``--runtime`` that fails the
+    check stops the agent with the reason. Only the plugin providing
+    ``runtime`` answers; the others return ``None``. Stops at the first
+    non-None result.
+
+    :param runtime: the runtime name.
+    :param worker: the :class:`ctfhost.models.Worker` about to register (not
+        saved yet): ``id`` and ``address``.
+    :return: ``None`` when the runtime can run here, else a short reason
+        (``"cannot reach the Docker engine: ..."``).
+    """
+
+
 @hookspec
 def validate_challenge(challenge):
     """Check a challenge before it is created or changed.

@@ -94,6 +94,14 @@ class Plugins:
             raise UnknownRuntime(name, installed)
         return name
 
+    def check_runtime(self, runtime, worker):
+        """None when this host can serve `runtime`, else why not."""
+        self.require_runtime(runtime)
+        result = self.hook.check_runtime(runtime=runtime, worker=worker)
+        if result is not None and not isinstance(result, str):
+            raise TypeError(f"check_runtime returned {result!r}, expected a reason or None")
+        return result
+
     def validate_challenge(self, challenge):
         errors = {}
         for result in self.hook.validate_challenge(challenge=challenge):

@@ -113,6 +113,61 @@ def test_hook_register_runtimes():
     assert plugins.require_runtime("beta") == "beta"
 
 
+def test_hook_check_runtime(app):
+    class Fussy:
+        @hookimpl
+        def register_runtimes(self):
+            return ["fussy"]
+
+        @hookimpl
+        def check_runtime(self, runtime, worker):
+            if runtime != "fussy":
+                return None
+            return f"no fussy engine near {worker.address}"
+
+    class Wrong:
+        @hookimpl
+        def register_runtimes(self):
+            return ["wrong"]
+
+        @hookimpl
+        def check_runtime(self, runtime, worker):
+            return 42 if runtime == "wrong" else None
+
+    plugins = bare_plugins(("alpha", Runtime("alpha")), ("fussy", Fussy()), ("wrong", Wrong()))
+    worker = make_worker(address="10.0.0.9")
+    assert plugins.check_runtime("alpha", worker) is None  # nobody objects
+    assert plugins.check_runtime("fussy", worker) == "no fussy engine near 10.0.0.9"
+    with pytest.raises(TypeError):
+        plugins.check_runtime("wrong", worker)
+    with pytest.raises(UnknownRuntime):
+        plugins.check_runtime("nope", worker)
+
+
+def test_worker_agent_serves_only_runtimes_that_work_here(app):
+    from ctfhost.agent import Agent
+
+    class Broken:
+        @hookimpl
+        def register_runtimes(self):
+            return ["broken"]
+
+        @hookimpl
+        def check_runtime(self, runtime, worker):
+            return "no engine" if runtime == "broken" else None
+
+    plugins = get_plugins(app)
+    plugins.register(Broken(), name="broken-runtime")
+    try:
+        served = Agent(app, worker_id="probe").usable_runtimes()
+        assert "broken" not in served and "fake" in served
+        with pytest.raises(RuntimeError, match="runtime 'broken' cannot run on this host: no engine"):
+            Agent(app, worker_id="probe", runtimes=["broken"]).usable_runtimes()
+        assert Agent(app, worker_id="probe", runtimes=["fake"]).usable_runtimes() == ["fake"]
+    finally:
+        plugins.unregister(name="broken-runtime")
+
+
 def test_unknown_runtime_names_installed_runtimes_and_asks_for_the_plugin():
     plugins = bare_plugins(("alpha", Runtime("alpha")), ("beta", Runtime("beta")))
     with pytest.raises(UnknownRuntime) as caught:

@@ -210,17 +210,27 @@ def reconcile(worker_id):
     plugins = get_plugins()
     marked = []
     for runtime in worker.runtimes:
-        active = list(
-            Instance.select().where(
-                Instance.worker_id == worker.id,
-                Instance.runtime == runtime,
-                Instance.status.in_(list(ACTIVE)),
-            )
+        try:
+            marked.extend(_reconcile_runtime(plugins, worker, runtime))
+        except Exception:
+            # one runtime failing (its cluster unreachable) must not stop the others
+            log.exception("reconcile of runtime %r on worker %s failed; trying again later", runtime, worker.id)
+    return marked
+
+
+def _reconcile_runtime(plugins, worker, runtime):
+    marked = []
+    active = list(
+        Instance.select().where(
+            Instance.worker_id == worker.id,
+            Instance.runtime == runtime,
+            Instance.status.in_(list(ACTIVE)),
         )
-        missing = plugins.reconcile(worker, runtime, active)
-        for instance in active:
-            if instance.id in missing and instance.status == "running":
-                if end_instance(instance, "error", "the instance's resources disappeared (found by reconcile)"):
-                    marked.append(instance.id)
-                    remove_resources(instance, worker)
+    )
+    missing = plugins.reconcile(worker, runtime, active)
+    for instance in active:
+        if instance.id in missing and instance.status == "running":
+            if end_instance(instance, "error", "the instance's resources disappeared (found by reconcile)"):
+                marked.append(instance.id)
+                remove_resources(instance, worker)
     return marked

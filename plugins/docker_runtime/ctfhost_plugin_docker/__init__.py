@@ -21,6 +21,13 @@ def register_runtimes():
 
 
 @hookimpl
+def check_runtime(runtime, worker):
+    if runtime != RUNTIME:
+        return None
+    return containers.engine_problem()
+
+
+@hookimpl
 def validate_challenge(challenge):
     if challenge.runtime != RUNTIME:
         return None

@@ -40,6 +40,15 @@ def client():
         return _client
 
 
+def engine_problem():
+    """None when the Docker engine answers, else why not."""
+    try:
+        client().ping()
+    except (DockerException, TransientError, requests.exceptions.RequestException) as exc:
+        return f"cannot reach the Docker engine: {exc}"
+    return None
+
+
 def container_name(instance_id):
     return f"ctfhost-{instance_id}"
 

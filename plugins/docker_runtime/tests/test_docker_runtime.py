@@ -206,3 +206,11 @@ def test_reconcile_removes_orphans_and_reports_missing(engine, docker_client):
     assert containers.state(kept[1].id)[0] is True
     assert containers.state(orphan[1].id) == (False, "the container is gone")
     assert containers.state(other_worker[1].id)[0] is True  # another worker's container is left alone
+
+
+def test_check_runtime_answers_for_docker_only(app, docker_client):
+    from ctfhost.plugins import get_plugins
+
+    worker = Worker(id="probe", address="127.0.0.1", runtime="docker")
+    assert get_plugins(app).check_runtime("docker", worker) is None  # the engine answers
+    assert containers.engine_problem() is None

@@ -15,7 +15,7 @@ from ctfhost.hooktypes import Backend, LaunchError, RuntimeState
 from ctfhost.services.instances import readiness_timeout
 
 from ctfhost_plugin_kctf import settings as kube_settings
-from ctfhost_plugin_kctf.client import API_ERRORS, Kube, error_message, translate
+from ctfhost_plugin_kctf.client import API_ERRORS, Kube, api_client, error_message, translate
 from ctfhost_plugin_kctf.manifests import (
     INSTANCE_LABEL,
     MANAGED_BY,
@@ -47,6 +47,16 @@ class KubernetesRuntime:
     @hookimpl
     def register_runtimes(self):
         return [self.profile.runtime]
+
+    @hookimpl
+    def check_runtime(self, runtime, worker):
+        if runtime != self.profile.runtime:
+            return None
+        try:
+            api_client()  # a usable configuration: in-cluster, kubeconfig or CTFHOST_K8S_*
+        except kube_settings.SettingError as exc:
+            return str(exc)
+        return None
 
     @hookimpl
     def validate_challenge(self, challenge):

@@ -575,3 +575,21 @@ def test_options_are_checked_when_a_challenge_is_registered(api):
     assert "unknown key 'hostNetwork'" in message
     body["extra_config"] = json.dumps({"internet": True, "env": {"MODE": "x"}, "readiness_timeout": 90})
     assert api.post("/api/v1/challenges", json=body).status_code == 201
+
+
+def test_check_runtime_needs_a_usable_configuration(app, monkeypatch, tmp_path):
+    """A host without any Kubernetes configuration does not serve kctf; with one, it does."""
+    from ctfhost.models import Worker
+    from ctfhost.plugins import get_plugins
+
+    worker = Worker(id="probe", address="127.0.0.1", runtime="kctf")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for key in [k for k in app.config if k.startswith("CTFHOST_K8S_")]:
+        monkeypatch.delitem(app.config, key)
+    reason = get_plugins(app).check_runtime("kctf", worker)
+    assert reason and "no usable Kubernetes configuration" in reason
+    monkeypatch.setitem(app.config, "CTFHOST_K8S_API_URL", "https://127.0.0.1:6443")
+    monkeypatch.setitem(app.config, "CTFHOST_K8S_TOKEN", "t")
+    assert get_plugins(app).check_runtime("kctf", worker) is None
+    assert get_plugins(app).check_runtime("kata-firecracker", worker) is None
