@@ -387,7 +387,7 @@ class Bench:
 
     def ctfhost_once(self, team):
         """One launch through ctfhost, measured; the instance is deleted and its container gone after."""
-        poll, limit = self.args.poll_ms / 1000.0, self.args.launch_timeout
+        limit = self.args.launch_timeout
         result = {"team": team}
         cpu_before = self.cpu.snapshot()
         result["t0_wall"] = time.time()
@@ -414,24 +414,14 @@ class Bench:
         if api_poll > 0:
             watcher.start()
         try:
-            attempts = 0
-            while True:
-                code, text = devstack.fetch_via_proxy(self.web_port, hostname, timeout=self.args.fetch_timeout)
-                now = time.perf_counter()
-                attempts += 1
-                if code == 200:
-                    result["reachable_ms"] = ms(t0, now)
-                    if text != CONTENT:
-                        result["error"] = f"unexpected content {text[:80]!r}"
-                    break
+            def failed():
                 if seen.get("status") not in (None, "running"):
-                    result["error"] = f"instance {seen['status']}: {seen.get('error')}"
-                    break
-                if now - t0 > limit:
-                    result["error"] = f"timeout: not reachable through Traefik within {limit:g} s"
-                    break
-                time.sleep(poll)
-            result["proxy_attempts"] = attempts
+                    return f"instance {seen['status']}: {seen.get('error')}"
+                return None
+
+            result["proxy_attempts"] = self.poll_reachable(
+                self.web_port, hostname, t0, result, "not reachable through Traefik", failed
+            )
             if watcher.is_alive():
                 watcher.join(timeout=5)
         finally:
@@ -470,6 +460,28 @@ class Bench:
                 out.append(kwargs)
         return out
 
+    def poll_reachable(self, port, hostname, t0, result, what, failed=None):
+        """GET until 200 (reachable_ms), a failure (`failed()` says why) or the launch timeout; returns attempts."""
+        poll, limit = self.args.poll_ms / 1000.0, self.args.launch_timeout
+        attempts = 0
+        while True:
+            code, text = devstack.fetch_via_proxy(port, hostname, timeout=self.args.fetch_timeout)
+            now = time.perf_counter()
+            attempts += 1
+            if code == 200:
+                result["reachable_ms"] = ms(t0, now)
+                if text != CONTENT:
+                    result["error"] = f"unexpected content {text[:80]!r}"
+                return attempts
+            reason = failed() if failed else None
+            if reason:
+                result["error"] = reason
+                return attempts
+            if now - t0 > limit:
+                result["error"] = f"timeout: {what} within {limit:g} s"
+                return attempts
+            time.sleep(poll)
+
     def floor_start(self, kwargs):
         """create + start + read the engine-chosen port back, as the plugin does."""
         container = self.floor_docker.containers.create(**kwargs)
@@ -480,7 +492,6 @@ class Bench:
 
     def floor_once(self):
         kwargs = self.floor_kwargs(1)[0]
-        poll, limit = self.args.poll_ms / 1000.0, self.args.launch_timeout
         result = {"name": kwargs["name"]}
         container = None
         cpu_before = self.cpu.snapshot()
@@ -489,21 +500,7 @@ class Bench:
             container, created, port = self.floor_start(kwargs)
             result["create_ms"] = ms(t0, created)
             result["started_ms"] = ms(t0, time.perf_counter())
-            attempts = 0
-            while True:
-                code, text = devstack.fetch_via_proxy(port, "127.0.0.1", timeout=self.args.fetch_timeout)
-                now = time.perf_counter()
-                attempts += 1
-                if code == 200:
-                    result["reachable_ms"] = ms(t0, now)
-                    if text != CONTENT:
-                        result["error"] = f"unexpected content {text[:80]!r}"
-                    break
-                if now - t0 > limit:
-                    result["error"] = f"timeout: port {port} did not answer within {limit:g} s"
-                    break
-                time.sleep(poll)
-            result["http_attempts"] = attempts
+            result["http_attempts"] = self.poll_reachable(port, "127.0.0.1", t0, result, f"port {port} did not answer")
             result["cpu_s"] = CpuMeter.delta(cpu_before, self.cpu.snapshot())
         except Exception as exc:
             result["error"] = f"{type(exc).__name__}: {exc}"

@@ -17,6 +17,11 @@ def utcnow():
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 
 
+def team_as_given(row):
+    """A row's team id as the caller gave it: team ids are stored as text, with a flag for numbers."""
+    return int(row.team_id) if row.team_id_numeric else row.team_id
+
+
 class BaseModel(peewee.Model):
     class Meta:
         database = database
@@ -92,10 +97,7 @@ class Instance(BaseModel):
     def is_active(self):
         return self.status in ACTIVE
 
-    @property
-    def team(self):
-        """The team id as the caller gave it (int or str)."""
-        return int(self.team_id) if self.team_id_numeric else self.team_id
+    team = property(lambda self: team_as_given(self))
 
     @property
     def connection(self):
@@ -136,9 +138,7 @@ class Token(BaseModel):
     revoked_at = peewee.DateTimeField(null=True)
     last_used_at = peewee.DateTimeField(null=True)
 
-    @property
-    def team(self):
-        return int(self.team_id) if self.team_id_numeric else self.team_id
+    team = property(lambda self: team_as_given(self))
 
 
 class AuditEvent(BaseModel):

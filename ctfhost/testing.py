@@ -246,6 +246,34 @@ def api(client):
     return Api(client)
 
 
+def register_fake_worker(api, max_instances=50, prefix="fake"):
+    """Register a worker serving the fake runtime (its jobs run with run_jobs); returns its id."""
+    worker = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    body = {"id": worker, "address": "127.0.0.1", "runtime": "fake", "max_instances": max_instances}
+    response = api.post("/api/v1/workers", json=body)
+    assert response.status_code == 201, response.get_json()
+    return worker
+
+
+@pytest.fixture
+def worker_id(api):
+    """A fake-runtime worker, unique per test so no job leaks between tests."""
+    return register_fake_worker(api)
+
+
+@pytest.fixture
+def localhost_dns(monkeypatch):
+    """Resolve *.localhost to 127.0.0.1 as browsers do (glibc here does not)."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if isinstance(host, str) and host.endswith(".localhost"):
+            host = "127.0.0.1"
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
 @pytest.fixture
 def admin(client):
     """The test client acting as the admin (X-Admin-Token)."""

@@ -2,7 +2,6 @@
 
 import json
 import re
-import uuid
 
 import pytest
 
@@ -322,16 +321,6 @@ def test_patch_unknown_is_404(api):
 
 
 # -- deleting -------------------------------------------------------------------
-
-
-@pytest.fixture
-def worker_id(api):
-    worker = f"chal-{uuid.uuid4().hex[:8]}"
-    response = api.post(
-        "/api/v1/workers", json={"id": worker, "address": "127.0.0.1", "runtime": "fake", "max_instances": 10}
-    )
-    assert response.status_code == 201
-    return worker
 
 
 def test_delete_is_204_then_404(api, created):

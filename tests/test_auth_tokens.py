@@ -14,13 +14,6 @@ pytestmark = pytest.mark.usefixtures("redis_server")
 
 
 @pytest.fixture
-def worker_id(api):
-    worker = f"auth-{uuid.uuid4().hex[:8]}"
-    assert api.post("/api/v1/workers", json={"id": worker, "address": "127.0.0.1", "runtime": "fake"}).status_code == 201
-    return worker
-
-
-@pytest.fixture
 def challenge(api):
     body = {"id": "web-auth", "name": "Auth", "runtime": "fake", "image": "secret/image:1", "port": 80,
             "extra_config": '{"readiness_timeout": 5}'}

@@ -22,7 +22,7 @@ import pytest
 
 from ctfhost import devstack
 from ctfhost.models import FlagSharingEvent, Instance, utcnow
-from ctfhost.testing import API_KEY, run_jobs
+from ctfhost.testing import API_KEY, register_fake_worker, run_jobs
 try:
     from ctfhost_plugin_ctfd import install
 except ImportError as exc:  # pragma: no cover - a setup problem, said plainly
@@ -48,15 +48,7 @@ def ctfhost(app, live_server):
 
 
 def add_worker(api, max_instances=20):
-    worker = f"ctfd-{uuid.uuid4().hex[:8]}"
-    body = {"id": worker, "address": "127.0.0.1", "runtime": "fake", "max_instances": max_instances}
-    assert api.post("/api/v1/workers", json=body).status_code == 201
-    return worker
-
-
-@pytest.fixture
-def worker_id(api):
-    return add_worker(api)
+    return register_fake_worker(api, max_instances, prefix="ctfd")
 
 
 def spec(slug="web-ctfd-1", **changes):

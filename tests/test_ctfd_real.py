@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import urllib.parse
 
 import pytest
@@ -43,19 +42,6 @@ pytestmark = [
 
 NONCE = re.compile(r"""['"]csrfNonce['"]\s*:\s*["']([^"']+)["']""")
 WAIT = 90  # seconds any single step may take at most
-
-
-@pytest.fixture
-def localhost_dns(monkeypatch):
-    """Resolve *.localhost to 127.0.0.1 as browsers do (glibc here does not)."""
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host, *args, **kwargs):
-        if isinstance(host, str) and host.endswith(".localhost"):
-            host = "127.0.0.1"
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 class Ctfd:

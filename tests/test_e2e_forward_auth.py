@@ -1,6 +1,5 @@
 """Only the owning team gets through the real Traefik: forward-auth end to end on Docker."""
 
-import socket
 
 import pytest
 import requests
@@ -10,19 +9,6 @@ from ctfhost.services import access
 from ctfhost.testing import TEST_CONTENT
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.traefik]
-
-
-@pytest.fixture
-def localhost_dns(monkeypatch):
-    """Resolve *.localhost to 127.0.0.1 as browsers do (glibc here does not)."""
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host, *args, **kwargs):
-        if isinstance(host, str) and host.endswith(".localhost"):
-            host = "127.0.0.1"
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Fair use: per-team instance cap, launch cooldown, renewal limit; the admin is exempt."""
 
 import datetime
-import uuid
 
 import pytest
 
@@ -9,13 +8,6 @@ from ctfhost.models import Instance
 from ctfhost.testing import run_jobs
 
 pytestmark = pytest.mark.usefixtures("redis_server")
-
-
-@pytest.fixture
-def worker_id(api):
-    worker = f"fair-{uuid.uuid4().hex[:8]}"
-    api.post("/api/v1/workers", json={"id": worker, "address": "127.0.0.1", "runtime": "fake", "max_instances": 50})
-    return worker
 
 
 @pytest.fixture

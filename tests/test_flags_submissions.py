@@ -2,7 +2,6 @@
 
 import datetime
 import re
-import uuid
 
 import pytest
 
@@ -13,13 +12,6 @@ from ctfhost.testing import run_jobs
 pytestmark = pytest.mark.usefixtures("redis_server")
 
 FLAG = re.compile(r"^flag\{[0-9a-f]{16}\}$")
-
-
-@pytest.fixture
-def worker_id(api):
-    worker = f"flag-{uuid.uuid4().hex[:8]}"
-    api.post("/api/v1/workers", json={"id": worker, "address": "127.0.0.1", "runtime": "fake"})
-    return worker
 
 
 @pytest.fixture

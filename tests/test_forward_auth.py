@@ -13,13 +13,6 @@ pytestmark = pytest.mark.usefixtures("redis_server")
 
 
 @pytest.fixture
-def worker_id(api):
-    worker = f"fa-{uuid.uuid4().hex[:8]}"
-    api.post("/api/v1/workers", json={"id": worker, "address": "127.0.0.1", "runtime": "fake"})
-    return worker
-
-
-@pytest.fixture
 def client(app):
     """As Traefik calls forward-auth: no cookie jar, only the Cookie header it forwards."""
     return app.test_client(use_cookies=False)

@@ -10,7 +10,7 @@ import hmac
 import os
 from dataclasses import dataclass
 
-from flask import current_app, request
+from flask import current_app, jsonify, request
 from flask_smorest import Blueprint as SmorestBlueprint
 from flask_smorest import abort
 from flask_smorest.error_handler import ErrorSchema
@@ -135,6 +135,21 @@ def _resolve():
 def current_principal():
     """The authenticated caller of this request, or None before (or without) authentication."""
     return request.environ.get(PRINCIPAL_KEY)
+
+
+def for_caller(value, team_schema, status=200, headers=None):
+    """A view's answer as the caller may see it.
+
+    The API key and the admin get `value` for the route's response schema;
+    a team token gets it dumped with `team_schema` (fewer fields), since the
+    route's schema is fixed when the view is declared.
+    """
+    if not current_principal().is_team:
+        return (value, status, headers) if headers else (value, status)
+    response = jsonify(team_schema.dump(value))
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
 
 
 class Blueprint(SmorestBlueprint):

@@ -2,12 +2,11 @@
 
 import json
 
-from flask import jsonify
 from flask.views import MethodView
 from flask_smorest.error_handler import ErrorSchema
 from marshmallow import Schema, ValidationError, fields, validate
 
-from ctfhost.api.auth import API_KEY, TEAM, Blueprint, current_principal
+from ctfhost.api.auth import API_KEY, TEAM, Blueprint, for_caller
 from ctfhost.api.fields import StrictInteger, UTCDateTime
 from ctfhost.plugins import UnknownRuntime, get_plugins
 from ctfhost.services import challenges as service
@@ -118,13 +117,6 @@ class PublicChallengeSchema(Schema):
     max_renewals = fields.Integer(allow_none=True)
 
 
-def shaped(rows, many=False):
-    """Full challenges for the API key and admin, public fields for a team token."""
-    if current_principal().is_team:
-        return jsonify(PublicChallengeSchema(many=many).dump(rows))
-    return rows
-
-
 class ChallengePatchSchema(ChallengeSchema):
     class Meta:
         exclude = ("id",)
@@ -153,7 +145,7 @@ class Challenges(MethodView):
     @blp.response(200, ChallengeSchema(many=True), description="A team token gets the public fields only.")
     def get(self):
         """List challenges"""
-        return shaped(service.list_challenges(), many=True)
+        return for_caller(service.list_challenges(), PublicChallengeSchema(many=True))
 
     @blp.api_key_required
     @blp.arguments(ChallengeSchema)
@@ -171,7 +163,7 @@ class ChallengeById(MethodView):
     @blp.alt_response(404, schema=ErrorSchema, description="No such challenge.")
     def get(self, challenge_id):
         """Get a challenge"""
-        return shaped(service.get_challenge(challenge_id))
+        return for_caller(service.get_challenge(challenge_id), PublicChallengeSchema())
 
     @blp.api_key_required
     @blp.arguments(ChallengePatchSchema(partial=True))

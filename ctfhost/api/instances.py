@@ -1,11 +1,10 @@
 """/api/v1/instances: launch, read, renew, restart and stop team instances."""
 
-from flask import jsonify
 from flask.views import MethodView
 from flask_smorest.error_handler import ErrorSchema
 from marshmallow import Schema, fields, validate
 
-from ctfhost.api.auth import ADMIN, API_KEY, TEAM, Blueprint, current_principal
+from ctfhost.api.auth import ADMIN, API_KEY, TEAM, Blueprint, current_principal, for_caller
 from ctfhost.api.fields import StrictInteger, TeamId, UTCDateTime
 from ctfhost.models import STATUSES
 from ctfhost.services import instances as service
@@ -58,12 +57,7 @@ class ListArgsSchema(Schema):
 
 def shaped(value, status=200, headers=None, many=False):
     """Instances as the caller may see them: a team token never sees flags."""
-    if not current_principal().is_team:
-        return (value, status, headers) if headers else (value, status)
-    response = jsonify(InstanceSchema(many=many, exclude=("flag",)).dump(value))
-    response.status_code = status
-    response.headers.update(headers or {})
-    return response
+    return for_caller(value, InstanceSchema(many=many, exclude=("flag",)), status, headers)
 
 
 def own(instance):

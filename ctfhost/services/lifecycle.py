@@ -34,7 +34,7 @@ def probe(backend, timeout=1.0):
                 return bool(conn.recv(1))
             conn.settimeout(0.1)
             try:
-                return bool(conn.recv(1)) or False
+                return bool(conn.recv(1))  # closed at once (b""): nothing listens behind the port
             except socket.timeout:
                 return True
     except OSError:
