@@ -83,6 +83,21 @@ def test_capabilities_beyond_dockers_defaults_are_refused(api, app):
         app.config.pop("CTFHOST_DOCKER_ALLOWED_CAPABILITIES")
 
 
+def test_net_raw_is_opt_in(api, app):
+    # docs/security.md: never NET_RAW on a shared host, so it is not granted unless the operator names it
+    body = {"id": "web-raw", "name": "r", "runtime": "docker", "image": "x", "port": 80,
+            "extra_config": json.dumps({"cap_add": ["NET_RAW"]})}
+    response = api.post("/api/v1/challenges", json=body)
+    assert response.status_code == 422
+    (message,) = response.json["errors"]["json"]["extra_config"]
+    assert "NET_RAW" in message and "CTFHOST_DOCKER_ALLOWED_CAPABILITIES" in message
+    app.config["CTFHOST_DOCKER_ALLOWED_CAPABILITIES"] = "NET_RAW"
+    try:
+        assert api.post("/api/v1/challenges", json=body).status_code == 201
+    finally:
+        app.config.pop("CTFHOST_DOCKER_ALLOWED_CAPABILITIES")
+
+
 def test_unknown_option_is_422_at_challenge_creation(api):
     body = {"id": "web-opts", "name": "o", "runtime": "docker", "image": "x", "port": 80,
             "extra_config": json.dumps({"volumes": ["/:/host"]})}
