@@ -28,6 +28,10 @@ SETTINGS = {
     "WORKER_STALE_SECONDS": (float, 60.0),
     "EXPIRY_INTERVAL_SECONDS": (float, 2.0),
     "RECONCILE_INTERVAL_SECONDS": (float, 60.0),
+    # after this long without a heartbeat a worker's active instances are failed
+    "WORKER_LOST_SECONDS": (float, 180.0),
+    # the credential workers register and heartbeat with (X-Worker-Token); unset: the API key may
+    "WORKER_TOKEN": (str, None),
     "JOB_TIMEOUT_SECONDS": (int, 300),
     # how many reverse proxies in front of the API set X-Forwarded-For (audit client IPs)
     "PROXY_COUNT": (int, 0),

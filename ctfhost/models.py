@@ -61,6 +61,8 @@ class Worker(BaseModel):
     max_instances = peewee.IntegerField(default=50)
     last_heartbeat_at = peewee.DateTimeField(default=utcnow)
     registered_at = peewee.DateTimeField(default=utcnow)
+    # which agent run holds this registration: another one may not take it over while it heartbeats
+    agent_instance = peewee.CharField(max_length=128, null=True)
 
     @property
     def runtimes(self):

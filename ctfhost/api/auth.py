@@ -15,9 +15,11 @@ from flask_smorest import Blueprint as SmorestBlueprint
 from flask_smorest import abort
 from flask_smorest.error_handler import ErrorSchema
 
-ADMIN, API_KEY, TEAM = "admin", "api_key", "team"
+from ctfhost.api.parsing import ArgumentsParser
 
-API_KEY_SCHEME, ADMIN_SCHEME, BEARER_SCHEME = "ApiKeyAuth", "AdminToken", "BearerAuth"
+ADMIN, API_KEY, TEAM, WORKER = "admin", "api_key", "team", "worker"
+
+API_KEY_SCHEME, ADMIN_SCHEME, BEARER_SCHEME, WORKER_SCHEME = "ApiKeyAuth", "AdminToken", "BearerAuth", "WorkerToken"
 
 SECURITY_SCHEMES = {
     API_KEY_SCHEME: {
@@ -38,12 +40,21 @@ SECURITY_SCHEMES = {
         "description": "`Authorization: Bearer <token>`: the admin token, or a team token (`cth_...`) "
         "that acts for its own team's instances only.",
     },
+    WORKER_SCHEME: {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Worker-Token",
+        "description": "The worker credential (CTFHOST_WORKER_TOKEN); may register and heartbeat workers only. "
+        "While it is set, the API key may not register workers.",
+    },
 }
 
 # which schemes a kind of caller can use
-SCHEMES_OF = {ADMIN: (ADMIN_SCHEME, BEARER_SCHEME), API_KEY: (API_KEY_SCHEME,), TEAM: (BEARER_SCHEME,)}
+SCHEMES_OF = {
+    ADMIN: (ADMIN_SCHEME, BEARER_SCHEME), API_KEY: (API_KEY_SCHEME,), TEAM: (BEARER_SCHEME,), WORKER: (WORKER_SCHEME,),
+}
 
-LABELS = {ADMIN: "the admin token", API_KEY: "the API key", TEAM: "a team token"}
+LABELS = {ADMIN: "the admin token", API_KEY: "the API key", TEAM: "a team token", WORKER: "the worker token"}
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,11 @@ def _resolve():
         if _same(admin_header, admin_token()):
             return Principal(ADMIN)
         abort(401, message="wrong admin token")
+    worker_header = request.headers.get("X-Worker-Token")
+    if worker_header is not None:
+        if _same(worker_header, current_app.config.get("CTFHOST_WORKER_TOKEN")):
+            return Principal(WORKER)
+        abort(401, message="wrong worker token (or the server has no CTFHOST_WORKER_TOKEN set)")
     authorization = request.headers.get("Authorization", "")
     if authorization:
         scheme, _, secret = authorization.partition(" ")
@@ -155,14 +171,16 @@ def for_caller(value, team_schema, status=200, headers=None):
 class Blueprint(SmorestBlueprint):
     """A flask-smorest blueprint whose views state who may call them."""
 
+    ARGUMENTS_PARSER = ArgumentsParser()
+
     def allow(self, *kinds):
         """Let these kinds of caller (and the admin) call the view; document it in the spec."""
         allowed = {ADMIN, *kinds}
         schemes = []
-        for kind in (API_KEY, ADMIN, TEAM):
+        for kind in (API_KEY, ADMIN, TEAM, WORKER):
             if kind in allowed:
                 schemes.extend(s for s in SCHEMES_OF[kind] if s not in schemes)
-        who = ", ".join(LABELS[k] for k in (ADMIN, API_KEY, TEAM) if k in allowed)
+        who = ", ".join(LABELS[k] for k in (ADMIN, API_KEY, TEAM, WORKER) if k in allowed)
 
         def decorator(func):
             @functools.wraps(func)

@@ -1,6 +1,8 @@
 """Worker registration, heartbeats and liveness."""
 
 import datetime
+import ipaddress
+import re
 
 import peewee
 from flask import current_app
@@ -8,7 +10,7 @@ from flask import current_app
 from ctfhost.db import database
 from ctfhost.models import ACTIVE, Instance, Worker, utcnow
 from ctfhost.plugins import UnknownRuntime, get_plugins
-from ctfhost.services.errors import Invalid, NotFound
+from ctfhost.services.errors import Conflict, Invalid, NotFound
 
 
 def stale_after():
@@ -25,11 +27,51 @@ def parse_runtimes(value):
     return [name.strip() for name in value if name and name.strip()]
 
 
-def register_worker(worker_id, address, runtime, agent_port=0, max_instances=50):
-    """Create or update a worker; registering again updates it and counts as a heartbeat."""
+# a worker's address goes into proxy routes: a bare host name or IP, nothing else
+HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+MAX_INSTANCES_LIMIT = 10000
+
+
+def address_problem(address):
+    """Why `address` is not a host name or IP address, or None when it is one."""
+    if not isinstance(address, str):
+        return "must be a string"
+    try:
+        ipaddress.ip_address(address)
+        return None
+    except ValueError:
+        pass
+    if HOSTNAME.fullmatch(address):
+        return None
+    return "must be a host name or an IP address: no scheme, port, path, spaces or other characters"
+
+
+def _check(address, max_instances):
+    errors = {}
+    problem = address_problem(address)
+    if problem:
+        errors["address"] = [problem]
+    if not isinstance(max_instances, int) or not 0 <= max_instances <= MAX_INSTANCES_LIMIT:
+        errors["max_instances"] = [f"must be between 0 and {MAX_INSTANCES_LIMIT}"]
+    if errors:
+        raise Invalid({"json": errors})
+
+
+def _held_by(agent_instance):
+    """The condition "this row belongs to the agent run `agent_instance`" (None: registered without one)."""
+    return Worker.agent_instance.is_null() if agent_instance is None else Worker.agent_instance == agent_instance
+
+
+def register_worker(worker_id, address, runtime, agent_port=0, max_instances=50, agent_instance=None, force=False):
+    """Create or update a worker; registering again updates it and counts as a heartbeat.
+
+    A worker whose heartbeat is fresh and that an agent run holds cannot be
+    taken over by another one (Conflict) unless `force` (the admin's call).
+    """
     runtimes = parse_runtimes(runtime)
     if not runtimes:
         raise Invalid({"json": {"runtime": ["name at least one runtime"]}})
+    _check(address, max_instances)
     plugins = get_plugins()
     for name in runtimes:
         try:
@@ -43,7 +85,12 @@ def register_worker(worker_id, address, runtime, agent_port=0, max_instances=50)
         Worker.runtime: ",".join(runtimes),
         Worker.max_instances: max_instances,
         Worker.last_heartbeat_at: now,
+        Worker.agent_instance: agent_instance,
     }
+    # one conditional upsert, so two agents racing for the id cannot both win
+    may_take = Worker.agent_instance.is_null() | (Worker.last_heartbeat_at < now - stale_after())
+    if agent_instance is not None:
+        may_take |= Worker.agent_instance == agent_instance
     with database.atomic():
         Worker.insert(
             id=worker_id,
@@ -53,15 +100,51 @@ def register_worker(worker_id, address, runtime, agent_port=0, max_instances=50)
             max_instances=max_instances,
             last_heartbeat_at=now,
             registered_at=now,
-        ).on_conflict(conflict_target=[Worker.id], update=values).execute()
-    return Worker.get_by_id(worker_id)
+            agent_instance=agent_instance,
+        ).on_conflict(conflict_target=[Worker.id], update=values, where=None if force else may_take).execute()
+    worker = Worker.get_by_id(worker_id)
+    if worker.agent_instance != agent_instance:
+        raise Conflict(
+            f"worker {worker_id!r} is live and held by another agent ({worker.agent_instance}); "
+            "stop that agent or wait until its heartbeat is stale"
+            + (", or (admin only) register with force=true" if not force else "")
+        )
+    return worker
 
 
-def heartbeat(worker_id):
-    updated = Worker.update(last_heartbeat_at=utcnow()).where(Worker.id == worker_id).execute()
+def heartbeat(worker_id, agent_instance=None, address=None):
+    """Record that the agent run holding `worker_id` is alive; it may re-assert its address.
+
+    The returned worker has `silent_for`: seconds since the heartbeat before
+    this one (an agent that was silent long enough to be declared lost
+    reconciles at once).
+    """
+    if address is not None:
+        _check(address, 0)
+    previous = get_worker(worker_id)
+    now = utcnow()
+    values = {Worker.last_heartbeat_at: now}
+    if address is not None:
+        values[Worker.address] = address
+    updated = Worker.update(values).where(Worker.id == worker_id, _held_by(agent_instance)).execute()
     if not updated:
-        raise NotFound(f"worker {worker_id!r} is not registered")
-    return Worker.get_by_id(worker_id)
+        get_worker(worker_id)  # unregistered meanwhile: 404
+        raise Conflict(
+            f"worker {worker_id!r} is held by another agent; register it again (a live agent's worker "
+            "cannot be taken over)"
+        )
+    worker = Worker.get_by_id(worker_id)
+    worker.silent_for = (now - previous.last_heartbeat_at).total_seconds()
+    return worker
+
+
+def lost_after():
+    return datetime.timedelta(seconds=current_app.config["CTFHOST_WORKER_LOST_SECONDS"])
+
+
+def lost_workers(now=None):
+    """Workers whose heartbeat stopped longer than CTFHOST_WORKER_LOST_SECONDS ago (a query)."""
+    return Worker.select(Worker.id).where(Worker.last_heartbeat_at < (now or utcnow()) - lost_after())
 
 
 def get_worker(worker_id):
