@@ -15,7 +15,7 @@ from ctfhost.services.errors import ServiceError, invalid_fields_message
 log = logging.getLogger(__name__)
 
 
-def _error(status, message, errors=None, headers=None):
+def _error(status, message, errors=None, headers=None, reason=None):
     from werkzeug.http import HTTP_STATUS_CODES
 
     payload = {"code": status, "status": HTTP_STATUS_CODES.get(status, "Error"), "message": message}
@@ -23,6 +23,8 @@ def _error(status, message, errors=None, headers=None):
         payload["errors"] = errors
     response = flask.jsonify(payload)
     response.status_code = status
+    if reason is not None:
+        payload["reason"] = reason
     response.headers.update(headers or {})
     return response
 
@@ -45,7 +47,7 @@ class CtfhostApi(Api):
 def register_error_handlers(app):
     @app.errorhandler(ServiceError)
     def _service_error(exc):
-        return _error(exc.status, exc.message, exc.errors, exc.headers)
+        return _error(exc.status, exc.message, exc.errors, exc.headers, exc.reason)
 
     @app.errorhandler(peewee.OperationalError)
     def _database_down(exc):

@@ -34,12 +34,43 @@ class InstanceSchema(Schema):
     started_at = UTCDateTime(allow_none=True, metadata={"description": "null until running"})
     created_at = UTCDateTime()
     ended_at = UTCDateTime(allow_none=True)
-    error = fields.String(allow_none=True, metadata={"description": "Why the instance is in status error"})
-    renewals = fields.Integer(metadata={"description": "Times renewed (see the challenge's max_renewals)"})
+    error = fields.String(
+        allow_none=True,
+        metadata={"description": "Why the instance is in status error: the detail for operators (team tokens get public_error here)"},
+    )
+    public_error = fields.Function(
+        lambda instance: service.public_error(instance.error),
+        allow_none=True,
+        metadata={"type": "string", "description": "A short reason fit for players, without the runtime's details"},
+    )
+    renewals = fields.Integer(metadata={"description": "Times renewed (see the challenge's max_renewals); a restart keeps it"})
+    renewals_left = fields.Integer(
+        allow_none=True, metadata={"description": "Renewals still allowed (the challenge's max_renewals); null: no limit"}
+    )
+    ttl_seconds = fields.Integer(
+        metadata={"description": "What a renew gives: expires_at becomes now + ttl_seconds (the challenge's TTL)"}
+    )
     flag = fields.String(
         allow_none=True,
         metadata={"description": "This instance's own flag (challenges with a flag_template); never shown to team tokens"},
     )
+
+    def dump(self, obj, *, many=None):
+        # renewal terms for every row at once (a pre_dump hook's signature differs across marshmallow 3 and 4)
+        many = self.many if many is None else bool(many)
+        if many:
+            obj = list(obj)
+        service.renewal_terms(obj if many else [obj])
+        return super().dump(obj, many=many)
+
+
+class TeamInstanceSchema(InstanceSchema):
+    """What a team token reads: no flag, and only the short reason of a failure."""
+
+    error = fields.Function(lambda instance: service.public_error(instance.error), allow_none=True)
+
+    class Meta:
+        exclude = ("flag",)
 
 
 class LaunchSchema(Schema):
@@ -56,8 +87,8 @@ class ListArgsSchema(Schema):
 
 
 def shaped(value, status=200, headers=None, many=False):
-    """Instances as the caller may see them: a team token never sees flags."""
-    return for_caller(value, InstanceSchema(many=many, exclude=("flag",)), status, headers)
+    """Instances as the caller may see them: a team token never sees flags nor a failure's details."""
+    return for_caller(value, TeamInstanceSchema(many=many), status, headers)
 
 
 def own(instance):

@@ -6,11 +6,13 @@ class ServiceError(Exception):
 
     status = 400
 
-    def __init__(self, message, errors=None, headers=None):
+    def __init__(self, message, errors=None, headers=None, reason=None):
         super().__init__(message)
         self.message = message
         self.errors = errors
         self.headers = headers or {}
+        # a stable word for programs telling apart refusals with the same status ("no_worker", "capacity")
+        self.reason = reason
 
 
 class Forbidden(ServiceError):

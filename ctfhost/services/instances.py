@@ -76,8 +76,12 @@ def list_instances(team_id=None, challenge_id=None, status=None, limit=100, offs
     return rows, total
 
 
-def _insert_pending(team_id, challenge):
-    """Place and insert a pending instance; call inside a write transaction."""
+def _insert_pending(team_id, challenge, renewals=0):
+    """Place and insert a pending instance; call inside a write transaction.
+
+    A restart passes the old instance's `renewals`, so it cannot reset the
+    challenge's max_renewals.
+    """
     worker = choose_worker(challenge.runtime)
     now = utcnow()
     hostname = new_hostname(challenge.id)
@@ -93,6 +97,7 @@ def _insert_pending(team_id, challenge):
         endpoint=endpoint_for(hostname, challenge.protocol),
         worker_id=worker.id,
         flag=flags.draw(challenge.flag_template) if challenge.flag_template else None,
+        renewals=renewals,
         created_at=now,
         expires_at=now + datetime.timedelta(seconds=settings.ttl_for(challenge)),
     )
@@ -235,7 +240,7 @@ def restart_instance(instance_id, enforce_limits=True):
         )
         if not ended:
             raise Conflict(f"instance {old.id} ended while restarting")
-        new = _insert_pending(old.team, challenge)
+        new = _insert_pending(old.team, challenge, renewals=old.renewals)
     try:
         _start(new, challenge)
     except Unavailable:
@@ -248,6 +253,49 @@ def restart_instance(instance_id, enforce_limits=True):
     get_plugins().route(old, "withdraw")
     _queue_destroy(old)
     return new
+
+
+def renewal_terms(instances):
+    """Set `ttl_seconds` (what a renew gives: expiry = now + that) and `renewals_left` (None: no limit) on each instance.
+
+    One query for their challenges and one for the settings, however many
+    instances are shown.
+    """
+    instances = list(instances)
+    ids = {instance.challenge_id for instance in instances}
+    challenges = {c.id: c for c in Challenge.select().where(Challenge.id.in_(list(ids)))} if ids else {}
+    default_ttl = settings.default_ttl_seconds() if instances else None
+    for instance in instances:
+        challenge = challenges.get(instance.challenge_id)
+        instance.ttl_seconds = (challenge.ttl_seconds if challenge else None) or default_ttl
+        most = challenge.max_renewals if challenge else None
+        instance.renewals_left = None if most is None else max(0, most - instance.renewals)
+    return instances
+
+
+# What a team may read of why its instance failed: reasons the core writes,
+# by their start; anything else (a runtime's own words: engine errors,
+# exception reprs, image names) is for operators only.
+PUBLIC_ERRORS = (
+    ("the instance did not accept connections", "it did not become ready in time"),
+    ("the instance stopped while starting", "it stopped while starting"),
+    ("the worker ", "the server running it stopped responding"),
+    ("the launch was interrupted", "its launch was interrupted"),
+    ("the launch job was lost", "its launch was interrupted"),
+    ("the instance ended while it was starting", "it was stopped while starting"),
+    ("the instance's resources disappeared", "it stopped unexpectedly"),
+)
+PUBLIC_ERROR = "it could not be started"
+
+
+def public_error(error):
+    """A short reason for the team (None when there is no error); the detail stays in `error`."""
+    if not error:
+        return None
+    for start, reason in PUBLIC_ERRORS:
+        if error.startswith(start):
+            return reason
+    return PUBLIC_ERROR
 
 
 def renew_instance(instance_id, enforce_limits=True):

@@ -17,7 +17,8 @@ def choose_worker(runtime):
     live = [w for w in Worker.select().where(Worker.last_heartbeat_at >= cutoff) if runtime in w.runtimes]
     if not live:
         raise Unavailable(
-            f"no active worker serves runtime {runtime!r}; start one with `flask ctfhost worker`"
+            f"no active worker serves runtime {runtime!r}; start one with `flask ctfhost worker`",
+            reason="no_worker",
         )
     if is_postgresql():
         ids = [w.id for w in live]
@@ -26,7 +27,8 @@ def choose_worker(runtime):
     with_room = [w for w in live if counts.get(w.id, 0) < w.max_instances]
     if not with_room:
         raise Unavailable(
-            f"all {len(live)} active worker(s) for runtime {runtime!r} are at capacity; try again later"
+            f"all {len(live)} active worker(s) for runtime {runtime!r} are at capacity; try again later",
+            reason="capacity",
         )
     # least loaded by fraction used, then by id for a stable choice
     return min(with_room, key=lambda w: (counts.get(w.id, 0) / w.max_instances, w.id))
