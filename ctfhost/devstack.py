@@ -15,6 +15,7 @@ import sys
 import tarfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 BUSYBOX = "/bin/busybox"
@@ -174,6 +175,11 @@ def worker_agent(env, log_path, worker_id=None, concurrency=None, extra=()):
 
 
 def traefik(config_url, api_key, web_port, api_port, log_path, poll_interval=None, env=None, tls_port=None):
+    """Traefik with ctfhost's recommended static config, written (mode 0600) beside its log (traefik.log: traefik.yml).
+
+    As `flask ctfhost traefik run` does: the API key is in the file, not on
+    the command line, where `ps` shows it to every local user.
+    """
     from ctfhost_plugin_traefik import static
 
     binary = static.traefik_binary()
@@ -182,15 +188,14 @@ def traefik(config_url, api_key, web_port, api_port, log_path, poll_interval=Non
     kwargs = {}
     if poll_interval:
         kwargs["poll_interval"] = poll_interval
-    argv = [
-        binary,
-        *static.arguments(
-            config_url=config_url, api_key=api_key, web_address=f"127.0.0.1:{web_port}",
-            websecure_address=f"127.0.0.1:{tls_port}" if tls_port else None,
-            api_address=f"127.0.0.1:{api_port}", **kwargs,
-        ),
-    ]
-    return Service("traefik", argv, env or dict(os.environ), log_path)
+    config = static.static_config(
+        config_url=config_url, api_key=api_key, web_address=f"127.0.0.1:{web_port}",
+        websecure_address=f"127.0.0.1:{tls_port}" if tls_port else None,
+        api_address=f"127.0.0.1:{api_port}", **kwargs,
+    )
+    directory, log_name = os.path.split(os.path.abspath(log_path))
+    path = static.write_config_file(directory, config, os.path.splitext(log_name)[0] + ".yml")
+    return Service("traefik", static.command(binary, path), env or dict(os.environ), log_path)
 
 
 def wait_until(predicate, timeout, interval=0.05, what="condition"):
@@ -219,9 +224,11 @@ def http(method, url, body=None, headers=None, timeout=10):
         return status, raw.decode("utf-8", "replace")
 
 
-def fetch_via_proxy(proxy_port, hostname, path="/", timeout=5):
+def fetch_via_proxy(proxy_port, hostname, path="/", timeout=5, headers=None):
     """GET through Traefik with the instance's Host header: (status, body)."""
-    request = urllib.request.Request(f"http://127.0.0.1:{proxy_port}{path}", headers={"Host": hostname})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{proxy_port}{path}", headers={"Host": hostname, **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read().decode("utf-8", "replace")
@@ -341,7 +348,7 @@ def demo(directory=DEMO_DIR):
     print(f"running after {time.monotonic() - started:.2f} s")
     code, _ = fetch_via_proxy(WEB_PORT, hostname)
     print(f"through Traefik without access: HTTP {code} (only the owning team gets in)")
-    code, text = open_as_team(api, headers, instance, hostname)
+    code, text = open_as_team(api, headers, instance)
     print(f"through Traefik with the team's access link: HTTP {code}: {text.strip()}")
     _, link = http("POST", f"{api}/instances/{instance['id']}/access", {}, headers)
     print()
@@ -352,24 +359,38 @@ def demo(directory=DEMO_DIR):
         raise SystemExit("the instance did not answer through Traefik")
 
 
-def open_as_team(api, headers, instance, hostname):
-    """What a browser does with an access link: follow it, keep the cookie, load the page."""
+def open_as_team(api, headers, instance, web_port=WEB_PORT):
+    """Ask the API for the instance's access link and open it through Traefik: (status, body)."""
     _, link = http("POST", f"{api}/instances/{instance['id']}/access", {}, headers)
-    path = link["url"].split(hostname, 1)[1].split("/", 1)[1]
-    request = urllib.request.Request(f"http://127.0.0.1:{WEB_PORT}/{path}", headers={"Host": hostname})
+    return open_access_link(web_port, link["url"])
 
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def access_cookie(proxy_port, link_url, timeout=10):
+    """Redeem an access link through the proxy as a browser would: ("name=value" of the cookie, landing path)."""
+    parts = urllib.parse.urlsplit(link_url)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{proxy_port}{parts.path}?{parts.query}", headers={"Host": parts.hostname}
+    )
     try:
-        urllib.request.build_opener(NoRedirect).open(request, timeout=10)
-        return None, "the access link did not redirect"
+        urllib.request.build_opener(_NoRedirect).open(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
-        cookie = exc.headers.get("Set-Cookie", "").split(";", 1)[0]
-    request = urllib.request.Request(f"http://127.0.0.1:{WEB_PORT}/", headers={"Host": hostname, "Cookie": cookie})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return response.status, response.read().decode("utf-8", "replace")
+        if exc.code in (301, 302, 303, 307):
+            landing = urllib.parse.urlsplit(exc.headers.get("Location", "/"))
+            return exc.headers.get("Set-Cookie", "").split(";", 1)[0], landing.path or "/"
+        raise RuntimeError(f"the access link answered {exc.code}: {exc.read()[:200]!r}") from None
+    raise RuntimeError("the access link did not redirect")
+
+
+def open_access_link(proxy_port, link_url, timeout=10):
+    """What a browser does with an access link: follow it, keep the cookie, load the page: (status, body)."""
+    cookie, path = access_cookie(proxy_port, link_url, timeout)
+    hostname = urllib.parse.urlsplit(link_url).hostname
+    return fetch_via_proxy(proxy_port, hostname, path, timeout=timeout, headers={"Cookie": cookie})
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -38,7 +38,10 @@ def need(ok, reason):
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - http.server API
-        body = self.server.content.encode()
+        content = self.server.content
+        if getattr(self.server, "echo_headers", False):
+            content += "".join(f"{name}: {value}\n" for name, value in self.headers.items())
+        body = content.encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
@@ -54,8 +57,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class FakeRuntime:
     """Runtime "fake": in-process HTTP servers, so lifecycle logic is tested without Docker.
 
-    ``extra_config`` may say ``{"fail": "reason"}`` to make launches fail, or
-    ``{"die": true}`` for a server that stops right after starting.
+    ``extra_config`` may say ``{"fail": "reason"}`` to make launches fail,
+    ``{"die": true}`` for a server that stops right after starting, or
+    ``{"echo_headers": true}`` for one that answers with the headers it received.
     """
 
     name = "fake"
@@ -72,7 +76,7 @@ class FakeRuntime:
     def validate_challenge(self, challenge):
         if challenge.runtime != self.name:
             return None
-        unknown = set(challenge.options) - {"fail", "die", "readiness_timeout"}
+        unknown = set(challenge.options) - {"fail", "die", "echo_headers", "readiness_timeout"}
         return {"extra_config": [f"unknown key {k!r}" for k in sorted(unknown)]} if unknown else None
 
     @hookimpl
@@ -84,6 +88,7 @@ class FakeRuntime:
             raise LaunchError(challenge.options["fail"])
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         server.content = f"fake instance {instance.id} of {challenge.id}\n"
+        server.echo_headers = bool(challenge.options.get("echo_headers"))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         self.servers[instance.id] = server
         if challenge.options.get("die"):
@@ -361,8 +366,12 @@ class TraefikProxy:
         self.service, self.web_port, self.api_port, self.tls_port = service, web_port, api_port, tls_port
         self.api_url = f"http://127.0.0.1:{api_port}"
 
-    def fetch(self, hostname, path="/"):
-        return devstack.fetch_via_proxy(self.web_port, hostname, path)
+    def fetch(self, hostname, path="/", headers=None):
+        return devstack.fetch_via_proxy(self.web_port, hostname, path, headers=headers)
+
+    def open_link(self, link_url):
+        """Follow an access link through this Traefik as a browser would: (status, body)."""
+        return devstack.open_access_link(self.web_port, link_url)
 
     def routers(self):
         status, body = devstack.http("GET", f"{self.api_url}/api/http/routers")

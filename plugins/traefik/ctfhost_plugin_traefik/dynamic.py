@@ -21,10 +21,21 @@ def routed_instances():
     )
 
 
-def _tls(options):
+def certificate_domain(hostname):
+    """The wildcard a resolver is asked for: `*.<challenge>.<base>` for `<prefix>.<challenge>.<base>`."""
+    return "*." + hostname.split(".", 1)[1]
+
+
+def _tls(options, hostname):
     tls = {}
     if options.cert_resolver:
         tls["certResolver"] = options.cert_resolver
+        # Without domains Traefik asks the resolver for the router's own host
+        # name, and every certificate lands in the public Certificate
+        # Transparency logs: a list of live instance hostnames, the only gate
+        # of TCP instances. One wildcard per challenge names no instance (and
+        # is issued once per challenge, not per launch); it needs a DNS-01 resolver.
+        tls["domains"] = [{"main": certificate_domain(hostname)}]
     if options.tls_options:
         tls["options"] = options.tls_options
     return tls
@@ -35,14 +46,16 @@ def _http_route(hostname, backend, options):
     if options.auth_url:
         router["middlewares"] = [AUTH_MIDDLEWARE]
     if options.tls:
-        router["tls"] = _tls(options)
+        router["tls"] = _tls(options, hostname)
     return router, {"loadBalancer": {"servers": [{"url": backend}], "passHostHeader": True}}
 
 
 def _tcp_route(hostname, backend, options):
     # TLS ends at Traefik (the certificate of the instance domain); the
     # challenge speaks plain TCP. forwardAuth does not exist for TCP.
-    router = {"rule": f"HostSNI(`{hostname}`)", "entryPoints": list(options.tcp_entrypoints), "tls": _tls(options)}
+    router = {
+        "rule": f"HostSNI(`{hostname}`)", "entryPoints": list(options.tcp_entrypoints), "tls": _tls(options, hostname),
+    }
     address = backend.split("://", 1)[-1]
     return router, {"loadBalancer": {"servers": [{"address": address}]}}
 
@@ -62,6 +75,7 @@ def render(instances, options, default_certificate=None):
                 # Traefik would otherwise pass on X-Forwarded-* from the client
                 "trustForwardHeader": options.trust_forward,
                 "authResponseHeaders": list(options.auth_headers),
+                "maxResponseBodySize": options.auth_max_body,
             }
         }
     for instance_id, hostname, backend, protocol in instances:

@@ -5,6 +5,7 @@ from flask import Response
 from ctfhost.api.auth import Blueprint
 
 from ctfhost_plugin_traefik import config_cache
+from ctfhost_plugin_traefik.settings import warn_if_open
 
 blp = Blueprint(
     "traefik", __name__, url_prefix="/api/v1/traefik", description="Configuration for Traefik's HTTP provider."
@@ -15,8 +16,19 @@ EXAMPLE = {
         "routers": {
             "ctfhost-3f1c...": {
                 "entryPoints": ["web"],
+                "middlewares": ["ctfhost-forward-auth"],
                 "rule": "Host(`9c2e41d0a7b3.web-babysql.localhost`)",
                 "service": "ctfhost-3f1c...",
+            }
+        },
+        "middlewares": {
+            "ctfhost-forward-auth": {
+                "forwardAuth": {
+                    "address": "http://127.0.0.1:5000/api/v1/auth/forward",
+                    "authResponseHeaders": ["X-Ctfhost-Team", "X-Ctfhost-Instance"],
+                    "maxResponseBodySize": 262144,
+                    "trustForwardHeader": False,
+                }
             }
         },
         "services": {
@@ -38,4 +50,5 @@ EXAMPLE = {
 )
 def traefik_config():
     """Dynamic configuration: one router and service per routed instance"""
+    warn_if_open()  # here, not at import: the app server serving Traefik is where it matters
     return Response(config_cache.body(), mimetype="application/json")

@@ -1,8 +1,23 @@
 """The plugin's CTFHOST_TRAEFIK_* settings, read from the app config."""
 
+import logging
 from typing import NamedTuple
 
-from flask import current_app
+from flask import current_app, has_request_context, request
+
+log = logging.getLogger(__name__)
+
+FORWARD_AUTH_PATH = "api/v1/auth/forward"
+# forwardAuth answers are ctfhost's own short pages; bounded so Traefik does
+# not buffer whatever comes back (and does not warn once per router per reload)
+DEFAULT_AUTH_MAX_BODY = 262144
+OFF = ("0", "false", "no", "off")
+OPEN_WARNING = (
+    "forward-auth is off (CTFHOST_TRAEFIK_FORWARD_AUTH=off): Traefik lets anyone who knows an instance's "
+    "hostname in; unset it to let only the owning team through"
+)
+
+_warned = []
 
 
 def setting(name, default=None):
@@ -12,6 +27,33 @@ def setting(name, default=None):
 
 def _flag(value):
     return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def forward_auth_enabled():
+    """Forward-auth is on unless CTFHOST_TRAEFIK_FORWARD_AUTH says off (any other value keeps it on)."""
+    return str(setting("FORWARD_AUTH", "on")).strip().lower() not in OFF
+
+
+def forward_auth_url():
+    """Where Traefik's forwardAuth asks: the configured address, else the API Traefik fetched its config from.
+
+    Traefik reached /api/v1/traefik/config at the request's URL, so it reaches
+    /api/v1/auth/forward beside it; behind a proxy, CTFHOST_PROXY_COUNT makes
+    that URL the one the proxy was given. None when forward-auth is off.
+    """
+    if not forward_auth_enabled():
+        return None
+    configured = setting("FORWARD_AUTH_URL")
+    if configured:
+        return configured
+    return request.url_root + FORWARD_AUTH_PATH if has_request_context() else None
+
+
+def warn_if_open():
+    """Log, once per process, that forward-auth was turned off; called where Traefik starts or first polls."""
+    if not forward_auth_enabled() and not _warned:
+        _warned.append(True)
+        log.warning(OPEN_WARNING)
 
 
 def tls_enabled():
@@ -39,6 +81,7 @@ class RenderOptions(NamedTuple):
     cert_resolver: str | None = None
     tls_options: str | None = None
     auth_url: str | None = None
+    auth_max_body: int = DEFAULT_AUTH_MAX_BODY
     auth_headers: tuple = ("X-Ctfhost-Team", "X-Ctfhost-Instance")
     trust_forward: bool = False
     tcp_entrypoints: tuple = ("websecure",)
@@ -50,7 +93,8 @@ def options():
         tls=tls_enabled(),
         cert_resolver=setting("CERT_RESOLVER"),
         tls_options=setting("TLS_OPTIONS"),
-        auth_url=setting("FORWARD_AUTH_URL"),
+        auth_url=forward_auth_url(),
+        auth_max_body=int(setting("FORWARD_AUTH_MAX_BODY", DEFAULT_AUTH_MAX_BODY)),
         auth_headers=_names(setting("AUTH_RESPONSE_HEADERS", "X-Ctfhost-Team,X-Ctfhost-Instance")),
         trust_forward=_flag(setting("TRUST_FORWARD_HEADER", "false")),
         tcp_entrypoints=_names(setting("TCP_ENTRYPOINTS", "websecure")),

@@ -1,16 +1,27 @@
-"""The Traefik static configuration ctfhost recommends, as YAML or command-line flags.
+"""The Traefik static configuration ctfhost recommends: a YAML file (mode 0600) or, for display, flags.
 
 Launch latency through Traefik is its poll interval plus its provider
 throttle; both are short here because the config endpoint is cached and
 cheap to poll.
 """
 
+import os
 import shutil
 import sysconfig
-import os
+import tempfile
+
+import yaml
 
 DEFAULT_POLL_INTERVAL = "50ms"
 DEFAULT_THROTTLE = "0s"
+
+
+def _instance_entrypoint(address):
+    # CVE-2026-88011: with the default `keep`, a client's X.Ctfhost.Team or
+    # X_Ctfhost_Team rides beside the X-Ctfhost-Team forwardAuth sets, and
+    # CGI/PHP/WSGI backends, which fold `.`/`_`/`-` together, may read the
+    # client's value; `delete` drops such alias headers at the entry point
+    return {"address": address, "http": {"aliasHeadersStrategy": "delete"}}
 
 
 def static_config(
@@ -25,9 +36,9 @@ def static_config(
     access_log=False,
 ):
     """The static configuration as a nested dict (the YAML file's content)."""
-    entrypoints = {"web": {"address": web_address}}
+    entrypoints = {"web": _instance_entrypoint(web_address)}
     if websecure_address:
-        entrypoints["websecure"] = {"address": websecure_address}
+        entrypoints["websecure"] = _instance_entrypoint(websecure_address)
     if api_address:
         entrypoints["traefik"] = {"address": api_address}
     config = {
@@ -68,6 +79,34 @@ def _flatten(prefix, value, out):
 def arguments(**kwargs):
     """The same configuration as traefik command-line flags."""
     return _flatten("", static_config(**kwargs), [])
+
+
+CONFIG_FILE = "traefik.yml"
+
+
+def write_config_file(directory, config, name=CONFIG_FILE):
+    """Write the static config to <directory>/<name>, mode 0600 (it holds the API key); returns the path.
+
+    The key stays off Traefik's command line, which every local user can read
+    with `ps`. Written to a temporary file and renamed, so the file is never
+    readable by others, not even for a moment, and Traefik never reads half of it.
+    """
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    path = os.path.join(directory, name)
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".traefik-", suffix=".yml")  # created 0600
+    try:
+        with os.fdopen(fd, "w") as handle:
+            yaml.safe_dump(config, handle, sort_keys=False)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    return path
+
+
+def command(binary, config_path):
+    """The traefik command line that reads everything from the static config file."""
+    return [binary, f"--configFile={config_path}"]
 
 
 def traefik_binary():

@@ -1,13 +1,19 @@
 """The Traefik plugin: rendering, the config endpoint, and the real traefik binary loading it."""
 
 import json
+import os
+import stat
+import subprocess
+import sys
 import time
 
 import pytest
+import yaml
 
 from ctfhost import devstack
 from ctfhost.hooktypes import LaunchError
 from ctfhost.models import Instance
+from ctfhost.testing import API_KEY
 from ctfhost_plugin_traefik import config_cache, dynamic, readiness
 from ctfhost_plugin_traefik.settings import RenderOptions, options
 
@@ -76,12 +82,30 @@ def test_tls_entrypoints_and_forward_auth():
     )
     router = config["http"]["routers"]["ctfhost-a-instance"]
     assert router["entryPoints"] == ["websecure"]
-    assert router["tls"] == {"certResolver": "le", "options": "modern"}
+    assert router["tls"] == {"certResolver": "le", "options": "modern", "domains": [{"main": "*.web.localhost"}]}
     assert router["middlewares"] == [dynamic.AUTH_MIDDLEWARE]
     middleware = config["http"]["middlewares"][dynamic.AUTH_MIDDLEWARE]["forwardAuth"]
     assert middleware["address"] == "http://127.0.0.1:5000/api/v1/auth/forward"
     assert middleware["trustForwardHeader"] is False  # always written explicitly
     assert middleware["authResponseHeaders"] == ["X-Ctfhost-Team", "X-Ctfhost-Instance"]
+    # without it Traefik logs a warning per router on every reload
+    assert middleware["maxResponseBodySize"] == 262144
+
+
+def test_a_resolver_is_asked_for_one_wildcard_per_challenge_never_an_instance_name():
+    # an instance's own name in a certificate would be published in Certificate Transparency logs
+    rows = ROWS + [("c-instance", "cccccccccccc.pwn.ctf.example.org", "tcp://127.0.0.1:32002", "tcp")]
+    config = dynamic.render(rows, plain_options(tls=True, cert_resolver="le-dns"))
+    tls = [router["tls"] for kind in ("http", "tcp") for router in config[kind]["routers"].values()]
+    assert [t["domains"] for t in tls] == [
+        [{"main": "*.web.localhost"}], [{"main": "*.web.localhost"}], [{"main": "*.pwn.ctf.example.org"}],
+    ]
+    body = dynamic.dumps(config).decode()
+    for _, hostname, _, _ in rows:
+        assert body.count(hostname) == 1  # only in the rule, never asked of the resolver
+    # without a resolver Traefik asks for nothing: no domains
+    config = dynamic.render(rows, plain_options(tls=True))
+    assert config["tcp"]["routers"]["ctfhost-c-instance"]["tls"] == {}
 
 
 def test_tcp_instances_get_sni_routers_with_tls():
@@ -90,7 +114,7 @@ def test_tcp_instances_get_sni_routers_with_tls():
     router = config["tcp"]["routers"]["ctfhost-c-instance"]
     assert router == {
         "rule": "HostSNI(`cccccccccccc.pwn.localhost`)", "service": "ctfhost-c-instance",
-        "entryPoints": ["websecure"], "tls": {"certResolver": "le"},
+        "entryPoints": ["websecure"], "tls": {"certResolver": "le", "domains": [{"main": "*.pwn.localhost"}]},
     }
     assert config["tcp"]["services"]["ctfhost-c-instance"] == {"loadBalancer": {"servers": [{"address": "127.0.0.1:32002"}]}}
     assert "ctfhost-c-instance" not in config["http"]["routers"]
@@ -162,19 +186,172 @@ def test_real_traefik_routes_a_fake_instance(api, app, traefik_proxy, redis_serv
     assert instance["status"] == "running", instance["error"]
     host = instance["endpoint"].split("://")[1]
     assert f"ctfhost-{instance['id']}@http" in traefik_proxy.routers()
-    status, body = traefik_proxy.fetch(host)
-    assert (status, body) == (200, f"fake instance {instance['id']} of web-fake\n")
+    # forward-auth is on without any setting: a stranger gets ctfhost's 401, the team's access link gets in
+    assert traefik_proxy.fetch(host)[0] == 401
+    link = api.post(f"/api/v1/instances/{instance['id']}/access", json={}).json["url"]
+    assert traefik_proxy.open_link(link) == (200, f"fake instance {instance['id']} of web-fake\n")
     assert api.delete(f"/api/v1/instances/{instance['id']}").status_code == 204
-    devstack.wait_until(lambda: traefik_proxy.fetch(host)[0] == 404, 10, what="Traefik to drop the route")
+    devstack.wait_until(lambda: f"ctfhost-{instance['id']}@http" not in traefik_proxy.routers(), 10,
+                        what="Traefik to drop the route")
+    assert traefik_proxy.fetch(host)[0] == 404
 
 
-def test_cli_prints_a_ready_traefik_setup(app):
+def launch_fake(api, app, challenge_id, extra_config=None):
+    """A running fake-runtime instance (the team is 3), its route loaded by Traefik."""
+    from ctfhost.testing import register_fake_worker, run_jobs
+
+    worker = register_fake_worker(api, prefix="traefik")
+    challenge = {"id": challenge_id, "name": "f", "runtime": "fake", "image": "none", "port": 80}
+    if extra_config:
+        challenge["extra_config"] = json.dumps(extra_config)
+    assert api.post("/api/v1/challenges", json=challenge).status_code == 201
+    instance = api.post("/api/v1/instances", json={"team_id": 3, "challenge_id": challenge_id}).json
+    run_jobs(app, worker)
+    instance = api.get(f"/api/v1/instances/{instance['id']}").json
+    assert instance["status"] == "running", instance["error"]
+    return instance
+
+
+def test_forward_auth_defaults_to_the_address_traefik_fetched_the_config_from(api, app, redis_server):
+    launch_fake(api, app, "web-derived")
+    for base in ("http://127.0.0.1:5000", "https://ctfhost.internal:8443"):
+        config = api.get("/api/v1/traefik/config", base_url=base).json
+        middleware = config["http"]["middlewares"][dynamic.AUTH_MIDDLEWARE]["forwardAuth"]
+        assert middleware["address"] == f"{base}/api/v1/auth/forward"
+        (router,) = config["http"]["routers"].values()
+        assert router["middlewares"] == [dynamic.AUTH_MIDDLEWARE]
+    # the cache keys on the derived address; an unchanged fleet polled at one address gives the same bytes
+    first = api.get("/api/v1/traefik/config", base_url="http://127.0.0.1:5000").data
+    assert api.get("/api/v1/traefik/config", base_url="http://127.0.0.1:5000").data == first
+    # a client-sent X-Forwarded-Host is not believed without CTFHOST_PROXY_COUNT
+    spoofed = api.get("/api/v1/traefik/config", base_url="http://127.0.0.1:5000",
+                      headers={"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"}).data
+    assert spoofed == first
+    # an explicit address wins
+    app.config["CTFHOST_TRAEFIK_FORWARD_AUTH_URL"] = "http://ctfhost-api:5000/api/v1/auth/forward"
+    try:
+        config = api.get("/api/v1/traefik/config").json
+    finally:
+        app.config.pop("CTFHOST_TRAEFIK_FORWARD_AUTH_URL")
+    assert config["http"]["middlewares"][dynamic.AUTH_MIDDLEWARE]["forwardAuth"]["address"] == (
+        "http://ctfhost-api:5000/api/v1/auth/forward"
+    )
+
+
+def test_forward_auth_off_takes_the_explicit_setting_and_is_warned_once(api, app, redis_server, caplog, monkeypatch):
+    from ctfhost_plugin_traefik import settings
+
+    launch_fake(api, app, "web-open")
+    monkeypatch.setattr(settings, "_warned", [])
+    for value in ("", "no-such-value", "on"):  # nothing but an explicit off turns it off
+        app.config["CTFHOST_TRAEFIK_FORWARD_AUTH"] = value
+        assert "middlewares" in api.get("/api/v1/traefik/config").json["http"]
+    assert "CTFHOST_TRAEFIK_FORWARD_AUTH" not in caplog.text
+    app.config["CTFHOST_TRAEFIK_FORWARD_AUTH"] = "off"
+    try:
+        for _ in range(3):
+            config = api.get("/api/v1/traefik/config").json
+    finally:
+        app.config.pop("CTFHOST_TRAEFIK_FORWARD_AUTH")
+    assert "middlewares" not in config["http"]
+    assert all("middlewares" not in router for router in config["http"]["routers"].values())
+    warnings = [r.getMessage() for r in caplog.records if "CTFHOST_TRAEFIK_FORWARD_AUTH=off" in r.getMessage()]
+    assert len(warnings) == 1 and "anyone who knows an instance's hostname" in warnings[0]
+
+
+def test_cli_help_prints_no_forward_auth_warning(tmp_path):
+    # the warning belongs where Traefik starts or polls, not on every command
+    env = {k: v for k, v in os.environ.items() if k != "CTFHOST_TRAEFIK_FORWARD_AUTH_URL"}
+    for setting in ({}, {"CTFHOST_TRAEFIK_FORWARD_AUTH": "off"}):
+        result = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "ctfhost", "ctfhost", "--help"],
+            env={**env, **setting}, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "FORWARD_AUTH" not in result.stderr + result.stdout
+        assert "forward-auth" not in (result.stderr + result.stdout).lower()
+
+
+def test_alias_headers_do_not_reach_the_backend_and_traefik_logs_no_body_size_warning(api, app, traefik_proxy, redis_server):
+    """CVE-2026-88011: X.Ctfhost.Team / X_Ctfhost_Team beside the forwardAuth header must not reach the backend."""
+    instance = launch_fake(api, app, "web-echo", {"echo_headers": True})
+    devstack.wait_until(lambda: f"ctfhost-{instance['id']}@http" in traefik_proxy.routers(), 10, what="the route")
+    host = instance["endpoint"].split("://")[1]
+    link = api.post(f"/api/v1/instances/{instance['id']}/access", json={}).json["url"]
+    cookie, _ = devstack.access_cookie(traefik_proxy.web_port, link)
+    status, body = traefik_proxy.fetch(
+        host, headers={"Cookie": cookie, "X.Ctfhost.Team": "evil", "X_Ctfhost_Team": "evil", "X-Ctfhost-Team": "evil"},
+    )
+    assert status == 200, body
+    received = [line.split(": ", 1) for line in body.splitlines()[1:]]
+    team_headers = [(name, value) for name, value in received
+                    if name.lower().replace("_", "-").replace(".", "-") == "x-ctfhost-team"]
+    assert team_headers == [("X-Ctfhost-Team", "3")], body
+    with open(traefik_proxy.service.log_path) as handle:
+        log = handle.read()
+    assert "maxResponseBodySize is not configured" not in log
+
+
+def test_traefik_gets_the_api_key_from_a_0600_file_never_its_command_line(traefik_proxy):
+    # the session's Traefik, started as make demo, the tests and the benchmarks start it
+    with open(f"/proc/{traefik_proxy.service.pid}/cmdline", "rb") as handle:
+        argv = handle.read().split(b"\0")
+    assert API_KEY.encode() not in b" ".join(argv)
+    (config_flag,) = [arg for arg in argv if arg.startswith(b"--configFile=")]
+    path = config_flag.split(b"=", 1)[1].decode()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    with open(path) as handle:
+        config = yaml.safe_load(handle)
+    assert config["providers"]["http"]["headers"]["x-api-key"] == API_KEY
+    assert config["entryPoints"]["web"]["http"]["aliasHeadersStrategy"] == "delete"
+    assert config["entryPoints"]["websecure"]["http"]["aliasHeadersStrategy"] == "delete"
+
+
+def test_traefik_run_writes_a_0600_file_and_keeps_the_key_off_the_command_line(api, app, live_server, tmp_path):
+    web, api_port, tls = devstack.free_port(), devstack.free_port(), devstack.free_port()
+    config_dir = tmp_path / "traefik-conf"
+    env = {k: v for k, v in os.environ.items() if k != "CTFHOST_TRAEFIK_FORWARD_AUTH"}
+    service = devstack.Service("traefik-run", [
+        sys.executable, "-m", "flask", "--app", "ctfhost", "ctfhost", "traefik", "run",
+        "--config-url", f"{live_server.url}/api/v1/traefik/config", "--config-dir", str(config_dir),
+        "--web-address", f"127.0.0.1:{web}", "--websecure-address", f"127.0.0.1:{tls}",
+        "--api-address", f"127.0.0.1:{api_port}",
+    ], env, str(tmp_path / "run.log")).start()
+    try:
+        devstack.wait_until(lambda: devstack.http("GET", f"http://127.0.0.1:{api_port}/ping")[0] == 200, 30,
+                            what=f"traefik run to start:\n{service.tail()}")
+        with open(f"/proc/{service.pid}/cmdline", "rb") as handle:  # the same pid: run execs traefik
+            cmdline = handle.read()
+        assert API_KEY.encode() not in cmdline
+        assert cmdline.split(b"\0")[1] == f"--configFile={config_dir}/traefik.yml".encode()
+        assert stat.S_IMODE(os.stat(config_dir / "traefik.yml").st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(config_dir).st_mode) == 0o700
+        # and it works: Traefik polls ctfhost with the key from the file and loads the routes
+        instance = launch_fake(api, app, "web-run")
+        router = f"ctfhost-{instance['id']}@http"
+        devstack.wait_until(
+            lambda: router in str(devstack.http("GET", f"http://127.0.0.1:{api_port}/api/http/routers")[1]), 15,
+            what=f"traefik run to load the route:\n{service.tail()}",
+        )
+    finally:
+        service.stop()
+
+
+def test_cli_prints_a_ready_traefik_setup(app, tmp_path):
     runner = app.test_cli_runner()
-    result = runner.invoke(args=["ctfhost", "traefik", "command", "--config-url", "http://127.0.0.1:5000/api/v1/traefik/config"])
+    result = runner.invoke(args=["ctfhost", "traefik", "command", "--config-dir", str(tmp_path),
+                                 "--config-url", "http://127.0.0.1:5000/api/v1/traefik/config"])
     assert result.exit_code == 0, result.output
-    assert "--providers.http.endpoint=http://127.0.0.1:5000/api/v1/traefik/config" in result.output
-    assert "--providers.http.headers.x-api-key=" in result.output
-    assert "--providers.providersThrottleDuration=0s" in result.output
+    path = tmp_path / "traefik.yml"
+    assert result.stdout.strip().endswith(f"--configFile={path}")
+    assert API_KEY not in result.stdout
+    assert f"wrote {path} (mode 0600)" in result.stderr and "ps" in result.stderr
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    config = yaml.safe_load(path.read_text())
+    assert config["providers"]["http"]["endpoint"] == "http://127.0.0.1:5000/api/v1/traefik/config"
+    assert config["providers"]["http"]["headers"] == {"x-api-key": API_KEY}
+    assert config["providers"]["providersThrottleDuration"] == "0s"
     result = runner.invoke(args=["ctfhost", "traefik", "static-config"])
     assert result.exit_code == 0, result.output
     assert "pollInterval: 50ms" in result.output
+    assert "aliasHeadersStrategy: delete" in result.output
