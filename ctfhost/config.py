@@ -2,6 +2,8 @@
 
 import os
 
+from ctfhost.limits import DEFAULT_MAX_REQUEST_BYTES
+
 # name -> (type, default); every CTFHOST_<NAME> becomes app.config["CTFHOST_<NAME>"]
 SETTINGS = {
     "DATABASE_URL": (str, None),
@@ -26,15 +28,19 @@ SETTINGS = {
     "WORKER_CONCURRENCY": (int, 4),
     "WORKER_HEARTBEAT_SECONDS": (float, 30.0),
     "WORKER_STALE_SECONDS": (float, 60.0),
-    "EXPIRY_INTERVAL_SECONDS": (float, 2.0),
-    "RECONCILE_INTERVAL_SECONDS": (float, 60.0),
     # after this long without a heartbeat a worker's active instances are failed
     "WORKER_LOST_SECONDS": (float, 180.0),
     # the credential workers register and heartbeat with (X-Worker-Token); unset: the API key may
     "WORKER_TOKEN": (str, None),
+    "EXPIRY_INTERVAL_SECONDS": (float, 2.0),
+    "RECONCILE_INTERVAL_SECONDS": (float, 60.0),
     "JOB_TIMEOUT_SECONDS": (int, 300),
     # how many reverse proxies in front of the API set X-Forwarded-For (audit client IPs)
     "PROXY_COUNT": (int, 0),
+    # largest request body the API reads (413 beyond)
+    "MAX_REQUEST_BYTES": (int, DEFAULT_MAX_REQUEST_BYTES),
+    # registries challenge images may come from (comma-separated, e.g. "registry.example.com,docker.io"); empty: any
+    "ALLOWED_REGISTRIES": (str, ""),
 }
 
 

@@ -241,7 +241,6 @@ def created(api):
         {"ttl_seconds": None},
         {"ttl_seconds": 60},
         {"extra_config": "{}"},
-        {},
     ],
 )
 def test_patch_changes_only_the_fields_given(api, created, changes):

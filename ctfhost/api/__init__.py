@@ -9,6 +9,9 @@ import swagger_ui_bundle
 from flask_smorest import Api
 
 from ctfhost.api.auth import SECURITY_SCHEMES
+from ctfhost.limits import DEFAULT_MAX_REQUEST_BYTES
+from ctfhost.api.fields import UTCDateTime
+from ctfhost.api.parsing import JSONProvider
 from ctfhost.plugins import get_plugins
 from ctfhost.services.errors import ServiceError, invalid_fields_message
 
@@ -21,10 +24,10 @@ def _error(status, message, errors=None, headers=None, reason=None):
     payload = {"code": status, "status": HTTP_STATUS_CODES.get(status, "Error"), "message": message}
     if errors is not None:
         payload["errors"] = errors
-    response = flask.jsonify(payload)
-    response.status_code = status
     if reason is not None:
         payload["reason"] = reason
+    response = flask.jsonify(payload)
+    response.status_code = status
     response.headers.update(headers or {})
     return response
 
@@ -34,6 +37,10 @@ class CtfhostApi(Api):
 
     def handle_http_exception(self, error):
         payload, status, headers = super().handle_http_exception(error)
+        if status == 405 and hasattr(error, "get_headers"):
+            # werkzeug's MethodNotAllowed knows the allowed methods; keep its Allow header
+            headers = {**dict(error.get_headers()), **(headers or {})}
+            headers.pop("Content-Type", None)
         if "message" not in payload:
             # flask-smorest leaves it out for validation errors and for errors
             # raised outside abort() (unknown route, wrong method, crash)
@@ -60,10 +67,26 @@ def register_error_handlers(app):
         return _error(503, "the job queue (Redis) is unavailable; try again")
 
 
+def limit_request_size(app):
+    """413 for a body larger than CTFHOST_MAX_REQUEST_BYTES, before anything reads or authenticates it."""
+    app.config["MAX_CONTENT_LENGTH"] = app.config.setdefault("CTFHOST_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES)
+
+    @app.before_request
+    def _too_large():
+        # werkzeug also stops a chunked body at MAX_CONTENT_LENGTH while reading it
+        length = flask.request.content_length
+        if length is not None and length > app.config["MAX_CONTENT_LENGTH"]:
+            return _error(413, f"the request body is {length} bytes; at most {app.config['MAX_CONTENT_LENGTH']} are accepted")
+        return None
+
+
 def register_api(app):
     from ctfhost.api import access, audit, challenges, health, instances, settings, submissions, tokens, workers
 
+    app.json = JSONProvider(app)
+    limit_request_size(app)
     api = CtfhostApi(app)
+    api.register_field(UTCDateTime, "string", "date-time")
     for name, scheme in SECURITY_SCHEMES.items():
         api.spec.components.security_scheme(name, scheme)
     app.extensions["ctfhost.api"] = api

@@ -6,7 +6,7 @@ from flask import request
 from marshmallow import Schema, fields, validate
 
 from ctfhost.api.auth import Blueprint, current_principal
-from ctfhost.api.fields import UTCDateTime
+from ctfhost.api.fields import PageArgsSchema, UTCDateTime
 from ctfhost.services import audit as service
 
 blp = Blueprint("audit", __name__, url_prefix="/api/v1/audit", description="Who changed what (admin only).")
@@ -30,7 +30,7 @@ class AuditEventSchema(Schema):
     message = fields.String(allow_none=True)
 
 
-class AuditArgsSchema(Schema):
+class AuditArgsSchema(PageArgsSchema):
     actor = fields.String(validate=validate.OneOf(ACTORS))
     team_id = fields.String(validate=validate.Length(min=1, max=64))
     token_id = fields.String(validate=validate.Length(min=1, max=36))
@@ -40,8 +40,6 @@ class AuditArgsSchema(Schema):
     status = fields.Integer(validate=validate.Range(min=100, max=599))
     since = UTCDateTime()
     until = UTCDateTime()
-    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
 
 
 @blp.route("")
@@ -83,7 +81,9 @@ def record_request(response):
         return response
     principal = current_principal()
     rule = request.url_rule.rule if request.url_rule is not None else request.path
-    body = request.get_json(silent=True) if request.is_json else None
+    # only an authenticated caller's body is read (it is bounded and already
+    # parsed by the view); an anonymous body is never parsed for the audit row
+    body = request.get_json(silent=True) if principal is not None and request.is_json else None
     team_id = principal.team_id if principal is not None and principal.team_id else None
     if team_id is None and isinstance(body, dict) and body.get("team_id") is not None:
         team_id = str(body["team_id"])

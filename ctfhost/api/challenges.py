@@ -6,6 +6,7 @@ from flask.views import MethodView
 from flask_smorest.error_handler import ErrorSchema
 from marshmallow import Schema, ValidationError, fields, validate
 
+from ctfhost import jsontext, limits
 from ctfhost.api.auth import API_KEY, TEAM, Blueprint, for_caller
 from ctfhost.api.fields import StrictInteger, UTCDateTime
 from ctfhost.plugins import UnknownRuntime, get_plugins
@@ -14,6 +15,8 @@ from ctfhost.services import challenges as service
 blp = Blueprint("challenges", __name__, url_prefix="/api/v1/challenges", description="Challenges that teams can launch.")
 
 SLUG = r"^[a-z0-9][a-z0-9-]*[a-z0-9]$"
+TTL_RANGE = validate.Range(min=1, max=limits.MAX_TTL_SECONDS)
+RENEWALS_RANGE = validate.Range(min=0, max=limits.MAX_RENEWALS)
 
 
 class ExtraConfig(fields.Field):
@@ -30,13 +33,15 @@ class ExtraConfig(fields.Field):
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, dict):
+            if jsontext.depth(value) > limits.MAX_JSON_DEPTH:
+                raise ValidationError(f"Nested more than {limits.MAX_JSON_DEPTH} levels deep.")
             return json.dumps(value, sort_keys=True)
         if not isinstance(value, str):
             raise ValidationError("Must be a string holding a JSON object.")
         if not value.strip():
             return "{}"
         try:
-            parsed = json.loads(value)
+            parsed = jsontext.loads(value)
         except ValueError as exc:
             raise ValidationError(f"Not valid JSON: {exc}.") from None
         if not isinstance(parsed, dict):
@@ -79,14 +84,14 @@ class ChallengeSchema(Schema):
     ttl_seconds = StrictInteger(
         load_default=None,
         allow_none=True,
-        validate=validate.Range(min=1),
-        metadata={"description": "Instance lifetime; null uses the global default_ttl_seconds"},
+        validate=TTL_RANGE,
+        metadata={"description": "Instance lifetime in seconds (at most 30 days); null uses the global default_ttl_seconds"},
     )
     max_renewals = StrictInteger(
         load_default=None,
         allow_none=True,
-        validate=validate.Range(min=0),
-        metadata={"description": "Renewals allowed per instance; null: unlimited"},
+        validate=RENEWALS_RANGE,
+        metadata={"description": f"Renewals allowed per instance (at most {limits.MAX_RENEWALS}); null: unlimited"},
     )
     flag_template = fields.String(
         load_default=None,
@@ -125,8 +130,8 @@ class ChallengePatchSchema(ChallengeSchema):
     protocol = fields.String(validate=validate.OneOf(["http", "tcp"]))
     cpu_count = StrictInteger(validate=validate.OneOf([1, 2, 4]))
     memory_mb = StrictInteger(validate=validate.OneOf([512, 1024, 2048]))
-    ttl_seconds = StrictInteger(allow_none=True, validate=validate.Range(min=1))
-    max_renewals = StrictInteger(allow_none=True, validate=validate.Range(min=0))
+    ttl_seconds = StrictInteger(allow_none=True, validate=TTL_RANGE)
+    max_renewals = StrictInteger(allow_none=True, validate=RENEWALS_RANGE)
     flag_template = fields.String(allow_none=True, validate=validate.Length(min=1, max=256))
     extra_config = ExtraConfig()
 

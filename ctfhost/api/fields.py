@@ -2,8 +2,9 @@
 
 import re
 
-from marshmallow import ValidationError, fields
+from marshmallow import Schema, ValidationError, fields, validate
 
+from ctfhost import limits
 from ctfhost.timeutil import parse_iso, to_iso
 
 TEAM_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$")
@@ -73,3 +74,10 @@ class TeamId(fields.Field):
                 )
             return value
         raise ValidationError("Must be a non-negative integer or a string id.")
+
+
+class PageArgsSchema(Schema):
+    """LIMIT/OFFSET pagination arguments, bounded (an offset past a bigint would crash the database)."""
+
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=limits.MAX_PAGE_SIZE))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=limits.MAX_OFFSET))

@@ -5,7 +5,7 @@ from flask_smorest.error_handler import ErrorSchema
 from marshmallow import Schema, fields, validate
 
 from ctfhost.api.auth import ADMIN, API_KEY, TEAM, Blueprint, current_principal, for_caller
-from ctfhost.api.fields import StrictInteger, TeamId, UTCDateTime
+from ctfhost.api.fields import PageArgsSchema, StrictInteger, TeamId, UTCDateTime
 from ctfhost.models import STATUSES
 from ctfhost.services import instances as service
 from ctfhost.services.errors import Forbidden, NotFound
@@ -78,12 +78,10 @@ class LaunchSchema(Schema):
     challenge_id = fields.String(required=True, validate=validate.Length(min=1, max=63))
 
 
-class ListArgsSchema(Schema):
+class ListArgsSchema(PageArgsSchema):
     team_id = fields.String(validate=validate.Length(min=1, max=64))
     challenge_id = fields.String(validate=validate.Length(min=1, max=63))
     status = fields.String(validate=validate.OneOf(STATUSES))
-    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
 
 
 def shaped(value, status=200, headers=None, many=False):

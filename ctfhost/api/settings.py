@@ -3,6 +3,7 @@
 from flask.views import MethodView
 from marshmallow import Schema, validate
 
+from ctfhost import limits
 from ctfhost.api.auth import Blueprint
 from ctfhost.api.fields import StrictInteger
 from ctfhost.services import settings as service
@@ -13,12 +14,12 @@ blp = Blueprint("settings", __name__, url_prefix="/api/v1/settings", description
 class SettingsSchema(Schema):
     default_ttl_seconds = StrictInteger(
         required=True,
-        validate=validate.Range(min=1),
-        metadata={"description": "Instance lifetime for challenges without ttl_seconds"},
+        validate=validate.Range(min=1, max=limits.MAX_TTL_SECONDS),
+        metadata={"description": "Instance lifetime for challenges without ttl_seconds (at most 30 days)"},
     )
     max_instances_per_team = StrictInteger(
         required=True,
-        validate=validate.Range(min=0),
+        validate=validate.Range(min=0, max=limits.MAX_INSTANCES_PER_TEAM),
         metadata={"description": "Active instances a team may hold at once (429 beyond)"},
     )
     tcp_port = StrictInteger(
@@ -28,7 +29,7 @@ class SettingsSchema(Schema):
     )
     launch_cooldown_seconds = StrictInteger(
         required=True,
-        validate=validate.Range(min=0),
+        validate=validate.Range(min=0, max=limits.MAX_COOLDOWN_SECONDS),
         metadata={"description": "Wait between launches or restarts of one challenge by one team (429 with Retry-After)"},
     )
 

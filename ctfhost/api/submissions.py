@@ -4,7 +4,7 @@ from flask_smorest.error_handler import ErrorSchema
 from marshmallow import Schema, fields, validate
 
 from ctfhost.api.auth import API_KEY, TEAM, Blueprint
-from ctfhost.api.fields import TeamId, UTCDateTime
+from ctfhost.api.fields import PageArgsSchema, TeamId, UTCDateTime
 from ctfhost.api.instances import check_team
 from ctfhost.services import submissions as service
 
@@ -33,12 +33,10 @@ class FlagSharingSchema(Schema):
     instance_id = fields.String()
 
 
-class FlagSharingArgsSchema(Schema):
+class FlagSharingArgsSchema(PageArgsSchema):
     challenge_id = fields.String(validate=validate.Length(min=1, max=63))
     team_id = fields.String(validate=validate.Length(min=1, max=64), metadata={"description": "submitting or owning"})
     since = UTCDateTime()
-    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
 
 
 def _grade(data, record):

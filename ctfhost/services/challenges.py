@@ -1,14 +1,13 @@
 """Registering, changing and removing challenges."""
 
-import json
-
 import peewee
 
+from ctfhost import jsontext
 from ctfhost.db import database
 from ctfhost.models import ACTIVE, Challenge, Instance, utcnow
 from ctfhost.plugins import UnknownRuntime, get_plugins
-from ctfhost.services import flags
-from ctfhost.services.errors import Conflict, Invalid, NotFound
+from ctfhost.services import flags, images
+from ctfhost.services.errors import Conflict, Invalid, NotFound, require_changes
 
 EDITABLE = (
     "name", "runtime", "image", "port", "protocol", "cpu_count", "memory_mb", "ttl_seconds", "max_renewals", "flag_template",
@@ -40,6 +39,9 @@ def _check_core_options(options):
 def validate(challenge):
     """Every problem with `challenge` as {field: [messages]}; empty when fine."""
     errors = {}
+    image_problems = images.problems(challenge.image)
+    if image_problems:
+        errors["image"] = image_problems
     if challenge.flag_template:
         problems = flags.validate(challenge.flag_template)
         if problems:
@@ -50,7 +52,7 @@ def validate(challenge):
     except UnknownRuntime as exc:
         errors["runtime"] = [str(exc)]
     try:
-        options = json.loads(challenge.extra_config or "{}")
+        options = jsontext.loads(challenge.extra_config or "{}")
     except ValueError as exc:
         errors.setdefault("extra_config", []).append(f"not valid JSON: {exc}")
         return errors
@@ -87,6 +89,7 @@ def create_challenge(data):
 
 
 def update_challenge(challenge_id, changes):
+    require_changes(changes)
     with database.atomic():
         challenge = get_challenge(challenge_id)
         for key, value in changes.items():

@@ -48,3 +48,9 @@ class TooManyRequests(ServiceError):
 
 class Unavailable(ServiceError):
     status = 503
+
+
+def require_changes(changes):
+    """A PATCH must name something to change: an empty one is a mistake, not a silent success."""
+    if not changes:
+        raise Invalid({"json": {"_schema": ["give at least one field to change"]}}, message="Nothing to change: the body names no field.")

@@ -5,6 +5,8 @@ import secrets
 import string
 import uuid
 
+from ctfhost.limits import MAX_FLAG_LENGTH
+
 # {{ and }} are literal braces; {kind} or {kind:N} is a random part
 PART = re.compile(r"\{\{|\}\}|\{([a-z]+)(?::(\d+))?\}|[{}]")
 
@@ -51,7 +53,17 @@ def validate(template):
         return [str(exc)]
     if not parts:
         return ["needs at least one random part, e.g. flag{{{hex:16}}}: a template without one is a static flag"]
+    longest = flag_length(template, parts)
+    if longest > MAX_FLAG_LENGTH:
+        return [f"its flags would be {longest} characters long; at most {MAX_FLAG_LENGTH} fit"]
     return []
+
+
+def flag_length(template, parts=None):
+    """The length of every flag the template draws (each part has a fixed size)."""
+    parts = _parts(template) if parts is None else parts
+    literal = PART.sub(lambda match: match.group(0)[0] if match.group(0) in ("{{", "}}") else "", template)
+    return len(literal) + sum(36 if kind == "uuid" else size for kind, size in parts)
 
 
 def draw(template):

@@ -5,7 +5,7 @@ import json
 from flask import current_app
 
 from ctfhost.models import Setting
-from ctfhost.services.errors import Invalid
+from ctfhost.services.errors import Invalid, require_changes
 
 
 def _defaults():
@@ -26,6 +26,7 @@ def get_settings():
 
 
 def update_settings(changes):
+    require_changes(changes)
     known = _defaults()
     with Setting._meta.database.atomic():
         for key, value in changes.items():

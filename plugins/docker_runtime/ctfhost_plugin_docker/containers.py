@@ -83,7 +83,22 @@ def ensure_network():
     return name
 
 
+PULL_POLICIES = ("missing", "never")
+
+
+def pull_policy():
+    """CTFHOST_DOCKER_PULL_POLICY: `missing` pulls an image the engine lacks, `never` only runs local ones."""
+    policy = str(setting("PULL_POLICY", "missing")).strip().lower()
+    if policy not in PULL_POLICIES:
+        raise LaunchError(f"CTFHOST_DOCKER_PULL_POLICY={policy!r} is not one of: {', '.join(PULL_POLICIES)}")
+    return policy
+
+
 def pull(image):
+    if pull_policy() == "never":
+        raise LaunchError(
+            f"image {image!r} is not on this host, and this worker never pulls (CTFHOST_DOCKER_PULL_POLICY=never)"
+        )
     log.info("image %s is not present; pulling it", image)
     try:
         repository, tag = parse_repository_tag(image)
