@@ -184,6 +184,31 @@ def test_missing_image_pull_fails_with_clear_error(engine):
         started(engine, challenge, instance, worker)
 
 
+def test_never_pull_policy_fails_at_once_without_pulling(engine, app, docker_client, monkeypatch):
+    attempts = []
+    monkeypatch.setattr(docker_client.images, "pull", lambda *a, **k: attempts.append(a))
+    monkeypatch.setattr(containers, "client", lambda: docker_client)
+    app.config["CTFHOST_DOCKER_PULL_POLICY"] = "never"
+    try:
+        with pytest.raises(LaunchError, match="never pulls"):
+            started(engine, *make(image="127.0.0.1:5999/absent/web:1"))
+        # an image the engine holds still runs
+        challenge, instance, worker = make()
+        assert started(engine, challenge, instance, worker)
+    finally:
+        app.config["CTFHOST_DOCKER_PULL_POLICY"] = ""
+    assert attempts == []
+
+
+def test_unknown_pull_policy_is_a_clear_launch_error(engine, app):
+    app.config["CTFHOST_DOCKER_PULL_POLICY"] = "sometimes"
+    try:
+        with pytest.raises(LaunchError, match="CTFHOST_DOCKER_PULL_POLICY='sometimes'"):
+            started(engine, *make(image="127.0.0.1:5999/absent/web:1"))
+    finally:
+        app.config["CTFHOST_DOCKER_PULL_POLICY"] = ""
+
+
 def test_state_reports_exit_code_and_output(engine):
     challenge, instance, worker = make({"command": ["/bin/sh", "-c", "echo oops; sleep 0.3; exit 4"]})
     started(engine, challenge, instance, worker)
