@@ -3,6 +3,8 @@
 import ctypes
 import logging
 import multiprocessing
+import os
+import secrets
 import signal
 import socket
 import time
@@ -15,11 +17,50 @@ PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent():
-    """Ask Linux to SIGTERM this process when the agent dies, so no orphan RQ worker runs on."""
+    """Ask Linux to SIGKILL this process when the agent dies.
+
+    No orphan RQ worker runs on, and a job it was running is plainly dead:
+    with SIGTERM, RQ would finish the job while the next agent already
+    failed it as interrupted.
+    """
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:
         pass
+
+
+def _boot_id():
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            return handle.read().strip().replace("-", "")[:12]
+    except OSError:
+        return "noboot"
+
+
+def agent_identity():
+    """This agent run's identity: host/boot/pid/random (sent at register and heartbeat)."""
+    return f"{socket.gethostname()}/{_boot_id()}/{os.getpid()}/{secrets.token_hex(4)}"
+
+
+def predecessor_is_gone(held_by):
+    """True when `held_by` names an agent run on this very host and boot whose process is gone.
+
+    A restarted agent then takes its worker over at once instead of waiting
+    for the old heartbeat to go stale.
+    """
+    parts = (held_by or "").split("/")
+    if len(parts) != 4 or parts[0] != socket.gethostname() or parts[1] != _boot_id() or not parts[2].isdigit():
+        return False
+    pid = int(parts[2])
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def rq_worker_main(queue_name, config, index):
@@ -37,8 +78,54 @@ def rq_worker_main(queue_name, config, index):
     queue = Queue(queue_name, connection=connection)
     worker = SimpleWorker([queue], connection=connection, name=f"{queue_name.rsplit(':', 1)[-1]}.{index}.{socket.gethostname()}.{multiprocessing.current_process().pid}")
     # a job runs in this process (no fork per job): launches start sooner, and
-    # a crash of this process is what reconcile on the next start recovers from
-    worker.work(with_scheduler=True, logging_level=config.get("CTFHOST_LOG_LEVEL", "INFO"))
+    # a crash of this process is what reconcile on the next start recovers from.
+    # No scheduler here: RQ restarts a worker's dead scheduler only every 10
+    # minutes (after a Redis restart, retries ran that late); the agent runs
+    # and supervises its own (rq_scheduler_main).
+    worker.work(with_scheduler=False, logging_level=config.get("CTFHOST_LOG_LEVEL", "INFO"))
+
+
+def rq_scheduler_main(queue_name, config, name):
+    """Entry point of the agent's scheduler process: moves due scheduled jobs (retries) to the queue.
+
+    It outlives Redis outages (it retries every second), and its name is
+    fixed per worker, so a restarted scheduler refreshes the lock its
+    predecessor held instead of waiting for it to expire.
+    """
+    _die_with_parent()
+    import redis
+    from rq.scheduler import RQScheduler
+
+    from ctfhost.queue import connect
+
+    logging.basicConfig(level=config.get("CTFHOST_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    scheduler = RQScheduler([queue_name], connection=connect(config["CTFHOST_REDIS_URL"]), interval=1, name=name)
+    failing = False
+    while not stopping:
+        try:
+            if scheduler.acquired_locks != {queue_name}:
+                scheduler.acquire_locks()
+                if scheduler.acquired_locks:
+                    scheduler.register_birth()
+            if scheduler.acquired_locks:
+                scheduler.heartbeat()
+                scheduler.enqueue_scheduled_jobs()
+            if failing:
+                log.info("scheduler of %s: Redis is back", queue_name)
+            failing = False
+        except redis.exceptions.RedisError as exc:
+            if not failing:
+                log.warning("scheduler of %s: Redis failed (%s); retrying every second", queue_name, exc)
+            failing = True
+        time.sleep(scheduler.interval)
+    try:
+        scheduler.release_locks()
+        scheduler.register_death()
+    except redis.exceptions.RedisError:
+        pass
 
 
 class Agent:
@@ -52,7 +139,9 @@ class Agent:
         self.max_instances = max_instances if max_instances is not None else cfg["CTFHOST_WORKER_MAX_INSTANCES"]
         self.concurrency = concurrency or cfg["CTFHOST_WORKER_CONCURRENCY"]
         self.processes = []
+        self.scheduler = None
         self.stopping = False
+        self.agent_instance = agent_identity()
 
     # -- steps, each in its own app context and database connection ---------
 
@@ -93,13 +182,34 @@ class Agent:
         return usable
 
     def register(self):
+        from ctfhost.models import Worker
+        from ctfhost.services.errors import Conflict
         from ctfhost.services.workers import register_worker
 
-        def _register():
+        def _register(force=False):
             runtimes = self.usable_runtimes()
-            return register_worker(self.worker_id, self.address, runtimes, self.agent_port, self.max_instances)
+            return register_worker(
+                self.worker_id, self.address, runtimes, self.agent_port, self.max_instances,
+                agent_instance=self.agent_instance, force=force,
+            )
 
-        worker = self._in_context(_register)
+        waiting = False
+        while True:
+            try:
+                worker = self._in_context(_register)
+                break
+            except Conflict as exc:
+                held_by = self._in_context(lambda: Worker.get_by_id(self.worker_id).agent_instance)
+                if predecessor_is_gone(held_by):
+                    log.info("the previous agent of worker %s (%s) is gone; taking over", self.worker_id, held_by)
+                    worker = self._in_context(_register, True)
+                    break
+                if self.stopping:
+                    raise RuntimeError(str(exc)) from None
+                if not waiting:
+                    log.warning("%s; waiting until its heartbeat is stale", exc)
+                    waiting = True
+                time.sleep(min(5.0, float(self.app.config["CTFHOST_WORKER_HEARTBEAT_SECONDS"])))
         self.runtimes = worker.runtimes
         log.info(
             "registered worker %s at %s serving %s (max %d instances)",
@@ -122,21 +232,38 @@ class Agent:
             log.warning("reconcile: %d interrupted launch(es) failed, %d lost instance(s) marked error", len(failed), len(marked))
 
     def heartbeat(self):
-        from ctfhost.services.errors import NotFound
+        from ctfhost.services.errors import Conflict, NotFound
         from ctfhost.services.workers import heartbeat
 
         try:
-            self._in_context(heartbeat, self.worker_id)
+            worker = self._in_context(heartbeat, self.worker_id, self.agent_instance, self.address)
         except NotFound:
             log.warning("worker %s was unregistered; registering again", self.worker_id)
             self.register()
+            return
+        except Conflict as exc:
+            # another agent run took this worker over (it was stale, or the
+            # admin forced it): two agents must not serve one queue
+            log.error("%s; this agent stops", exc)
+            self.stopping = True
+            return
+        if worker.silent_for > float(self.app.config["CTFHOST_WORKER_LOST_SECONDS"]):
+            log.warning("worker %s was silent for %.0f s; its instances were failed; reconciling now",
+                        self.worker_id, worker.silent_for)
+            self.reconcile()
 
     def sweep(self):
         from ctfhost.services.instances import expire_due
+        from ctfhost.services.lifecycle import fail_instances_of_lost_workers
 
-        expired = self._in_context(expire_due)
+        def _sweep():
+            return expire_due(), fail_instances_of_lost_workers()
+
+        expired, lost = self._in_context(_sweep)
         if expired:
             log.info("expired %d instance(s): %s", len(expired), ", ".join(expired))
+        if lost:
+            log.warning("failed %d instance(s) of lost workers: %s", len(lost), ", ".join(lost))
 
     def reconcile(self):
         from ctfhost.services import lifecycle
@@ -169,24 +296,44 @@ class Agent:
         process.start()
         return process
 
+    def _spawn_scheduler(self):
+        from ctfhost.queue import queue_name
+
+        process = multiprocessing.get_context("spawn").Process(
+            target=rq_scheduler_main,
+            args=(queue_name(self.worker_id), self._child_config(), f"ctfhost.{self.worker_id}"),
+            name="ctfhost-rq-scheduler",
+            daemon=False,
+        )
+        process.start()
+        return process
+
     def start_workers(self):
+        self.scheduler = self._spawn_scheduler()
         self.processes = [self._spawn(i) for i in range(self.concurrency)]
 
     def check_workers(self):
+        """Start again any RQ worker or the scheduler that exited."""
+        if self.stopping:
+            return
         for i, process in enumerate(self.processes):
-            if not process.is_alive() and not self.stopping:
+            if not process.is_alive():
                 log.warning("RQ worker %d exited with %s; starting a new one", i, process.exitcode)
                 self.processes[i] = self._spawn(i)
+        if self.scheduler is not None and not self.scheduler.is_alive():
+            log.warning("the RQ scheduler exited with %s; starting a new one", self.scheduler.exitcode)
+            self.scheduler = self._spawn_scheduler()
 
     def stop(self, *_):
         self.stopping = True
 
     def shutdown(self):
-        for process in self.processes:
+        children = self.processes + ([self.scheduler] if self.scheduler is not None else [])
+        for process in children:
             if process.is_alive():
                 process.terminate()  # SIGTERM: RQ finishes the current job first
         deadline = time.monotonic() + 30
-        for process in self.processes:
+        for process in children:
             process.join(max(0.1, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()

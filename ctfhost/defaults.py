@@ -34,8 +34,9 @@ def _redeem(request, instance, query, proto):
     )
     # absolute, on the instance's own host: Traefik resolves a relative
     # Location against the forward-auth address, i.e. the API's host
-    host = request.headers.get("X-Forwarded-Host") or instance.hostname
-    location = f"{proto}://{host}{access.safe_next(params.get('next', ['/'])[0])}"
+    # built from the instance, never from the raw X-Forwarded-Host (its
+    # lookup ignores what follows a colon: "host:80@evil.example" matched)
+    location = access.instance_url(instance, proto) + access.safe_next(params.get("next", ["/"])[0])
     return AccessDecision.deny(302, "", **{"Location": location, "Set-Cookie": cookie, "Cache-Control": "no-store"})
 
 

@@ -1,5 +1,6 @@
 """Redis connection, queue naming and the enqueue helpers for lifecycle jobs."""
 
+import datetime
 import logging
 
 import redis
@@ -9,6 +10,7 @@ from flask import current_app
 from rq import Callback, Queue, Retry
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.registry import ScheduledJobRegistry
 
 log = logging.getLogger(__name__)
 
@@ -16,19 +18,22 @@ log = logging.getLogger(__name__)
 WAITING = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
+def connect(url):
+    """A Redis client that fails fast when Redis is down.
+
+    An API call answers 503 at once instead of after the client's default
+    retries with backoff.
+    """
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=1, socket_timeout=10, health_check_interval=30, retry=RedisRetry(NoBackoff(), 1)
+    )
+
+
 def redis_connection(app=None):
     app = app or current_app
     conn = app.extensions.get("ctfhost.redis")
     if conn is None:
-        # fail fast when Redis is down: an API call answers 503 at once instead
-        # of after the client's default retries with backoff
-        conn = redis.Redis.from_url(
-            app.config["CTFHOST_REDIS_URL"],
-            socket_connect_timeout=1,
-            socket_timeout=10,
-            health_check_interval=30,
-            retry=RedisRetry(NoBackoff(), 1),
-        )
+        conn = connect(app.config["CTFHOST_REDIS_URL"])
         app.extensions["ctfhost.redis"] = conn
     return conn
 
@@ -44,6 +49,15 @@ def worker_queue(worker_id, connection=None):
 def job_status(job_id, connection=None):
     try:
         return Job.fetch(job_id, connection=connection or redis_connection()).get_status()
+    except NoSuchJobError:
+        return None
+
+
+def scheduled_for(job_id, worker_id, connection=None):
+    """When a scheduled job is due (naive UTC), or None when it is not in the worker's scheduled registry."""
+    registry = ScheduledJobRegistry(queue_name(worker_id), connection=connection or redis_connection())
+    try:
+        return registry.get_scheduled_time(job_id).astimezone(datetime.timezone.utc).replace(tzinfo=None)
     except NoSuchJobError:
         return None
 

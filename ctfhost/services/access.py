@@ -10,7 +10,6 @@ import datetime
 import json
 import secrets
 import threading
-import time
 import urllib.parse
 
 import peewee
@@ -96,26 +95,32 @@ def redeem_ticket(ticket, instance):
     return data["t"]
 
 
+# The cookie lives as long as an instance can: forward-auth checks the
+# instance's current expiry on every request, so a renewed instance stays
+# reachable with the cookie its team already holds, and an ended one is
+# refused whatever the cookie says (its hostname and id are never reused).
+COOKIE_MAX_AGE = 30 * 86400
+
+
 def cookie_for(instance):
-    """(value, max_age): a cookie bound to the instance and its team, ending with the instance."""
-    expires = int(instance.expires_at.replace(tzinfo=datetime.timezone.utc).timestamp())
-    value = _serializer("ctfhost-cookie").dumps({"i": instance.id, "t": instance.team_id, "e": expires})
-    return value, max(0, expires - int(time.time()))
+    """(value, max_age): a cookie bound to the instance and its team; the instance's own life bounds access."""
+    value = _serializer("ctfhost-cookie").dumps({"i": instance.id, "t": instance.team_id})
+    return value, COOKIE_MAX_AGE
 
 
 def check_cookie(value, instance):
-    """True when the cookie was issued for this very instance and team and has not run out."""
+    """True when the cookie was issued for this very instance and team (the caller checks the instance is active)."""
     try:
-        data = _serializer("ctfhost-cookie").loads(value)
+        data = _serializer("ctfhost-cookie").loads(value, max_age=COOKIE_MAX_AGE)
     except BadSignature:
         return False
-    return (
-        isinstance(data, dict)
-        and data.get("i") == instance.id
-        and data.get("t") == instance.team_id
-        and isinstance(data.get("e"), int)
-        and data["e"] > time.time()
-    )
+    return isinstance(data, dict) and data.get("i") == instance.id and data.get("t") == instance.team_id
+
+
+def instance_url(instance, proto):
+    """`proto`://<the instance's hostname>[:<public port of its endpoint>]: where the browser goes back to."""
+    port = urllib.parse.urlsplit(instance.endpoint).port
+    return f"{proto}://{instance.hostname}" + (f":{port}" if port else "")
 
 
 def active_instance_for_host(host):

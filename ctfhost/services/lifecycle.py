@@ -9,6 +9,7 @@ from ctfhost import queue
 from ctfhost.hooktypes import LaunchError, TransientError
 from ctfhost.models import ACTIVE, Challenge, Instance, Worker, utcnow
 from ctfhost.plugins import get_plugins
+from ctfhost.services import workers
 from ctfhost.services.instances import end_instance, readiness_timeout
 
 log = logging.getLogger(__name__)
@@ -184,12 +185,18 @@ def recover_interrupted_launches(worker, at_startup=True, grace_seconds=30):
     At agent startup a job marked started belonged to the previous, dead
     agent. Later, only a job that is missing or failed counts, and only for
     instances older than `grace_seconds` (a job is enqueued just after its
-    row is committed).
+    row is committed). A job still scheduled `grace_seconds` after its time
+    counts as lost too: no scheduler is moving it to the queue.
     """
     failed = []
     cutoff = utcnow() - datetime.timedelta(seconds=grace_seconds)
     for instance in Instance.select().where(Instance.worker_id == worker.id, Instance.status == "pending"):
-        status = queue.job_status(queue.launch_job_id(instance.id))
+        job_id = queue.launch_job_id(instance.id)
+        status = queue.job_status(job_id)
+        if status == queue.JobStatus.SCHEDULED:
+            due = queue.scheduled_for(job_id, worker.id)
+            if due is not None and due < cutoff:
+                status = None
         if status in WAITING or (not at_startup and (status == queue.JobStatus.STARTED or instance.created_at > cutoff)):
             continue
         reason = (
@@ -199,6 +206,27 @@ def recover_interrupted_launches(worker, at_startup=True, grace_seconds=30):
         )
         fail_launch(instance, worker, reason)
         failed.append(instance.id)
+    return failed
+
+
+def fail_instances_of_lost_workers():
+    """Fail the active instances of workers silent for CTFHOST_WORKER_LOST_SECONDS; returns their ids.
+
+    Any live agent may call this: each instance ends once (a conditional
+    update), its route goes at once, and its team can launch again. The
+    lost worker removes the leftovers when it comes back (reconcile).
+    """
+    seconds = workers.lost_after().total_seconds()
+    failed = []
+    query = Instance.select().where(Instance.worker_id.in_(workers.lost_workers()), Instance.status.in_(list(ACTIVE)))
+    for instance in query:
+        reason = (
+            f"the worker {instance.worker_id!r} running this instance stopped responding "
+            f"(no heartbeat for over {seconds:g} s); launch it again"
+        )
+        if end_instance(instance, "error", reason):
+            log.warning("instance %s failed: %s", instance.id, reason)
+            failed.append(instance.id)
     return failed
 
 
