@@ -195,6 +195,9 @@ class Bench:
             CTFHOST_BASE_DOMAIN="localhost",
             CTFHOST_PUBLIC_PORT=str(self.web_port),
             CTFHOST_TRAEFIK_API_URL=f"http://127.0.0.1:{self.traefik_api_port}",
+            # the bench measures when a route goes live, fetched without a team's cookie;
+            # bench/forward_auth.py measures forward-auth
+            CTFHOST_TRAEFIK_FORWARD_AUTH="off",
             CTFHOST_DOCKER_NETWORK=self.network,
             CTFHOST_LOG_LEVEL="INFO",
         )

@@ -1,6 +1,8 @@
 """End to end on the real parts: API -> RQ worker agent -> Docker -> Traefik, and back down."""
 
 import concurrent.futures
+import os
+import signal
 import time
 
 import pytest
@@ -53,6 +55,18 @@ def wait_gone(docker_client, instance_id, timeout=30):
     devstack.wait_until(lambda: not containers_of(docker_client, instance_id), timeout, what="the container to go")
 
 
+def open_as_team(live_server, traefik_proxy, instance):
+    """What the team's browser sees: an access link from the API, followed through Traefik."""
+    status, link = live_server.call("POST", f"/api/v1/instances/{instance['id']}/access")
+    assert status == 200, link
+    return traefik_proxy.open_link(link["url"])
+
+
+def wait_route_dropped(traefik_proxy, instance):
+    devstack.wait_until(lambda: f"ctfhost-{instance['id']}@http" not in traefik_proxy.routers(), 10,
+                        what="Traefik to drop the route")
+
+
 def routed_hosts(live_server):
     status, config = live_server.call("GET", "/api/v1/traefik/config")
     assert status == 200
@@ -69,8 +83,9 @@ def test_launch_renew_restart_delete_through_traefik(live_server, traefik_proxy,
     instance = wait_status(live_server, instance["id"], {"running", "error"})
     assert instance["status"] == "running", instance["error"]
     assert instance["started_at"] is not None
-    # running means reachable through the proxy at once: no 404 window
-    assert traefik_proxy.fetch(host) == (200, TEST_CONTENT)
+    # running means reachable through the proxy at once: no 404 window (for the team: forward-auth is on)
+    assert open_as_team(live_server, traefik_proxy, instance) == (200, TEST_CONTENT)
+    assert traefik_proxy.fetch(host)[0] == 401
 
     (container,) = containers_of(docker_client, instance["id"])
     container.reload()
@@ -100,7 +115,8 @@ def test_launch_renew_restart_delete_through_traefik(live_server, traefik_proxy,
     assert live_server.call("GET", f"/api/v1/instances/{instance['id']}")[1]["status"] == "destroyed"
     fresh = wait_status(live_server, fresh["id"], {"running", "error"})
     assert fresh["status"] == "running", fresh["error"]
-    assert traefik_proxy.fetch(new_host) == (200, TEST_CONTENT)
+    assert open_as_team(live_server, traefik_proxy, fresh) == (200, TEST_CONTENT)
+    wait_route_dropped(traefik_proxy, instance)
     assert traefik_proxy.fetch(host)[0] == 404
     wait_gone(docker_client, instance["id"])
 
@@ -108,7 +124,8 @@ def test_launch_renew_restart_delete_through_traefik(live_server, traefik_proxy,
     assert status == 204
     # the route leaves the proxy config at once, before the container is removed
     assert f"Host(`{new_host}`)" not in routed_hosts(live_server)
-    devstack.wait_until(lambda: traefik_proxy.fetch(new_host)[0] == 404, 10, what="Traefik to drop the route")
+    wait_route_dropped(traefik_proxy, fresh)
+    assert traefik_proxy.fetch(new_host)[0] == 404
     wait_gone(docker_client, fresh["id"])
     assert live_server.call("GET", f"/api/v1/instances/{fresh['id']}")[1]["status"] == "destroyed"
 
@@ -124,7 +141,8 @@ def test_expiry_destroys_instance(live_server, traefik_proxy, worker_agent, test
     devstack.wait_until(lambda: f"Host(`{hostname_of(instance)}`)" not in routed_hosts(live_server), 2,
                         what="the route to leave the config")
     wait_gone(docker_client, instance["id"])
-    devstack.wait_until(lambda: traefik_proxy.fetch(hostname_of(instance))[0] == 404, 10, what="route removal")
+    wait_route_dropped(traefik_proxy, instance)
+    assert traefik_proxy.fetch(hostname_of(instance))[0] == 404
 
 
 def test_missing_image_fails_cleanly(live_server, traefik_proxy, worker_agent, docker_client):
@@ -211,3 +229,57 @@ def test_reconcile_after_worker_killed_mid_launch(live_server, traefik_proxy, wo
     assert wait_status(live_server, lost["id"], {"error"}, timeout=30)["status"] == "error"
     devstack.wait_until(lambda: not docker_client.containers.list(all=True, filters={"id": orphan.id}), 30,
                         what="the orphan container to be removed")
+
+
+def children_of(pid):
+    """Pids of the live processes whose parent is `pid` (zombies excluded)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def test_killing_only_the_agent_kills_its_rq_workers_and_the_next_agent_recovers(
+    live_server, traefik_proxy, worker_agent, test_image, docker_client
+):
+    create_challenge(
+        live_server, test_image, id="web-orphaned",
+        extra_config='{"command": ["/bin/sh", "-c", "sleep 20; exec httpd -f -p 8080 -h /www"], "readiness_timeout": 60}',
+    )
+    create_challenge(live_server, test_image, id="web-after")
+    instance = launch(live_server, challenge="web-orphaned")
+    devstack.wait_until(lambda: containers_of(docker_client, instance["id"]), 30, what="the container to be created")
+    agent_pid = worker_agent.service.pid
+    children = children_of(agent_pid)
+    assert len(children) >= 2  # RQ workers and the scheduler
+
+    os.kill(agent_pid, signal.SIGKILL)  # the agent only, not its process group
+    # its RQ workers die with it, the one busy launching included: no job
+    # finishes behind the back of the next agent
+    devstack.wait_until(lambda: not [pid for pid in children if _alive(pid)], 5,
+                        what="the agent's RQ workers to die with it")
+
+    worker_agent.start()  # the next agent takes the worker over at once and fails the dead launch
+    failed = wait_status(live_server, instance["id"], {"running", "error"}, timeout=30)
+    assert failed["status"] == "error" and "interrupted" in failed["error"]
+    wait_gone(docker_client, instance["id"])
+    after = launch(live_server, team="team-after", challenge="web-after")
+    assert wait_status(live_server, after["id"], {"running", "error"})["status"] == "running"
+    time.sleep(1)
+    assert live_server.call("GET", f"/api/v1/instances/{instance['id']}")[1]["status"] == "error"
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

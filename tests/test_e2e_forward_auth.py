@@ -13,9 +13,10 @@ pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.traefik]
 
 @pytest.fixture
 def guarded(app, live_server, traefik_proxy, localhost_dns):
-    """Traefik routes every instance through ctfhost's forward-auth; endpoints carry Traefik's port."""
-    saved = {key: app.config.get(key) for key in ("CTFHOST_TRAEFIK_FORWARD_AUTH_URL", "CTFHOST_PUBLIC_PORT")}
-    app.config["CTFHOST_TRAEFIK_FORWARD_AUTH_URL"] = f"{live_server.url}/api/v1/auth/forward"
+    """Traefik routes every instance through ctfhost's forward-auth (on by default, at the address Traefik
+    polls the config from); endpoints carry Traefik's port."""
+    assert not app.config.get("CTFHOST_TRAEFIK_FORWARD_AUTH_URL")
+    saved = {key: app.config.get(key) for key in ("CTFHOST_PUBLIC_PORT",)}
     app.config["CTFHOST_PUBLIC_PORT"] = traefik_proxy.web_port
     from ctfhost_plugin_traefik import config_cache
 
