@@ -27,9 +27,9 @@ try:
     from ctfhost_plugin_ctfd import install
 except ImportError as exc:  # pragma: no cover - a setup problem, said plainly
     raise ImportError(f"{exc}: install the plugin first (pip install -e 'plugins/ctfd[test]')") from exc
-from ctfhost_plugin_ctfd.ctfd_plugin import challenge_spec, grading, messages, settings, signin, slugs
+from ctfhost_plugin_ctfd.ctfd_plugin import accounts, challenge_spec, checks, grading, messages, settings, signin, slugs
 from ctfhost_plugin_ctfd.ctfd_plugin.client import CtfhostClient, CtfhostError
-from ctfhost_plugin_ctfd.ctfd_plugin.player import Player, public_instance
+from ctfhost_plugin_ctfd.ctfd_plugin.player import Player, admin_instance, public_instance
 
 pytestmark = pytest.mark.usefixtures("redis_server")
 
@@ -115,18 +115,29 @@ def test_settings_come_from_ctfd_config_then_the_environment():
     environ = {"CTFHOST_API_KEY": "env-key", "CTFHOST_URL": "http://ignored", "CTFHOST_CTFD_PUBLIC_URL": "https://ctf.example/"}
     resolved = settings.resolve(config.get, environ)
     assert (resolved.url, resolved.api_key, resolved.public_url) == ("http://ctfhost:5000", "env-key", "https://ctf.example/")
-    assert resolved.sources == {"url": "CTFd config", "api_key": "environment", "public_url": "environment"}
-    assert resolved.configured
+    assert resolved.sources == {
+        "url": "CTFd config", "api_key": "environment", "public_url": "environment", "renew_min_seconds": None
+    }
+    assert resolved.configured and resolved.renew_min_seconds == 300
     assert resolved.signin_url() == "https://ctf.example/plugins/ctfhost/access?instance={instance_id}&next={next}"
     empty = settings.resolve({}.get, {})
-    assert not empty.configured and empty.sources == {"url": None, "api_key": None, "public_url": None}
+    assert not empty.configured and set(empty.sources.values()) == {None}
+    # a number: CTFd's config first, then the environment; a value that is not one is skipped
+    assert settings.resolve({"ctfhost_renew_min_seconds": "120"}.get, {"CTFHOST_RENEW_MIN_SECONDS": "60"}).renew_min_seconds == 120
+    from_env = settings.resolve({"ctfhost_renew_min_seconds": "soon"}.get, {"CTFHOST_RENEW_MIN_SECONDS": "60"})
+    assert (from_env.renew_min_seconds, from_env.sources["renew_min_seconds"]) == (60, "environment")
+    assert settings.resolve({}.get, {"CTFHOST_RENEW_MIN_SECONDS": "-5"}).renew_min_seconds == 300
     assert empty.signin_url("http://127.0.0.1:4000/").startswith("http://127.0.0.1:4000/plugins/ctfhost/access?")
 
 
 def test_settings_form_keeps_a_blank_key_and_refuses_bad_urls():
     changes, problems = settings.changes_from_form({"url": "http://ctfhost:5000/", "api_key": "", "public_url": ""})
     assert problems == []
-    assert changes == {"ctfhost_url": "http://ctfhost:5000", "ctfhost_ctfd_public_url": ""}  # no key change
+    # no key change; a blank number falls back to the environment
+    assert changes == {"ctfhost_url": "http://ctfhost:5000", "ctfhost_ctfd_public_url": "", "ctfhost_renew_min_seconds": ""}
+    assert settings.changes_from_form({"renew_min_seconds": " 600 "})[0]["ctfhost_renew_min_seconds"] == "600"
+    _, problems = settings.changes_from_form({"renew_min_seconds": "five"})
+    assert len(problems) == 1 and "whole number" in problems[0]
     changes, _ = settings.changes_from_form({"url": "", "api_key": " k ", "public_url": ""})
     assert changes["ctfhost_api_key"] == "k"
     changes, _ = settings.changes_from_form({"url": "", "api_key": "k", "clear_api_key": "1"})
@@ -173,6 +184,7 @@ def test_form_fields_are_typed_defaulted_and_checked():
         (429, "team 1 already has 3 active instance(s) (max_instances_per_team = 3)", None, "launch", "quota"),
         (429, "team 1 launched challenge 'x' moments ago; wait 7 s", 7, "launch", "cooldown"),
         (503, "all 2 active worker(s) for runtime 'docker' are at capacity", None, "launch", "capacity"),
+        (503, "no active worker serves runtime 'docker'; start one with `flask ctfhost worker`", None, "launch", "not_launchable"),
         (503, "the job queue is unavailable; nothing was launched, try again", None, "launch", "unavailable"),
         (500, "boom", None, "launch", "error"),
     ],
@@ -199,6 +211,31 @@ def test_public_instance_hides_flags_teams_and_workers():
     assert shown["seconds_left"] == 600 and shown["active"] is True
     assert not {"flag", "team_id", "worker_id", "runtime"} & set(shown)
     assert public_instance(dict(instance, status="expired"), now)["seconds_left"] is None
+    # a failure's detail is for admins; players read ctfhost's short reason
+    failed = dict(instance, status="error", error="cannot reach the Docker engine: ConnectionRefusedError(111)",
+                  public_error="it could not be started")
+    assert public_instance(failed, now)["error"] == "it could not be started"
+    assert admin_instance(failed, now)["error"] == failed["error"] and admin_instance(failed, now)["team_id"] == 5
+    assert public_instance(dict(failed, public_error=None), now)["error"] == messages.FAILED_INSTANCE
+
+
+@pytest.mark.parametrize(
+    "seconds_left, ttl, renewals_left, least, expected",
+    [
+        (600, 600, None, 300, 300),  # just launched: a renew would add nothing
+        (300, 600, None, 300, 0),
+        (100, 600, 2, 300, 0),
+        (100, 600, 0, 300, None),  # none left
+        (550, 600, None, 0, 0),
+        (100, 120, None, 300, 40),  # a short TTL lowers the minimum to half of it
+        (100, None, None, 300, None),  # an older ctfhost: unknown, the server decides
+    ],
+)
+def test_renew_waits_until_it_adds_the_minimum(seconds_left, ttl, renewals_left, least, expected):
+    now = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
+    instance = {"status": "running", "ttl_seconds": ttl, "renewals_left": renewals_left,
+                "expires_at": (now + datetime.timedelta(seconds=seconds_left)).isoformat().replace("+00:00", "Z")}
+    assert public_instance(instance, now, renew_min_seconds=least)["renewable_in"] == expected
 
 
 # -- the client against ctfhost --------------------------------------------------------
@@ -342,7 +379,10 @@ def test_a_failed_launch_says_why(app, ctfhost, worker_id):
     launched = player.launch("web-fail-1").body["data"]
     run_jobs(app, worker_id)
     failed = player.get(launched["id"]).body["data"]
-    assert failed["status"] == "error" and "image crashed at start" in failed["error"] and failed["active"] is False
+    # the player reads a short reason; the runtime's words are for admins
+    assert failed["status"] == "error" and failed["error"] == messages.FAILED_INSTANCE and failed["active"] is False
+    assert "image crashed" not in str(failed)
+    assert "image crashed at start" in admin_instance(ctfhost.get_instance(launched["id"]))["error"]
     assert player.status("web-fail-1").body["data"] is None
 
 
@@ -396,6 +436,41 @@ def test_renewal_limit(app, ctfhost, worker_id):
     assert refused.body["message"] == messages.RENEW_LIMIT
 
 
+def test_renew_right_after_launch_wastes_no_renewal(app, ctfhost, worker_id):
+    ctfhost.create_challenge(spec("web-twice-1", max_renewals=2))
+    player = Player(ctfhost, 13, renew_min_seconds=300)
+    launched = player.launch("web-twice-1").body["data"]
+    assert (launched["renewals"], launched["renewals_left"]) == (0, 2)
+    assert 295 <= launched["renewable_in"] <= 300  # Renew is disabled until 600 s are left: it adds 300 s then
+    too_early = player.renew(launched["id"])
+    assert too_early.status == 409 and too_early.body["code"] == "renew_not_needed"
+    assert 295 <= too_early.body["retry_after"] <= 300 and "Renew becomes possible in" in too_early.body["message"]
+    assert ctfhost.get_instance(launched["id"])["renewals"] == 0  # nothing was spent
+
+    shift(launched["id"], expires_at=-(TTL - 200))  # 200 s left: a renew adds 700 s
+    renewed = player.renew(launched["id"]).body["data"]
+    assert (renewed["renewals"], renewed["renewals_left"]) == (1, 1) and renewed["seconds_added"] >= 695
+    # a restart keeps the count: it is no way around max_renewals
+    restarted = player.restart(launched["id"]).body["data"]
+    assert (restarted["renewals"], restarted["renewals_left"]) == (1, 1)
+    shift(restarted["id"], expires_at=-(TTL - 200))
+    assert player.renew(restarted["id"]).status == 200
+    shift(restarted["id"], expires_at=-(TTL - 200))
+    last = player.renew(restarted["id"])
+    assert last.status == 409 and last.body["code"] == "renew_limit"
+    assert player.status("web-twice-1").body["data"]["renewable_in"] is None
+
+
+def test_the_panels_restart_waits_for_the_cooldown(app, api, ctfhost, worker_id):
+    ctfhost.create_challenge(spec("web-cool-1"))
+    player = Player(ctfhost, 14)
+    launched = player.launch("web-cool-1").body["data"]
+    limits(api, launch_cooldown_seconds=60)
+    refused = player.restart(launched["id"])
+    assert refused.status == 429 and refused.body["code"] == "cooldown" and 1 <= refused.body["retry_after"] <= 60
+    assert player.status("web-cool-1").body["data"]["id"] == launched["id"]  # kept
+
+
 def test_quota_cooldown_capacity_and_unknown_challenge(app, api, ctfhost, worker_id):
     for slug in ("web-q-1", "web-q-2"):
         ctfhost.create_challenge(spec(slug))
@@ -419,9 +494,15 @@ def test_quota_cooldown_capacity_and_unknown_challenge(app, api, ctfhost, worker
 
     from ctfhost.models import Worker
 
-    Worker.delete().where(Worker.id == worker_id).execute()
+    Worker.update(max_instances=0).where(Worker.id == worker_id).execute()  # full
     capacity = Player(ctfhost, 10).launch("web-q-1")
     assert capacity.status == 503 and capacity.body["code"] == "capacity" and capacity.body["message"] == messages.CAPACITY
+
+    # no worker serves the runtime at all: not "busy", it cannot be launched (the admin page says why)
+    Worker.delete().where(Worker.id == worker_id).execute()
+    nobody = Player(ctfhost, 10).launch("web-q-1")
+    assert nobody.status == 503 and nobody.body["code"] == "not_launchable"
+    assert nobody.body["message"] == messages.NOT_LAUNCHABLE and "busy" not in nobody.body["message"]
 
 
 def test_instances_lists_the_teams_active_instances_newest_first(app, ctfhost, worker_id):
@@ -468,6 +549,65 @@ def test_grading_own_flag_other_teams_flag_and_previews(app, ctfhost, challenge,
     shift(mine["id"], ended_at=-app.config["CTFHOST_FLAG_GRACE_SECONDS"] - 60)
     late = grading.grade(ctfhost, 21, challenge["id"], mine["flag"])
     assert late.status == "incorrect" and late.message == messages.ENDED_TOO_LONG_AGO and late.counted
+
+
+def test_an_over_long_flag_is_an_incorrect_attempt_with_ctfhosts_reason(app, ctfhost, challenge):
+    verdict = grading.grade(ctfhost, 23, challenge["id"], "flag{" + "a" * 5000 + "}")
+    assert verdict.status == "incorrect" and verdict.counted is True  # a wrong answer, not an outage
+    assert verdict.message.startswith("Incorrect: the flag was refused (") and "1000" in verdict.message
+    assert verdict.message != messages.FLAG_UNCHECKED
+
+
+def test_admin_preview_checks_flags_in_teams_mode(app, ctfhost, challenge, worker_id):
+    # an admin without a team acts as their own user account, so the preview can launch and check
+    admin = accounts.ctfhost_team_id(teams_mode=True, user_id=1, team_id=None, admin=True)
+    assert admin == "user-1" and accounts.ctfhost_team_id(True, 2, None) is None
+    own = Player(ctfhost, admin).launch(challenge["id"]).body["data"]
+    flag = ctfhost.get_instance(own["id"])["flag"]
+    assert grading.grade(ctfhost, admin, challenge["id"], flag, preview=True) == grading.Verdict("correct", "Correct")
+    theirs = ctfhost.get_instance(ctfhost.launch(7, challenge["id"])["id"])["flag"]
+    shared = grading.grade(ctfhost, admin, challenge["id"], theirs, preview=True)
+    assert (shared.status, shared.message) == ("incorrect", messages.PREVIEW_SHARED)
+    assert FlagSharingEvent.select().count() == 0  # a preview records nothing
+
+
+def test_users_and_teams_never_share_a_ctfhost_team_id(app, ctfhost, challenge, worker_id):
+    assert accounts.ctfhost_team_id(teams_mode=False, user_id=5, team_id=None) == "user-5"
+    assert accounts.ctfhost_team_id(teams_mode=False, user_id=5, team_id=9) == "user-5"
+    assert accounts.ctfhost_team_id(teams_mode=True, user_id=5, team_id=9) == 9
+    assert [accounts.ctfd_account(v) for v in ("user-5", 5, "5", "user-x", "x")] == [
+        ("user", 5), ("team", 5), ("team", 5), None, None
+    ]
+    # user 5 launched in users mode; after a switch to teams mode, team 5 neither sees nor enters it
+    user_instance = Player(ctfhost, "user-5").launch(challenge["id"]).body["data"]
+    instance = running(app, worker_id, ctfhost, user_instance["id"])
+    assert instance["team_id"] == "user-5"
+    team = Player(ctfhost, 5)
+    assert team.status(challenge["id"]).body["data"] is None and team.instances().body["data"] == []
+    assert team.get(user_instance["id"]).status == 404
+    assert decide(ctfhost, user_instance["id"], team_id=5).status == 403
+    assert decide(ctfhost, user_instance["id"], team_id="user-5").is_redirect
+    theirs = grading.grade(ctfhost, 5, challenge["id"], instance["flag"])
+    assert not theirs.correct and FlagSharingEvent.get().owning_team_id == "user-5"
+    assert team.launch(challenge["id"]).status == 201  # team 5 gets its own
+
+
+def test_the_admin_page_says_whether_players_can_launch(app, api, ctfhost, challenge, worker_id):
+    from ctfhost.models import Worker
+
+    ready = checks.launch_check(ctfhost, challenge["id"], "fake")
+    assert ready.level == "success" and "1 active worker(s) serve runtime 'fake'" in ready.text
+    Worker.update(max_instances=0).where(Worker.id == worker_id).execute()
+    assert checks.launch_check(ctfhost, challenge["id"], "fake").level == "warning"
+    Worker.update(runtime="other").where(Worker.id == worker_id).execute()
+    nobody = checks.launch_check(ctfhost, challenge["id"], "fake")
+    assert nobody.level == "danger" and "No active ctfhost worker serves runtime 'fake'" in nobody.text
+    assert "flask ctfhost worker --runtime fake" in nobody.text
+    missing = checks.launch_check(ctfhost, "no-such-1", "fake")
+    assert missing.level == "danger" and "has no challenge 'no-such-1'" in missing.text
+    down = checks.launch_check(unreachable(), challenge["id"], "fake")
+    assert down.level == "danger" and "unreachable" in down.text
+    assert checks.launch_check(ctfhost, None, "fake").level == "warning"
 
 
 def test_grading_without_team_or_ctfhost_does_not_count():
@@ -582,7 +722,7 @@ def test_both_halves_carry_the_same_version():
 
 
 def test_deciding_modules_import_without_ctfd_or_flask():
-    modules = ["client", "player", "signin", "grading", "messages", "settings", "slugs", "challenge_spec"]
+    modules = ["client", "player", "signin", "grading", "messages", "settings", "slugs", "challenge_spec", "accounts", "checks"]
     code = (
         "import sys\n"
         + "".join(f"import ctfhost_plugin_ctfd.ctfd_plugin.{m}\n" for m in modules)

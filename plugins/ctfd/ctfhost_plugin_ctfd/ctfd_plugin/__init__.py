@@ -30,12 +30,13 @@ def load(app):
 
     from .api import ctfhost_namespace
     from .challenge_type import CtfhostChallengeType
-    from .views import ctfhost_pages
+    from .views import ctfhost_pages, launch_check
 
     upgrade(plugin_name=PLUGIN_NAME)
     CHALLENGE_CLASSES[CtfhostChallengeType.id] = CtfhostChallengeType
     register_plugin_assets_directory(app, base_path=CtfhostChallengeType.route)
     CTFd_API_v1.add_namespace(ctfhost_namespace, f"/plugins/{PLUGIN_NAME}")
     app.register_blueprint(ctfhost_pages)
+    app.jinja_env.globals["ctfhost_launch_check"] = launch_check
     register_user_page_menu_bar("My instances", f"plugins/{PLUGIN_NAME}/instances")
     register_admin_plugin_menu_bar("ctfhost", "/admin/ctfhost")

@@ -15,11 +15,11 @@ from flask_restx import Namespace, Resource
 from CTFd.models import Challenges, Solves
 from CTFd.utils.dates import ctf_ended, ctftime, view_after_ctf
 from CTFd.utils.decorators import admins_only, require_verified_emails
-from CTFd.utils.user import is_admin
+from CTFd.utils.user import get_current_user, is_admin
 
 from . import messages
 from .client import CtfhostError
-from .context import ctfhost_client, current_account
+from .context import ctfhost_client, current_account, current_settings
 from .messages import Problem
 from .models import CtfhostChallenge
 from .player import Player, Reply, admin_instance, ok, refused
@@ -40,10 +40,10 @@ def current_player():
         return None, Problem(401, "login", messages.NOT_LOGGED_IN)
     if team_id is None:
         return None, Problem(403, "no_team", messages.NO_TEAM)
-    return Player(ctfhost_client(), team_id), None
+    return Player(ctfhost_client(), team_id, renew_min_seconds=current_settings().renew_min_seconds), None
 
 
-def playable_challenge(challenge_id, team_id):
+def playable_challenge(challenge_id):
     """(challenge, None) if the player may open it, as CTFd's challenge API decides; else (None, Problem)."""
     challenge = CtfhostChallenge.query.filter_by(id=challenge_id).first()
     missing = Problem(404, "not_found", "No such challenge.")
@@ -58,7 +58,9 @@ def playable_challenge(challenge_id, team_id):
     prerequisites = set((challenge.requirements or {}).get("prerequisites", []))
     if prerequisites:
         existing = {row.id for row in Challenges.query.with_entities(Challenges.id).all()}
-        solved = {row.challenge_id for row in Solves.query.with_entities(Solves.challenge_id).filter_by(account_id=team_id)}
+        # CTFd's own account id here (solves are CTFd's), not the ctfhost team id
+        account_id = get_current_user().account_id
+        solved = {row.challenge_id for row in Solves.query.with_entities(Solves.challenge_id).filter_by(account_id=account_id)}
         if not (prerequisites & existing) <= solved:
             return None, Problem(403, "locked", "Solve the challenges this one requires first.")
     return challenge, None
@@ -100,13 +102,13 @@ class ChallengeInstance(Resource):
     @as_player
     def get(self, player, challenge_id):
         """The team's active instance of this challenge (data: null when none)"""
-        challenge, problem = playable_challenge(challenge_id, player.team_id)
+        challenge, problem = playable_challenge(challenge_id)
         return refused(problem) if problem else player.status(challenge.slug)
 
     @as_player
     def post(self, player, challenge_id):
         """Launch an instance of this challenge for the team"""
-        challenge, problem = playable_challenge(challenge_id, player.team_id)
+        challenge, problem = playable_challenge(challenge_id)
         if problem:
             return refused(problem)
         return player.launch(challenge.slug) if ctf_open() else refused(CTF_CLOSED)

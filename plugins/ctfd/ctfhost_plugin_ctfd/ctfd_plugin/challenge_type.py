@@ -10,7 +10,7 @@ ctfhost against the team's own instance; without one, CTFd's flags apply.
 import logging
 
 from flask import Blueprint, g
-from werkzeug.exceptions import BadGateway
+from werkzeug.exceptions import HTTPException
 
 from CTFd.exceptions.challenges import ChallengeCreateException, ChallengeUpdateException
 from CTFd.models import db
@@ -47,6 +47,22 @@ def _sync(challenge, values, error, create_first):
     except CtfhostError as exc:
         db.session.rollback()
         raise error(f"ctfhost refused challenge {spec['id']!r}: {exc.describe()}") from None
+
+
+class DeleteRefused(HTTPException):
+    """The challenge is kept: ctfhost could not delete it.
+
+    CTFd's delete API has no error path of its own; flask-restx answers with
+    ``data`` as the body, shaped like CTFd's refused edits, and a 4xx keeps
+    a traceback out of CTFd's log. The challenge's admin page (update.js)
+    shows the message.
+    """
+
+    code = 409
+
+    def __init__(self, message):
+        super().__init__(description=message)
+        self.data = {"success": False, "message": message, "errors": {"": [message]}}
 
 
 class CtfhostChallengeType(BaseChallenge):
@@ -142,9 +158,9 @@ class CtfhostChallengeType(BaseChallenge):
                     client.delete_challenge(challenge.slug, force=True)
                 except CtfhostError as exc:
                     # keep both sides in step: nothing is deleted here either
-                    raise BadGateway(
-                        description=f"ctfhost could not delete challenge {challenge.slug!r}: {exc.describe()}"
-                    ) from None
+                    message = f"Not deleted: ctfhost could not delete challenge {challenge.slug!r}: {exc.describe()}"
+                    log.warning("%s", message)
+                    raise DeleteRefused(message) from None
             else:
                 log.warning("ctfhost is not configured: challenge %s deleted in CTFd only", challenge.slug)
         super().delete(challenge)

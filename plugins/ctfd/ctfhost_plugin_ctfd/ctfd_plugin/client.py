@@ -15,12 +15,14 @@ DEFAULT_TIMEOUT = 10
 class CtfhostError(Exception):
     """ctfhost refused a call, or could not be reached (``status`` is None then)."""
 
-    def __init__(self, status, message, errors=None, retry_after=None):
+    def __init__(self, status, message, errors=None, retry_after=None, reason=None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.errors = errors or {}
         self.retry_after = retry_after
+        # ctfhost's word for why, where one status has several causes (503: "no_worker" or "capacity")
+        self.reason = reason
 
     @property
     def unreachable(self):
@@ -39,6 +41,15 @@ class CtfhostError(Exception):
                     messages = [messages]
                 lines.append(f"{field}: {' '.join(str(m) for m in messages)}")
         return lines
+
+    def messages_for(self, field):
+        """ctfhost's messages about one field of the request body (e.g. "flag"), wherever it put them."""
+        found = []
+        for fields in self.errors.values():
+            messages = fields.get(field) if isinstance(fields, dict) else None
+            if messages:
+                found.extend(str(m) for m in (messages if isinstance(messages, list) else [messages]))
+        return found
 
     def describe(self):
         """One line for an operator: the message and every field error."""
@@ -99,11 +110,13 @@ class CtfhostClient:
             return response.status_code, payload, response.headers
         message = payload.get("message") if isinstance(payload, dict) else None
         errors = payload.get("errors") if isinstance(payload, dict) else None
+        reason = payload.get("reason") if isinstance(payload, dict) else None
         raise CtfhostError(
             response.status_code,
             message or f"ctfhost answered {response.status_code} to {method} {path}",
             errors=errors if isinstance(errors, dict) else None,
             retry_after=_retry_after(response.headers.get("Retry-After")),
+            reason=reason if isinstance(reason, str) else None,
         )
 
     def _get(self, path, params=None):
@@ -220,3 +233,9 @@ class CtfhostClient:
     def flag_sharing(self, limit=100, offset=0, challenge_id=None, team_id=None):
         """(events, total), newest first."""
         return self._page("/flag-sharing", challenge_id=challenge_id, team_id=team_id, limit=limit, offset=offset)
+
+    # -- workers -----------------------------------------------------------
+
+    def list_workers(self):
+        """Every registered worker: id, runtimes, status ("active"/"inactive"), active_instances, max_instances."""
+        return self._get("/workers")

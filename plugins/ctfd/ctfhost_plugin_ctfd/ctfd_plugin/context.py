@@ -3,9 +3,10 @@
 import os
 
 from CTFd.utils import get_config
+from CTFd.utils.config import is_teams_mode
 from CTFd.utils.user import get_current_user
 
-from . import settings
+from . import accounts, settings
 from .client import CtfhostClient
 
 
@@ -13,15 +14,21 @@ def current_settings():
     return settings.resolve(get_config, os.environ)
 
 
-def ctfhost_client():
+def ctfhost_client(timeout=None):
     """A client with the current settings; unconfigured, its calls raise CtfhostError (status None)."""
     configured = current_settings()
-    return CtfhostClient(configured.url, configured.api_key)
+    if timeout is None:
+        return CtfhostClient(configured.url, configured.api_key)
+    return CtfhostClient(configured.url, configured.api_key, timeout=timeout)
 
 
 def current_account():
-    """(logged in, team id): the team id is the user's account_id (users mode: the user; teams mode: the team, or None)."""
+    """(logged in, ctfhost team id): "user-<id>" for a user, the team's number in teams mode (None without a team).
+
+    See accounts.py: the kind is part of the id, so a mode switch hands no
+    instance to another account.
+    """
     user = get_current_user()
     if user is None:
         return False, None
-    return True, user.account_id
+    return True, accounts.ctfhost_team_id(is_teams_mode(), user.id, user.team_id, admin=user.type == "admin")

@@ -18,6 +18,8 @@ GONE = "This instance does not exist any more. Launch a new one."
 ENDED = "This instance has ended. Launch a new one."
 QUOTA = "Your team already runs as many instances as allowed. Stop one (see My instances) to launch another."
 CAPACITY = "No room for a new instance right now: every server is busy. Try again in a minute."
+NOT_LAUNCHABLE = "This challenge cannot be launched right now. Try again later, and tell the organizers if it lasts."
+UNKNOWN_STATE = "Your team's instance could not be checked right now, so it may or may not be running. Try again in a minute."
 RENEW_LIMIT = "This instance cannot be renewed any more: it has used all its renewals."
 RENEW_NOT_NEEDED = "Nothing to renew yet: the instance already runs for its full time."
 FAILED = "The instance service failed. Try again, and tell the organizers if it keeps happening."
@@ -25,6 +27,20 @@ FLAG_UNCHECKED = "Your flag could not be checked right now, so this attempt does
 CORRECT = "Correct"
 INCORRECT = "Incorrect"
 ENDED_TOO_LONG_AGO = "Incorrect: that flag belongs to an instance of yours that ended too long ago. Launch a new one."
+PREVIEW_SHARED = "Incorrect for this account: it is the flag of another account's instance."
+FAILED_INSTANCE = "it could not be started"
+
+
+def flag_refused(reasons):
+    """Incorrect, with why ctfhost refused the flag as given (too long, ...)."""
+    return f"Incorrect: the flag was refused ({' '.join(reasons)})"
+
+
+def renew_too_early(seconds):
+    """Renewing now would add less than the minimum; it becomes possible in `seconds`."""
+    minutes, rest = divmod(max(0, int(seconds)), 60)
+    wait = f"{minutes} min {rest} s" if minutes else f"{rest} s"
+    return f"Renewing now would add almost nothing. Renew becomes possible in {wait}."
 
 
 def cooldown(seconds):
@@ -74,7 +90,10 @@ def explain(error, action):
             return Problem(429, "cooldown", cooldown(error.retry_after), error.retry_after)
         return Problem(429, "quota", QUOTA)
     if status == 503:
-        if "queue" in text or "database" in text:
-            return Problem(503, "unavailable", UNREACHABLE, error.retry_after)
-        return Problem(503, "capacity", CAPACITY, error.retry_after)
+        # ctfhost says "reason"; older versions only say it in words
+        if error.reason == "no_worker" or (error.reason is None and "no active worker serves" in text):
+            return Problem(503, "not_launchable", NOT_LAUNCHABLE)
+        if error.reason == "capacity" or (error.reason is None and "capacity" in text):
+            return Problem(503, "capacity", CAPACITY, error.retry_after)
+        return Problem(503, "unavailable", UNREACHABLE, error.retry_after)
     return Problem(502, "error", FAILED)

@@ -9,14 +9,16 @@ flag, worker or backend ever reaches the browser.
 import datetime
 from dataclasses import dataclass, field
 
+from . import messages
 from .client import CtfhostError
-from .messages import explain
+from .messages import Problem, explain
 
 ACTIVE = ("pending", "running")
 PUBLIC_FIELDS = (
     "id", "challenge_id", "status", "protocol", "endpoint", "connection",
-    "expires_at", "created_at", "started_at", "renewals", "error",
+    "expires_at", "created_at", "started_at", "renewals", "renewals_left",
 )
+DEFAULT_RENEW_MIN_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -57,19 +59,41 @@ def seconds_left(instance, now=None):
     return max(0, int((expires - (now or utcnow())).total_seconds()))
 
 
-def public_instance(instance, now=None):
-    """The fields a player may see, plus seconds_left (the countdown does not trust the browser's clock)."""
+def renewable_in(instance, min_seconds, now=None):
+    """Seconds until a renew adds at least `min_seconds` (0: now); None when unknown or no renewal is left.
+
+    A renew sets the expiry to now + the challenge's TTL (``ttl_seconds``),
+    so it adds TTL - time left. A TTL shorter than twice the minimum lowers
+    the minimum to half the TTL, so such an instance stays renewable.
+    """
+    left, ttl = seconds_left(instance, now), instance.get("ttl_seconds")
+    if instance.get("renewals_left") == 0:
+        return None
+    if left is None or not isinstance(ttl, int) or ttl <= 0:
+        return None
+    least = min(max(0, int(min_seconds)), ttl // 2)
+    return max(0, left - (ttl - least))
+
+
+def public_instance(instance, now=None, renew_min_seconds=DEFAULT_RENEW_MIN_SECONDS):
+    """The fields a player may see, plus seconds_left (the countdown does not trust the browser's clock).
+
+    ``error`` is ctfhost's short reason for players (``public_error``), never
+    the runtime's detail; ``renewable_in`` says when Renew is worth it.
+    """
     if instance is None:
         return None
     shown = {key: instance.get(key) for key in PUBLIC_FIELDS}
     shown["active"] = instance.get("status") in ACTIVE
     shown["seconds_left"] = seconds_left(instance, now)
+    shown["renewable_in"] = renewable_in(instance, renew_min_seconds, now)
+    shown["error"] = instance.get("public_error") or (messages.FAILED_INSTANCE if instance.get("error") else None)
     return shown
 
 
 def admin_instance(instance, now=None):
-    """What an admin sees in CTFd: the public fields and the owning team, still no flag."""
-    return dict(public_instance(instance, now), team_id=instance.get("team_id"))
+    """What an admin sees in CTFd: the public fields, the owning team and the failure's detail; still no flag."""
+    return dict(public_instance(instance, now), team_id=instance.get("team_id"), error=instance.get("error"))
 
 
 def same_team(instance, team_id):
@@ -80,13 +104,14 @@ def same_team(instance, team_id):
 class Player:
     """One team's view of ctfhost: every method returns a Reply, never raises CtfhostError."""
 
-    def __init__(self, client, team_id, now=utcnow):
+    def __init__(self, client, team_id, now=utcnow, renew_min_seconds=DEFAULT_RENEW_MIN_SECONDS):
         self.client = client
         self.team_id = team_id
         self.now = now
+        self.renew_min_seconds = renew_min_seconds
 
     def _show(self, instance):
-        return public_instance(instance, self.now())
+        return public_instance(instance, self.now(), self.renew_min_seconds)
 
     def _owned(self, instance_id, action):
         """The team's instance, or the Problem to answer (another team's instance looks missing)."""
@@ -139,14 +164,27 @@ class Player:
             return refused(explain(exc, "access"))
 
     def renew(self, instance_id):
+        """Renew, unless no renewal is left or it would add less than the minimum (a renewal is not wasted)."""
         instance, problem = self._owned(instance_id, "renew")
         if problem:
             return refused(problem)
+        if instance.get("status") in ACTIVE:
+            if instance.get("renewals_left") == 0:
+                return refused(Problem(409, "renew_limit", messages.RENEW_LIMIT))
+            wait = renewable_in(instance, self.renew_min_seconds, self.now())
+            if wait:
+                return refused(Problem(409, "renew_not_needed", messages.renew_too_early(wait), wait))
         try:
             renewed = self.client.renew(instance["id"])
         except CtfhostError as exc:
             return refused(explain(exc, "renew"))
-        instance = dict(instance, expires_at=renewed["expires_at"], renewals=(instance.get("renewals") or 0) + 1)
+        left = instance.get("renewals_left")
+        instance = dict(
+            instance,
+            expires_at=renewed["expires_at"],
+            renewals=(instance.get("renewals") or 0) + 1,
+            renewals_left=None if left is None else max(0, left - 1),
+        )
         shown = self._show(instance)
         shown["seconds_added"] = renewed.get("seconds_added")
         return ok(shown)

@@ -11,8 +11,25 @@ SETTINGS = {
     "url": ("ctfhost_url", "CTFHOST_URL"),
     "api_key": ("ctfhost_api_key", "CTFHOST_API_KEY"),
     "public_url": ("ctfhost_ctfd_public_url", "CTFHOST_CTFD_PUBLIC_URL"),
+    "renew_min_seconds": ("ctfhost_renew_min_seconds", "CTFHOST_RENEW_MIN_SECONDS"),
 }
-LABELS = {"url": "ctfhost URL", "api_key": "ctfhost API key", "public_url": "public URL of CTFd"}
+LABELS = {
+    "url": "ctfhost URL",
+    "api_key": "ctfhost API key",
+    "public_url": "public URL of CTFd",
+    "renew_min_seconds": "least time a renewal adds (seconds)",
+}
+# settings that are whole numbers: (default, largest)
+NUMBERS = {"renew_min_seconds": (300, 86400)}
+
+
+def whole_number(value, name):
+    """`value` as the number setting `name` takes, or None when it is not one (blank, text, out of range)."""
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return number if 0 <= number <= NUMBERS[name][1] else None
 
 
 @dataclass(frozen=True)
@@ -20,6 +37,7 @@ class Settings:
     url: str = ""
     api_key: str = ""
     public_url: str = ""
+    renew_min_seconds: int = NUMBERS["renew_min_seconds"][0]
     # setting -> "CTFd config", "environment" or None (unset)
     sources: dict = field(default_factory=dict)
 
@@ -38,13 +56,17 @@ def resolve(get_config, environ):
     values, sources = {}, {}
     for name, (config_key, variable) in SETTINGS.items():
         stored = get_config(config_key)
-        stored = stored.strip() if isinstance(stored, str) else ""
-        if stored:
-            values[name], sources[name] = stored, "CTFd config"
-        elif (environ.get(variable) or "").strip():
-            values[name], sources[name] = environ[variable].strip(), "environment"
+        stored = str(stored).strip() if stored is not None else ""
+        candidates = ((stored, "CTFd config"), ((environ.get(variable) or "").strip(), "environment"))
+        if name in NUMBERS:
+            # a value that is not a number in range is skipped, as if unset
+            candidates = [(whole_number(v, name), source) for v, source in candidates if v]
+            candidates = [(v, source) for v, source in candidates if v is not None]
+        found = [(v, source) for v, source in candidates if v != ""]
+        if found:
+            values[name], sources[name] = found[0]
         else:
-            values[name], sources[name] = "", None
+            values[name], sources[name] = NUMBERS[name][0] if name in NUMBERS else "", None
     return Settings(sources=sources, **values)
 
 
@@ -73,6 +95,12 @@ def changes_from_form(form):
         if problem:
             problems.append(problem)
         changes[SETTINGS[name][0]] = value
+    for name in NUMBERS:
+        value = (form.get(name) or "").strip()
+        if value and whole_number(value, name) is None:
+            problems.append(f"{LABELS[name]} must be a whole number from 0 to {NUMBERS[name][1]}, not {value!r}")
+        else:
+            changes[SETTINGS[name][0]] = str(whole_number(value, name)) if value else ""
     api_key = (form.get("api_key") or "").strip()
     if form.get("clear_api_key"):
         changes[SETTINGS["api_key"][0]] = ""

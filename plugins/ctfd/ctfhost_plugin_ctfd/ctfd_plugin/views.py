@@ -4,10 +4,10 @@ from flask import Blueprint, make_response, redirect, render_template, request, 
 
 from CTFd.cache import clear_config
 from CTFd.utils import set_config
+from CTFd.models import Teams, Users
 from CTFd.utils.decorators import admins_only, authed_only
-from CTFd.utils.modes import get_model
 
-from . import signin
+from . import accounts, checks, signin
 from .api import with_challenges
 from .client import CtfhostError
 from .context import ctfhost_client, current_account, current_settings
@@ -42,7 +42,9 @@ def access():
     )
     if decision.is_redirect:
         return no_store(redirect(decision.location, 302))
-    html = render_template(TEMPLATES + "message.html", title=decision.title, message=decision.message)
+    # ctfhost down: the same sign-in may work in a minute
+    retry_url = request.full_path if decision.status == 503 else None
+    html = render_template(TEMPLATES + "message.html", title=decision.title, message=decision.message, retry_url=retry_url)
     return no_store(make_response(html, decision.status))
 
 
@@ -57,17 +59,30 @@ def my_instances():
 
 
 def account_names(team_ids):
-    """team id (text) -> CTFd user or team name."""
-    ids = set()
+    """ctfhost team id (text) -> the CTFd user ("user-5") or team (5) name; see accounts.py."""
+    wanted = {"user": {}, "team": {}}
     for value in team_ids:
-        try:
-            ids.add(int(value))
-        except (TypeError, ValueError):
-            pass
-    if not ids:
-        return {}
-    model = get_model()
-    return {str(row.id): row.name for row in model.query.filter(model.id.in_(ids)).all()}
+        account = accounts.ctfd_account(value) if value is not None else None
+        if account:
+            wanted[account[0]][account[1]] = str(value)
+    names = {}
+    for kind, model in (("user", Users), ("team", Teams)):
+        ids = wanted[kind]
+        if ids:
+            for row in model.query.filter(model.id.in_(list(ids))).all():
+                names[ids[row.id]] = f"{row.name} ({kind})"
+    return names
+
+
+CHECK_TIMEOUT = 5  # seconds: the challenge's admin page waits this long at most for ctfhost
+
+
+def launch_check(challenge):
+    """For the challenge's admin page (update.html): can players launch it? A checks.Check."""
+    client = ctfhost_client(timeout=CHECK_TIMEOUT)
+    if not client.configured:
+        return checks.Check("warning", "The ctfhost plugin is not configured (Admin > ctfhost > Settings).")
+    return checks.launch_check(client, challenge.slug, challenge.runtime)
 
 
 @ctfhost_pages.route("/admin/ctfhost")
@@ -89,6 +104,7 @@ def admin_instances():
     except CtfhostError as exc:
         error = exc.describe()
     with_challenges(instances)
+    with_challenges(events)
     names = account_names([i["team_id"] for i in instances] + [e.get(k) for e in events for k in ("submitting_team_id", "owning_team_id")])
     return render_template(
         TEMPLATES + "admin.html",

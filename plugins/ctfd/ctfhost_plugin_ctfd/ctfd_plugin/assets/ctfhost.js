@@ -10,7 +10,7 @@
   const PENDING_POLLS = 180; // give up polling a pending instance after ~3 minutes
   const REFRESH_TICKS = 30; // re-read a running instance every 30 s
   const MAX_TICKS = 24 * 3600; // a panel left open stops its timer after a day
-  const WARNING = ["cooldown", "quota", "capacity", "renew_limit", "renew_not_needed", "ended", "gone", "closed", "locked", "no_team", "login"];
+  const WARNING = ["cooldown", "quota", "capacity", "not_launchable", "unavailable", "renew_limit", "renew_not_needed", "ended", "gone", "closed", "locked", "no_team", "login"];
   const LABELS = {
     pending: ["Starting", "bg-info text-dark"],
     running: ["Running", "bg-success"],
@@ -71,6 +71,7 @@
       this.titleHref = options.titleHref || null;
       this.instance = options.instance === undefined ? undefined : options.instance;
       this.message = null;
+      this.unknown = false; // ctfhost could not be asked: the team may or may not have an instance
       this.busy = false;
       this.ticks = 0;
       this.polls = 0;
@@ -93,9 +94,18 @@
       this.timer = null;
     }
 
+    since(seconds) {
+      // a server-given number of seconds, counted down since it arrived
+      if (seconds === null || seconds === undefined) return null;
+      return seconds - (Date.now() - this.receivedAt) / 1000;
+    }
+
     secondsLeft() {
-      if (!this.instance || this.instance.seconds_left === null || this.instance.seconds_left === undefined) return null;
-      return this.instance.seconds_left - (Date.now() - this.receivedAt) / 1000;
+      return this.instance ? this.since(this.instance.seconds_left) : null;
+    }
+
+    renewableIn() {
+      return this.instance ? this.since(this.instance.renewable_in) : null;
     }
 
     tick() {
@@ -128,6 +138,7 @@
 
     received(instance) {
       if (instance && this.instance && instance.id !== this.instance.id) this.polls = 0;
+      this.unknown = false;
       this.instance = instance;
       this.receivedAt = Date.now();
       this.render();
@@ -152,7 +163,7 @@
         const instance = reply.data;
         if (instance && !instance.active) {
           if (instance.status === "error") {
-            this.show("error", "The instance failed to start" + (instance.error ? ": " + instance.error : "."));
+            this.show("error", "The instance failed" + (instance.error ? ": " + instance.error : "") + ". Launch it again, and tell the organizers if it keeps failing.");
           } else if (known && known.active) {
             this.show("info", instance.status === "expired" ? "The instance expired." : "The instance was stopped.");
           }
@@ -163,9 +174,19 @@
       } else if (reply.code === "gone") {
         this.received(null);
       } else {
-        if (this.instance === undefined) this.instance = null; // not "Loading…" forever
+        // never "No instance" (and Launch) when ctfhost could not say: the team may have one running
+        if (!this.instance) {
+          this.instance = null;
+          this.unknown = true;
+        }
         this.show(reply.code, reply.message);
       }
+    }
+
+    retry() {
+      this.message = null;
+      this.render();
+      this.refresh();
     }
 
     async act(method, path, confirmText, done) {
@@ -181,6 +202,7 @@
       } else {
         if (reply.code === "cooldown" && reply.retry_after) this.cooldownUntil = Date.now() + reply.retry_after * 1000;
         if (reply.code === "gone" || reply.code === "ended") this.instance = null;
+        if (reply.code === "unavailable" && !this.instance) this.unknown = true; // a launch may or may not have happened
         this.show(reply.code, reply.message);
       }
     }
@@ -244,6 +266,15 @@
         countdown.textContent = "Expires in " + clock(left);
         countdown.classList.toggle("text-danger", left < 300);
       }
+      const renew = this.el.querySelector(".ctfhost-renew");
+      if (renew) {
+        const running = this.instance && this.instance.status === "running";
+        const noneLeft = this.instance && this.instance.renewals_left === 0;
+        const later = Math.ceil(this.renewableIn() || 0);
+        renew.disabled = this.busy || !running || noneLeft || later > 0;
+        renew.textContent = running && !noneLeft && later > 0 ? "Renew (in " + clock(later) + ")" : "Renew";
+        renew.title = noneLeft ? "No renewals left" : later > 0 ? "Renewing now would add almost nothing" : "";
+      }
       const launch = this.el.querySelector(".ctfhost-launch");
       const wait = Math.ceil((this.cooldownUntil - Date.now()) / 1000);
       if (launch) {
@@ -275,6 +306,9 @@
       const head = node("div", "d-flex flex-wrap align-items-center mb-2");
       if (instance === undefined) {
         head.appendChild(node("span", "text-muted small", "Loading your instance…"));
+      } else if (!instance && this.unknown) {
+        head.appendChild(node("span", "badge bg-warning text-dark me-2 ctfhost-status", "Unknown"));
+        head.appendChild(node("span", "text-muted small", "Your team's instance could not be checked."));
       } else if (!instance) {
         head.appendChild(node("span", "badge bg-secondary me-2", "No instance"));
         head.appendChild(node("span", "text-muted small", "Launch a private instance of this challenge for your team."));
@@ -284,6 +318,10 @@
         if (instance.status === "running") head.appendChild(node("span", "ms-auto small fw-bold ctfhost-countdown"));
       }
       body.appendChild(head);
+
+      if (instance && instance.active && instance.renewals_left !== null && instance.renewals_left !== undefined) {
+        body.appendChild(node("div", "small text-muted mb-2 ctfhost-renewals", "Renewals left: " + instance.renewals_left));
+      }
 
       if (instance && instance.endpoint) {
         const where = node("div", "small mb-2 text-break");
@@ -314,7 +352,9 @@
       }
 
       const buttons = node("div", "d-flex flex-wrap gap-2 ctfhost-buttons");
-      if (!instance) {
+      if (!instance && this.unknown) {
+        buttons.appendChild(this.button(this.loading ? "Checking…" : "Try again", "btn-outline-primary ctfhost-retry", () => this.retry()));
+      } else if (!instance) {
         if (instance !== undefined) {
           const launch = this.button(this.busy ? "Launching…" : "Launch", "btn-primary ctfhost-launch", () => this.launch());
           buttons.appendChild(launch);
@@ -329,7 +369,7 @@
           if (!running) open.setAttribute("aria-disabled", "true");
           buttons.appendChild(open);
         }
-        buttons.appendChild(this.button("Renew", "btn-outline-secondary ctfhost-renew", () => this.renew(), !running));
+        buttons.appendChild(this.button("Renew", "btn-outline-secondary ctfhost-renew", () => this.renew(), !running)); // updateClocks decides
         buttons.appendChild(this.button("Restart", "btn-outline-warning ctfhost-restart", () => this.restart()));
         buttons.appendChild(this.button("Stop", "btn-outline-danger ctfhost-stop", () => this.stop()));
       }
@@ -358,7 +398,12 @@
     const reply = await call("GET", "/instances");
     el.replaceChildren();
     if (!reply.success) {
-      el.appendChild(node("div", "alert alert-warning", reply.message));
+      const alert = node("div", "alert alert-warning", reply.message);
+      const again = node("button", "btn btn-sm btn-outline-primary ms-2 ctfhost-retry", "Try again");
+      again.type = "button";
+      again.addEventListener("click", () => mountList(el));
+      alert.appendChild(again);
+      el.appendChild(alert);
       return;
     }
     if (!reply.data.length) {
