@@ -35,6 +35,8 @@ SETTINGS = {
     "EXPIRY_INTERVAL_SECONDS": (float, 2.0),
     "RECONCILE_INTERVAL_SECONDS": (float, 60.0),
     "JOB_TIMEOUT_SECONDS": (int, 300),
+    # the link back on forward-auth's pages (else the site of CTFHOST_AUTH_SIGNIN_URL)
+    "PUBLIC_SCOREBOARD_URL": (str, None),
     # how many reverse proxies in front of the API set X-Forwarded-For (audit client IPs)
     "PROXY_COUNT": (int, 0),
     # largest request body the API reads (413 beyond)

@@ -1,9 +1,8 @@
 """The core's own hook implementations, registered trylast so installed plugins win."""
 
-import html
 import urllib.parse
 
-from flask import current_app
+from flask import current_app, render_template
 from werkzeug.http import dump_cookie
 
 from ctfhost import hookimpl
@@ -13,12 +12,20 @@ from ctfhost.services import access
 HTML = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
 
 
+def scoreboard_url():
+    """Where a turned-away browser goes back to: CTFHOST_PUBLIC_SCOREBOARD_URL, else the sign-in URL's site; or None."""
+    configured = current_app.config.get("CTFHOST_PUBLIC_SCOREBOARD_URL")
+    if configured:
+        return configured
+    signin = urllib.parse.urlsplit(current_app.config.get("CTFHOST_AUTH_SIGNIN_URL") or "")
+    if signin.scheme in ("http", "https") and signin.netloc:
+        return f"{signin.scheme}://{signin.netloc}/"
+    return None
+
+
 def page(title, text):
-    """A short HTML page for the browser that forward-auth turned away."""
-    return (
-        "<!doctype html><html><head><meta charset=utf-8><title>{0}</title></head>"
-        "<body style=\"font-family:sans-serif;max-width:40em;margin:4em auto\"><h1>{0}</h1><p>{1}</p></body></html>"
-    ).format(html.escape(title), html.escape(text))
+    """A short HTML page for the browser that forward-auth turned away, with a link back to the scoreboard."""
+    return render_template("instance_page.html", title=title, text=text, back_url=scoreboard_url())
 
 
 def _redeem(request, instance, query, proto):

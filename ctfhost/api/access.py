@@ -57,7 +57,7 @@ def forward_auth():
     """Traefik forwardAuth: may this request reach the instance at X-Forwarded-Host?"""
     instance = service.active_instance_for_host(request.headers.get("X-Forwarded-Host"))
     if instance is None or not service.instance_is_active(instance):
-        return Response(page("No such instance", "Nothing runs at this address (any more)."), 404, HTML)
+        return Response(page("No such instance", "Nothing runs at this address (any more). Launch a new instance from the scoreboard."), 404, HTML)
     decision = get_plugins().authorize(request, instance)
     status = 200 if decision.allowed else decision.status
     response = Response(decision.body or "", status)
