@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: demo demo-stop test test-sqlite test-postgresql system venv clean
+.PHONY: demo demo-system demo-stop test test-sqlite test-postgresql system venv clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml plugins/docker_runtime/setup.cfg plugins/traefik/setup.cfg plugins/ctfd/setup.cfg plugins/kctf_runtime/setup.cfg plugins/kata_runtime/setup.cfg plugins/kctf_runtime/setup.cfg plugins/kata_runtime/setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -18,11 +18,18 @@ system:
 	scripts/system.sh deps
 	scripts/system.sh services
 
-demo: system venv
+# demo-stop stops what demo started: instances (through the API), worker, Traefik, app, the demo's
+# network, and Redis/dockerd only if this demo's `system.sh services` started them (.demo/system-started).
+demo: demo-system venv
 	$(PY) -m ctfhost.devstack demo
+
+demo-system:
+	scripts/system.sh deps
+	scripts/system.sh services .demo/system-started
 
 demo-stop:
 	$(PY) -m ctfhost.devstack demo-stop
+	scripts/system.sh stop-started .demo/system-started
 
 test-sqlite: system venv
 	$(PY) -m pytest

@@ -158,9 +158,11 @@ def venv_bin(name):
 
 
 def app_server(env, port, log_path, workers=2, threads=8):
+    # gunicorn's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl),
+    # shared by every gunicorn that user runs: this one goes without
     argv = [
         venv_bin("gunicorn"), "--workers", str(workers), "--threads", str(threads), "--bind", f"127.0.0.1:{port}",
-        "--graceful-timeout", "5", "--timeout", "60", "ctfhost:create_app()",
+        "--graceful-timeout", "5", "--timeout", "60", "--no-control-socket", "ctfhost:create_app()",
     ]
     return Service("app", argv, env, log_path)
 
@@ -242,6 +244,9 @@ def fetch_via_proxy(proxy_port, hostname, path="/", timeout=5, headers=None):
 
 DEMO_DIR = ".demo"
 APP_PORT, WEB_PORT, TRAEFIK_API_PORT = 5000, 8000, 8080
+DEMO_WORKER = "demo-worker"
+# the demo's own bridge, so demo-stop can remove it without touching another ctfhost's
+DEMO_NETWORK = "ctfhost-demo-instances"
 
 
 def _demo_env(api_key):
@@ -250,51 +255,123 @@ def _demo_env(api_key):
         CTFHOST_API_KEY=api_key,
         CTFHOST_PUBLIC_PORT=str(WEB_PORT),
         CTFHOST_TRAEFIK_API_URL=f"http://127.0.0.1:{TRAEFIK_API_PORT}",
-        CTFHOST_TRAEFIK_FORWARD_AUTH_URL=f"http://127.0.0.1:{APP_PORT}/api/v1/auth/forward",
+        CTFHOST_DOCKER_NETWORK=DEMO_NETWORK,
     )
     return env
 
 
-def demo_stop(directory=DEMO_DIR):
-    pids_file = os.path.join(directory, "pids.json")
-    if not os.path.exists(pids_file):
-        return
-    with open(pids_file) as handle:
-        pids = json.load(handle)
+def demo_api_key(directory=DEMO_DIR):
+    """The demo's API key from <directory>/api-key (mode 0600), generated on first use."""
+    path = os.path.join(directory, "api-key")
+    # O_CREAT|O_EXCL with 0600: the key is never readable by others, not even for a moment
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        os.chmod(path, 0o600)  # a key file left world-readable by an older demo
+    else:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(24))
+    with open(path) as handle:
+        return handle.read().strip()
+
+
+def _demo_pids(directory):
+    try:
+        with open(os.path.join(directory, "pids.json")) as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return {}
+
+
+def _group_alive(pid):
+    try:
+        os.killpg(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _stop_groups(pids, timeout=15):
+    """SIGTERM each process group, SIGKILL what is left after `timeout`."""
     for name, pid in pids.items():
-        try:
+        if _group_alive(pid):
             os.killpg(pid, signal.SIGTERM)
             print(f"stopped {name} (pid {pid})")
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + timeout
     for pid in pids.values():
-        while time.monotonic() < deadline:
+        while _group_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _group_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _destroy_instances(api, headers, timeout=60):
+    """DELETE every active instance through the API; returns their ids (empty when the API is down)."""
+    destroyed = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        active = []
+        for status in ("pending", "running"):
+            code, listing = http("GET", f"{api}/instances?status={status}&limit=1000", headers=headers, timeout=5)
+            if code != 200:
+                return destroyed
+            active += [instance["id"] for instance in listing]
+        if not active:
+            break
+        for instance_id in active:
+            code, _ = http("DELETE", f"{api}/instances/{instance_id}", headers=headers, timeout=5)
+            if code in (204, 404, 409) and instance_id not in destroyed:
+                destroyed.append(instance_id)
+        time.sleep(0.2)
+    return destroyed
+
+
+def _demo_containers(engine):
+    return engine.containers.list(all=True, filters={"label": f"ctfhost.worker={DEMO_WORKER}"})
+
+
+def demo_stop(directory=DEMO_DIR):
+    """Stop what `make demo` started: its instances (through the API), worker, Traefik, app and network."""
+    import docker  # the docker runtime plugin's dependency, as in build_image
+
+    pids = _demo_pids(directory)
+    key_file = os.path.join(directory, "api-key")
+    engine = docker.from_env(timeout=60)
+    if os.path.exists(key_file) and "app" in pids and _group_alive(pids["app"]):
+        api = f"http://127.0.0.1:{APP_PORT}/api/v1"
+        destroyed = _destroy_instances(api, {"x-api-key": demo_api_key(directory)})
+        if destroyed:
+            print(f"destroying {len(destroyed)} instance(s) through the API ...")
             try:
-                os.killpg(pid, 0)
-                time.sleep(0.1)
-            except ProcessLookupError:
-                break
+                wait_until(lambda: not _demo_containers(engine), 60, interval=0.5, what="their containers to go")
+                print("their containers are gone")
+            except TimeoutError as exc:
+                print(exc)
+    # the worker, Traefik, then the app (instances first: the worker removes their containers)
+    _stop_groups({name: pids[name] for name in ("worker", "traefik", "app") if name in pids})
+    for container in _demo_containers(engine):  # the worker was down, or too slow
+        container.remove(force=True)
+        print(f"removed container {container.name}, left by the demo worker")
+    for network in engine.networks.list(names=[DEMO_NETWORK]):
+        network.reload()
+        if network.attrs.get("Containers"):
+            print(f"kept network {DEMO_NETWORK}: containers still use it")
         else:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    os.remove(pids_file)
+            network.remove()
+            print(f"removed network {DEMO_NETWORK}")
+    if pids:
+        os.remove(os.path.join(directory, "pids.json"))
+    print(f"kept: the image {DEMO_IMAGE}, {directory}/ (API key, logs, traefik.yml) and the database in ./instance/")
 
 
 def demo(directory=DEMO_DIR):
     os.makedirs(directory, exist_ok=True)
-    demo_stop(directory)
+    if _demo_pids(directory):
+        demo_stop(directory)
     for port in (APP_PORT, WEB_PORT, TRAEFIK_API_PORT):
         if port_open(port):
             raise SystemExit(f"port {port} on 127.0.0.1 is in use; stop what uses it and run `make demo` again")
-    key_file = os.path.join(directory, "api-key")
-    if not os.path.exists(key_file):
-        with open(key_file, "w") as handle:
-            handle.write(secrets.token_urlsafe(24))
-    with open(key_file) as handle:
-        api_key = handle.read().strip()
+    api_key = demo_api_key(directory)
     env = _demo_env(api_key)
 
     print(f"building the demo image {DEMO_IMAGE} from {busybox_path()} ...")
@@ -304,7 +381,7 @@ def demo(directory=DEMO_DIR):
         app_server(env, APP_PORT, os.path.join(directory, "app.log")),
         traefik(f"http://127.0.0.1:{APP_PORT}/api/v1/traefik/config", api_key, WEB_PORT, TRAEFIK_API_PORT,
                 os.path.join(directory, "traefik.log"), env=env),
-        worker_agent(env, os.path.join(directory, "worker.log"), worker_id="demo-worker"),
+        worker_agent(env, os.path.join(directory, "worker.log"), worker_id=DEMO_WORKER),
     ]
     pids = {}
     for service in services:

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # System parts ctfhost's demo and tests need: packages, Redis, Docker, PostgreSQL.
-# Usage: scripts/system.sh deps|services|postgres|stop-started
+# Usage: scripts/system.sh deps|services [RECORD]|postgres|stop-started [RECORD]
 # Installs and starts things only when run as root; otherwise says what to do.
+# What it starts is listed in $STATE_DIR/started, and also in RECORD when given
+# (make demo passes .demo/system-started), so `stop-started RECORD` stops only
+# what that run started and says what it leaves running.
 set -euo pipefail
 
 STATE_DIR="${CTFHOST_STATE_DIR:-${TMPDIR:-/tmp}/ctfhost-system}"
 STARTED="$STATE_DIR/started"
-PACKAGES="docker.io redis-server busybox-static postgresql"
+# The Debian packages the demo and the tests use (python3-venv: `python3 -m venv` needs it on Debian)
+PACKAGES="docker.io redis-server busybox-static postgresql python3-venv"
 mkdir -p "$STATE_DIR"
 
 say() { echo "ctfhost: $*" >&2; }
@@ -23,6 +27,8 @@ missing_packages() {
     command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
     [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || missing="$missing busybox-static"
     ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$missing postgresql"
+    # Debian's python3 has the venv module but not ensurepip, without which `python3 -m venv` fails
+    python3 -c 'import ensurepip' >/dev/null 2>&1 || missing="$missing python3-venv"
     echo $missing
 }
 
@@ -31,15 +37,19 @@ deps() {
     missing="$(missing_packages)"
     [ -z "$missing" ] && return 0
     if ! is_root; then
-        need_root "missing system packages:$missing" "sudo apt-get update && sudo apt-get install -y $missing"
+        need_root "missing system packages: $missing" "sudo apt-get update && sudo apt-get install -y $missing"
     fi
-    say "installing$missing"
+    say "installing $missing"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq $missing >/dev/null
 }
 
-mark_started() { echo "$1" >>"$STARTED"; }
+RECORD=""
+mark_started() {
+    echo "$1" >>"$STARTED"
+    if [ -n "$RECORD" ]; then echo "$1" >>"$RECORD"; fi
+}
 
 start_redis() {
     if redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then return 0; fi
@@ -89,25 +99,46 @@ postgres() {
     echo "postgresql://ctfhost:ctfhost@127.0.0.1:5432/ctfhost_test"
 }
 
+stop_one() {
+    case "$1" in
+        redis) say "stopping redis-server"; redis-cli -h 127.0.0.1 shutdown nosave >/dev/null 2>&1 || true ;;
+        docker)
+            say "stopping dockerd"
+            kill "$(cat "$STATE_DIR/dockerd.pid")" 2>/dev/null || true
+            for _ in $(seq 1 60); do kill -0 "$(cat "$STATE_DIR/dockerd.pid")" 2>/dev/null || break; sleep 0.5; done ;;
+        postgres:*) say "stopping PostgreSQL"; pg_ctlcluster "${1#postgres:}" main stop || true ;;
+    esac
+}
+
+# Stops what RECORD (default: everything this script started) lists, then says what it leaves running.
 stop_started() {
-    [ -f "$STARTED" ] || return 0
-    while read -r what; do
-        case "$what" in
-            redis) say "stopping redis-server"; redis-cli -h 127.0.0.1 shutdown nosave >/dev/null 2>&1 || true ;;
-            docker)
-                say "stopping dockerd"
-                kill "$(cat "$STATE_DIR/dockerd.pid")" 2>/dev/null || true
-                for _ in $(seq 1 60); do kill -0 "$(cat "$STATE_DIR/dockerd.pid")" 2>/dev/null || break; sleep 0.5; done ;;
-            postgres:*) say "stopping PostgreSQL"; pg_ctlcluster "${what#postgres:}" main stop || true ;;
-        esac
-    done <"$STARTED"
-    rm -f "$STARTED"
+    local record="${1:-$STARTED}" what
+    if [ -f "$record" ]; then
+        while read -r what; do
+            [ -n "$what" ] || continue
+            stop_one "$what"
+            if [ "$record" != "$STARTED" ] && [ -f "$STARTED" ]; then
+                grep -vxF "$what" "$STARTED" >"$STARTED.new" || true
+                mv "$STARTED.new" "$STARTED"
+            fi
+        done <"$record"
+        rm -f "$record"
+    fi
+    if redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
+        say "leaving redis-server on 127.0.0.1:6379 running: it was running before (not started by this run)"
+    fi
+    if docker info >/dev/null 2>&1; then
+        say "leaving dockerd running: it was running before (not started by this run)"
+    fi
 }
 
 case "${1:-}" in
     deps) deps ;;
-    services) services ;;
+    services)
+        RECORD="${2:-}"
+        if [ -n "$RECORD" ]; then mkdir -p "$(dirname "$RECORD")"; fi
+        services ;;
     postgres) postgres ;;
-    stop-started) stop_started ;;
-    *) echo "usage: $0 deps|services|postgres|stop-started" >&2; exit 2 ;;
+    stop-started) stop_started "${2:-}" ;;
+    *) echo "usage: $0 deps|services [RECORD]|postgres|stop-started [RECORD]" >&2; exit 2 ;;
 esac
