@@ -9,6 +9,7 @@ and the plugin installed there with `flask ctfhost ctfd-install`; CTFd runs
 on SQLite at 127.0.0.1.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -17,6 +18,11 @@ import urllib.parse
 
 import pytest
 import requests
+
+try:  # optional: the panel's JavaScript in Debian's chromium (never a downloaded browser)
+    from playwright.sync_api import sync_playwright
+except ImportError:
+    sync_playwright = None
 
 from ctfhost import devstack
 from ctfhost.services import access
@@ -39,6 +45,11 @@ pytestmark = [
     pytest.mark.redis,
     pytest.mark.traefik,
 ]
+
+CHROMIUM = os.environ.get("CTFHOST_CHROMIUM", "/usr/bin/chromium")
+# the browser checks run when Playwright and chromium are installed; screenshots go to CTFHOST_SCREENSHOT_DIR if set
+BROWSER = sync_playwright is not None and os.access(CHROMIUM, os.X_OK)
+SCREENSHOTS = os.environ.get("CTFHOST_SCREENSHOT_DIR", "").strip()
 
 NONCE = re.compile(r"""['"]csrfNonce['"]\s*:\s*["']([^"']+)["']""")
 WAIT = 90  # seconds any single step may take at most
@@ -150,6 +161,64 @@ class Browser:
         assert response.status_code == 200 and "/challenges" in response.url, (response.url, response.text[:300])
         self.page("/challenges")
         return self
+
+
+@contextlib.contextmanager
+def chromium_page(person, ctfd):
+    """A headless chromium tab carrying `person`'s CTFd session."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--headless", "--no-sandbox"])
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            context.add_cookies([{"name": c.name, "value": c.value, "url": ctfd.url} for c in person.session.cookies])
+            yield context.new_page()
+        finally:
+            browser.close()
+
+
+def screenshot(page, name):
+    if SCREENSHOTS:
+        page.screenshot(path=os.path.join(SCREENSHOTS, f"ctfd-{name}.png"), full_page=True)
+
+
+def browser_panel(person, ctfd, challenge_id, name="panel"):
+    """What the instance panel (ctfhost.js) shows for a challenge: status badge, buttons, Renew's state."""
+    with chromium_page(person, ctfd) as page:
+        page.goto(f"{ctfd.url}/plugins/ctfhost/instances")
+        page.wait_for_function("() => window.CtfhostPanel !== undefined")
+        page.evaluate(
+            """(id) => {
+                const el = document.createElement("div");
+                el.id = "probe";
+                el.className = "ctfhost-panel container my-3";
+                el.dataset.ctfhostChallenge = String(id);
+                document.querySelector(".jumbotron").after(el);
+                window.CtfhostPanel.mountAll(document);
+            }""",
+            challenge_id,
+        )
+        page.wait_for_selector("#probe .badge")
+        page.wait_for_timeout(1200)  # a tick of the panel's clock
+        screenshot(page, name)
+        renew = page.query_selector("#probe .ctfhost-renew")
+        return {
+            "status": page.inner_text("#probe .badge"),
+            "buttons": [b.inner_text() for b in page.query_selector_all("#probe .ctfhost-buttons button, #probe .ctfhost-buttons a")],
+            "renew": renew.inner_text() if renew else None,
+            "renew_disabled": renew.is_disabled() if renew else None,
+            "message": page.inner_text("#probe .ctfhost-message") if page.query_selector("#probe .ctfhost-message") else None,
+        }
+
+
+def browser_delete(admin, ctfd, challenge_id):
+    """Press Delete on the challenge's admin page and confirm; the text of the alert that follows."""
+    with chromium_page(admin, ctfd) as page:
+        page.goto(f"{ctfd.url}/admin/challenges/{challenge_id}")
+        page.click(".delete-challenge")
+        page.click(".modal.show button.btn-primary:has-text('Yes')")
+        alert = page.wait_for_selector(".modal.show .modal-body:has-text('Not deleted')", timeout=15000)
+        screenshot(page, "delete-refused")
+        return alert.inner_text()
 
 
 @pytest.fixture
@@ -274,13 +343,27 @@ def test_ctfhost_challenges_in_a_real_ctfd(app, live_server, ctfd, guarded, work
     assert shared == {"status": "incorrect", "message": "Incorrect"}
     events = ctfhost_get(live_server, "/api/v1/flag-sharing")
     alice_id, bob_id = (b.api("GET", "/api/v1/users/me").json()["data"]["id"] for b in (alice, bob))
+    # users are "user-<id>" in ctfhost, so a switch to teams mode hands nothing to team <id>
     assert [(e["submitting_team_id"], e["owning_team_id"], e["instance_id"]) for e in events] == [
-        (str(bob_id), str(alice_id), instance["id"])
+        (f"user-{bob_id}", f"user-{alice_id}", instance["id"])
     ]
+    assert ctfhost_get(live_server, f"/api/v1/instances/{instance['id']}")["team_id"] == f"user-{alice_id}"
+    # a flag ctfhost refuses as given is an incorrect attempt with its reason, not "could not be checked"
+    fails = bob.api("GET", "/api/v1/users/me/fails").json()["meta"]["count"]
+    too_long = bob.api("POST", attempt, {"challenge_id": challenge_id, "submission": "flag{" + "a" * 3000 + "}"}).json()["data"]
+    assert too_long["status"] == "incorrect" and too_long["message"].startswith("Incorrect: the flag was refused (")
+    assert bob.api("GET", "/api/v1/users/me/fails").json()["meta"]["count"] == fails + 1
     # while ctfhost cannot be reached a flag is not graded, and the attempt is not held against the player
     fails = bob.api("GET", "/api/v1/users/me/fails").json()["meta"]["count"]
     down = f"http://127.0.0.1:{devstack.free_port()}"
     assert "unreachable" in admin.form("/admin/ctfhost/settings", {"url": down, "public_url": ctfd.url}).text
+    state = alice.api("GET", launch_path)
+    assert state.status_code == 503 and state.json()["code"] == "unavailable"  # not "no instance": the panel shows Unknown
+    if BROWSER:
+        panel = browser_panel(alice, ctfd, challenge_id, "unknown")
+        assert panel["status"] == "Unknown" and "Launch" not in panel["buttons"] and "Try again" in panel["buttons"], panel
+    signin_down = alice.session.get(f"{ctfd.url}/plugins/ctfhost/access", params={"instance": instance["id"], "next": "/"}, timeout=20)
+    assert signin_down.status_code == 503 and 'id="ctfhost-retry"' in signin_down.text
     unchecked = bob.api("POST", attempt, {"challenge_id": challenge_id, "submission": bob_flag}).json()["data"]
     assert unchecked["status"] == "incorrect" and "could not be checked" in unchecked["message"]
     assert bob.api("GET", "/api/v1/users/me/fails").json()["meta"]["count"] == fails
@@ -295,10 +378,31 @@ def test_ctfhost_challenges_in_a_real_ctfd(app, live_server, ctfd, guarded, work
     assert [(i["id"], i["challenge_name"], i["ctfd_challenge_id"]) for i in mine] == [(instance["id"], "Web Private", challenge_id)]
     assert "My instances" in alice.page("/plugins/ctfhost/instances").text
     overview = admin.page("/admin/ctfhost").text
-    assert instance["id"] in overview and bob_instance["id"] in overview and "bob" in overview and "alice" in overview
+    assert instance["id"] in overview and bob_instance["id"] in overview and "bob (user)" in overview and "alice (user)" in overview
+    # the flag-sharing table shows what ctfhost sends, and no column that stays empty
+    sharing = overview.split('id="ctfhost-flag-sharing"', 1)[1].split("</table>", 1)[0]
+    headers = re.findall(r"<th>(.*?)</th>", sharing)
+    assert headers == ["When (UTC)", "Challenge", "Submitted by", "Flag of", "Instance"], headers
+    row = re.findall(r"<td>(.*?)</td>", sharing.split("<tbody>", 1)[1], re.S)[: len(headers)]
+    assert len(row) == len(headers) and all(re.sub(r"<[^>]+>", "", cell).strip() for cell in row), row
+    assert "Web Private" in sharing and "bob (user)" in sharing and "alice (user)" in sharing
+    # the challenge's admin page says whether players can launch it
+    detail = admin.page(f"/admin/challenges/{challenge_id}").text
+    assert 'id="ctfhost-launch-check"' in detail and "Players can launch it" in detail, detail[:3000]
 
     # -- renew and stop from the player's API; the admin destroys bob's
-    renewed = alice.api("POST", f"/api/v1/plugins/ctfhost/instances/{instance['id']}/renew").json()
+    renew_path = f"/api/v1/plugins/ctfhost/instances/{instance['id']}/renew"
+    # right after launch a renew would add seconds: refused, no renewal spent, Renew disabled in the panel
+    early = alice.api("POST", renew_path)
+    assert early.status_code == 409 and early.json()["code"] == "renew_not_needed" and early.json()["retry_after"] > 0
+    assert alice.api("GET", launch_path).json()["data"]["renewable_in"] > 0
+    assert ctfhost_get(live_server, f"/api/v1/instances/{instance['id']}")["renewals"] == 0
+    if BROWSER:
+        panel = browser_panel(alice, ctfd, challenge_id, "renew-later")
+        assert panel["status"] == "Running" and panel["renew_disabled"] and panel["renew"].startswith("Renew (in "), panel
+    settings_page = admin.form("/admin/ctfhost/settings", {"url": live_server.url, "public_url": ctfd.url, "renew_min_seconds": "0"})
+    assert settings_page.status_code == 200 and "Saved." in settings_page.text
+    renewed = alice.api("POST", renew_path).json()
     assert renewed["success"] is True and renewed["data"]["renewals"] == 1, renewed
     assert renewed["data"]["seconds_added"] >= 1 and 590 <= renewed["data"]["seconds_left"] <= 600
     assert alice.api("DELETE", f"/api/v1/plugins/ctfhost/instances/{instance['id']}").json()["success"] is True
@@ -313,5 +417,59 @@ def test_ctfhost_challenges_in_a_real_ctfd(app, live_server, ctfd, guarded, work
     bad_edit = admin.api("PATCH", f"/api/v1/challenges/{challenge_id}", {"memory_mb": "3"}).json()
     assert bad_edit["success"] is False and "memory_mb" in bad_edit["errors"][""][0]
     assert admin.api("GET", f"/api/v1/challenges/{challenge_id}").json()["data"]["memory_mb"] == 512
+    # deleting while ctfhost is down keeps the challenge on both sides and says why (no traceback in CTFd's log)
+    admin.form("/admin/ctfhost/settings", {"url": down, "public_url": ctfd.url})
+    kept = admin.api("DELETE", f"/api/v1/challenges/{challenge_id}")
+    assert kept.status_code == 409 and kept.json()["success"] is False, kept.text
+    assert "Not deleted" in kept.json()["errors"][""][0] and "unreachable" in kept.json()["errors"][""][0]
+    assert admin.api("GET", f"/api/v1/challenges/{challenge_id}").status_code == 200
+    assert "Traceback" not in ctfd.service.tail(200)
+    if BROWSER:
+        alert = browser_delete(admin, ctfd, challenge_id)
+        assert "Not deleted" in alert and "unreachable" in alert, alert
+        assert admin.api("GET", f"/api/v1/challenges/{challenge_id}").status_code == 200
+    admin.form("/admin/ctfhost/settings", {"url": live_server.url, "public_url": ctfd.url})
     assert admin.api("DELETE", f"/api/v1/challenges/{challenge_id}").json()["success"] is True
     assert live_server.call("GET", f"/api/v1/challenges/{slug}")[0] == 404
+
+    # -- a runtime no worker serves: players read that it cannot be launched; its admin page says why
+    nobody = admin.api("POST", "/api/v1/challenges", dict(body, name="Web Nobody", runtime="fake")).json()
+    assert nobody["success"] is True, nobody
+    refused_launch = alice.api("POST", f"/api/v1/plugins/ctfhost/challenges/{nobody['data']['id']}/instance")
+    assert refused_launch.status_code == 503 and refused_launch.json()["code"] == "not_launchable"
+    assert "cannot be launched right now" in refused_launch.json()["message"] and "busy" not in refused_launch.json()["message"]
+    nobody_page = admin.page(f"/admin/challenges/{nobody['data']['id']}").text
+    assert "No active ctfhost worker serves runtime &#39;fake&#39;" in nobody_page, nobody_page[:3000]
+
+    # -- users mode -> teams mode: no team is handed a user's instance; the admin preview checks flags
+    teams_challenge = admin.api("POST", "/api/v1/challenges", dict(body, name="Web Teams")).json()["data"]["id"]
+    teams_path = f"/api/v1/plugins/ctfhost/challenges/{teams_challenge}/instance"
+    users_instance = alice.api("POST", teams_path).json()["data"]
+    switched = admin.api("PATCH", "/api/v1/configs", {"user_mode": "teams"})
+    assert switched.status_code == 200, switched.text
+    assert alice.api("GET", teams_path).json()["code"] == "no_team"
+    team_ids = {}
+    for name, player in (("bob", bob), ("alice", alice)):  # CTFd numbers teams 1, 2: team 2 has alice's user id
+        made = player.form("/teams/new", {"name": f"team-{name}", "password": "team-password"})
+        assert made.status_code == 200, made.text[:300]
+        team_ids[name] = player.api("GET", "/api/v1/teams/me").json()["data"]["id"]
+    holder = bob if team_ids["bob"] == alice_id else alice
+    assert alice_id in team_ids.values()
+    assert holder.api("GET", teams_path).json()["data"] is None
+    assert holder.api("GET", f"/api/v1/plugins/ctfhost/instances/{users_instance['id']}").status_code == 404
+    assert holder.api("GET", "/api/v1/plugins/ctfhost/instances").json()["data"] == []
+    opened_after = holder.session.get(f"{ctfd.url}/plugins/ctfhost/access", params={"instance": users_instance["id"], "next": "/"},
+                                      timeout=20)
+    assert opened_after.status_code == 403 and "another team" in opened_after.text
+    team_instance = holder.api("POST", teams_path)
+    assert team_instance.status_code == 201 and team_instance.json()["data"]["id"] != users_instance["id"]
+    assert ctfhost_get(live_server, f"/api/v1/instances/{team_instance.json()['data']['id']}")["team_id"] == alice_id
+
+    # the admin has no team: the preview acts as the admin's own user account
+    preview = admin.api("POST", teams_path)
+    assert preview.status_code == 201, preview.text
+    admin_flag = ctfhost_get(live_server, f"/api/v1/instances/{preview.json()['data']['id']}")["flag"]
+    checked = admin.api("POST", attempt + "?preview=true", {"challenge_id": teams_challenge, "submission": admin_flag}).json()
+    assert checked["data"] == {"status": "correct", "message": "Correct"}, checked
+    for launched in (users_instance, team_instance.json()["data"], preview.json()["data"]):
+        live_server.call("DELETE", f"/api/v1/instances/{launched['id']}")

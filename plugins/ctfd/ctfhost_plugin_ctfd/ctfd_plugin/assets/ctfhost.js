@@ -353,7 +353,7 @@
 
       const buttons = node("div", "d-flex flex-wrap gap-2 ctfhost-buttons");
       if (!instance && this.unknown) {
-        buttons.appendChild(this.button(this.loading ? "Checking…" : "Try again", "btn-outline-primary ctfhost-retry", () => this.retry()));
+        buttons.appendChild(this.button("Try again", "btn-outline-primary ctfhost-retry", () => this.retry()));
       } else if (!instance) {
         if (instance !== undefined) {
           const launch = this.button(this.busy ? "Launching…" : "Launch", "btn-primary ctfhost-launch", () => this.launch());
