@@ -337,6 +337,18 @@ class Agent:
             process.join(max(0.1, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()
+        try:
+            self._in_context(self.release)
+        except Exception:
+            log.exception("could not release worker %s; the next agent waits for its heartbeat to go stale", self.worker_id)
+
+    def release(self):
+        """Let the next agent run take this worker over at once (a clean stop, e.g. a redeployed pod)."""
+        from ctfhost.models import Worker
+
+        Worker.update(agent_instance=None).where(
+            Worker.id == self.worker_id, Worker.agent_instance == self.agent_instance
+        ).execute()
 
     def run(self, max_seconds=None):
         signal.signal(signal.SIGTERM, self.stop)

@@ -253,6 +253,7 @@ def _demo_env(api_key):
     env = dict(os.environ)
     env.update(
         CTFHOST_API_KEY=api_key,
+        CTFHOST_WORKER_TOKEN=secrets.token_urlsafe(24),  # workers register with it, not the API key
         CTFHOST_PUBLIC_PORT=str(WEB_PORT),
         CTFHOST_TRAEFIK_API_URL=f"http://127.0.0.1:{TRAEFIK_API_PORT}",
         CTFHOST_DOCKER_NETWORK=DEMO_NETWORK,

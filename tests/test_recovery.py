@@ -90,10 +90,11 @@ def test_a_lost_worker_that_comes_back_removes_its_leftovers(app, api):
     assert lifecycle.fail_instances_of_lost_workers() == [instance["id"]]
     assert instance["id"] in app.fake_runtime.servers  # nobody could reach the lost worker's runtime
 
+    before = utcnow()
     agent.heartbeat()  # the agent wakes up: it notices it was lost and reconciles at once
     assert not agent.stopping
     assert instance["id"] not in app.fake_runtime.servers
-    assert Worker.get_by_id(agent.worker_id).last_heartbeat_at > utcnow() - datetime.timedelta(seconds=5)
+    assert Worker.get_by_id(agent.worker_id).last_heartbeat_at >= before
 
 
 def test_an_agent_whose_worker_was_taken_over_stops(app, api, admin):
@@ -210,3 +211,17 @@ def test_agent_scheduler_runs_retries_on_time_after_redis_restarts(app, tmp_path
         agent.stop()
         agent.shutdown()
         redis.stop()
+
+
+def test_a_cleanly_stopped_agent_lets_the_next_one_take_over_at_once(app, api):
+    worker_id = f"clean-{time.monotonic_ns()}"
+    first = Agent(app, worker_id=worker_id, address="127.0.0.1", runtimes=["fake"])
+    first.register()
+    Worker.update(agent_instance="another-host/boot/1/abcd").where(Worker.id == worker_id).execute()
+    first.agent_instance = "another-host/boot/1/abcd"  # as if it ran on another host (a redeployed pod)
+    first.shutdown()
+    second = Agent(app, worker_id=worker_id, address="127.0.0.1", runtimes=["fake"])
+    started = time.monotonic()
+    second.register()
+    assert time.monotonic() - started < 2
+    assert Worker.get_by_id(worker_id).agent_instance == second.agent_instance
