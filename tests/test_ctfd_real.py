@@ -181,8 +181,11 @@ def screenshot(page, name):
         page.screenshot(path=os.path.join(SCREENSHOTS, f"ctfd-{name}.png"), full_page=True)
 
 
-def browser_panel(person, ctfd, challenge_id, name="panel"):
-    """What the instance panel (ctfhost.js) shows for a challenge: status badge, buttons, Renew's state."""
+def browser_panel(person, ctfd, challenge_id, name="panel", click=None):
+    """What the instance panel (ctfhost.js) shows for a challenge: status badge, buttons, Renew's state, message.
+
+    `click`: a button of the panel to press first (e.g. ".ctfhost-launch").
+    """
     with chromium_page(person, ctfd) as page:
         page.goto(f"{ctfd.url}/plugins/ctfhost/instances")
         page.wait_for_function("() => window.CtfhostPanel !== undefined")
@@ -198,6 +201,9 @@ def browser_panel(person, ctfd, challenge_id, name="panel"):
             challenge_id,
         )
         page.wait_for_selector("#probe .badge")
+        if click:
+            page.click(f"#probe {click}")
+            page.wait_for_selector("#probe .ctfhost-message")
         page.wait_for_timeout(1200)  # a tick of the panel's clock
         screenshot(page, name)
         renew = page.query_selector("#probe .ctfhost-renew")
@@ -440,6 +446,9 @@ def test_ctfhost_challenges_in_a_real_ctfd(app, live_server, ctfd, guarded, work
     assert "cannot be launched right now" in refused_launch.json()["message"] and "busy" not in refused_launch.json()["message"]
     nobody_page = admin.page(f"/admin/challenges/{nobody['data']['id']}").text
     assert "No active ctfhost worker serves runtime &#39;fake&#39;" in nobody_page, nobody_page[:3000]
+    if BROWSER:
+        panel = browser_panel(alice, ctfd, nobody["data"]["id"], "not-launchable", click=".ctfhost-launch")
+        assert panel["status"] == "No instance" and "cannot be launched right now" in panel["message"], panel
 
     # -- users mode -> teams mode: no team is handed a user's instance; the admin preview checks flags
     teams_challenge = admin.api("POST", "/api/v1/challenges", dict(body, name="Web Teams")).json()["data"]["id"]
