@@ -103,21 +103,14 @@ def main(argv=None):
     direct_file = os.path.join(workdir, "direct.yml")
     with open(direct_file, "w") as handle:
         handle.write("{}\n")
-    from ctfhost_plugin_traefik import static
-
-    traefik_argv = [
-        static.traefik_binary(),
-        *static.arguments(
-            config_url=f"http://127.0.0.1:{app_port}/api/v1/traefik/config", api_key=api_key,
-            web_address=f"127.0.0.1:{web_port}", api_address=f"127.0.0.1:{traefik_api_port}",
-        ),
-        f"--providers.file.filename={direct_file}",
-        "--providers.file.watch=true",
-        "--log.level=ERROR",
-    ]
+    proxy = devstack.traefik(
+        f"http://127.0.0.1:{app_port}/api/v1/traefik/config", api_key, web_port, traefik_api_port,
+        os.path.join(workdir, "traefik.log"), env=env,
+        extra={"providers": {"file": {"filename": direct_file, "watch": True}}, "log": {"level": "ERROR"}},
+    )
     services = [
         devstack.app_server(env, app_port, os.path.join(workdir, "app.log"), args.app_workers, args.app_threads),
-        devstack.Service("traefik", traefik_argv, env, os.path.join(workdir, "traefik.log")),
+        proxy,
         devstack.worker_agent(env, os.path.join(workdir, "worker.log"), worker_id=worker_id),
     ]
     api = f"http://127.0.0.1:{app_port}/api/v1"

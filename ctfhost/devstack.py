@@ -176,11 +176,21 @@ def worker_agent(env, log_path, worker_id=None, concurrency=None, extra=()):
     return Service("worker", argv + list(extra), env, log_path)
 
 
-def traefik(config_url, api_key, web_port, api_port, log_path, poll_interval=None, env=None, tls_port=None):
+def _merged(base, extra):
+    """`base` with `extra`'s keys set in it, nested dicts merged key by key."""
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = _merged(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def traefik(config_url, api_key, web_port, api_port, log_path, poll_interval=None, env=None, tls_port=None,
+            extra=None):
     """Traefik with ctfhost's recommended static config, written (mode 0600) beside its log (traefik.log: traefik.yml).
 
     As `flask ctfhost traefik run` does: the API key is in the file, not on
-    the command line, where `ps` shows it to every local user.
+    the command line, where `ps` shows it to every local user. `extra` is
+    merged into the static config (Traefik reads flags or a file, not both).
     """
     from ctfhost_plugin_traefik import static
 
@@ -195,6 +205,7 @@ def traefik(config_url, api_key, web_port, api_port, log_path, poll_interval=Non
         websecure_address=f"127.0.0.1:{tls_port}" if tls_port else None,
         api_address=f"127.0.0.1:{api_port}", **kwargs,
     )
+    config = _merged(config, extra or {})
     directory, log_name = os.path.split(os.path.abspath(log_path))
     path = static.write_config_file(directory, config, os.path.splitext(log_name)[0] + ".yml")
     return Service("traefik", static.command(binary, path), env or dict(os.environ), log_path)
