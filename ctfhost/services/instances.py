@@ -11,9 +11,9 @@ from flask import current_app
 
 from ctfhost import queue
 from ctfhost.db import database, is_postgresql
-from ctfhost.models import ACTIVE, Challenge, Instance, utcnow
+from ctfhost.models import ACTIVE, Challenge, Instance, Worker, utcnow
 from ctfhost.plugins import get_plugins
-from ctfhost.services import flags, settings
+from ctfhost.services import flags, settings, workers
 from ctfhost.services.errors import Conflict, NotFound, TooManyRequests, Unavailable
 from ctfhost.services.placement import choose_worker
 from ctfhost.timeutil import to_iso
@@ -163,7 +163,8 @@ def create_instance(team_id, challenge_id, enforce_limits=True):
     challenge = Challenge.get_or_none(Challenge.id == challenge_id)
     if challenge is None:
         raise NotFound(f"challenge {challenge_id!r} not found")
-    if find_active(team_id, challenge_id) is not None:
+    existing = find_active(team_id, challenge_id)
+    if existing is not None and not end_if_worker_lost(existing):
         raise _duplicate(team_id, challenge_id)
     try:
         with database.atomic():
@@ -196,6 +197,24 @@ def end_instance(instance, status, error=None):
         instance.status, instance.error, instance.ended_at = status, error, now
         get_plugins().route(instance, "withdraw")
     return bool(changed)
+
+
+def lost_worker_reason(worker_id):
+    return (
+        f"the worker {worker_id!r} running this instance stopped responding (no heartbeat for over "
+        f"{workers.lost_after().total_seconds():g} s); launch it again"
+    )
+
+
+def end_if_worker_lost(instance):
+    """End `instance` `error` when its worker is lost (CTFHOST_WORKER_LOST_SECONDS); True when this call did.
+
+    The API calls it when the team launches again, so a relaunch never
+    waits for an agent's sweep (there may be no live agent at all).
+    """
+    if not instance.worker_id or not workers.lost_workers().where(Worker.id == instance.worker_id).exists():
+        return False
+    return end_instance(instance, "error", lost_worker_reason(instance.worker_id))
 
 
 def _queue_destroy(instance):

@@ -10,7 +10,7 @@ from ctfhost.hooktypes import LaunchError, TransientError
 from ctfhost.models import ACTIVE, Challenge, Instance, Worker, utcnow
 from ctfhost.plugins import get_plugins
 from ctfhost.services import workers
-from ctfhost.services.instances import end_instance, readiness_timeout
+from ctfhost.services.instances import end_instance, lost_worker_reason, readiness_timeout
 
 log = logging.getLogger(__name__)
 
@@ -216,14 +216,10 @@ def fail_instances_of_lost_workers():
     update), its route goes at once, and its team can launch again. The
     lost worker removes the leftovers when it comes back (reconcile).
     """
-    seconds = workers.lost_after().total_seconds()
     failed = []
     query = Instance.select().where(Instance.worker_id.in_(workers.lost_workers()), Instance.status.in_(list(ACTIVE)))
     for instance in query:
-        reason = (
-            f"the worker {instance.worker_id!r} running this instance stopped responding "
-            f"(no heartbeat for over {seconds:g} s); launch it again"
-        )
+        reason = lost_worker_reason(instance.worker_id)
         if end_instance(instance, "error", reason):
             log.warning("instance %s failed: %s", instance.id, reason)
             failed.append(instance.id)
