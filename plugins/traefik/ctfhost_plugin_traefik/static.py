@@ -1,4 +1,4 @@
-"""The Traefik static configuration ctfhost recommends: a YAML file (mode 0600) or, for display, flags.
+"""The Traefik static configuration ctfhost recommends, written as a YAML file of mode 0600.
 
 Launch latency through Traefik is its poll interval plus its provider
 throttle; both are short here because the config endpoint is cached and
@@ -61,24 +61,6 @@ def static_config(
         "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
     }
     return {key: value for key, value in config.items() if value is not None}
-
-
-def _flatten(prefix, value, out):
-    if isinstance(value, dict):
-        if not value and prefix:
-            out.append(f"--{prefix}=true")
-        for key, sub in value.items():
-            _flatten(f"{prefix}.{key}" if prefix else key, sub, out)
-    elif isinstance(value, bool):
-        out.append(f"--{prefix}={'true' if value else 'false'}")
-    else:
-        out.append(f"--{prefix}={value}")
-    return out
-
-
-def arguments(**kwargs):
-    """The same configuration as traefik command-line flags."""
-    return _flatten("", static_config(**kwargs), [])
 
 
 CONFIG_FILE = "traefik.yml"
