@@ -241,7 +241,7 @@ def ref_name(schema):
         ("post", "/api/v1/instances/{instance_id}/renew", None, "200", "Renew"),
         ("post", "/api/v1/workers", "WorkerRegister", "201", "Worker"),
         ("get", "/api/v1/workers", None, "200", "Worker"),
-        ("post", "/api/v1/workers/{worker_id}/heartbeat", None, "200", "Worker"),
+        ("post", "/api/v1/workers/{worker_id}/heartbeat", "Heartbeat", "200", "Worker"),
         ("get", "/api/v1/settings", None, "200", "Settings"),
         ("patch", "/api/v1/settings", "SettingsPatch", "200", "Settings"),
         ("get", "/api/v1/health", None, "200", "Health"),
