@@ -259,6 +259,22 @@ def test_forward_auth_off_takes_the_explicit_setting_and_is_warned_once(api, app
     assert len(warnings) == 1 and "anyone who knows an instance's hostname" in warnings[0]
 
 
+def test_traefik_command_warns_when_forward_auth_is_off(app, tmp_path, caplog, monkeypatch):
+    from ctfhost_plugin_traefik import settings
+
+    runner = app.test_cli_runner()
+    command = ["ctfhost", "traefik", "command", "--config-dir", str(tmp_path)]
+    monkeypatch.setattr(settings, "_warned", [])
+    assert runner.invoke(args=command).exit_code == 0
+    assert "CTFHOST_TRAEFIK_FORWARD_AUTH=off" not in caplog.text
+    app.config["CTFHOST_TRAEFIK_FORWARD_AUTH"] = "off"
+    try:
+        assert runner.invoke(args=command).exit_code == 0
+    finally:
+        app.config.pop("CTFHOST_TRAEFIK_FORWARD_AUTH")
+    assert "forward-auth is off (CTFHOST_TRAEFIK_FORWARD_AUTH=off)" in caplog.text
+
+
 def test_cli_help_prints_no_forward_auth_warning(tmp_path):
     # the warning belongs where Traefik starts or polls, not on every command
     env = {k: v for k, v in os.environ.items() if k != "CTFHOST_TRAEFIK_FORWARD_AUTH_URL"}
