@@ -3,8 +3,8 @@
 from flask import Blueprint, make_response, redirect, render_template, request, url_for
 
 from CTFd.cache import clear_config
-from CTFd.utils import set_config
 from CTFd.models import Teams, Users
+from CTFd.utils import set_config
 from CTFd.utils.decorators import admins_only, authed_only
 
 from . import accounts, checks, signin
