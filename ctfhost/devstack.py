@@ -347,13 +347,18 @@ def demo_stop(directory=DEMO_DIR):
     import docker  # the docker runtime plugin's dependency, as in build_image
 
     pids = _demo_pids(directory)
-    key_file = os.path.join(directory, "api-key")
-    engine = docker.from_env(timeout=60)
-    if os.path.exists(key_file) and "app" in pids and _group_alive(pids["app"]):
+    try:
+        engine = docker.from_env(timeout=60)
+        engine.ping()
+    except docker.errors.DockerException as exc:
+        engine = None
+        print(f"cannot reach the Docker engine ({exc}): instance containers and the network {DEMO_NETWORK} stay")
+    if os.path.exists(os.path.join(directory, "api-key")) and "app" in pids and _group_alive(pids["app"]):
         api = f"http://127.0.0.1:{APP_PORT}/api/v1"
         destroyed = _destroy_instances(api, {"x-api-key": demo_api_key(directory)})
         if destroyed:
             print(f"destroying {len(destroyed)} instance(s) through the API ...")
+        if destroyed and engine is not None:
             try:
                 wait_until(lambda: not _demo_containers(engine), 60, interval=0.5, what="their containers to go")
                 print("their containers are gone")
@@ -361,19 +366,22 @@ def demo_stop(directory=DEMO_DIR):
                 print(exc)
     # the worker, Traefik, then the app (instances first: the worker removes their containers)
     _stop_groups({name: pids[name] for name in ("worker", "traefik", "app") if name in pids})
-    for container in _demo_containers(engine):  # the worker was down, or too slow
-        container.remove(force=True)
-        print(f"removed container {container.name}, left by the demo worker")
-    for network in engine.networks.list(names=[DEMO_NETWORK]):
-        network.reload()
-        if network.attrs.get("Containers"):
-            print(f"kept network {DEMO_NETWORK}: containers still use it")
-        else:
-            network.remove()
-            print(f"removed network {DEMO_NETWORK}")
+    if engine is not None:
+        for container in _demo_containers(engine):  # the worker was down, or too slow
+            container.remove(force=True)
+            print(f"removed container {container.name}, left by the demo worker")
+        for network in engine.networks.list(names=[DEMO_NETWORK]):
+            network.reload()
+            if network.attrs.get("Containers"):
+                print(f"kept network {DEMO_NETWORK}: containers still use it")
+            else:
+                network.remove()
+                print(f"removed network {DEMO_NETWORK}")
     if pids:
         os.remove(os.path.join(directory, "pids.json"))
-    print(f"kept: the image {DEMO_IMAGE}, {directory}/ (API key, logs, traefik.yml) and the database in ./instance/")
+    url = os.environ.get("CTFHOST_DATABASE_URL") or "sqlite:///./instance/ctfhost.sqlite3"
+    database = url.split("///", 1)[1] if url.startswith("sqlite") else "CTFHOST_DATABASE_URL"  # no password shown
+    print(f"kept: the image {DEMO_IMAGE}, {directory}/ (API key, logs, traefik.yml) and the database ({database})")
 
 
 def demo(directory=DEMO_DIR):
