@@ -277,8 +277,8 @@ def test_patch_settings_is_persisted(app, api):
 def test_patch_settings_with_nothing_changes_nothing(api):
     api.patch("/api/v1/settings", json={"default_ttl_seconds": 42})
     response = api.patch("/api/v1/settings", json={})
-    assert response.status_code == 200
-    assert response.get_json()["default_ttl_seconds"] == 42
+    assert response.status_code == 422  # a PATCH must name a field (issue 8), never a silent 200
+    assert api.get("/api/v1/settings").get_json()["default_ttl_seconds"] == 42
 
 
 @pytest.mark.parametrize(
