@@ -1,10 +1,17 @@
 """Render Traefik v3 dynamic configuration for the routed instances, byte-stable."""
 
 import json
+import re
 
 from ctfhost.models import ACTIVE, Instance
 
 AUTH_MIDDLEWARE = "ctfhost-forward-auth"
+# the lowest-priority router for instance hostnames no instance router claims
+# (ended, never existed): forward-auth answers them with ctfhost's page
+ENDED_ROUTER = "ctfhost-ended-instances"
+# never reached: forward-auth refuses every host without an active instance,
+# and an active one's own router (longer rule, higher priority) wins
+UNREACHABLE_BACKEND = "http://127.0.0.1:1"
 
 
 def router_name(instance_id):
@@ -60,6 +67,19 @@ def _tcp_route(hostname, backend, options):
     return router, {"loadBalancer": {"servers": [{"address": address}]}}
 
 
+def _ended_route(options):
+    """A catch-all under the instance domain, so a gone instance's host gets ctfhost's page, not Traefik's bare 404."""
+    pattern = r"^[a-z0-9]+\.[a-z0-9-]+\." + re.escape(options.base_domain) + "$"
+    router = {
+        "rule": f"HostRegexp(`{pattern}`)", "entryPoints": list(options.entrypoints), "priority": 1,
+        "middlewares": [AUTH_MIDDLEWARE], "service": ENDED_ROUTER,
+    }
+    if options.tls:
+        # no certResolver: nothing is requested for names no instance holds
+        router["tls"] = {"options": options.tls_options} if options.tls_options else {}
+    return router, {"loadBalancer": {"servers": [{"url": UNREACHABLE_BACKEND}]}}
+
+
 def render(instances, options, default_certificate=None):
     """The dynamic configuration dict for (id, hostname, backend, protocol) rows.
 
@@ -78,6 +98,10 @@ def render(instances, options, default_certificate=None):
                 "maxResponseBodySize": options.auth_max_body,
             }
         }
+        if options.base_domain:
+            router, service = _ended_route(options)
+            sections["http"][0][ENDED_ROUTER] = router
+            sections["http"][1][ENDED_ROUTER] = service
     for instance_id, hostname, backend, protocol in instances:
         name = router_name(instance_id)
         kind = "tcp" if protocol == "tcp" else "http"

@@ -85,6 +85,8 @@ class RenderOptions(NamedTuple):
     auth_headers: tuple = ("X-Ctfhost-Team", "X-Ctfhost-Instance")
     trust_forward: bool = False
     tcp_entrypoints: tuple = ("websecure",)
+    # with forward-auth: hosts under <challenge>.<base_domain> no router claims get ctfhost's page
+    base_domain: str | None = None
 
 
 def options():
@@ -98,4 +100,5 @@ def options():
         auth_headers=_names(setting("AUTH_RESPONSE_HEADERS", "X-Ctfhost-Team,X-Ctfhost-Instance")),
         trust_forward=_flag(setting("TRUST_FORWARD_HEADER", "false")),
         tcp_entrypoints=_names(setting("TCP_ENTRYPOINTS", "websecure")),
+        base_domain=current_app.config["CTFHOST_BASE_DOMAIN"],
     )

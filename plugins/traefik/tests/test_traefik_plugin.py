@@ -108,6 +108,22 @@ def test_a_resolver_is_asked_for_one_wildcard_per_challenge_never_an_instance_na
     assert config["tcp"]["routers"]["ctfhost-c-instance"]["tls"] == {}
 
 
+def test_hosts_no_instance_claims_fall_to_forward_auth_at_the_lowest_priority():
+    auth = "http://127.0.0.1:5000/api/v1/auth/forward"
+    config = dynamic.render([], plain_options(auth_url=auth, base_domain="ctf.example.org"))
+    router = config["http"]["routers"][dynamic.ENDED_ROUTER]
+    assert router == {
+        "rule": r"HostRegexp(`^[a-z0-9]+\.[a-z0-9-]+\.ctf\.example\.org$`)", "entryPoints": ["web"], "priority": 1,
+        "middlewares": [dynamic.AUTH_MIDDLEWARE], "service": dynamic.ENDED_ROUTER,
+    }
+    assert config["http"]["middlewares"][dynamic.AUTH_MIDDLEWARE]["forwardAuth"]["address"] == auth
+    # with TLS it serves the stored certificates but never asks a resolver for a name
+    config = dynamic.render(ROWS, plain_options(auth_url=auth, base_domain="ctf.example.org", tls=True, cert_resolver="le"))
+    assert config["http"]["routers"][dynamic.ENDED_ROUTER]["tls"] == {}
+    # without forward-auth there is nothing to answer those hosts
+    assert dynamic.ENDED_ROUTER not in dynamic.render(ROWS, plain_options(base_domain="ctf.example.org"))["http"]["routers"]
+
+
 def test_tcp_instances_get_sni_routers_with_tls():
     rows = ROWS + [("c-instance", "cccccccccccc.pwn.localhost", "tcp://127.0.0.1:32002", "tcp")]
     config = dynamic.render(rows, plain_options(auth_url="http://127.0.0.1:5000/api/v1/auth/forward", cert_resolver="le"))
@@ -143,9 +159,11 @@ def test_config_endpoint_needs_the_api_key(client):
 
 
 def routers_in(api):
+    """The instance routers of the served config (not the catch-all for ended hosts)."""
     response = api.get("/api/v1/traefik/config")
     assert response.status_code == 200
-    return response.json.get("http", {}).get("routers", {})
+    routers = response.json.get("http", {}).get("routers", {})
+    return {name: router for name, router in routers.items() if name != dynamic.ENDED_ROUTER}
 
 
 def test_config_endpoint_follows_route_changes(api, app, redis_server):
@@ -193,7 +211,10 @@ def test_real_traefik_routes_a_fake_instance(api, app, traefik_proxy, redis_serv
     assert api.delete(f"/api/v1/instances/{instance['id']}").status_code == 204
     devstack.wait_until(lambda: f"ctfhost-{instance['id']}@http" not in traefik_proxy.routers(), 10,
                         what="Traefik to drop the route")
-    assert traefik_proxy.fetch(host)[0] == 404
+    # the ended host gets ctfhost's page (with its way back), not Traefik's bare "404 page not found"
+    status, body = traefik_proxy.fetch(host)
+    assert status == 404 and "Nothing runs at this address" in body, body
+    assert f"{dynamic.ENDED_ROUTER}@http" in traefik_proxy.routers()
 
 
 def launch_fake(api, app, challenge_id, extra_config=None):
@@ -218,8 +239,9 @@ def test_forward_auth_defaults_to_the_address_traefik_fetched_the_config_from(ap
         config = api.get("/api/v1/traefik/config", base_url=base).json
         middleware = config["http"]["middlewares"][dynamic.AUTH_MIDDLEWARE]["forwardAuth"]
         assert middleware["address"] == f"{base}/api/v1/auth/forward"
-        (router,) = config["http"]["routers"].values()
-        assert router["middlewares"] == [dynamic.AUTH_MIDDLEWARE]
+        routers = config["http"]["routers"]
+        assert len(routers) == 2 and dynamic.ENDED_ROUTER in routers
+        assert all(router["middlewares"] == [dynamic.AUTH_MIDDLEWARE] for router in routers.values())
     # the cache keys on the derived address; an unchanged fleet polled at one address gives the same bytes
     first = api.get("/api/v1/traefik/config", base_url="http://127.0.0.1:5000").data
     assert api.get("/api/v1/traefik/config", base_url="http://127.0.0.1:5000").data == first
