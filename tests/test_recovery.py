@@ -2,7 +2,9 @@
 
 import datetime
 import subprocess
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from rq import Queue
@@ -12,6 +14,7 @@ from rq.registry import ScheduledJobRegistry
 from ctfhost import devstack, queue
 from ctfhost.agent import Agent
 from ctfhost.app import create_app
+from ctfhost.db import database
 from ctfhost.models import Instance, Worker, utcnow
 from ctfhost.services import lifecycle
 from ctfhost.testing import register_fake_worker, run_jobs
@@ -241,3 +244,22 @@ def test_the_api_fails_a_lost_worker_instance_when_its_team_launches_again(app, 
     assert shown["status"] == "error" and "stopped responding" in shown["error"]
     assert host_of(first) not in routed_hosts(api)
     assert Instance.get_by_id(again["id"]).worker_id == live
+
+
+def test_concurrent_agents_fail_each_lost_instance_exactly_once(app, api):
+    make_challenge(api)
+    lost = register_fake_worker(api, prefix="lost")
+    made = [launch(api, f"team-{n}")["id"] for n in range(12)]
+    backdate(lost, app.config["CTFHOST_WORKER_LOST_SECONDS"] + 1)
+    barrier = threading.Barrier(4)
+
+    def agent_sweep():
+        with app.app_context(), database.connection_context():
+            barrier.wait()
+            return lifecycle.fail_instances_of_lost_workers()
+
+    with ThreadPoolExecutor(4) as pool:
+        results = [future.result() for future in [pool.submit(agent_sweep) for _ in range(4)]]
+    failed = [instance_id for result in results for instance_id in result]
+    assert sorted(failed) == sorted(made)  # each one by exactly one agent
+    assert {i.status for i in Instance.select().where(Instance.id.in_(made))} == {"error"}

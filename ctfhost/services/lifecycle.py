@@ -190,7 +190,7 @@ def recover_interrupted_launches(worker, at_startup=True, grace_seconds=30):
     """
     failed = []
     cutoff = utcnow() - datetime.timedelta(seconds=grace_seconds)
-    for instance in Instance.select().where(Instance.worker_id == worker.id, Instance.status == "pending"):
+    for instance in list(Instance.select().where(Instance.worker_id == worker.id, Instance.status == "pending")):
         job_id = queue.launch_job_id(instance.id)
         status = queue.job_status(job_id)
         if status == queue.JobStatus.SCHEDULED:
@@ -217,8 +217,12 @@ def fail_instances_of_lost_workers():
     lost worker removes the leftovers when it comes back (reconcile).
     """
     failed = []
-    query = Instance.select().where(Instance.worker_id.in_(workers.lost_workers()), Instance.status.in_(list(ACTIVE)))
-    for instance in query:
+    # read them all first: an update while the SELECT is still open would
+    # need SQLite to upgrade a stale read snapshot (busy at once, no waiting)
+    lost = list(
+        Instance.select().where(Instance.worker_id.in_(workers.lost_workers()), Instance.status.in_(list(ACTIVE)))
+    )
+    for instance in lost:
         reason = lost_worker_reason(instance.worker_id)
         if end_instance(instance, "error", reason):
             log.warning("instance %s failed: %s", instance.id, reason)
