@@ -13,6 +13,8 @@ MAX_RENEWALS = 10_000
 MAX_INSTANCES_PER_TEAM = 10_000
 # wait between launches of one challenge by one team (settings.launch_cooldown_seconds)
 MAX_COOLDOWN_SECONDS = 86400
+# instances one worker may be registered to hold (max_instances)
+MAX_WORKER_INSTANCES = 10_000
 # pagination: rows per page, and the farthest offset (PostgreSQL's OFFSET is a bigint; 2^63 overflows it)
 MAX_PAGE_SIZE = 1000
 MAX_OFFSET = 2**31 - 1

@@ -7,6 +7,7 @@ from flask.views import MethodView
 from flask_smorest.error_handler import ErrorSchema
 from marshmallow import Schema, ValidationError, fields, validate
 
+from ctfhost import limits
 from ctfhost.api.auth import ADMIN, API_KEY, WORKER, Blueprint, authenticate
 from ctfhost.api.fields import StrictInteger, UTCDateTime
 from ctfhost.services import workers as service
@@ -64,7 +65,7 @@ class WorkerRegisterSchema(Schema):
         validate=validate.Length(min=1, max=255),
         metadata={"description": "Runtime served, or several separated by commas", "example": "docker"},
     )
-    max_instances = StrictInteger(load_default=50, validate=validate.Range(min=0, max=service.MAX_INSTANCES_LIMIT))
+    max_instances = StrictInteger(load_default=50, validate=validate.Range(min=0, max=limits.MAX_WORKER_INSTANCES))
     agent_instance = AGENT_INSTANCE
 
 

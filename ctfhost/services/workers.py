@@ -8,6 +8,7 @@ import peewee
 from flask import current_app
 
 from ctfhost.db import database
+from ctfhost.limits import MAX_WORKER_INSTANCES
 from ctfhost.models import ACTIVE, Instance, Worker, utcnow
 from ctfhost.plugins import UnknownRuntime, get_plugins
 from ctfhost.services.errors import Conflict, Invalid, NotFound
@@ -29,7 +30,6 @@ def parse_runtimes(value):
 
 # a worker's address goes into proxy routes: a bare host name or IP, nothing else
 HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
-MAX_INSTANCES_LIMIT = 10000
 
 
 def address_problem(address):
@@ -51,8 +51,8 @@ def _check(address, max_instances):
     problem = address_problem(address)
     if problem:
         errors["address"] = [problem]
-    if not isinstance(max_instances, int) or not 0 <= max_instances <= MAX_INSTANCES_LIMIT:
-        errors["max_instances"] = [f"must be between 0 and {MAX_INSTANCES_LIMIT}"]
+    if not isinstance(max_instances, int) or not 0 <= max_instances <= MAX_WORKER_INSTANCES:
+        errors["max_instances"] = [f"must be between 0 and {MAX_WORKER_INSTANCES}"]
     if errors:
         raise Invalid({"json": errors})
 
