@@ -111,6 +111,18 @@ def test_a_live_worker_of_another_agent_cannot_be_taken_over(api):
     assert (worker.address, worker.max_instances, worker.agent_instance) == ("10.0.0.5", 20, "host-a/boot/11/aaaa")
 
 
+def test_a_live_worker_registered_without_an_agent_keeps_its_address(api):
+    # the single-key setup: a worker registered over HTTP with no agent_instance
+    registered = body()
+    assert api.post("/api/v1/workers", json=registered).status_code == 201
+    assert api.post("/api/v1/workers", json=registered).status_code == 200  # idempotent
+    moved = api.post("/api/v1/workers", json={**registered, "address": "203.0.113.66"})
+    assert moved.status_code == 409 and "10.0.0.5" in moved.get_json()["message"]
+    assert Worker.get_by_id(registered["id"]).address == "10.0.0.5"
+    backdate(registered["id"], 61)  # once it is stale, it may move
+    assert api.post("/api/v1/workers", json={**registered, "address": "10.0.0.7"}).status_code == 200
+
+
 def test_the_same_agent_may_register_again(api):
     registered = body(agent_instance="host-a/boot/11/aaaa")
     assert api.post("/api/v1/workers", json=registered).status_code == 201

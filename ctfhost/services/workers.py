@@ -87,8 +87,13 @@ def register_worker(worker_id, address, runtime, agent_port=0, max_instances=50,
         Worker.last_heartbeat_at: now,
         Worker.agent_instance: agent_instance,
     }
-    # one conditional upsert, so two agents racing for the id cannot both win
-    may_take = Worker.agent_instance.is_null() | (Worker.last_heartbeat_at < now - stale_after())
+    # one conditional upsert, so two agents racing for the id cannot both win.
+    # A live worker is changed only by the agent run that holds it; one that
+    # no agent run holds (registered over HTTP without agent_instance) keeps
+    # its address: re-registering it elsewhere would point routes away.
+    may_take = (Worker.last_heartbeat_at < now - stale_after()) | (
+        Worker.agent_instance.is_null() & (Worker.address == address)
+    )
     if agent_instance is not None:
         may_take |= Worker.agent_instance == agent_instance
     with database.atomic():
@@ -103,10 +108,10 @@ def register_worker(worker_id, address, runtime, agent_port=0, max_instances=50,
             agent_instance=agent_instance,
         ).on_conflict(conflict_target=[Worker.id], update=values, where=None if force else may_take).execute()
     worker = Worker.get_by_id(worker_id)
-    if worker.agent_instance != agent_instance:
+    if (worker.agent_instance, worker.address) != (agent_instance, address):
+        holder = f"held by another agent ({worker.agent_instance})" if worker.agent_instance else f"at {worker.address}"
         raise Conflict(
-            f"worker {worker_id!r} is live and held by another agent ({worker.agent_instance}); "
-            "stop that agent or wait until its heartbeat is stale"
+            f"worker {worker_id!r} is live and {holder}; stop that agent or wait until its heartbeat is stale"
             + (", or (admin only) register with force=true" if not force else "")
         )
     return worker
