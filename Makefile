@@ -6,10 +6,10 @@ PIP := $(VENV)/bin/pip
 
 .PHONY: demo demo-system demo-stop test test-sqlite test-postgresql system venv clean
 
-$(VENV)/.installed: setup.cfg pyproject.toml plugins/docker_runtime/setup.cfg plugins/traefik/setup.cfg plugins/ctfd/setup.cfg plugins/kctf_runtime/setup.cfg plugins/kata_runtime/setup.cfg plugins/kctf_runtime/setup.cfg plugins/kata_runtime/setup.cfg
+$(VENV)/.installed: setup.cfg pyproject.toml plugins/docker_runtime/setup.cfg plugins/traefik/setup.cfg plugins/ctfd/setup.cfg plugins/kctf_runtime/setup.cfg plugins/kata_runtime/setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[postgresql,serve,test]' -e 'plugins/docker_runtime[test]' -e 'plugins/traefik[test]' -e 'plugins/ctfd[test]' -e 'plugins/kctf_runtime[test]' -e 'plugins/kata_runtime[test]' -e 'plugins/kctf_runtime[test]' -e 'plugins/kata_runtime[test]'
+	$(PIP) install -q -e '.[postgresql,serve,test]' -e 'plugins/docker_runtime[test]' -e 'plugins/traefik[test]' -e 'plugins/ctfd[test]' -e 'plugins/kctf_runtime[test]' -e 'plugins/kata_runtime[test]'
 	touch $@
 
 venv: $(VENV)/.installed

@@ -68,10 +68,6 @@ class Worker(BaseModel):
     def runtimes(self):
         return [name for name in self.runtime.split(",") if name]
 
-    @property
-    def queue_name(self):
-        return f"ctfhost:worker:{self.id}"
-
 
 class Instance(BaseModel):
     id = peewee.CharField(primary_key=True, max_length=36)
