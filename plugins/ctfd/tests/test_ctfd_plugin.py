@@ -1,7 +1,7 @@
 """The CTFd plugin's logic against a real ctfhost server: client, player buttons, grading, sign-in, ctfd-install.
 
 The CTFd side cannot import ctfhost, and these tests do not need CTFd: the
-modules that decide things import neither (tests/test_ctfd_real.py runs the
+modules that decide things import neither (plugins/ctfd/tests/test_ctfd_real.py runs the
 plugin inside a real CTFd). ctfhost runs as the `live_server` fixture, a
 real HTTP server, with fake-runtime workers whose jobs run in-process.
 """
