@@ -280,7 +280,7 @@ class Bench:
         """The agent's RQ worker processes import the app; wait until all listen on the queue."""
         from rq import Worker as RQWorker
 
-        from ctfhost.queue import queue_name
+        from ctfhost.worker.queue import queue_name
 
         def listening():
             workers = RQWorker.all(connection=self.redis)

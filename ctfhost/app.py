@@ -48,6 +48,9 @@ def create_app(config=None):
     with database.connection_context():
         create_tables()
 
+    # the worker agent builds the app of each RQ worker process it spawns with this
+    app.extensions["ctfhost.app_factory"] = create_app
+
     disabled = (app.config.get("CTFHOST_DISABLED_PLUGINS") or "").split(",")
     app.extensions["ctfhost.plugins"] = Plugins(disabled=disabled)
 

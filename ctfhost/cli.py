@@ -38,7 +38,7 @@ def _table(rows, columns):
 @click.option("--concurrency", type=click.IntRange(min=1, max=64), help="Jobs run at once (default: CTFHOST_WORKER_CONCURRENCY or 4).")
 def worker_command(worker_id, address, agent_port, runtimes, max_instances, concurrency):
     """Run the worker agent: register, heartbeat, expire, reconcile, run jobs."""
-    from ctfhost.agent import Agent
+    from ctfhost.worker.agent import Agent
 
     names = [name for value in runtimes for name in value.split(",") if name]
     agent = Agent(

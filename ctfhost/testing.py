@@ -17,6 +17,9 @@ import pytest
 
 from ctfhost import devstack, hookimpl
 from ctfhost.hooktypes import Backend, LaunchError, RuntimeState
+from ctfhost.redis_client import redis_connection
+from ctfhost.worker.jobs import JobWorker
+from ctfhost.worker.queue import worker_queue
 
 API_KEY = "test-api-key"
 ADMIN_TOKEN = "test-admin-token"
@@ -181,8 +184,6 @@ def app(test_env):
     get_plugins(application).register(application.fake_runtime, name="fake-runtime")
     application.keep_workers = set()
     try:
-        from ctfhost.queue import redis_connection
-
         redis_connection(application).flushdb()
     except Exception:
         pass
@@ -304,8 +305,6 @@ def team_api(client, admin):
 
 @pytest.fixture(scope="session")
 def redis_server(app):
-    from ctfhost.queue import redis_connection
-
     try:
         redis_connection(app).ping()
         ok = True
@@ -483,14 +482,7 @@ def worker_agent(worker_agent_session, docker_client, app):
 
 
 def run_jobs(app, worker_id, max_jobs=None):
-    """Run every queued job of a worker's queue in this process, then return."""
-    from rq import SimpleWorker
-
-    from ctfhost import jobs
-    from ctfhost.queue import redis_connection, worker_queue
-
+    """Run every queued job of a worker's queue in this process, then return (what an agent's RQ worker does)."""
     connection = redis_connection(app)
-    jobs._app = app
-    worker = SimpleWorker([worker_queue(worker_id, connection)], connection=connection)
-    with app.app_context():
-        worker.work(burst=True, max_jobs=max_jobs, logging_level="WARNING")
+    worker = JobWorker([worker_queue(worker_id, connection)], app, connection=connection)
+    worker.work(burst=True, max_jobs=max_jobs, logging_level="WARNING")

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from ctfhost.models import Challenge, Instance
-from ctfhost.queue import destroy_job_id, job_status
+from ctfhost.worker.queue import destroy_job_id, job_status
 from ctfhost.testing import run_jobs
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")

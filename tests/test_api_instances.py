@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from ctfhost.models import Instance, Worker, utcnow
-from ctfhost.queue import destroy_job_id, job_status, launch_job_id, worker_queue
+from ctfhost.worker.queue import destroy_job_id, job_status, launch_job_id, worker_queue
 from ctfhost.testing import run_jobs
 from ctfhost.timeutil import parse_iso
 

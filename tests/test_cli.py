@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from ctfhost.models import Challenge, Instance
-from ctfhost.queue import destroy_job_id, job_status
+from ctfhost.worker.queue import destroy_job_id, job_status
 
 
 @pytest.fixture

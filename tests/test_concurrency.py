@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from ctfhost.models import ACTIVE, Instance
-from ctfhost.queue import worker_queue
+from ctfhost.worker.queue import worker_queue
 
 pytestmark = pytest.mark.usefixtures("redis_server")
 

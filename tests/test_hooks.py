@@ -145,7 +145,7 @@ def test_hook_check_runtime(app):
 
 
 def test_worker_agent_serves_only_runtimes_that_work_here(app):
-    from ctfhost.agent import Agent
+    from ctfhost.worker.agent import Agent
 
     class Broken:
         @hookimpl

@@ -11,12 +11,14 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 
-from ctfhost import devstack, queue
-from ctfhost.agent import Agent
+from ctfhost import devstack
+from ctfhost.redis_client import connect, redis_connection
+from ctfhost.worker import queue
+from ctfhost.worker.agent import Agent
 from ctfhost.app import create_app
 from ctfhost.db import database
 from ctfhost.models import Instance, Worker, utcnow
-from ctfhost.services import lifecycle
+from ctfhost.worker import lifecycle
 from ctfhost.testing import register_fake_worker, run_jobs
 
 pytestmark = pytest.mark.usefixtures("redis_server")
@@ -129,7 +131,7 @@ def test_a_restarted_agent_takes_over_from_its_dead_predecessor_at_once(app):
 
 
 def schedule_launch_job(instance_id, worker_id, when):
-    connection = queue.redis_connection()
+    connection = redis_connection()
     job = Job.fetch(queue.launch_job_id(instance_id), connection=connection)
     Queue(queue.queue_name(worker_id), connection=connection).remove(job)
     ScheduledJobRegistry(queue.queue_name(worker_id), connection=connection).schedule(job, when)
@@ -186,7 +188,7 @@ def test_agent_scheduler_runs_retries_on_time_after_redis_restarts(app, tmp_path
     agent_app = create_app(config)
     agent = Agent(agent_app, worker_id=f"sched-{time.monotonic_ns()}", address="127.0.0.1", runtimes=["fake"],
                   concurrency=1)
-    connection = queue.connect(redis.url)
+    connection = connect(redis.url)
     jobs = Queue(queue.queue_name(agent.worker_id), connection=connection)
 
     def ran_on_time(delay=2, within=12):

@@ -6,7 +6,7 @@ from marshmallow import Schema, fields
 from ctfhost import __version__
 from ctfhost.api.auth import Blueprint
 from ctfhost.db import database
-from ctfhost.queue import redis_connection
+from ctfhost.redis_client import redis_connection
 
 # no url_prefix: the same public check answers at /health and /api/v1/health
 blp = Blueprint("health", __name__, description="Liveness of the API, database and Redis.")

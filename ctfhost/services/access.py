@@ -17,7 +17,7 @@ from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from ctfhost.models import ACTIVE, Instance, Setting, utcnow
-from ctfhost.queue import redis_connection
+from ctfhost.redis_client import redis_connection
 
 ACCESS_PATH = "/.ctfhost/access"
 COOKIE_NAME = "ctfhost_access"

@@ -9,7 +9,7 @@ import uuid
 import peewee
 from flask import current_app
 
-from ctfhost import queue
+from ctfhost.worker import queue
 from ctfhost.db import database, is_postgresql
 from ctfhost.models import ACTIVE, Challenge, Instance, Worker, utcnow
 from ctfhost.plugins import get_plugins

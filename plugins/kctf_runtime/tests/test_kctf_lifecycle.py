@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from ctfhost.models import Instance
-from ctfhost.services import lifecycle
+from ctfhost.worker import lifecycle
 from ctfhost_plugin_kctf.testing import validate_strict, waiting_status
 
 pytestmark = pytest.mark.usefixtures("redis_server")

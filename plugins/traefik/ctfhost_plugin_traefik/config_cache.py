@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 
-from ctfhost.queue import redis_connection
+from ctfhost.redis_client import redis_connection
 
 from ctfhost_plugin_traefik import dynamic
 from ctfhost_plugin_traefik.default_certificate import default_certificate

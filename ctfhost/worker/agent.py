@@ -9,7 +9,20 @@ import signal
 import socket
 import time
 
+import redis
+from rq import Queue
+from rq.scheduler import RQScheduler
+
 from ctfhost.db import database
+from ctfhost.models import Worker
+from ctfhost.plugins import UnknownRuntime, get_plugins
+from ctfhost.redis_client import connect, redis_connection
+from ctfhost.services.errors import Conflict, NotFound
+from ctfhost.services.instances import expire_due
+from ctfhost.services import workers as worker_service
+from ctfhost.worker import lifecycle
+from ctfhost.worker.jobs import JobWorker
+from ctfhost.worker.queue import queue_name as worker_queue_name
 
 log = logging.getLogger("ctfhost.agent")
 
@@ -63,22 +76,14 @@ def predecessor_is_gone(held_by):
     return False
 
 
-def rq_worker_main(queue_name, config, index):
-    """Entry point of one RQ worker process (spawned, so it starts clean)."""
+def rq_worker_main(app_factory, queue_name, config, index):
+    """Entry point of one RQ worker process (spawned, so it starts clean): builds its app, runs jobs."""
     _die_with_parent()
-    from rq import Queue, SimpleWorker
-
-    from ctfhost import jobs
-    from ctfhost.app import create_app
-    from ctfhost.queue import redis_connection
-
-    app = create_app(config)
-    jobs._app = app
+    app = app_factory(config)
     connection = redis_connection(app)
     queue = Queue(queue_name, connection=connection)
-    worker = SimpleWorker([queue], connection=connection, name=f"{queue_name.rsplit(':', 1)[-1]}.{index}.{socket.gethostname()}.{multiprocessing.current_process().pid}")
-    # a job runs in this process (no fork per job): launches start sooner, and
-    # a crash of this process is what reconcile on the next start recovers from.
+    name = f"{queue_name.rsplit(':', 1)[-1]}.{index}.{socket.gethostname()}.{multiprocessing.current_process().pid}"
+    worker = JobWorker([queue], app, connection=connection, name=name)
     # No scheduler here: RQ restarts a worker's dead scheduler only every 10
     # minutes (after a Redis restart, retries ran that late); the agent runs
     # and supervises its own (rq_scheduler_main).
@@ -93,11 +98,6 @@ def rq_scheduler_main(queue_name, config, name):
     predecessor held instead of waiting for it to expire.
     """
     _die_with_parent()
-    import redis
-    from rq.scheduler import RQScheduler
-
-    from ctfhost.queue import connect
-
     logging.basicConfig(level=config.get("CTFHOST_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
@@ -129,9 +129,14 @@ def rq_scheduler_main(queue_name, config, name):
 
 
 class Agent:
-    def __init__(self, app, worker_id=None, address=None, agent_port=None, runtimes=None, max_instances=None, concurrency=None):
+    """One worker host's agent. `app_factory` builds the app of each RQ worker process it spawns
+    (default: the factory that built `app`, which create_app records)."""
+
+    def __init__(self, app, worker_id=None, address=None, agent_port=None, runtimes=None, max_instances=None,
+                 concurrency=None, app_factory=None):
         cfg = app.config
         self.app = app
+        self.app_factory = app_factory or app.extensions["ctfhost.app_factory"]
         self.worker_id = worker_id or cfg.get("CTFHOST_WORKER_ID") or socket.gethostname()
         self.address = address or cfg["CTFHOST_WORKER_ADDRESS"]
         self.agent_port = agent_port if agent_port is not None else cfg["CTFHOST_WORKER_AGENT_PORT"]
@@ -152,8 +157,6 @@ class Agent:
 
     def usable_runtimes(self):
         """The runtimes to serve: those asked for (each must work here), or every installed one that works."""
-        from ctfhost.models import Worker
-        from ctfhost.plugins import UnknownRuntime, get_plugins
 
         plugins = get_plugins(self.app)
         candidate = Worker(id=self.worker_id, address=self.address, runtime=",".join(self.runtimes))
@@ -182,13 +185,9 @@ class Agent:
         return usable
 
     def register(self):
-        from ctfhost.models import Worker
-        from ctfhost.services.errors import Conflict
-        from ctfhost.services.workers import register_worker
-
         def _register(force=False):
             runtimes = self.usable_runtimes()
-            return register_worker(
+            return worker_service.register_worker(
                 self.worker_id, self.address, runtimes, self.agent_port, self.max_instances,
                 agent_instance=self.agent_instance, force=force,
             )
@@ -218,10 +217,7 @@ class Agent:
         return worker
 
     def recover(self):
-        from ctfhost.services import lifecycle
-
         def _recover():
-            from ctfhost.models import Worker
 
             failed = lifecycle.recover_interrupted_launches(Worker.get_by_id(self.worker_id))
             marked = lifecycle.reconcile(self.worker_id)
@@ -232,11 +228,8 @@ class Agent:
             log.warning("reconcile: %d interrupted launch(es) failed, %d lost instance(s) marked error", len(failed), len(marked))
 
     def heartbeat(self):
-        from ctfhost.services.errors import Conflict, NotFound
-        from ctfhost.services.workers import heartbeat
-
         try:
-            worker = self._in_context(heartbeat, self.worker_id, self.agent_instance, self.address)
+            worker = self._in_context(worker_service.heartbeat, self.worker_id, self.agent_instance, self.address)
         except NotFound:
             log.warning("worker %s was unregistered; registering again", self.worker_id)
             self.register()
@@ -253,11 +246,8 @@ class Agent:
             self.reconcile()
 
     def sweep(self):
-        from ctfhost.services.instances import expire_due
-        from ctfhost.services.lifecycle import fail_instances_of_lost_workers
-
         def _sweep():
-            return expire_due(), fail_instances_of_lost_workers()
+            return expire_due(), lifecycle.fail_instances_of_lost_workers()
 
         expired, lost = self._in_context(_sweep)
         if expired:
@@ -266,10 +256,7 @@ class Agent:
             log.warning("failed %d instance(s) of lost workers: %s", len(lost), ", ".join(lost))
 
     def reconcile(self):
-        from ctfhost.services import lifecycle
-
         def _reconcile():
-            from ctfhost.models import Worker
 
             lost = lifecycle.recover_interrupted_launches(Worker.get_by_id(self.worker_id), at_startup=False)
             return lost + lifecycle.reconcile(self.worker_id)
@@ -284,12 +271,10 @@ class Agent:
         return {k: v for k, v in self.app.config.items() if k.startswith("CTFHOST_")}
 
     def _spawn(self, index):
-        from ctfhost.queue import queue_name
-
         ctx = multiprocessing.get_context("spawn")
         process = ctx.Process(
             target=rq_worker_main,
-            args=(queue_name(self.worker_id), self._child_config(), index),
+            args=(self.app_factory, worker_queue_name(self.worker_id), self._child_config(), index),
             name=f"ctfhost-rq-{index}",
             daemon=False,
         )
@@ -297,11 +282,9 @@ class Agent:
         return process
 
     def _spawn_scheduler(self):
-        from ctfhost.queue import queue_name
-
         process = multiprocessing.get_context("spawn").Process(
             target=rq_scheduler_main,
-            args=(queue_name(self.worker_id), self._child_config(), f"ctfhost.{self.worker_id}"),
+            args=(worker_queue_name(self.worker_id), self._child_config(), f"ctfhost.{self.worker_id}"),
             name="ctfhost-rq-scheduler",
             daemon=False,
         )
@@ -344,7 +327,6 @@ class Agent:
 
     def release(self):
         """Let the next agent run take this worker over at once (a clean stop, e.g. a redeployed pod)."""
-        from ctfhost.models import Worker
 
         Worker.update(agent_instance=None).where(
             Worker.id == self.worker_id, Worker.agent_instance == self.agent_instance

@@ -5,7 +5,7 @@ import logging
 import socket
 import time
 
-from ctfhost import queue
+from ctfhost.worker import queue
 from ctfhost.hooktypes import LaunchError, TransientError
 from ctfhost.models import ACTIVE, Challenge, Instance, Worker, utcnow
 from ctfhost.plugins import get_plugins

@@ -1,41 +1,20 @@
-"""Redis connection, queue naming and the enqueue helpers for lifecycle jobs."""
+"""Queue naming and the enqueue helpers for lifecycle jobs (enqueued by dotted name: no import of the jobs)."""
 
 import datetime
 import logging
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry as RedisRetry
 from flask import current_app
 from rq import Callback, Queue, Retry
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 
+from ctfhost.redis_client import redis_connection
+
 log = logging.getLogger(__name__)
 
 # job states in which enqueueing the same job id again would add nothing
 WAITING = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
-
-
-def connect(url):
-    """A Redis client that fails fast when Redis is down.
-
-    An API call answers 503 at once instead of after the client's default
-    retries with backoff.
-    """
-    return redis.Redis.from_url(
-        url, socket_connect_timeout=1, socket_timeout=10, health_check_interval=30, retry=RedisRetry(NoBackoff(), 1)
-    )
-
-
-def redis_connection(app=None):
-    app = app or current_app
-    conn = app.extensions.get("ctfhost.redis")
-    if conn is None:
-        conn = connect(app.config["CTFHOST_REDIS_URL"])
-        app.extensions["ctfhost.redis"] = conn
-    return conn
 
 
 def queue_name(worker_id):
@@ -86,18 +65,22 @@ def destroy_job_id(instance_id):
     return f"destroy-{instance_id}"
 
 
-def enqueue_launch(instance, readiness_timeout):
-    from ctfhost import jobs
+# jobs are named, not imported: the web process enqueues them without loading the worker's code
+LAUNCH_JOB = "ctfhost.worker.jobs.launch_instance"
+LAUNCH_FAILED_CALLBACK = "ctfhost.worker.jobs.launch_failed"
+DESTROY_JOB = "ctfhost.worker.jobs.destroy_instance"
 
+
+def enqueue_launch(instance, readiness_timeout):
     timeout = int(readiness_timeout + current_app.config["CTFHOST_JOB_TIMEOUT_SECONDS"])
     return _enqueue_once(
         worker_queue(instance.worker_id),
-        jobs.launch_instance,
+        LAUNCH_JOB,
         instance.id,
         launch_job_id(instance.id),
         job_timeout=timeout,
         retry=Retry(max=2, interval=[1, 3]),
-        on_failure=Callback(jobs.launch_failed),
+        on_failure=Callback(LAUNCH_FAILED_CALLBACK),
         result_ttl=3600,
         failure_ttl=7 * 86400,
         description=f"launch instance {instance.id}",
@@ -105,11 +88,9 @@ def enqueue_launch(instance, readiness_timeout):
 
 
 def enqueue_destroy(instance):
-    from ctfhost import jobs
-
     return _enqueue_once(
         worker_queue(instance.worker_id),
-        jobs.destroy_instance,
+        DESTROY_JOB,
         instance.id,
         destroy_job_id(instance.id),
         job_timeout=current_app.config["CTFHOST_JOB_TIMEOUT_SECONDS"],
