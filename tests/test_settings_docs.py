@@ -76,7 +76,9 @@ def full_name(prefix, text):
 
 
 def helper_prefix(call):
-    """The prefix a `plugin_setting(prefix, name, ...)` call names, or None when it names none."""
+    """The prefix a `plugin_setting(prefix, name, ...)` call names ("CTFHOST_" for `core_setting(name)`), or None."""
+    if call_name(call).lower().startswith("core"):
+        return "CTFHOST_"
     if "plugin" not in call_name(call).lower() or not call.args:
         return None
     first = call.args[0]
@@ -100,7 +102,8 @@ def names_read_by(path, prefix):
             name = call_name(node)
             explicit = helper_prefix(node)
             if explicit is not None:
-                names.update(filter(None, (full_name(explicit, text) for arg in node.args[1:2] for text in strings(arg))))
+                arg_names = node.args[:1] if name.lower().startswith("core") else node.args[1:2]
+                names.update(filter(None, (full_name(explicit, text) for arg in arg_names for text in strings(arg))))
             elif "setting" in name.lower() or name in NAME_READERS:
                 texts = [text for arg in node.args[:1] for text in strings(arg)]
             texts += [text for keyword in node.keywords if "setting" in (keyword.arg or "").lower()
@@ -112,6 +115,56 @@ def names_read_by(path, prefix):
         names.update(filter(None, (full_name(prefix, text) for text in texts)))
     return names
 
+
+def module_constants(tree):
+    """{NAME: value} of a module's top-level `NAME = <constant>` assignments."""
+    constants = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    constants[target.id] = node.value.value
+    return constants
+
+
+def literal(node, constants):
+    if isinstance(node, ast.Constant):
+        return node.value
+    return constants.get(node.id) if isinstance(node, ast.Name) else None
+
+
+def defaults_in(path, prefix):
+    """{CTFHOST_* name: default} for the helper reads of a Python file that give a literal default."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    constants = module_constants(tree)
+    defaults = {}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        explicit = helper_prefix(node)
+        args = node.args[1:] if explicit is not None and not call_name(node).lower().startswith("core") else node.args
+        keywords = {keyword.arg: keyword.value for keyword in node.keywords if keyword.arg}
+        for key, value in keywords.items():
+            if not key.endswith("settings") and key.endswith("setting") and isinstance(value, ast.Constant):
+                # Profile(runtime_class_setting="KATA_RUNTIME_CLASS", runtime_class_default=...)
+                default = literal(keywords.get(key.removesuffix("setting") + "default", ast.Constant(None)), constants)
+                if full_name(prefix, value.value) and default is not None:
+                    defaults[full_name(prefix, value.value)] = default
+            elif key.endswith("settings") and isinstance(value, ast.Tuple):
+                # overhead_settings=(("KATA_POD_OVERHEAD_CPU", "250m"), ...)
+                for pair in value.elts:
+                    if isinstance(pair, ast.Tuple) and len(pair.elts) == 2 and isinstance(pair.elts[0], ast.Constant):
+                        default = literal(pair.elts[1], constants)
+                        if full_name(prefix, pair.elts[0].value) and default is not None:
+                            defaults[full_name(prefix, pair.elts[0].value)] = default
+        if explicit is None and "setting" not in call_name(node).lower() and call_name(node) not in NAME_READERS:
+            continue
+        if len(args) < 2 or not isinstance(args[0], ast.Constant) or not isinstance(args[0].value, str):
+            continue
+        name, default = full_name(explicit or prefix, args[0].value), literal(args[1], constants)
+        if name and default is not None:
+            defaults[name] = default
+    return defaults
 
 def code_reads():
     """{CTFHOST_* name: {reader}} for everything outside the tests; reader is "core" or a plugin folder."""
@@ -264,3 +317,35 @@ def test_documented_defaults_are_the_codes():
         if default != value:
             wrong.append(f"{where}: {name} {value} (the code: {default})")
     assert not wrong, f"docs state defaults the code does not have: {wrong}"
+
+
+def plugin_table_defaults(plugin):
+    """{name: default} from the rows of a plugin README's settings table whose default is one `value`."""
+    rows = {}
+    for line in (ROOT / "plugins" / plugin / "README.md").read_text(encoding="utf-8").splitlines():
+        cells = [cell.strip() for cell in line.split("|")[1:-1]]
+        if len(cells) == 3 and re.fullmatch(r"`CTFHOST_[A-Z0-9_]+`", cells[0]):
+            value = re.fullmatch(r"`([^`]*)`", cells[2])
+            if value:
+                rows[cells[0].strip("`")] = value.group(1)
+    return rows
+
+
+def same_value(documented, default):
+    try:
+        return float(documented) == float(default)
+    except (TypeError, ValueError):
+        return documented == str(default)
+
+
+@pytest.mark.parametrize("plugin", sorted(set(PLUGIN_PREFIXES) - {"ctfd"}))
+def test_plugin_readme_defaults_are_the_codes(plugin):
+    code = {}
+    for path in source_files("*.py"):
+        if owner(path) == plugin and not is_test(path):
+            code.update(defaults_in(path, PLUGIN_PREFIXES[plugin]))
+    table = plugin_table_defaults(plugin)
+    compared = sorted(set(code) & set(table))
+    assert compared, f"no setting of plugins/{plugin} has both a literal default and a one-value README row"
+    wrong = [f"{name}: README `{table[name]}`, code {code[name]!r}" for name in compared if not same_value(table[name], code[name])]
+    assert not wrong, f"plugins/{plugin}/README.md states defaults the code does not have: {wrong}"
