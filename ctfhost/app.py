@@ -61,7 +61,7 @@ def create_app(config=None):
         if not database.is_closed():
             database.close()
 
-    from ctfhost.api import register_api
+    from ctfhost.api.server import register_api
 
     register_api(app)
 

@@ -533,7 +533,7 @@ class Extension:
 
 
 def test_hook_register_blueprints():
-    from ctfhost.api import register_api
+    from ctfhost.api.server import register_api
     from ctfhost.app import API_DEFAULTS
 
     app = flask.Flask("plugin-blueprint-test")

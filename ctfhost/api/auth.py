@@ -16,6 +16,7 @@ from flask_smorest import abort
 from flask_smorest.error_handler import ErrorSchema
 
 from ctfhost.api.parsing import ArgumentsParser
+from ctfhost.services.tokens import authenticate as token_for
 
 ADMIN, API_KEY, TEAM, WORKER = "admin", "api_key", "team", "worker"
 
@@ -128,8 +129,6 @@ def _resolve():
             abort(401, message="the Authorization header must be 'Bearer <token>'")
         if _same(secret, admin_token()):
             return Principal(ADMIN)
-        from ctfhost.services.tokens import authenticate as token_for
-
         token = token_for(secret)
         if token is None:
             abort(401, message="unknown, revoked or expired token")

@@ -6,7 +6,7 @@ from ctfhost import jsontext
 from ctfhost.db import database
 from ctfhost.models import ACTIVE, Challenge, Instance, utcnow
 from ctfhost.plugins import UnknownRuntime, get_plugins
-from ctfhost.services import flags, images
+from ctfhost.services import flags, images, instances
 from ctfhost.services.errors import Conflict, Invalid, NotFound, require_changes
 
 EDITABLE = (
@@ -112,8 +112,6 @@ def active_instance_count(challenge_id):
 
 
 def delete_challenge(challenge_id, force=False):
-    from ctfhost.services import instances
-
     challenge = get_challenge(challenge_id)
     active = list(
         Instance.select().where(Instance.challenge_id == challenge.id, Instance.status.in_(list(ACTIVE)))
