@@ -100,6 +100,7 @@ def main(argv=None):
         CTFHOST_DOCKER_NETWORK="ctfhost-bench-instances",
         CTFHOST_LOG_LEVEL="WARNING",
     )
+    devstack.upgrade_database(env)
     direct_file = os.path.join(workdir, "direct.yml")
     with open(direct_file, "w") as handle:
         handle.write("{}\n")

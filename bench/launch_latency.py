@@ -227,7 +227,8 @@ class Bench:
         devstack.build_image(self.args.image, content=CONTENT, port=CHALLENGE_PORT, client=self.docker)
 
         env = self.env()
-        # the bench's own app: creates the tables and gives _create_kwargs its context
+        devstack.upgrade_database(env)
+        # the bench's own app: gives _create_kwargs its context
         from ctfhost.app import create_app
 
         config = {k: v for k, v in env.items() if k.startswith("CTFHOST_")}

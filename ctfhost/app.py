@@ -2,12 +2,13 @@
 
 import logging
 
+import click
 from flask import Flask
 
 from ctfhost import __version__, config as ctfhost_config
 from ctfhost.db import database, default_url, open_database
-from ctfhost.models import create_tables
 from ctfhost.plugins import Plugins
+from ctfhost.schema import check as check_schema
 
 API_DEFAULTS = {
     "API_TITLE": "ctfhost",
@@ -45,8 +46,13 @@ def create_app(config=None):
     url = app.config["CTFHOST_DATABASE_URL"] or default_url(app.instance_path)
     app.config["CTFHOST_DATABASE_URL"] = url
     open_database(url)
-    with database.connection_context():
-        create_tables()
+    # No DDL here: `flask ctfhost db upgrade` migrates. A served app (gunicorn,
+    # a worker's job processes, tests) refuses a schema that is behind; under
+    # the `flask` command line the command decides (cli.CommandGroup), since
+    # `db upgrade` must run on exactly such a database.
+    if click.get_current_context(silent=True) is None:
+        with database.connection_context():
+            check_schema()
 
     # the worker agent builds the app of each RQ worker process it spawns with this
     app.extensions["ctfhost.app_factory"] = create_app

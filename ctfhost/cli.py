@@ -7,6 +7,8 @@ import yaml
 from flask import current_app
 from flask.cli import AppGroup
 
+from ctfhost import schema
+from ctfhost.db import database
 from ctfhost.services.errors import Invalid, ServiceError
 
 ctfhost_group = AppGroup("ctfhost", help="Operate ctfhost: workers, plugins, challenges, instances.")
@@ -77,15 +79,53 @@ def plugins_command(as_json):
         click.echo(f"disabled: {', '.join(plugins.disabled)}")
 
 
-@ctfhost_group.command("init-db")
-def init_db_command():
-    """Create the database tables (safe to run again)."""
-    from ctfhost.db import database
-    from ctfhost.models import create_tables
+# -- database schema ---------------------------------------------------------
 
-    with database.connection_context():
-        create_tables()
+db_group = AppGroup("db", help="The database schema: versioned migrations.")
+ctfhost_group.add_command(db_group)
+
+
+def _names(names):
+    return ", ".join(names) or "none"
+
+
+@db_group.command("upgrade")
+def db_upgrade():
+    """Apply the pending migrations (safe to run again); adopts tables made before versioned migrations."""
+    try:
+        with database.connection_context():
+            result = schema.upgrade()
+    except schema.SchemaUnknown as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"database ready: {_safe_url(current_app.config['CTFHOST_DATABASE_URL'])}")
+    if result.adopted:
+        click.echo(f"adopted (tables made before versioned migrations): {_names(result.adopted)}")
+    if result.applied:
+        click.echo(f"applied: {_names(result.applied)}")
+    else:
+        click.echo(f"nothing to apply: the schema is current ({_names(result.state.applied[-1:])})")
+
+
+@db_group.command("status")
+def db_status():
+    """Show the applied and the pending migrations."""
+    with database.connection_context():
+        state = schema.status()
+    click.echo(f"database: {_safe_url(current_app.config['CTFHOST_DATABASE_URL'])}")
+    click.echo(f"applied: {_names(state.applied)}")
+    click.echo(f"pending: {_names(state.pending)}")
+    if state.unknown:
+        click.echo(f"unknown (applied by a newer ctfhost): {_names(state.unknown)}")
+    if state.legacy:
+        click.echo("tables made before versioned migrations: `db upgrade` adopts them")
+    click.echo("current" if state.current else f"behind: run `{schema.UPGRADE_COMMAND}`")
+
+
+@ctfhost_group.command("init-db")
+@click.pass_context
+def init_db_command(ctx):
+    """Create or upgrade the database schema: an alias of `db upgrade`."""
+    ctx.invoke(db_upgrade)
 
 
 def _safe_url(url):
@@ -208,9 +248,33 @@ def instances_destroy(instance_id):
     click.echo(f"instance {instance.id} is {instance.status}; its resources are being removed")
 
 
+# commands that run whatever the schema's state: `db upgrade` must run on a
+# database that is behind, and these others read no table
+SCHEMA_FREE_COMMANDS = {"db", "init-db", "plugins", "openapi"}
+
+
+class CommandGroup(AppGroup):
+    """The `ctfhost` group: a command that uses the database refuses to run while its schema is behind.
+
+    create_app leaves the check to the command line (it cannot know the
+    command when the `flask` CLI builds it); here the command is known.
+    """
+
+    def resolve_command(self, ctx, args):
+        name, command, rest = super().resolve_command(ctx, args)
+        asks_help = any(arg in ctx.help_option_names for arg in rest)
+        if name not in SCHEMA_FREE_COMMANDS and not asks_help and not ctx.resilient_parsing:
+            try:
+                with database.connection_context():
+                    schema.check()
+            except schema.SchemaBehind as exc:
+                raise click.ClickException(str(exc)) from None
+        return name, command, rest
+
+
 def command_group():
     """A fresh `ctfhost` group for one app, so plugin commands stay with the app that loaded them."""
-    group = AppGroup(ctfhost_group.name, help=ctfhost_group.help)
+    group = CommandGroup(ctfhost_group.name, help=ctfhost_group.help)
     for name, command in ctfhost_group.commands.items():
         group.add_command(command, name)
     return group

@@ -167,8 +167,16 @@ def app_server(env, port, log_path, workers=2, threads=8):
     return Service("app", argv, env, log_path)
 
 
+FLASK_CTFHOST = [sys.executable, "-m", "flask", "--app", "ctfhost", "ctfhost"]
+
+
+def upgrade_database(env):
+    """`flask ctfhost db upgrade` on the database `env` names: the app and the worker refuse a schema that is behind."""
+    subprocess.run([*FLASK_CTFHOST, "db", "upgrade"], env=env, check=True)
+
+
 def worker_agent(env, log_path, worker_id=None, concurrency=None, extra=()):
-    argv = [sys.executable, "-m", "flask", "--app", "ctfhost", "ctfhost", "worker"]
+    argv = [*FLASK_CTFHOST, "worker"]
     if worker_id:
         argv += ["--id", worker_id]
     if concurrency:
@@ -396,6 +404,7 @@ def demo(directory=DEMO_DIR):
 
     print(f"building the demo image {DEMO_IMAGE} from {busybox_path()} ...")
     build_image(DEMO_IMAGE, content="hello from a ctfhost instance\n")
+    upgrade_database(env)
 
     services = [
         app_server(env, APP_PORT, os.path.join(directory, "app.log")),

@@ -15,7 +15,8 @@ import uuid
 
 import pytest
 
-from ctfhost import devstack, hookimpl
+from ctfhost import devstack, hookimpl, schema
+from ctfhost.db import database, open_database
 from ctfhost.hooktypes import Backend, LaunchError, RuntimeState
 from ctfhost.redis_client import redis_connection
 from ctfhost.worker.jobs import JobWorker
@@ -164,13 +165,15 @@ def test_env(tmp_path_factory):
             os.environ[key] = value
 
 
-def _reset_database():
-    from ctfhost.db import database
-    from ctfhost.models import MODELS, create_tables
-
+def _reset_database(url):
+    """Drop every table (the migration history too) and build the schema as an operator does: by the migrations."""
+    pool = open_database(url)
     with database.connection_context():
-        database.drop_tables(MODELS, safe=True)
-        create_tables()
+        for table in database.get_tables():
+            database.execute_sql(f'DROP TABLE "{table}"')
+        schema.upgrade()
+    pool.close_all()
+
 
 
 @pytest.fixture(scope="session")
@@ -178,8 +181,9 @@ def app(test_env):
     from ctfhost.app import create_app
     from ctfhost.plugins import get_plugins
 
+    # before the app: create_app refuses a database whose schema is behind
+    _reset_database(os.environ["CTFHOST_DATABASE_URL"])
     application = create_app({"TESTING": True})
-    _reset_database()
     application.fake_runtime = FakeRuntime()
     get_plugins(application).register(application.fake_runtime, name="fake-runtime")
     application.keep_workers = set()

@@ -199,25 +199,3 @@ def test_max_instances_is_bounded(api):
     response = api.post("/api/v1/workers", json=body(max_instances=10001))
     assert response.status_code == 422
     assert list(response.get_json()["errors"]["json"]) == ["max_instances"]
-
-
-def test_an_old_worker_table_gains_agent_instance_and_keeps_its_rows(api):
-    from ctfhost.db import database
-    from ctfhost.models import create_tables
-
-    database.drop_tables([Worker], safe=True)
-    database.execute_sql(
-        'CREATE TABLE "worker" ("id" VARCHAR(128) PRIMARY KEY, "address" VARCHAR(255) NOT NULL, '
-        '"agent_port" INTEGER NOT NULL, "runtime" VARCHAR(255) NOT NULL, "max_instances" INTEGER NOT NULL, '
-        '"last_heartbeat_at" TIMESTAMP NOT NULL, "registered_at" TIMESTAMP NOT NULL)'
-    )
-    database.execute_sql(
-        "INSERT INTO \"worker\" VALUES ('old-w', '10.0.0.7', 0, 'fake', 20, '2026-01-01 00:00:00', "
-        "'2026-01-01 00:00:00')"
-    )
-    create_tables()
-    assert "agent_instance" in {column.name for column in database.get_columns("worker")}
-    assert Worker.get_by_id("old-w").agent_instance is None
-    response = api.post("/api/v1/workers", json=body(id="old-w", agent_instance="host-a/boot/1/aaaa"))
-    assert response.status_code == 200
-    assert Worker.get_by_id("old-w").agent_instance == "host-a/boot/1/aaaa"
