@@ -3,6 +3,11 @@
 Plugins implement these with ``@ctfhost.hookimpl``. Arguments keep the same
 names across hooks: ``app``, ``challenge``, ``instance``, ``request``,
 ``worker``, ``runtime``. An implementation may accept any subset of them.
+
+Runtime hooks (``check_runtime``, ``runtime_options``, ``launch``,
+``inspect``, ``destroy``, ``reconcile``) are called only on the plugin that
+named the runtime in ``register_runtimes``, so an implementation never checks
+whether it is the one meant.
 """
 
 import pluggy
@@ -14,12 +19,12 @@ hookspec = pluggy.HookspecMarker("ctfhost")
 def register_runtimes():
     """Name the runtimes this plugin provides.
 
-    Called whenever the core needs the set of installed runtimes: to validate
-    a challenge's ``runtime``, to decide which runtimes a worker serves, and
-    for ``flask ctfhost plugins``.
+    Called once per plugin, when the plugin is registered (at start, for
+    plugins found by entry point). The core remembers which plugin provides
+    which runtime and calls that runtime's hooks on that plugin only. Two
+    plugins naming the same runtime stop the start with an error naming both.
 
-    :return: a list of runtime names (for example ``["docker"]``); the core
-        merges every plugin's list.
+    :return: a list of runtime names (for example ``["docker"]``).
     """
 
 
@@ -32,9 +37,8 @@ def check_runtime(runtime, worker):
     installed runtime that passes this check and leaves out (with a warning)
     the ones that do not, so a Docker host with the Kubernetes plugins
     installed still works; a runtime named with ``--runtime`` that fails the
-    check stops the agent with the reason. Only the plugin providing
-    ``runtime`` answers; the others return ``None``. Stops at the first
-    non-None result.
+    check stops the agent with the reason. Called only on the plugin
+    providing ``runtime``. Stops at the first non-None result.
 
     :param runtime: the runtime name.
     :param worker: the :class:`ctfhost.models.Worker` about to register (not
@@ -50,10 +54,10 @@ def validate_challenge(challenge):
 
     Called in the web process on ``POST`` and ``PATCH /api/v1/challenges``
     and on ``challenges import``, after the core has checked the common
-    fields, with the row not yet saved. A runtime plugin checks the options
-    it owns (``challenge.options``, parsed from ``extra_config``) when
-    ``challenge.runtime`` is one of its runtimes, and returns ``None`` for
-    other runtimes.
+    fields and validated ``extra_config`` against the runtime's
+    :func:`runtime_options` schema, with the row not yet saved. Called on the
+    plugin providing ``challenge.runtime`` and on every plugin that provides
+    no runtime (a policy plugin); never on another runtime's plugin.
 
     :param challenge: the unsaved :class:`ctfhost.models.Challenge`.
     :return: ``None`` when fine, else a dict mapping a field name (usually
@@ -63,12 +67,27 @@ def validate_challenge(challenge):
 
 
 @hookspec(firstresult=True)
-def launch(challenge, instance, worker):
+def runtime_options(runtime):
+    """Declare the ``extra_config`` keys a runtime accepts, as a marshmallow schema.
+
+    Called once per runtime, the first time the core validates a challenge of
+    that runtime, on the plugin providing ``runtime`` only. The core adds its
+    own keys (:class:`ctfhost.plugin_api.CoreOptions`: ``readiness_timeout``),
+    refuses every undeclared key with 422 naming it, and reports each field's
+    errors. Stops at the first non-None result.
+
+    :param runtime: the runtime name.
+    :return: a subclass of :class:`ctfhost.plugin_api.RuntimeOptions`, or
+        ``None`` when the runtime takes only the core's keys.
+    """
+
+
+@hookspec(firstresult=True)
+def launch(challenge, instance, worker, timeout):
     """Start an instance and say where it listens.
 
-    Called in a worker's launch job for a pending instance. Only the plugin
-    providing ``challenge.runtime`` answers; the others return ``None``. It
-    must be idempotent: an instance already started by an earlier attempt of
+    Called in a worker's launch job for a pending instance, on the plugin
+    providing ``challenge.runtime`` only. It must be idempotent: an instance already started by an earlier attempt of
     the same job is replaced or reused, never duplicated. It labels what it
     creates with the instance, challenge and team so :func:`reconcile` and
     :func:`destroy` can find it. Stops at the first non-None result.
@@ -82,6 +101,10 @@ def launch(challenge, instance, worker):
         the environment variable ``FLAG``), never print it in logs.
     :param worker: the :class:`ctfhost.models.Worker` running the job; its
         ``address`` is how the proxy reaches this host.
+    :param timeout: seconds the instance has to become ready, computed once by
+        the core (the challenge's ``readiness_timeout`` option, else
+        ``CTFHOST_READINESS_TIMEOUT_SECONDS``); a runtime that waits for
+        readiness itself gives up after it.
     :return: a :class:`ctfhost.hooktypes.Backend`. Raise
         :class:`ctfhost.hooktypes.LaunchError` for a failure to show the
         player (bad image, exit), :class:`ctfhost.hooktypes.TransientError`
@@ -95,13 +118,13 @@ def inspect(instance, worker):
 
     Called by the launch job while it waits for the backend to accept
     connections, so a container that exits fails the launch at once with its
-    reason instead of at the readiness timeout. Only the plugin providing
-    ``instance.runtime`` answers. Stops at the first non-None result.
+    reason instead of at the readiness timeout. Called on the plugin
+    providing ``instance.runtime`` only. Stops at the first non-None result.
 
     :param instance: the :class:`ctfhost.models.Instance`.
     :param worker: the :class:`ctfhost.models.Worker` holding it.
-    :return: a :class:`ctfhost.hooktypes.RuntimeState`, or ``None`` for an
-        instance of another runtime.
+    :return: a :class:`ctfhost.hooktypes.RuntimeState`, or ``None`` when the
+        runtime cannot tell.
     """
 
 
@@ -111,13 +134,13 @@ def destroy(instance, worker):
 
     Called in a worker's destroy job after delete, restart and expiry, when a
     launch fails, and by reconcile for instances whose resources it found
-    dead. Only the plugin providing
-    ``instance.runtime`` answers. It must be idempotent: resources already
-    gone are not an error. Stops at the first non-None result.
+    dead. Called on the plugin providing ``instance.runtime`` only. It must
+    be idempotent: resources already gone are not an error. Stops at the
+    first non-None result.
 
     :param instance: the :class:`ctfhost.models.Instance` (any status).
     :param worker: the :class:`ctfhost.models.Worker` that holds it.
-    :return: ``True`` once removed; ``None`` for another runtime's instance.
+    :return: ``True`` once removed.
     """
 
 
@@ -126,17 +149,17 @@ def reconcile(worker, runtime, instances):
     """Bring a runtime's resources on this worker in line with the database.
 
     Called when a worker agent starts and then periodically, once per runtime
-    it serves. The plugin removes every resource it created on this worker
-    whose instance is not in ``instances``, and reports which of
-    ``instances`` have lost their resources. Stops at the first non-None
-    result.
+    it serves, on the plugin providing ``runtime`` only. The plugin removes
+    every resource it created on this worker for ``runtime`` whose instance
+    is not in ``instances``, and reports which of ``instances`` have lost
+    their resources. Stops at the first non-None result.
 
     :param worker: the :class:`ctfhost.models.Worker` reconciling.
     :param runtime: the runtime name being reconciled.
     :param instances: the active :class:`ctfhost.models.Instance` rows this
         worker holds for ``runtime``.
     :return: a list of instance ids whose resources are gone (the core marks
-        running ones ``error``), or ``None`` for another runtime.
+        running ones ``error``).
     """
 
 

@@ -1,6 +1,9 @@
-"""Values that hooks exchange with the core: backends, runtime states, access decisions."""
+"""Values that hooks exchange with the core: backends, runtime states, access decisions, option schemas."""
 
 from dataclasses import dataclass, field
+
+from marshmallow import RAISE, Schema, fields
+from marshmallow.validate import Validator
 
 
 @dataclass(frozen=True)
@@ -62,5 +65,68 @@ class TransientError(Exception):
     """A step failed for a passing reason (engine busy, network blip); the job is retried."""
 
 
+class RuntimeOptions(Schema):
+    """Base of the marshmallow schema declaring a runtime's ``extra_config`` keys.
+
+    The core validates a challenge's options against the runtime's schema
+    (with the core's own keys added) and refuses keys it does not declare.
+    A field's ``metadata["description"]`` documents it; ``metadata["must_be"]``
+    turns every error of the field, of its items and of marshmallow's own
+    validators on them into one message, ``"<key> must be <must_be>"``.
+    Validator functions raise their own full messages.
+    """
+
+    class Meta:
+        unknown = RAISE
+
+    def on_bind_field(self, field_name, field_obj):
+        must_be = field_obj.metadata.get("must_be")
+        if must_be:
+            # fields and validators str.format their messages: keep a literal brace
+            message = f"{field_name} must be {must_be}".replace("{", "{{").replace("}", "}}")
+            for bound in (field_obj, *_item_fields(field_obj)):
+                bound.error_messages = dict.fromkeys(bound.error_messages, message)
+                for validator in bound.validators:
+                    if isinstance(validator, Validator):
+                        validator.error = message
+
+
+def _item_fields(field_obj):
+    items = [getattr(field_obj, name, None) for name in ("inner", "key_field", "value_field")]
+    return [item for item in items if isinstance(item, fields.Field)]
+
+
+class Checked(fields.Field):
+    """A value kept as it is, accepted when ``check(value)`` is true (JSON types a marshmallow field would coerce)."""
+
+    default_error_messages = {"invalid": "Invalid value."}
+
+    def __init__(self, check, **kwargs):
+        super().__init__(**kwargs)
+        self.check = check
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not self.check(value):
+            raise self.make_error("invalid")
+        return value
+
+
+def _seconds(value):
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 < value <= 3600
+
+
+class CoreOptions(RuntimeOptions):
+    """The ``extra_config`` keys the core reads itself, accepted for every runtime."""
+
+    readiness_timeout = Checked(
+        _seconds,
+        metadata={
+            "description": "seconds the instance may take to accept connections "
+            "(default CTFHOST_READINESS_TIMEOUT_SECONDS)",
+            "must_be": "a number of seconds between 0 and 3600",
+        },
+    )
+
+
 # extra_config keys the core reads itself; runtime plugins accept them too.
-CORE_OPTIONS = frozenset({"readiness_timeout"})
+CORE_OPTIONS = frozenset(CoreOptions().fields)

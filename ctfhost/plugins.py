@@ -1,12 +1,13 @@
 """The plugin manager: finds plugins by entry point and is the one place hooks are called."""
 
+import importlib.metadata
 import logging
 
 import pluggy
 from flask import current_app
 
 from ctfhost import hookspecs
-from ctfhost.hooktypes import AccessDecision, Backend, LaunchError, RuntimeState
+from ctfhost.hooktypes import AccessDecision, Backend, CoreOptions, LaunchError, RuntimeOptions, RuntimeState
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,26 @@ class UnknownRuntime(LookupError):
         )
 
 
+class DuplicateRuntime(RuntimeError):
+    """Two plugins name the same runtime: the core could not tell which one to call."""
+
+
+class UnknownPlugin(ValueError):
+    """CTFHOST_DISABLED_PLUGINS names a plugin that is not installed (a typo would leave it enabled)."""
+
+
+# hooks whose implementations are called only on the plugin providing the
+# runtime, and how each call names that runtime
+RUNTIME_HOOKS = {
+    "check_runtime": lambda kwargs: kwargs["runtime"],
+    "runtime_options": lambda kwargs: kwargs["runtime"],
+    "launch": lambda kwargs: kwargs["challenge"].runtime,
+    "inspect": lambda kwargs: kwargs["instance"].runtime,
+    "destroy": lambda kwargs: kwargs["instance"].runtime,
+    "reconcile": lambda kwargs: kwargs["runtime"],
+}
+
+
 class Plugins:
     """Typed facade over pluggy: views, jobs and services call hooks only through this."""
 
@@ -33,25 +54,60 @@ class Plugins:
         self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         self.pm.add_hookspecs(hookspecs)
         self.disabled = sorted({name.strip() for name in disabled if name.strip()})
+        self._runtime_plugins = {}  # runtime name -> the plugin object providing it
+        self._callers = {}  # (hook name, plugin id) -> hook caller limited to that plugin
+        self._options = {}  # runtime name -> its options schema class
+        if load_entry_points:
+            self._check_disabled()
         for name in self.disabled:
             self.pm.set_blocked(name)
         from ctfhost import defaults
 
-        self.pm.register(defaults, name="ctfhost.defaults")
+        self.register(defaults, name="ctfhost.defaults")
         if load_entry_points:
             self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+            for plugin in self.pm.get_plugins():
+                self._learn_runtimes(plugin)
         # a misspelled hook name would otherwise never run, silently
         self.pm.check_pending()
+
+    def _check_disabled(self):
+        installed = {ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)} | {"ctfhost.defaults"}
+        unknown = [name for name in self.disabled if name not in installed]
+        if unknown:
+            raise UnknownPlugin(
+                f"CTFHOST_DISABLED_PLUGINS names {', '.join(repr(name) for name in unknown)}, which "
+                f"{'is' if len(unknown) == 1 else 'are'} not installed; installed plugins are "
+                f"{', '.join(sorted(installed))}"
+            )
 
     @property
     def hook(self):
         return self.pm.hook
 
     def register(self, plugin, name=None):
-        return self.pm.register(plugin, name=name)
+        registered = self.pm.register(plugin, name=name)
+        if registered is not None:
+            try:
+                self._learn_runtimes(plugin)
+            except DuplicateRuntime:
+                self.pm.unregister(plugin)
+                raise
+        return registered
 
     def unregister(self, plugin=None, name=None):
-        return self.pm.unregister(plugin=plugin, name=name)
+        removed = self.pm.unregister(plugin=plugin, name=name)
+        if removed is not None:
+            self._runtime_plugins = {
+                runtime: owner for runtime, owner in self._runtime_plugins.items() if owner is not removed
+            }
+            self._forget_callers()
+        return removed
+
+    def _forget_callers(self):
+        # a subset caller excludes the plugins known when it was made: rebuild after any change
+        self._callers.clear()
+        self._options.clear()
 
     # -- listing ---------------------------------------------------------
 
@@ -82,38 +138,97 @@ class Plugins:
 
     # -- runtimes --------------------------------------------------------
 
+    def _learn_runtimes(self, plugin):
+        """Remember which runtimes `plugin` provides: asked once, when it is registered."""
+        names = []
+        for impl in self.pm.hook.register_runtimes.get_hookimpls():
+            if impl.plugin is plugin:
+                names.extend(impl.function() or [])
+        for runtime in names:
+            owner = self._runtime_plugins.get(runtime)
+            if owner is not None and owner is not plugin:
+                raise DuplicateRuntime(
+                    f"runtime {runtime!r} is provided by two plugins, {self.pm.get_name(owner)!r} and "
+                    f"{self.pm.get_name(plugin)!r}; uninstall one or list it in CTFHOST_DISABLED_PLUGINS"
+                )
+        for runtime in names:
+            self._runtime_plugins[runtime] = plugin
+        self._forget_callers()
+
     def runtimes(self):
-        names = set()
-        for result in self.hook.register_runtimes():
-            names.update(result or [])
-        return sorted(names)
+        return sorted(self._runtime_plugins)
 
     def require_runtime(self, name):
-        installed = self.runtimes()
-        if name not in installed:
-            raise UnknownRuntime(name, installed)
+        if name not in self._runtime_plugins:
+            raise UnknownRuntime(name, self._runtime_plugins)
         return name
+
+    def runtime_hook(self, hook_name, runtime):
+        """The caller of `hook_name` that reaches only the plugin providing `runtime`."""
+        plugin = self._runtime_plugins.get(runtime)
+        if plugin is None:
+            raise UnknownRuntime(runtime, self._runtime_plugins)
+        key = (hook_name, id(plugin))
+        caller = self._callers.get(key)
+        if caller is None:
+            others = [other for other in self.pm.get_plugins() if other is not plugin]
+            caller = self._callers[key] = self.pm.subset_hook_caller(hook_name, remove_plugins=others)
+        return caller
+
+    def _call_runtime(self, hook_name, **kwargs):
+        return self.runtime_hook(hook_name, RUNTIME_HOOKS[hook_name](kwargs))(**kwargs)
 
     def check_runtime(self, runtime, worker):
         """None when this host can serve `runtime`, else why not."""
-        self.require_runtime(runtime)
-        result = self.hook.check_runtime(runtime=runtime, worker=worker)
+        result = self._call_runtime("check_runtime", runtime=runtime, worker=worker)
         if result is not None and not isinstance(result, str):
             raise TypeError(f"check_runtime returned {result!r}, expected a reason or None")
         return result
 
+    def options_schema(self, runtime):
+        """The schema class of `runtime`'s extra_config: the plugin's keys and the core's."""
+        schema = self._options.get(runtime)
+        if schema is None:
+            declared = self._call_runtime("runtime_options", runtime=runtime)
+            if declared is None:
+                schema = CoreOptions
+            elif isinstance(declared, type) and issubclass(declared, RuntimeOptions):
+                schema = type(f"{declared.__name__}WithCoreOptions", (declared, CoreOptions), {})
+            else:
+                raise TypeError(f"runtime_options returned {declared!r}, expected a RuntimeOptions subclass")
+            self._options[runtime] = schema
+        return schema
+
+    def option_errors(self, runtime, options):
+        """Messages for every problem of `options` (a dict) for `runtime`: unknown keys first; empty when fine."""
+        schema = self.options_schema(runtime)()
+        errors = schema.validate(options)
+        accepted = ", ".join(sorted(schema.fields))
+        messages = [
+            f"unknown key {key!r}; the {runtime} runtime accepts: {accepted}"
+            for key in sorted(key for key in errors if key not in schema.fields and key != "_schema")
+        ]
+        for key in sorted(key for key in errors if key in schema.fields or key == "_schema"):
+            for message in _leaves(errors[key]):
+                if message not in messages:
+                    messages.append(message)
+        return messages
+
     def validate_challenge(self, challenge):
+        """Errors from the runtime's plugin and from plugins providing no runtime."""
+        owner = self._runtime_plugins.get(challenge.runtime)
+        others = list({id(plugin): plugin for plugin in self._runtime_plugins.values() if plugin is not owner}.values())
+        caller = self.pm.subset_hook_caller("validate_challenge", remove_plugins=others)
         errors = {}
-        for result in self.hook.validate_challenge(challenge=challenge):
+        for result in caller(challenge=challenge):
             for field, messages in (result or {}).items():
                 if isinstance(messages, str):
                     messages = [messages]
                 errors.setdefault(field, []).extend(messages)
         return errors
 
-    def launch(self, challenge, instance, worker):
-        self.require_runtime(challenge.runtime)
-        result = self.hook.launch(challenge=challenge, instance=instance, worker=worker)
+    def launch(self, challenge, instance, worker, timeout):
+        result = self._call_runtime("launch", challenge=challenge, instance=instance, worker=worker, timeout=timeout)
         if result is None:
             raise LaunchError(f"no plugin launched runtime {challenge.runtime!r}")
         if not isinstance(result, Backend):
@@ -121,13 +236,17 @@ class Plugins:
         return result
 
     def inspect(self, instance, worker):
-        result = self.hook.inspect(instance=instance, worker=worker)
+        if instance.runtime not in self._runtime_plugins:
+            return None
+        result = self._call_runtime("inspect", instance=instance, worker=worker)
         if result is not None and not isinstance(result, RuntimeState):
             raise TypeError(f"inspect returned {result!r}, expected a RuntimeState")
         return result
 
     def destroy(self, instance, worker):
-        result = self.hook.destroy(instance=instance, worker=worker)
+        result = None
+        if instance.runtime in self._runtime_plugins:
+            result = self._call_runtime("destroy", instance=instance, worker=worker)
         if result is None:
             log.warning(
                 "no plugin destroyed instance %s of runtime %r; is the plugin installed?",
@@ -137,7 +256,9 @@ class Plugins:
         return bool(result)
 
     def reconcile(self, worker, runtime, instances):
-        result = self.hook.reconcile(worker=worker, runtime=runtime, instances=list(instances))
+        if runtime not in self._runtime_plugins:
+            return set()
+        result = self._call_runtime("reconcile", worker=worker, runtime=runtime, instances=list(instances))
         return set(result or ())
 
     # -- proxy -----------------------------------------------------------
@@ -172,6 +293,14 @@ class Plugins:
 
     def register_commands(self, cli):
         self.hook.register_commands(cli=cli)
+
+
+def _leaves(errors):
+    """The message strings of a marshmallow error value (a list, or a dict for items of a list or dict)."""
+    if isinstance(errors, str):
+        return [errors]
+    values = errors.values() if isinstance(errors, dict) else errors
+    return [message for value in values for message in _leaves(value)]
 
 
 def get_plugins(app=None):

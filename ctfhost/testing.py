@@ -14,10 +14,11 @@ import time
 import uuid
 
 import pytest
+from marshmallow import fields
 
 from ctfhost import devstack, hookimpl, schema
 from ctfhost.db import database, open_database
-from ctfhost.hooktypes import Backend, LaunchError, RuntimeState
+from ctfhost.hooktypes import Backend, LaunchError, RuntimeOptions, RuntimeState
 from ctfhost.redis_client import redis_connection
 from ctfhost.worker.jobs import JobWorker
 from ctfhost.worker.queue import worker_queue
@@ -58,12 +59,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class FakeOptions(RuntimeOptions):
+    """extra_config of a fake challenge."""
+
+    fail = fields.String(metadata={"description": "make every launch fail with this reason", "must_be": "a string"})
+    die = fields.Boolean(metadata={"description": "true for a server that stops right after starting", "must_be": "true or false"})
+    echo_headers = fields.Boolean(
+        metadata={"description": "true for a server that answers with the headers it received", "must_be": "true or false"}
+    )
+
+
 class FakeRuntime:
     """Runtime "fake": in-process HTTP servers, so lifecycle logic is tested without Docker.
 
     ``extra_config`` may say ``{"fail": "reason"}`` to make launches fail,
     ``{"die": true}`` for a server that stops right after starting, or
-    ``{"echo_headers": true}`` for one that answers with the headers it received.
+    ``{"echo_headers": true}`` for one that answers with the headers it received
+    (:class:`FakeOptions`). The core calls its runtime hooks only for "fake".
     """
 
     name = "fake"
@@ -77,16 +89,11 @@ class FakeRuntime:
         return [self.name]
 
     @hookimpl
-    def validate_challenge(self, challenge):
-        if challenge.runtime != self.name:
-            return None
-        unknown = set(challenge.options) - {"fail", "die", "echo_headers", "readiness_timeout"}
-        return {"extra_config": [f"unknown key {k!r}" for k in sorted(unknown)]} if unknown else None
+    def runtime_options(self, runtime):
+        return FakeOptions
 
     @hookimpl
     def launch(self, challenge, instance, worker):
-        if challenge.runtime != self.name:
-            return None
         self.launched.append(instance.id)
         if challenge.options.get("fail"):
             raise LaunchError(challenge.options["fail"])
@@ -107,23 +114,17 @@ class FakeRuntime:
 
     @hookimpl
     def inspect(self, instance, worker):
-        if instance.runtime != self.name:
-            return None
         alive = instance.id in self.servers
         return RuntimeState(alive, None if alive else "the fake server is gone")
 
     @hookimpl
     def destroy(self, instance, worker):
-        if instance.runtime != self.name:
-            return None
         self.destroyed.append(instance.id)
         self._stop(instance.id)
         return True
 
     @hookimpl
     def reconcile(self, worker, runtime, instances):
-        if runtime != self.name:
-            return None
         keep = {i.id for i in instances}
         for instance_id in list(self.servers):
             if instance_id not in keep:
@@ -173,7 +174,6 @@ def _reset_database(url):
             database.execute_sql(f'DROP TABLE "{table}"')
         schema.upgrade()
     pool.close_all()
-
 
 
 @pytest.fixture(scope="session")

@@ -10,13 +10,14 @@ import pytest
 from click.testing import CliRunner
 from flask.cli import AppGroup
 from flask_smorest import Api
+from marshmallow import fields, validate
 
 import ctfhost
 from ctfhost import hookimpl
 from ctfhost.api.auth import Blueprint
-from ctfhost.hooktypes import AccessDecision, Backend, LaunchError, RuntimeState
+from ctfhost.hooktypes import CORE_OPTIONS, AccessDecision, Backend, LaunchError, RuntimeOptions, RuntimeState
 from ctfhost.models import Challenge, Instance, Worker
-from ctfhost.plugins import Plugins, UnknownRuntime, get_plugins
+from ctfhost.plugins import DuplicateRuntime, Plugins, UnknownPlugin, UnknownRuntime, get_plugins
 
 
 def make_challenge(runtime="alpha", **fields):
@@ -55,7 +56,7 @@ def bare_plugins(*plugins, disabled=()):
 
 
 class Runtime:
-    """A runtime plugin answering only for its own runtime, recording every call."""
+    """A runtime plugin recording every call; it never checks the runtime's name: the core dispatches."""
 
     def __init__(self, name, port=4000):
         self.name, self.port = name, port
@@ -63,34 +64,27 @@ class Runtime:
 
     @hookimpl
     def register_runtimes(self):
+        self.calls.append(("register_runtimes",))
         return [self.name]
 
     @hookimpl
-    def launch(self, challenge, instance, worker):
-        self.calls.append(("launch", instance.id))
-        if challenge.runtime != self.name:
-            return None
+    def launch(self, challenge, instance, worker, timeout):
+        self.calls.append(("launch", instance.id, timeout))
         return Backend(f"{worker.address}:{self.port}")
 
     @hookimpl
     def inspect(self, instance, worker):
         self.calls.append(("inspect", instance.id))
-        if instance.runtime != self.name:
-            return None
         return RuntimeState(False, f"{self.name}: exited with code 3")
 
     @hookimpl
     def destroy(self, instance, worker):
         self.calls.append(("destroy", instance.id))
-        if instance.runtime != self.name:
-            return None
         return True
 
     @hookimpl
     def reconcile(self, worker, runtime, instances):
         self.calls.append(("reconcile", runtime))
-        if runtime != self.name:
-            return None
         return [instance.id for instance in instances if instance.status == "running"]
 
 
@@ -101,16 +95,52 @@ def test_hook_register_runtimes():
     class Several:
         @hookimpl
         def register_runtimes(self):
-            return ["beta", "alpha"]
+            return ["gamma", "beta"]
 
     class Silent:
         @hookimpl
         def register_runtimes(self):
             return None
 
-    plugins = bare_plugins(("alpha", Runtime("alpha")), ("several", Several()), ("silent", Silent()))
-    assert plugins.runtimes() == ["alpha", "beta"]  # merged, sorted, no duplicates
+    alpha = Runtime("alpha")
+    plugins = bare_plugins(("alpha", alpha), ("several", Several()), ("silent", Silent()))
+    assert plugins.runtimes() == ["alpha", "beta", "gamma"]  # merged, sorted
     assert plugins.require_runtime("beta") == "beta"
+    for _ in range(3):
+        plugins.launch(make_challenge(), make_instance(), make_worker(), 5)
+    # asked once, when registered; not on every launch
+    assert alpha.calls.count(("register_runtimes",)) == 1
+
+
+def test_two_plugins_claiming_one_runtime_fail_loudly():
+    first, second = Runtime("alpha", port=1), Runtime("alpha", port=2)
+    plugins = bare_plugins(("first", first))
+    with pytest.raises(DuplicateRuntime, match="runtime 'alpha' is provided by two plugins, 'first' and 'second'"):
+        plugins.register(second, name="second")
+    # the refused plugin is not left half-registered; the first one still answers
+    assert plugins.pm.get_plugin("second") is None
+    assert plugins.launch(make_challenge(), make_instance(), make_worker(), 5).address == "10.0.0.7:1"
+
+
+def test_runtime_hooks_reach_only_the_plugin_providing_the_runtime():
+    alpha, beta = Runtime("alpha", port=4001), Runtime("beta", port=4002)
+    plugins = bare_plugins(("alpha", alpha), ("beta", beta))
+    instance = make_instance("alpha")
+    plugins.launch(make_challenge("alpha"), instance, make_worker(), 5)
+    plugins.inspect(instance, make_worker())
+    plugins.destroy(instance, make_worker())
+    plugins.reconcile(make_worker(), "alpha", [])
+    assert [call[0] for call in alpha.calls] == ["register_runtimes", "launch", "inspect", "destroy", "reconcile"]
+    assert beta.calls == [("register_runtimes",)]
+    # a plugin registered later is dispatched to as well (the cached callers are rebuilt)
+    gamma = Runtime("gamma", port=4003)
+    plugins.register(gamma, name="gamma")
+    assert plugins.launch(make_challenge("gamma"), make_instance("gamma"), make_worker(), 5).address == "10.0.0.7:4003"
+    assert plugins.launch(make_challenge("alpha"), instance, make_worker(), 5).address == "10.0.0.7:4001"
+    assert [call[0] for call in gamma.calls] == ["register_runtimes", "launch"]
+    plugins.unregister(name="gamma")
+    with pytest.raises(UnknownRuntime, match="installed runtimes are alpha, beta"):
+        plugins.launch(make_challenge("gamma"), make_instance("gamma"), make_worker(), 5)
 
 
 def test_hook_check_runtime(app):
@@ -121,8 +151,6 @@ def test_hook_check_runtime(app):
 
         @hookimpl
         def check_runtime(self, runtime, worker):
-            if runtime != "fussy":
-                return None
             return f"no fussy engine near {worker.address}"
 
     class Wrong:
@@ -132,7 +160,7 @@ def test_hook_check_runtime(app):
 
         @hookimpl
         def check_runtime(self, runtime, worker):
-            return 42 if runtime == "wrong" else None
+            return 42
 
     plugins = bare_plugins(("alpha", Runtime("alpha")), ("fussy", Fussy()), ("wrong", Wrong()))
     worker = make_worker(address="10.0.0.9")
@@ -154,7 +182,7 @@ def test_worker_agent_serves_only_runtimes_that_work_here(app):
 
         @hookimpl
         def check_runtime(self, runtime, worker):
-            return "no engine" if runtime == "broken" else None
+            return "no engine"
 
     plugins = get_plugins(app)
     plugins.register(Broken(), name="broken-runtime")
@@ -202,20 +230,86 @@ def test_hook_validate_challenge():
         def validate_challenge(self, challenge):
             return {"extra_config": "alpha wants env"} if "env" not in challenge.options else None
 
-    plugins = bare_plugins(("alpha", Runtime("alpha")), ("strict", Strict()), ("terse", Terse()))
+    class BetaRuntime(Runtime):
+        @hookimpl
+        def validate_challenge(self, challenge):
+            self.calls.append(("validate_challenge", challenge.runtime))
+            return {"image": "beta images come from the beta registry"}
+
+    beta = BetaRuntime("beta")
+    plugins = bare_plugins(("alpha", Runtime("alpha")), ("beta", beta), ("strict", Strict()), ("terse", Terse()))
     assert plugins.validate_challenge(make_challenge(extra_config='{"env": {}}')) == {}
     errors = plugins.validate_challenge(make_challenge(extra_config='{"bogus": 1}'))
     # every plugin's messages, merged per field; a bare string becomes a list item
     assert sorted(errors) == ["extra_config"]
     assert sorted(errors["extra_config"]) == ["alpha wants env", "unknown key 'bogus'"]
-    assert plugins.validate_challenge(make_challenge(runtime="beta", extra_config='{"env": {}}')) == {}
+    # another runtime's plugin is never asked about an alpha challenge; its own runtime's plugin is
+    assert ("validate_challenge", "alpha") not in beta.calls
+    assert plugins.validate_challenge(make_challenge(runtime="beta", extra_config='{"env": {}}')) == {
+        "image": ["beta images come from the beta registry"]
+    }
 
 
 def test_validate_challenge_answers_422_through_the_api(api):
     body = {"id": "web-bad", "name": "Bad", "runtime": "fake", "image": "x", "port": 80, "extra_config": {"bogus": 1}}
     response = api.post("/api/v1/challenges", json=body)
     assert response.status_code == 422, response.get_json()
-    assert "unknown key 'bogus'" in response.get_json()["errors"]["json"]["extra_config"]
+    (message,) = response.get_json()["errors"]["json"]["extra_config"]
+    assert message == "unknown key 'bogus'; the fake runtime accepts: die, echo_headers, fail, readiness_timeout"
+
+
+# -- runtime_options ---------------------------------------------------------
+
+
+def test_hook_runtime_options():
+    class AlphaOptions(RuntimeOptions):
+        env = fields.Dict(
+            keys=fields.String(validate=validate.Length(min=1)), values=fields.String(),
+            metadata={"description": "environment variables", "must_be": "an object of strings"},
+        )
+
+    class Declaring(Runtime):
+        @hookimpl
+        def runtime_options(self, runtime):
+            self.calls.append(("runtime_options", runtime))
+            return AlphaOptions
+
+    alpha = Declaring("alpha")
+    plugins = bare_plugins(("alpha", alpha), ("beta", Runtime("beta")))
+    assert plugins.option_errors("alpha", {"env": {"A": "1"}, "readiness_timeout": 5}) == []
+    assert plugins.option_errors("alpha", {"env": {"A": 1}, "volumes": [], "readiness_timeout": 0}) == [
+        "unknown key 'volumes'; the alpha runtime accepts: env, readiness_timeout",
+        "env must be an object of strings",  # item errors and marshmallow's own validators speak through must_be
+        "readiness_timeout must be a number of seconds between 0 and 3600",
+    ]
+    assert plugins.option_errors("alpha", {"env": {"": "x"}}) == ["env must be an object of strings"]
+    # the schema is asked for once per runtime
+    assert alpha.calls.count(("runtime_options", "alpha")) == 1
+    # a runtime declaring nothing takes the core's keys only
+    assert plugins.option_errors("beta", {"readiness_timeout": 3}) == []
+    assert plugins.option_errors("beta", {"env": {}}) == ["unknown key 'env'; the beta runtime accepts: readiness_timeout"]
+    assert sorted(plugins.options_schema("beta")().fields) == sorted(CORE_OPTIONS)
+
+
+def test_runtime_options_returning_the_wrong_type_raises_type_error():
+    class Sloppy(Runtime):
+        @hookimpl
+        def runtime_options(self, runtime):
+            return {"env": "an object"}
+
+    with pytest.raises(TypeError, match="expected a RuntimeOptions subclass"):
+        bare_plugins(("sloppy", Sloppy("alpha"))).option_errors("alpha", {})
+
+
+def test_runtime_options_through_the_api(api):
+    body = {"id": "web-opt", "name": "Opt", "runtime": "fake", "image": "x", "port": 80}
+    response = api.post("/api/v1/challenges", json=body | {"extra_config": {"die": "sometimes", "readiness_timeout": -1}})
+    assert response.status_code == 422
+    assert response.get_json()["errors"]["json"]["extra_config"] == [
+        "die must be true or false", "readiness_timeout must be a number of seconds between 0 and 3600",
+    ]
+    response = api.post("/api/v1/challenges", json=body | {"extra_config": {"die": True, "readiness_timeout": 2.5}})
+    assert response.status_code == 201, response.get_json()
 
 
 def test_unknown_runtime_answers_422_through_the_api(api):
@@ -233,19 +327,12 @@ def test_hook_launch():
     alpha, beta = Runtime("alpha", port=4001), Runtime("beta", port=4002)
     plugins = bare_plugins(("alpha", alpha), ("beta", beta))
     instance = make_instance()
-    backend = plugins.launch(make_challenge("alpha"), instance, make_worker())
+    backend = plugins.launch(make_challenge("alpha"), instance, make_worker(), 12.5)
     assert backend == Backend("10.0.0.7:4001")
     assert backend.url == "http://10.0.0.7:4001"
-    # beta was registered last, so asked first; alpha answered and stopped the call
-    assert beta.calls == [("launch", instance.id)]
-    assert alpha.calls == [("launch", instance.id)]
-
-
-def test_launch_stops_at_the_first_answer():
-    first, second = Runtime("alpha", port=1), Runtime("alpha", port=2)
-    plugins = bare_plugins(("first", first), ("second", second))
-    assert plugins.launch(make_challenge(), make_instance(), make_worker()).address == "10.0.0.7:2"
-    assert first.calls == []
+    # only alpha's plugin is asked, with the readiness timeout the core computed
+    assert alpha.calls[-1] == ("launch", instance.id, 12.5)
+    assert beta.calls == [("register_runtimes",)]
 
 
 def test_launch_returning_the_wrong_type_raises_type_error():
@@ -260,7 +347,7 @@ def test_launch_returning_the_wrong_type_raises_type_error():
 
     plugins = bare_plugins(("sloppy", Sloppy()))
     with pytest.raises(TypeError, match="expected a Backend"):
-        plugins.launch(make_challenge(), make_instance(), make_worker())
+        plugins.launch(make_challenge(), make_instance(), make_worker(), 5)
 
 
 def test_launch_with_no_answer_is_a_launch_error():
@@ -270,15 +357,15 @@ def test_launch_with_no_answer_is_a_launch_error():
             return ["alpha"]
 
     with pytest.raises(LaunchError, match="no plugin launched runtime 'alpha'"):
-        bare_plugins(("mute", Mute())).launch(make_challenge(), make_instance(), make_worker())
+        bare_plugins(("mute", Mute())).launch(make_challenge(), make_instance(), make_worker(), 5)
 
 
 def test_launch_of_an_unknown_runtime_calls_no_plugin():
     alpha = Runtime("alpha")
     plugins = bare_plugins(("alpha", alpha))
     with pytest.raises(UnknownRuntime, match="is the plugin providing 'kata' installed"):
-        plugins.launch(make_challenge("kata"), make_instance("kata"), make_worker())
-    assert alpha.calls == []
+        plugins.launch(make_challenge("kata"), make_instance("kata"), make_worker(), 5)
+    assert alpha.calls == [("register_runtimes",)]
 
 
 def test_launch_errors_reach_the_caller():
@@ -288,7 +375,7 @@ def test_launch_errors_reach_the_caller():
             raise LaunchError("image 'demo:1' is not on this host")
 
     with pytest.raises(LaunchError, match="not on this host"):
-        bare_plugins(("broken", Broken("alpha"))).launch(make_challenge(), make_instance(), make_worker())
+        bare_plugins(("broken", Broken("alpha"))).launch(make_challenge(), make_instance(), make_worker(), 5)
 
 
 # -- inspect -----------------------------------------------------------------
@@ -303,6 +390,10 @@ def test_hook_inspect():
 
 def test_inspect_returning_the_wrong_type_raises_type_error():
     class Sloppy:
+        @hookimpl
+        def register_runtimes(self):
+            return ["alpha"]
+
         @hookimpl
         def inspect(self, instance, worker):
             return False
@@ -320,7 +411,8 @@ def test_hook_destroy(caplog):
     instance = make_instance("alpha", status="destroyed")
     assert plugins.destroy(instance, make_worker()) is True
     assert plugins.destroy(instance, make_worker()) is True  # idempotent: twice is fine
-    assert alpha.calls == [("destroy", instance.id)] * 2
+    assert alpha.calls[1:] == [("destroy", instance.id)] * 2
+    assert beta.calls == [("register_runtimes",)]
 
     with caplog.at_level(logging.WARNING, logger="ctfhost.plugins"):
         assert plugins.destroy(make_instance("gamma"), make_worker()) is False
@@ -338,7 +430,7 @@ def test_hook_reconcile():
     pending = make_instance(id="a-pending", status="pending")
     instances = iter([running, pending])  # any iterable reaches plugins as a list
     assert plugins.reconcile(make_worker(), "alpha", instances) == {"a-running"}
-    assert ("reconcile", "alpha") in beta.calls  # asked first, answered None
+    assert beta.calls == [("register_runtimes",)]  # never asked about alpha
     assert plugins.reconcile(make_worker(), "gamma", []) == set()
 
 
@@ -632,6 +724,23 @@ def test_disabling_the_docker_plugin_removes_its_runtime():
     assert "docker" not in plugins.runtimes()
     with pytest.raises(UnknownRuntime, match="is the plugin providing 'docker' installed"):
         plugins.require_runtime("docker")
+
+
+def test_an_unknown_disabled_plugin_fails_loudly_with_the_installed_names():
+    with pytest.raises(UnknownPlugin) as caught:
+        Plugins(disabled=["dockr", "docker"])
+    message = str(caught.value)
+    assert "CTFHOST_DISABLED_PLUGINS names 'dockr', which is not installed" in message
+    for entry_point in INSTALLED:
+        assert entry_point.name in message
+    assert "ctfhost.defaults" in message
+
+
+def test_an_unknown_disabled_plugin_stops_the_app(test_env):
+    from ctfhost.app import create_app
+
+    with pytest.raises(UnknownPlugin, match="'no-such-plugin'"):
+        create_app({"CTFHOST_DISABLED_PLUGINS": "traefik, no-such-plugin"})
 
 
 def test_a_disabled_name_cannot_be_registered_by_hand():

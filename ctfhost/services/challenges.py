@@ -26,16 +26,6 @@ def get_challenge(challenge_id):
     return challenge
 
 
-def _check_core_options(options):
-    errors = []
-    timeout = options.get("readiness_timeout")
-    if "readiness_timeout" in options and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600
-    ):
-        errors.append("readiness_timeout must be a number of seconds between 0 and 3600")
-    return errors
-
-
 def validate(challenge):
     """Every problem with `challenge` as {field: [messages]}; empty when fine."""
     errors = {}
@@ -59,10 +49,11 @@ def validate(challenge):
     if not isinstance(options, dict):
         errors.setdefault("extra_config", []).append("must hold a JSON object")
         return errors
-    core_errors = _check_core_options(options)
-    if core_errors:
-        errors.setdefault("extra_config", []).extend(core_errors)
     if "runtime" not in errors:
+        # the runtime's declared options and the core's (readiness_timeout); unknown keys are refused
+        option_errors = plugins.option_errors(challenge.runtime, options)
+        if option_errors:
+            errors.setdefault("extra_config", []).extend(option_errors)
         for field, messages in plugins.validate_challenge(challenge).items():
             errors.setdefault(field, []).extend(messages)
     return errors

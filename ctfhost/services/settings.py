@@ -2,6 +2,7 @@
 
 import json
 
+import peewee
 from flask import current_app
 
 from ctfhost.models import Setting
@@ -44,3 +45,16 @@ def default_ttl_seconds():
 
 def ttl_for(challenge):
     return challenge.ttl_seconds or default_ttl_seconds()
+
+
+def stored_value(key, create):
+    """The JSON value kept under `key`; the first caller stores `create()`, every process then reads the same."""
+    row = Setting.get_or_none(Setting.key == key)
+    if row is None:
+        try:
+            # first writer wins
+            Setting.insert(key=key, value=json.dumps(create())).on_conflict_ignore().execute()
+        except peewee.IntegrityError:
+            pass
+        row = Setting.get(Setting.key == key)
+    return json.loads(row.value)

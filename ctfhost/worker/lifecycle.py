@@ -114,7 +114,7 @@ def launch(instance_id, final_attempt=True):
     marks = [("begin", time.monotonic())]
     try:
         timeout = readiness_timeout(challenge)
-        started = plugins.launch(challenge, instance, worker)
+        started = plugins.launch(challenge, instance, worker, timeout)
         _record_backend(instance, started)
         # Publish only now: a connection forwarded to a Docker port before the
         # container's network is up stalls for a second (SYN retransmit), and

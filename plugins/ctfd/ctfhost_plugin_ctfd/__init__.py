@@ -4,13 +4,13 @@ The CTFd side (``ctfd_plugin/``) runs inside CTFd and never imports ctfhost;
 this module only adds ``flask ctfhost ctfd-install`` to ctfhost's CLI.
 """
 
-from ctfhost import hookimpl
+from ctfhost.plugin_api import hookimpl
+
+from ctfhost_plugin_ctfd.install import ctfd_install_command
 
 __version__ = "0.1.0"
 
 
 @hookimpl
 def register_commands(cli):
-    from ctfhost_plugin_ctfd.install import ctfd_install_command
-
     cli.add_command(ctfd_install_command)

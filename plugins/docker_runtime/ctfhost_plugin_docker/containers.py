@@ -8,9 +8,8 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import LogConfig
 from docker.utils import parse_repository_tag
-from flask import current_app
 
-from ctfhost.hooktypes import LaunchError, TransientError
+from ctfhost.plugin_api import LaunchError, TransientError, plugin_setting
 
 from ctfhost_plugin_docker.options import normalize_capability
 
@@ -23,18 +22,13 @@ _client_lock = threading.Lock()
 _network_ready = set()
 
 
-def setting(name, default):
-    value = current_app.config.get(f"CTFHOST_DOCKER_{name}")
-    return default if value in (None, "") else value
-
-
 def client():
     """One Docker client per process; DOCKER_HOST and friends are honoured."""
     global _client
     with _client_lock:
         if _client is None:
             try:
-                _client = docker.from_env(timeout=int(setting("TIMEOUT", 60)))
+                _client = docker.from_env(timeout=int(plugin_setting("DOCKER", "TIMEOUT", 60)))
             except DockerException as exc:
                 raise TransientError(f"cannot reach the Docker engine: {exc}") from None
         return _client
@@ -54,11 +48,11 @@ def container_name(instance_id):
 
 
 def publish_ip():
-    return setting("PUBLISH_IP", "127.0.0.1")
+    return plugin_setting("DOCKER", "PUBLISH_IP", "127.0.0.1")
 
 
 def network_name():
-    return setting("NETWORK", "ctfhost-instances")
+    return plugin_setting("DOCKER", "NETWORK", "ctfhost-instances")
 
 
 def ensure_network():
@@ -88,7 +82,7 @@ PULL_POLICIES = ("missing", "never")
 
 def pull_policy():
     """CTFHOST_DOCKER_PULL_POLICY: `missing` pulls an image the engine lacks, `never` only runs local ones."""
-    policy = str(setting("PULL_POLICY", "missing")).strip().lower()
+    policy = str(plugin_setting("DOCKER", "PULL_POLICY", "missing")).strip().lower()
     if policy not in PULL_POLICIES:
         raise LaunchError(f"CTFHOST_DOCKER_PULL_POLICY={policy!r} is not one of: {', '.join(PULL_POLICIES)}")
     return policy
@@ -136,7 +130,7 @@ def _create_kwargs(challenge, instance, worker):
         "nano_cpus": int(challenge.cpu_count * 1e9),
         "mem_limit": f"{challenge.memory_mb}m",
         "memswap_limit": f"{challenge.memory_mb}m",
-        "pids_limit": int(setting("PIDS_LIMIT", 256)),
+        "pids_limit": int(plugin_setting("DOCKER", "PIDS_LIMIT", 256)),
         "security_opt": ["no-new-privileges:true"],
         "cap_drop": ["ALL"],
         "cap_add": [normalize_capability(c) for c in options.get("cap_add", [])] or None,

@@ -1,6 +1,8 @@
-"""The runtime options a docker challenge may set in extra_config, and their checks."""
+"""The runtime options a docker challenge may set in extra_config, declared as a schema the core validates with."""
 
-from ctfhost.hooktypes import CORE_OPTIONS
+from marshmallow import ValidationError, fields, validate, validates_schema
+
+from ctfhost.plugin_api import Checked, RuntimeOptions, plugin_setting
 
 # Linux capabilities a challenge may add back (all are dropped by default)
 CAPABILITIES = {
@@ -22,22 +24,23 @@ DEFAULT_ALLOWED = frozenset({
     "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
 })
 
-DOCKER_OPTIONS = {
-    "env": "an object of environment variables (string values)",
-    "environment": "the same as env (docker SDK spelling)",
-    "command": "a string or a list of strings",
-    "cap_add": "a list of Linux capabilities to add back, e.g. [\"NET_BIND_SERVICE\"]",
-    "read_only": "true to mount the root filesystem read-only",
-    "tmpfs": "an object mapping a path to tmpfs mount options, e.g. {\"/tmp\": \"size=64m\"}",
-    "user": "the user to run as, e.g. \"1000:1000\"",
-    "working_dir": "the working directory",
-}
-
-KNOWN = set(DOCKER_OPTIONS) | set(CORE_OPTIONS)
+ENV = "an object of environment variables (string values)"
 
 
-def _is_str_list(value):
-    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+def _is_command(value):
+    return bool(value) and (isinstance(value, str) or isinstance(value, list) and all(isinstance(v, str) for v in value))
+
+
+def _is_tmpfs(value):
+    return isinstance(value, dict) and all(isinstance(k, str) and k.startswith("/") and isinstance(v, str) for k, v in value.items())
+
+
+def _env(description):
+    return fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1)),
+        values=fields.String(),
+        metadata={"description": description, "must_be": ENV},
+    )
 
 
 def allowed_capabilities(setting):
@@ -52,47 +55,61 @@ def normalize_capability(name):
     return name[4:] if name.startswith("CAP_") else name
 
 
-def validate_options(options, allowed_capabilities=DEFAULT_ALLOWED):
-    """Messages for every problem in a docker challenge's options; empty when fine."""
+def _check_capabilities(caps):
+    unknown = sorted({c for c in caps if normalize_capability(c) not in CAPABILITIES})
     errors = []
-    for key in sorted(set(options) - KNOWN):
-        errors.append(f"unknown key {key!r}; the docker runtime accepts: {', '.join(sorted(KNOWN))}")
-    for key in ("env", "environment"):
-        env = options.get(key)
-        if key in options and not (
-            isinstance(env, dict) and all(isinstance(k, str) and k and isinstance(v, str) for k, v in env.items())
-        ):
-            errors.append(f"{key} must be {DOCKER_OPTIONS['env']}")
-    if "env" in options and "environment" in options:
-        errors.append("give env or environment, not both")
-    command = options.get("command")
-    if "command" in options and not (isinstance(command, str) and command or _is_str_list(command) and command):
-        errors.append(f"command must be {DOCKER_OPTIONS['command']}")
-    caps = options.get("cap_add")
-    if "cap_add" in options:
-        if not _is_str_list(caps):
-            errors.append(f"cap_add must be {DOCKER_OPTIONS['cap_add']}")
-        else:
-            unknown = sorted({c for c in caps if normalize_capability(c) not in CAPABILITIES})
-            if unknown:
-                errors.append(f"cap_add names unknown capabilities: {', '.join(unknown)}")
-            refused = sorted(
-                {normalize_capability(c) for c in caps} & CAPABILITIES - set(allowed_capabilities)
-            )
-            if refused:
-                errors.append(
-                    f"cap_add asks for capabilities this platform does not grant: {', '.join(refused)} "
-                    "(the operator can allow them with CTFHOST_DOCKER_ALLOWED_CAPABILITIES)"
-                )
-    if "read_only" in options and not isinstance(options["read_only"], bool):
-        errors.append("read_only must be true or false")
-    tmpfs = options.get("tmpfs")
-    if "tmpfs" in options and not (
-        isinstance(tmpfs, dict)
-        and all(isinstance(k, str) and k.startswith("/") and isinstance(v, str) for k, v in tmpfs.items())
-    ):
-        errors.append(f"tmpfs must be {DOCKER_OPTIONS['tmpfs']}")
-    for key in ("user", "working_dir"):
-        if key in options and not (isinstance(options[key], str) and options[key]):
-            errors.append(f"{key} must be a non-empty string")
-    return errors
+    if unknown:
+        errors.append(f"cap_add names unknown capabilities: {', '.join(unknown)}")
+    allowed = allowed_capabilities(plugin_setting("DOCKER", "ALLOWED_CAPABILITIES", ""))
+    refused = sorted({normalize_capability(c) for c in caps} & CAPABILITIES - set(allowed))
+    if refused:
+        errors.append(
+            f"cap_add asks for capabilities this platform does not grant: {', '.join(refused)} "
+            "(the operator can allow them with CTFHOST_DOCKER_ALLOWED_CAPABILITIES)"
+        )
+    if errors:
+        raise ValidationError(errors)
+
+
+def _is_bool(value):
+    return isinstance(value, bool)
+
+
+def _non_empty_string(description):
+    return fields.String(
+        validate=validate.Length(min=1), metadata={"description": description, "must_be": "a non-empty string"}
+    )
+
+
+class DockerOptions(RuntimeOptions):
+    """extra_config of a docker challenge."""
+
+    env = _env(ENV)
+    environment = _env("the same as env (docker SDK spelling)")
+    command = Checked(_is_command, metadata={"description": "a string or a list of strings", "must_be": "a string or a list of strings"})
+    cap_add = fields.List(
+        fields.String(),
+        validate=_check_capabilities,
+        metadata={
+            "description": "a list of Linux capabilities to add back, e.g. [\"NET_BIND_SERVICE\"] "
+            "(within CTFHOST_DOCKER_ALLOWED_CAPABILITIES)",
+            "must_be": "a list of Linux capabilities to add back, e.g. [\"NET_BIND_SERVICE\"]",
+        },
+    )
+    read_only = Checked(
+        _is_bool, metadata={"description": "true to mount the root filesystem read-only", "must_be": "true or false"}
+    )
+    tmpfs = Checked(
+        _is_tmpfs,
+        metadata={
+            "description": "an object mapping a path to tmpfs mount options, e.g. {\"/tmp\": \"size=64m\"}",
+            "must_be": "an object mapping a path to tmpfs mount options, e.g. {\"/tmp\": \"size=64m\"}",
+        },
+    )
+    user = _non_empty_string("the user to run as, e.g. \"1000:1000\"")
+    working_dir = _non_empty_string("the working directory")
+
+    @validates_schema
+    def _env_once(self, data, **kwargs):
+        if "env" in data and "environment" in data:
+            raise ValidationError("give env or environment, not both")

@@ -5,10 +5,9 @@ import uuid
 
 import pytest
 
-from ctfhost.hooktypes import LaunchError
+from ctfhost.plugin_api import LaunchError
 from ctfhost.models import Challenge, Instance, Worker
 from ctfhost_plugin_docker import containers
-from ctfhost_plugin_docker.options import validate_options
 
 
 def make(challenge_options=None, image=None, worker_id=None):
@@ -37,6 +36,11 @@ def started(engine, challenge, instance, worker):
 # -- options -------------------------------------------------------------------
 
 
+def options_body(options):
+    return {"id": "web-opts", "name": "o", "runtime": "docker", "image": "x", "port": 80,
+            "extra_config": json.dumps(options)}
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
@@ -54,18 +58,21 @@ def started(engine, challenge, instance, worker):
         ({"user": ""}, "user must be a non-empty string"),
     ],
 )
-def test_bad_options_are_named(options, message):
-    errors = validate_options(options)
+def test_bad_options_are_named(api, options, message):
+    response = api.post("/api/v1/challenges", json=options_body(options))
+    assert response.status_code == 422, response.json
+    errors = response.json["errors"]["json"]["extra_config"]
     assert any(message in error for error in errors), errors
 
 
-def test_good_options_pass():
+def test_good_options_pass(api):
     options = {
         "env": {"MODE": "hard"}, "command": ["/bin/httpd", "-f"], "cap_add": ["cap_net_bind_service"],
         "read_only": True, "tmpfs": {"/tmp": "size=8m"}, "user": "65534", "working_dir": "/www",
         "readiness_timeout": 10,
     }
-    assert validate_options(options) == []
+    response = api.post("/api/v1/challenges", json=options_body(options))
+    assert response.status_code == 201, response.json
 
 
 def test_capabilities_beyond_dockers_defaults_are_refused(api, app):

@@ -9,7 +9,7 @@ import kubernetes
 import urllib3
 from kubernetes.client import ApiException
 
-from ctfhost.hooktypes import LaunchError, TransientError
+from ctfhost.plugin_api import LaunchError, TransientError
 
 from ctfhost_plugin_kctf.settings import SettingError, flag, setting
 

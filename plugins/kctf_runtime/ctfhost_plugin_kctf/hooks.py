@@ -10,9 +10,7 @@ import time
 
 from kubernetes.client import ApiException
 
-from ctfhost import hookimpl
-from ctfhost.hooktypes import Backend, LaunchError, RuntimeState
-from ctfhost.services.instances import readiness_timeout
+from ctfhost.plugin_api import Backend, LaunchError, RuntimeState, hookimpl
 
 from ctfhost_plugin_kctf import settings as kube_settings
 from ctfhost_plugin_kctf.client import API_ERRORS, Kube, api_client, error_message, translate
@@ -27,7 +25,7 @@ from ctfhost_plugin_kctf.manifests import (
     namespace_name,
     selector,
 )
-from ctfhost_plugin_kctf.options import validate_options
+from ctfhost_plugin_kctf.options import KubeOptions
 from ctfhost_plugin_kctf.podstate import pod_state
 
 log = logging.getLogger(__name__)
@@ -43,6 +41,7 @@ class KubernetesRuntime:
         return f"<KubernetesRuntime {self.profile.runtime}>"
 
     # -- hooks -------------------------------------------------------------
+    # The core calls them only for this profile's runtime: none checks the name.
 
     @hookimpl
     def register_runtimes(self):
@@ -50,8 +49,6 @@ class KubernetesRuntime:
 
     @hookimpl
     def check_runtime(self, runtime, worker):
-        if runtime != self.profile.runtime:
-            return None
         try:
             api_client()  # a usable configuration: in-cluster, kubeconfig or CTFHOST_K8S_*
         except kube_settings.SettingError as exc:
@@ -59,19 +56,13 @@ class KubernetesRuntime:
         return None
 
     @hookimpl
-    def validate_challenge(self, challenge):
-        if challenge.runtime != self.profile.runtime:
-            return None
-        errors = validate_options(challenge.options, self.profile.runtime)
-        return {"extra_config": errors} if errors else None
+    def runtime_options(self, runtime):
+        return KubeOptions
 
     @hookimpl
-    def launch(self, challenge, instance, worker):
-        if challenge.runtime != self.profile.runtime:
-            return None
+    def launch(self, challenge, instance, worker, timeout):
         settings = kube_settings.load()
         objects = build(self.profile, settings, challenge, instance, worker)
-        timeout = readiness_timeout(challenge)
         deadline = time.monotonic() + timeout
         kube = Kube(settings)
         # someone else's namespace of the same name must survive our failure
@@ -94,8 +85,6 @@ class KubernetesRuntime:
 
     @hookimpl
     def inspect(self, instance, worker):
-        if instance.runtime != self.profile.runtime:
-            return None
         settings = kube_settings.load()
         try:
             pod = Kube(settings).read_pod(namespace_name(settings, instance.id), NAME)
@@ -108,8 +97,6 @@ class KubernetesRuntime:
 
     @hookimpl
     def destroy(self, instance, worker):
-        if instance.runtime != self.profile.runtime:
-            return None
         settings = kube_settings.load()
         kube = Kube(settings)
         labels = {MANAGED_BY_LABEL: MANAGED_BY, INSTANCE_LABEL: instance.id}
@@ -125,8 +112,6 @@ class KubernetesRuntime:
 
     @hookimpl
     def reconcile(self, worker, runtime, instances):
-        if runtime != self.profile.runtime:
-            return None
         settings = kube_settings.load()
         kube = Kube(settings)
         keep = {instance.id for instance in instances}

@@ -1,36 +1,38 @@
-"""The extra_config keys a Kubernetes challenge may set, and their checks."""
+"""The extra_config keys a Kubernetes challenge may set, declared as a schema the core validates with."""
 
-from ctfhost.hooktypes import CORE_OPTIONS
+from marshmallow import fields
 
-KUBE_OPTIONS = {
-    "env": "an object of environment variables (string values)",
-    "command": "a non-empty list of strings: the container's entrypoint",
-    "args": "a non-empty list of strings: the container's arguments",
-    "internet": "true to let the pod reach the internet (never the cluster or private ranges)",
-}
+from ctfhost.plugin_api import Checked, RuntimeOptions
 
-KNOWN = set(KUBE_OPTIONS) | set(CORE_OPTIONS)
+
+def _is_env(value):
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and k and "=" not in k and isinstance(v, str) for k, v in value.items()
+    )
 
 
 def _is_str_list(value):
     return isinstance(value, list) and bool(value) and all(isinstance(item, str) for item in value)
 
 
-def validate_options(options, runtime):
-    """Messages for every problem in a challenge's options; empty when fine."""
-    errors = [
-        f"unknown key {key!r}; the {runtime} runtime accepts: {', '.join(sorted(KNOWN))}"
-        for key in sorted(set(options) - KNOWN)
-    ]
-    env = options.get("env")
-    if "env" in options and not (
-        isinstance(env, dict)
-        and all(isinstance(k, str) and k and "=" not in k and isinstance(v, str) for k, v in env.items())
-    ):
-        errors.append(f"env must be {KUBE_OPTIONS['env']}, names without '='")
-    for key in ("command", "args"):
-        if key in options and not _is_str_list(options[key]):
-            errors.append(f"{key} must be {KUBE_OPTIONS[key]}")
-    if "internet" in options and not isinstance(options["internet"], bool):
-        errors.append("internet must be true or false")
-    return errors
+def _is_bool(value):
+    return isinstance(value, bool)
+
+
+def _field(check, description, must_be=None):
+    return Checked(check, metadata={"description": description, "must_be": must_be or description})
+
+
+class KubeOptions(RuntimeOptions):
+    """extra_config of a kctf or kata-firecracker challenge."""
+
+    env = _field(
+        _is_env,
+        "an object of environment variables (string values)",
+        "an object of environment variables (string values), names without '='",
+    )
+    command = _field(_is_str_list, "a non-empty list of strings: the container's entrypoint")
+    args = _field(_is_str_list, "a non-empty list of strings: the container's arguments")
+    internet = _field(
+        _is_bool, "true to let the pod reach the internet (never the cluster or private ranges)", "true or false"
+    )

@@ -4,9 +4,7 @@ import ipaddress
 import json
 from dataclasses import dataclass
 
-from flask import current_app
-
-from ctfhost.hooktypes import LaunchError
+from ctfhost.plugin_api import LaunchError, plugin_setting
 
 BACKEND_MODES = ("service", "nodeport")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
@@ -24,9 +22,9 @@ class SettingError(LaunchError):
 
 
 def setting(name, default=None):
-    """The raw value of CTFHOST_<name>, or `default` when unset or empty."""
-    value = current_app.config.get(f"CTFHOST_{name}")
-    return default if value in (None, "") else value
+    """The raw value of CTFHOST_<name> (``K8S_...`` or ``KATA_...``), or `default` when unset or empty."""
+    prefix, _, rest = name.partition("_")
+    return plugin_setting(prefix, rest, default)
 
 
 def flag(name, default=False):

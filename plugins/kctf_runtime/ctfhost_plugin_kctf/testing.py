@@ -277,11 +277,11 @@ class KubeCluster:
         configuration = kubernetes.client.Configuration(host=self.url)
         return kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(configuration))
 
-    def launch(self, runtime, challenge, instance, worker, status=None):
+    def launch(self, runtime, challenge, instance, worker, status=None, timeout=30):
         """Call a runtime's launch hook while a fake kubelet marks the pod Ready (or gives it `status`)."""
         kubelet = self.when_pod_exists(namespace_of(instance), status)
         try:
-            return runtime.launch(challenge, instance, worker)
+            return runtime.launch(challenge, instance, worker, timeout)
         finally:
             kubelet.join()
 

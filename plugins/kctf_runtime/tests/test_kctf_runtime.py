@@ -9,11 +9,11 @@ import uuid
 
 import pytest
 
-from ctfhost.hooktypes import LaunchError, TransientError
+from ctfhost.plugin_api import LaunchError, TransientError
+from ctfhost.plugins import get_plugins
 from ctfhost_plugin_kctf import runtime as kctf  # the registered KubernetesRuntime(KCTF)
 from ctfhost_plugin_kctf import settings as kube_settings
 from ctfhost_plugin_kctf.manifests import KCTF, build, label_value
-from ctfhost_plugin_kctf.options import validate_options
 from ctfhost_plugin_kctf.settings import SettingError, parse_selector
 from ctfhost_plugin_kctf.testing import (
     READY_STATUS,
@@ -24,6 +24,8 @@ from ctfhost_plugin_kctf.testing import (
     waiting_status,
 )
 
+
+TIMEOUT = 30  # seconds the core would give the pod to become ready
 
 LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
 
@@ -150,7 +152,7 @@ def test_launch_returns_only_once_the_pod_is_ready(app, kube_cluster):
     def launch():
         with app.app_context():
             try:
-                result["backend"] = kctf.launch(challenge, instance, worker)
+                result["backend"] = kctf.launch(challenge, instance, worker, TIMEOUT)
             except Exception as exc:  # reported below
                 result["error"] = exc
 
@@ -182,10 +184,10 @@ def test_launch_returns_only_once_the_pod_is_ready(app, kube_cluster):
     ],
 )
 def test_a_pod_that_never_becomes_ready_times_out_and_everything_is_deleted(kube_cluster, status, note):
-    challenge, instance, worker = make_rows("kctf", {"readiness_timeout": 0.4})
+    challenge, instance, worker = make_rows("kctf")
     kubelet = kube_cluster.when_pod_exists(namespace_of(instance), status) if status else None
     with pytest.raises(LaunchError) as failure:
-        kctf.launch(challenge, instance, worker)
+        kctf.launch(challenge, instance, worker, 0.4)  # the core passes the challenge's readiness timeout
     if kubelet:
         kubelet.join()
     assert str(failure.value) == f"the pod did not become ready within 0.4 s ({note})"
@@ -229,7 +231,7 @@ def test_a_refused_pod_fails_the_launch_with_the_api_message(kube_cluster):
     kube_cluster.refuse("pods", 403, "Forbidden", 'pods "challenge" is forbidden: violates PodSecurity "baseline"')
     challenge, instance, worker = make_rows("kctf")
     with pytest.raises(LaunchError) as failure:
-        kctf.launch(challenge, instance, worker)
+        kctf.launch(challenge, instance, worker, TIMEOUT)
     assert str(failure.value) == (
         f"Kubernetes refused creating Pod {namespace_of(instance)}/challenge: "
         'pods "challenge" is forbidden: violates PodSecurity "baseline"'
@@ -248,7 +250,7 @@ def test_api_server_errors_are_transient(kube_cluster):
     kube_cluster.refuse("services", 503, "ServiceUnavailable", "etcdserver: leader changed")
     challenge, instance, worker = make_rows("kctf")
     with pytest.raises(TransientError, match="etcdserver: leader changed"):
-        kctf.launch(challenge, instance, worker)
+        kctf.launch(challenge, instance, worker, TIMEOUT)
     assert kube_cluster.objects() == []
 
 
@@ -259,7 +261,7 @@ def test_an_unreachable_api_is_transient(app, kube_cluster, monkeypatch):
     monkeypatch.setitem(app.config, "CTFHOST_K8S_API_URL", f"http://127.0.0.1:{port}")
     challenge, instance, worker = make_rows("kctf")
     with pytest.raises(TransientError, match="cannot reach the Kubernetes API"):
-        kctf.launch(challenge, instance, worker)
+        kctf.launch(challenge, instance, worker, TIMEOUT)
 
 
 # -- leftovers, destroy, inspect -------------------------------------------------------
@@ -279,7 +281,7 @@ def test_a_namespace_that_is_not_ours_is_left_alone(kube_cluster):
     challenge, instance, worker = make_rows("kctf")
     kube_cluster.core_api().create_namespace({"metadata": {"name": namespace_of(instance)}})
     with pytest.raises(LaunchError, match="already exists and does not belong to instance"):
-        kctf.launch(challenge, instance, worker)
+        kctf.launch(challenge, instance, worker, TIMEOUT)
     kctf.destroy(instance, worker)  # as the core does after a failed launch
     assert [ns["metadata"]["name"] for ns in kube_cluster.objects("Namespace")] == [namespace_of(instance)]
 
@@ -315,14 +317,13 @@ def test_inspect_reports_the_pod_state(kube_cluster):
     assert kctf.inspect(instance, worker).reason == "the pod is gone"
 
 
-def test_hooks_ignore_other_runtimes(kube_cluster):
-    challenge, instance, worker = make_rows("docker")
-    assert kctf.launch(challenge, instance, worker) is None
-    assert kctf.inspect(instance, worker) is None
-    assert kctf.destroy(instance, worker) is None
-    assert kctf.reconcile(worker, "docker", []) is None
-    assert kctf.validate_challenge(challenge) is None
-    assert kube_cluster.requests() == []
+def test_the_core_calls_kctf_only_for_its_runtime(app, kube_cluster):
+    plugins = get_plugins(app)
+    challenge, instance, worker = make_rows("fake")
+    assert plugins.inspect(instance, worker).reason == "the fake server is gone"  # the fake runtime answered
+    assert plugins.destroy(instance, worker) is True
+    assert plugins.reconcile(worker, "fake", []) == set()
+    assert kube_cluster.requests() == []  # kctf's hooks never ran
 
 
 # -- reconcile --------------------------------------------------------------------
@@ -468,7 +469,7 @@ def test_nodeport_mode_needs_the_proxy_addresses(app, kube_cluster, monkeypatch)
     monkeypatch.setitem(app.config, "CTFHOST_K8S_BACKEND_MODE", "nodeport")
     challenge, instance, worker = make_rows("kctf")
     with pytest.raises(SettingError, match="CTFHOST_K8S_PROXY_CIDRS"):
-        kctf.launch(challenge, instance, worker)
+        kctf.launch(challenge, instance, worker, TIMEOUT)
     assert kube_cluster.objects() == []
 
 
@@ -564,8 +565,11 @@ def test_selectors_read_json_or_key_value_pairs():
         ({"internet": "yes"}, "internet must be true or false"),
     ],
 )
-def test_bad_options_are_named(options, message):
-    assert any(message in error for error in validate_options(options, "kctf"))
+def test_bad_options_are_named(api, options, message):
+    body = {"id": "pwn-opts", "name": "o", "runtime": "kctf", "image": "r/p:1", "port": 1337,
+            "extra_config": json.dumps(options)}
+    errors = extra_config_errors(api, body)
+    assert any(message in error for error in errors), errors
 
 
 def test_options_are_checked_when_a_challenge_is_registered(api):
@@ -579,10 +583,7 @@ def test_options_are_checked_when_a_challenge_is_registered(api):
 
 def test_check_runtime_needs_a_usable_configuration(app, monkeypatch, tmp_path):
     """A host without any Kubernetes configuration does not serve kctf; with one, it does."""
-    from ctfhost.models import Worker
-    from ctfhost.plugins import get_plugins
-
-    worker = Worker(id="probe", address="127.0.0.1", runtime="kctf")
+    worker = make_rows("kctf", worker_id="probe")[2]
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
     monkeypatch.setenv("HOME", str(tmp_path))
     for key in [k for k in app.config if k.startswith("CTFHOST_K8S_")]:

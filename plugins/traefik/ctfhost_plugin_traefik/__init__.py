@@ -1,23 +1,21 @@
 """ctfhost proxy plugin for Traefik v3: dynamic configuration served to the HTTP provider."""
 
-from ctfhost import hookimpl
+from ctfhost.plugin_api import hookimpl
 
 from ctfhost_plugin_traefik import config_cache, readiness
+from ctfhost_plugin_traefik.commands import traefik_group
+from ctfhost_plugin_traefik.routes import blp
 
 __version__ = "0.1.0"
 
 
 @hookimpl
 def register_blueprints(app, api):
-    from ctfhost_plugin_traefik.routes import blp
-
     api.register_blueprint(blp)
 
 
 @hookimpl
 def register_commands(cli):
-    from ctfhost_plugin_traefik.commands import traefik_group
-
     cli.add_command(traefik_group)
 
 

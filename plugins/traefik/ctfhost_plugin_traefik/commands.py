@@ -8,6 +8,8 @@ import yaml
 from flask import current_app
 from flask.cli import AppGroup
 
+from ctfhost.plugin_api import core_setting
+
 from ctfhost_plugin_traefik import static
 from ctfhost_plugin_traefik.settings import warn_if_open
 
@@ -33,7 +35,7 @@ def _options(func):
 
 
 def _kwargs(config_url, web_address, websecure_address, api_address, poll_interval, throttle):
-    api_key = current_app.config.get("CTFHOST_API_KEY")
+    api_key = core_setting("API_KEY")
     if not api_key:
         raise click.ClickException("CTFHOST_API_KEY is not set; Traefik needs it to read the config")
     return dict(

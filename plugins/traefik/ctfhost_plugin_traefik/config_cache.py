@@ -9,11 +9,11 @@ import logging
 import threading
 import time
 
-from ctfhost.redis_client import redis_connection
+from ctfhost.plugin_api import plugin_setting, redis_connection, routed_instances
 
 from ctfhost_plugin_traefik import dynamic
 from ctfhost_plugin_traefik.default_certificate import default_certificate
-from ctfhost_plugin_traefik.settings import options, setting
+from ctfhost_plugin_traefik.settings import options
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def _generation():
 
 def body():
     """The current config as bytes."""
-    max_age = float(setting("CACHE_SECONDS", 5))
+    max_age = float(plugin_setting("TRAEFIK", "CACHE_SECONDS", 5))
     # read the generation before the rows: a change committed after this read
     # bumps the counter again, so the next poll renders afresh
     generation = _generation()
@@ -50,7 +50,7 @@ def body():
     with _lock:
         if generation is not None and _cached["key"] == key and now - _cached["at"] < max_age:
             return _cached["body"]
-    rendered = dynamic.dumps(dynamic.render(dynamic.routed_instances(), key[1], default_certificate()))
+    rendered = dynamic.dumps(dynamic.render(routed_instances(), key[1], default_certificate()))
     with _lock:
         _cached.update(key=key, body=rendered, at=now)
     return rendered

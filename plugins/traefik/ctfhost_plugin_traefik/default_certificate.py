@@ -9,18 +9,16 @@ database so every web process sends the same bytes.
 """
 
 import datetime
-import json
 import threading
 
-import peewee
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ctfhost.models import Setting
+from ctfhost.plugin_api import stored_value
 
-from ctfhost_plugin_traefik.settings import setting
+from ctfhost.plugin_api import plugin_setting
 
 SETTING_KEY = "traefik.default_certificate"
 
@@ -50,26 +48,23 @@ def generate():
     return cert_pem, key_pem
 
 
+def _generated():
+    cert_pem, key_pem = generate()
+    return {"cert": cert_pem, "key": key_pem}
+
+
 def _stored():
-    row = Setting.get_or_none(Setting.key == SETTING_KEY)
-    if row is None:
-        cert_pem, key_pem = generate()
-        try:
-            # first writer wins; everyone then reads the same certificate
-            Setting.insert(key=SETTING_KEY, value=json.dumps({"cert": cert_pem, "key": key_pem})).on_conflict_ignore().execute()
-        except peewee.IntegrityError:
-            pass
-        row = Setting.get(Setting.key == SETTING_KEY)
-    value = json.loads(row.value)
+    # the first process to ask stores one; everyone then reads the same certificate
+    value = stored_value(SETTING_KEY, _generated)
     return {"certFile": value["cert"], "keyFile": value["key"]}
 
 
 def default_certificate():
     """The defaultCertificate entry of Traefik's default TLS store, or None when disabled."""
-    mode = str(setting("DEFAULT_CERTIFICATE", "auto")).lower()
+    mode = str(plugin_setting("TRAEFIK", "DEFAULT_CERTIFICATE", "auto")).lower()
     if mode in ("none", "off", "false", "0"):
         return None
-    cert_file, key_file = setting("DEFAULT_CERT_FILE"), setting("DEFAULT_KEY_FILE")
+    cert_file, key_file = plugin_setting("TRAEFIK", "DEFAULT_CERT_FILE"), plugin_setting("TRAEFIK", "DEFAULT_KEY_FILE")
     if cert_file and key_file:
         return {"certFile": cert_file, "keyFile": key_file}
     with _lock:

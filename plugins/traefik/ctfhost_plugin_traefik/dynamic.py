@@ -3,8 +3,6 @@
 import json
 import re
 
-from ctfhost.models import ACTIVE, Instance
-
 AUTH_MIDDLEWARE = "ctfhost-forward-auth"
 # the lowest-priority router for instance hostnames no instance router claims
 # (ended, never existed): forward-auth answers them with ctfhost's page
@@ -16,16 +14,6 @@ UNREACHABLE_BACKEND = "http://127.0.0.1:1"
 
 def router_name(instance_id):
     return f"ctfhost-{instance_id}"
-
-
-def routed_instances():
-    """(id, hostname, backend, protocol) of active instances that have a backend, in a stable order."""
-    return list(
-        Instance.select(Instance.id, Instance.hostname, Instance.backend, Instance.protocol)
-        .where(Instance.status.in_(list(ACTIVE)), Instance.backend.is_null(False))
-        .order_by(Instance.id)
-        .tuples()
-    )
 
 
 def certificate_domain(hostname):

@@ -6,10 +6,10 @@ import time
 
 import requests
 
-from ctfhost.hooktypes import LaunchError
+from ctfhost.plugin_api import LaunchError
 
 from ctfhost_plugin_traefik.dynamic import router_name
-from ctfhost_plugin_traefik.settings import setting
+from ctfhost.plugin_api import plugin_setting
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def router_loaded(api_url, instance_id, protocol="http"):
 
 
 def wait_until_loaded(instance, timeout):
-    api_url = setting("API_URL")
+    api_url = plugin_setting("TRAEFIK", "API_URL")
     if not api_url:
         if not _warned:
             _warned.append(True)

@@ -2,7 +2,7 @@
 
 from flask import Response
 
-from ctfhost.api.auth import Blueprint
+from ctfhost.plugin_api import Blueprint
 
 from ctfhost_plugin_traefik import config_cache
 from ctfhost_plugin_traefik.settings import warn_if_open

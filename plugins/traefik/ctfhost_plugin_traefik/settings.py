@@ -3,7 +3,9 @@
 import logging
 from typing import NamedTuple
 
-from flask import current_app, has_request_context, request
+from flask import has_request_context, request
+
+from ctfhost.plugin_api import core_setting, plugin_setting
 
 log = logging.getLogger(__name__)
 
@@ -20,18 +22,13 @@ OPEN_WARNING = (
 _warned = []
 
 
-def setting(name, default=None):
-    value = current_app.config.get(f"CTFHOST_TRAEFIK_{name}")
-    return default if value in (None, "") else value
-
-
 def _flag(value):
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def forward_auth_enabled():
     """Forward-auth is on unless CTFHOST_TRAEFIK_FORWARD_AUTH says off (any other value keeps it on)."""
-    return str(setting("FORWARD_AUTH", "on")).strip().lower() not in OFF
+    return str(plugin_setting("TRAEFIK", "FORWARD_AUTH", "on")).strip().lower() not in OFF
 
 
 def forward_auth_url():
@@ -43,7 +40,7 @@ def forward_auth_url():
     """
     if not forward_auth_enabled():
         return None
-    configured = setting("FORWARD_AUTH_URL")
+    configured = plugin_setting("TRAEFIK", "FORWARD_AUTH_URL")
     if configured:
         return configured
     return request.url_root + FORWARD_AUTH_PATH if has_request_context() else None
@@ -58,15 +55,15 @@ def warn_if_open():
 
 def tls_enabled():
     """TLS on routers: explicit CTFHOST_TRAEFIK_TLS, else whenever endpoints are https."""
-    explicit = setting("TLS")
+    explicit = plugin_setting("TRAEFIK", "TLS")
     if explicit is not None:
         return _flag(explicit)
-    return current_app.config["CTFHOST_BASE_DOMAIN"] != "localhost"
+    return core_setting("BASE_DOMAIN") != "localhost"
 
 
 def entrypoints():
     default = "websecure" if tls_enabled() else "web"
-    return [name.strip() for name in str(setting("ENTRYPOINTS", default)).split(",") if name.strip()]
+    return [name.strip() for name in str(plugin_setting("TRAEFIK", "ENTRYPOINTS", default)).split(",") if name.strip()]
 
 
 def _names(value):
@@ -93,12 +90,12 @@ def options():
     return RenderOptions(
         entrypoints=tuple(entrypoints()),
         tls=tls_enabled(),
-        cert_resolver=setting("CERT_RESOLVER"),
-        tls_options=setting("TLS_OPTIONS"),
+        cert_resolver=plugin_setting("TRAEFIK", "CERT_RESOLVER"),
+        tls_options=plugin_setting("TRAEFIK", "TLS_OPTIONS"),
         auth_url=forward_auth_url(),
-        auth_max_body=int(setting("FORWARD_AUTH_MAX_BODY", DEFAULT_AUTH_MAX_BODY)),
-        auth_headers=_names(setting("AUTH_RESPONSE_HEADERS", "X-Ctfhost-Team,X-Ctfhost-Instance")),
-        trust_forward=_flag(setting("TRUST_FORWARD_HEADER", "false")),
-        tcp_entrypoints=_names(setting("TCP_ENTRYPOINTS", "websecure")),
-        base_domain=current_app.config["CTFHOST_BASE_DOMAIN"],
+        auth_max_body=int(plugin_setting("TRAEFIK", "FORWARD_AUTH_MAX_BODY", DEFAULT_AUTH_MAX_BODY)),
+        auth_headers=_names(plugin_setting("TRAEFIK", "AUTH_RESPONSE_HEADERS", "X-Ctfhost-Team,X-Ctfhost-Instance")),
+        trust_forward=_flag(plugin_setting("TRAEFIK", "TRUST_FORWARD_HEADER", "false")),
+        tcp_entrypoints=_names(plugin_setting("TRAEFIK", "TCP_ENTRYPOINTS", "websecure")),
+        base_domain=core_setting("BASE_DOMAIN"),
     )

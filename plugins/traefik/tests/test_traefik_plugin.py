@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ctfhost import devstack
-from ctfhost.hooktypes import LaunchError
+from ctfhost.plugin_api import LaunchError
 from ctfhost.models import Instance
 from ctfhost.testing import API_KEY
 from ctfhost_plugin_traefik import config_cache, dynamic, readiness
