@@ -1,8 +1,8 @@
 """Every CTFHOST_* setting the code reads is documented, every one the docs name is read, and documented defaults are true.
 
 The code is scanned, not imported: core settings come from ctfhost.config.SETTINGS; plugins read
-theirs through a settings helper (`setting("NETWORK")` with the plugin's prefix, or the shared
-`plugin_setting(prefix, name, default)`), through names kept in `*SETTINGS*` constants and
+theirs through a settings helper (`setting("NETWORK")` with the plugin's prefix, the shared
+`plugin_setting("DOCKER", "NETWORK", default)`, `core_setting("API_KEY")`), through names kept in `*SETTINGS*` constants and
 `*_setting(s)=` arguments, or as whole `"CTFHOST_..."` strings (environment and app.config reads).
 """
 
