@@ -4,6 +4,7 @@ import logging
 
 import click
 from flask import Flask
+from flask.cli import run_command
 
 from ctfhost import __version__, config as ctfhost_config
 from ctfhost.db import database, default_url, open_database
@@ -28,6 +29,12 @@ API_DEFAULTS = {
 }
 
 
+def _serving():
+    """False while the `flask` command line builds the app for one of its commands (other than `flask run`)."""
+    command = click.get_current_context(silent=True)
+    return command is None or command.command is run_command
+
+
 def create_app(config=None):
     """Build the ctfhost Flask app; `config` overrides settings read from the environment."""
     app = Flask("ctfhost")
@@ -47,10 +54,10 @@ def create_app(config=None):
     app.config["CTFHOST_DATABASE_URL"] = url
     open_database(url)
     # No DDL here: `flask ctfhost db upgrade` migrates. A served app (gunicorn,
-    # a worker's job processes, tests) refuses a schema that is behind; under
-    # the `flask` command line the command decides (cli.CommandGroup), since
-    # `db upgrade` must run on exactly such a database.
-    if click.get_current_context(silent=True) is None:
+    # `flask run`, a worker's job processes, tests) refuses a schema that is
+    # behind; for the other `flask` commands the command decides
+    # (cli.CommandGroup), since `db upgrade` must run on exactly such a database.
+    if _serving():
         with database.connection_context():
             check_schema()
 

@@ -147,6 +147,15 @@ def test_a_fresh_database_gets_exactly_the_schema_the_models_describe(empty_data
         assert database_columns(model._meta.table_name) == model_columns(model)
 
 
+def test_tables_made_after_the_release_with_agent_instance_adopt_both_migrations(previous_release_database):
+    # builds between a5a8e59 and versioned migrations added the column at start
+    database.execute_sql('ALTER TABLE "worker" ADD COLUMN "agent_instance" VARCHAR(128)')
+    Worker.update(agent_instance="host-b/boot/2/bbbb").execute()
+    result = schema.upgrade()
+    assert (result.adopted, result.applied, result.state.applied) == (ALL, [], ALL)
+    assert Worker.get_by_id("old-w").agent_instance == "host-b/boot/2/bbbb"
+
+
 def test_tables_older_than_the_first_migration_are_not_adopted(empty_database, app):
     database.execute_sql('CREATE TABLE "worker" ("id" VARCHAR(128) NOT NULL PRIMARY KEY, "address" VARCHAR(255))')
     result = app.test_cli_runner().invoke(args=["ctfhost", "db", "upgrade"])
@@ -182,6 +191,13 @@ def test_gunicorn_refuses_to_serve_a_database_that_is_behind(behind):
         pytest.skip("gunicorn is not installed (pip install -e .[serve])")
     result = run([str(gunicorn), "--bind", "127.0.0.1:0", "--workers", "1", "--no-control-socket",
                   "ctfhost:create_app()"], env)
+    assert result.returncode != 0
+    assert BEHIND in result.stderr
+
+
+def test_the_development_server_refuses_too(behind):
+    _, env = behind
+    result = run([sys.executable, "-m", "flask", "--app", "ctfhost", "run", "--port", "0"], env)
     assert result.returncode != 0
     assert BEHIND in result.stderr
 
