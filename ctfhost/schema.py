@@ -7,13 +7,16 @@ from pathlib import Path
 import peewee
 from peewee_migrate import Migrator, Router
 
-from ctfhost.db import database
+from ctfhost.db import database, is_postgresql
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 HISTORY_TABLE = "migratehistory"
 UPGRADE_COMMAND = "flask --app ctfhost ctfhost db upgrade"
+# the PostgreSQL advisory lock two `db upgrade` runs take, so the second waits and finds nothing to do
+# (SQLite: the transaction begins IMMEDIATE, which serialises them already)
+UPGRADE_LOCK = 0x63746668  # "ctfh"
 
 
 class SchemaBehind(RuntimeError):
@@ -118,6 +121,8 @@ def upgrade():
     router = _router()
     adopted = []
     with database.atomic():
+        if is_postgresql():
+            database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (UPGRADE_LOCK,))
         if status().legacy:
             adopted = _adoptable(router)
             for name in adopted:

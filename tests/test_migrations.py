@@ -6,6 +6,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import peewee
@@ -154,6 +155,34 @@ def test_tables_made_after_the_release_with_agent_instance_adopt_both_migrations
     result = schema.upgrade()
     assert (result.adopted, result.applied, result.state.applied) == (ALL, [], ALL)
     assert Worker.get_by_id("old-w").agent_instance == "host-b/boot/2/bbbb"
+
+
+def waiting_for_the_upgrade_lock():
+    if not is_postgresql():
+        time.sleep(4)  # time to start; SQLite's BEGIN IMMEDIATE makes them wait anyway
+        return True
+    return database.execute_sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                                ).fetchone()[0] == 2
+
+
+def test_two_upgrades_at_once_apply_each_migration_once(empty_database):
+    # both start while this test holds the lock an upgrade takes, so they run into each other when it is released
+    with database.atomic():
+        if is_postgresql():
+            database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (schema.UPGRADE_LOCK,))
+        upgrades = [subprocess.Popen([*FLASK, "db", "upgrade"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True) for _ in range(2)]
+        deadline = time.monotonic() + 60
+        while not waiting_for_the_upgrade_lock():
+            assert all(upgrade.poll() is None for upgrade in upgrades), "an upgrade ran while another held the lock"
+            assert time.monotonic() < deadline, "the upgrades never waited for the lock"
+            time.sleep(0.1)
+    outputs = [upgrade.communicate(timeout=120) for upgrade in upgrades]
+    assert [upgrade.returncode for upgrade in upgrades] == [0, 0], outputs
+    said = sorted(next(line for line in out.splitlines() if line.startswith(("applied", "nothing"))) for out, _ in outputs)
+    assert said == ["applied: 001_initial, 002_worker_agent_instance",
+                    "nothing to apply: the schema is current (002_worker_agent_instance)"]
+    assert schema.status().applied == ALL
 
 
 def test_tables_older_than_the_first_migration_are_not_adopted(empty_database, app):
