@@ -217,8 +217,12 @@ class Plugins:
     def validate_challenge(self, challenge):
         """Errors from the runtime's plugin and from plugins providing no runtime."""
         owner = self._runtime_plugins.get(challenge.runtime)
-        others = list({id(plugin): plugin for plugin in self._runtime_plugins.values() if plugin is not owner}.values())
-        caller = self.pm.subset_hook_caller("validate_challenge", remove_plugins=others)
+        key = ("validate_challenge", id(owner))
+        caller = self._callers.get(key)
+        if caller is None:
+            providers = {id(plugin) for plugin in self._runtime_plugins.values()}
+            others = [plugin for plugin in self.pm.get_plugins() if plugin is not owner and id(plugin) in providers]
+            caller = self._callers[key] = self.pm.subset_hook_caller("validate_challenge", remove_plugins=others)
         errors = {}
         for result in caller(challenge=challenge):
             for field, messages in (result or {}).items():

@@ -1,4 +1,4 @@
-"""Every hook is documented in docs/plugins.md, has a test, and a complete docstring."""
+"""Every hook and every name of the plugin API is documented in docs/plugins.md; every hook has a test and a complete docstring."""
 
 import inspect
 import re
@@ -8,6 +8,7 @@ import pluggy
 import pytest
 
 import ctfhost.hookspecs
+from ctfhost import plugin_api
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_DOCS = ROOT / "docs" / "plugins.md"
@@ -115,3 +116,28 @@ def test_hook_docstring(name):
     for parameter in inspect.signature(function).parameters:
         assert f":param {parameter}:" in doc, f"hookspec {name} does not describe its argument {parameter!r}"
     assert ":return:" in doc, f"hookspec {name} does not say what it returns"
+
+
+def plugin_api_section():
+    """The text of the `## The plugin API` section of docs/plugins.md."""
+    text = PLUGIN_DOCS.read_text()
+    start = text.index("## The plugin API")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end != -1 else len(text)]
+
+
+def test_the_plugin_api_section_states_the_compatibility_promise():
+    section = flat(plugin_api_section())
+    assert "ctfhost.plugin_api.__all__" in section
+    assert "deprecation path" in section and "DeprecationWarning" in section
+
+
+@pytest.mark.parametrize("name", sorted(plugin_api.__all__))
+def test_plugin_api_name_is_documented(name):
+    documented = re.findall(r"^\| `(\w+)` \|", plugin_api_section(), re.MULTILINE)
+    assert name in documented, f"docs/plugins.md's plugin API table has no row for `{name}`"
+
+
+def test_no_docs_for_plugin_api_names_that_do_not_exist():
+    documented = re.findall(r"^\| `(\w+)` \|", plugin_api_section(), re.MULTILINE)
+    assert sorted(set(documented) - set(plugin_api.__all__)) == []
