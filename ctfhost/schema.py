@@ -14,6 +14,8 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 HISTORY_TABLE = "migratehistory"
 UPGRADE_COMMAND = "flask --app ctfhost ctfhost db upgrade"
+# the tables releases before versioned migrations created at start (frozen: those releases do not change)
+LEGACY_TABLES = {"challenge", "worker", "instance", "setting", "token", "audit_event", "flag_sharing_event"}
 # the PostgreSQL advisory lock two `db upgrade` runs take, so the second waits and finds nothing to do
 # (SQLite: the transaction begins IMMEDIATE, which serialises them already)
 UPGRADE_LOCK = 0x63746668  # "ctfh"
@@ -36,7 +38,7 @@ class Status:
     applied: list  # migration names recorded in the history, in order
     pending: list  # shipped migrations not applied yet
     unknown: list  # recorded names this ctfhost does not ship (a newer release migrated the database)
-    legacy: bool  # tables made before versioned migrations, without a history yet
+    legacy: bool  # ctfhost tables made before versioned migrations, without a history yet
 
     @property
     def current(self):
@@ -59,7 +61,7 @@ def status():
     shipped = _router().todo
     applied = _applied()
     done = set(applied)
-    legacy = not database.table_exists(HISTORY_TABLE) and bool(database.get_tables())
+    legacy = not database.table_exists(HISTORY_TABLE) and bool(LEGACY_TABLES & set(database.get_tables()))
     return Status(
         applied=applied,
         pending=[name for name in shipped if name not in done],

@@ -185,6 +185,15 @@ def test_two_upgrades_at_once_apply_each_migration_once(empty_database):
     assert schema.status().applied == ALL
 
 
+def test_a_database_shared_with_other_tables_gets_the_schema_beside_them(empty_database):
+    database.execute_sql('CREATE TABLE "other_app" ("id" INTEGER NOT NULL PRIMARY KEY)')
+    database.execute_sql('INSERT INTO "other_app" VALUES (7)')
+    assert schema.status().legacy is False
+    result = schema.upgrade()
+    assert (result.adopted, result.applied) == ([], ALL)
+    assert database.execute_sql('SELECT "id" FROM "other_app"').fetchall() == [(7,)]
+
+
 def test_tables_older_than_the_first_migration_are_not_adopted(empty_database, app):
     database.execute_sql('CREATE TABLE "worker" ("id" VARCHAR(128) NOT NULL PRIMARY KEY, "address" VARCHAR(255))')
     result = app.test_cli_runner().invoke(args=["ctfhost", "db", "upgrade"])
