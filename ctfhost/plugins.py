@@ -6,12 +6,15 @@ import logging
 import pluggy
 from flask import current_app
 
-from ctfhost import hookspecs
+from ctfhost import __version__, defaults, hookspecs
 from ctfhost.hooktypes import AccessDecision, Backend, CoreOptions, LaunchError, RuntimeOptions, RuntimeState
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "ctfhost"
+
+# the core's own hook implementations, registered like plugins (and disabled the same way)
+BUILTIN_PLUGINS = {"ctfhost.defaults": defaults}
 
 
 class UnknownRuntime(LookupError):
@@ -61,9 +64,8 @@ class Plugins:
             self._check_disabled()
         for name in self.disabled:
             self.pm.set_blocked(name)
-        from ctfhost import defaults
-
-        self.register(defaults, name="ctfhost.defaults")
+        for name, plugin in BUILTIN_PLUGINS.items():
+            self.register(plugin, name=name)
         if load_entry_points:
             self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
             for plugin in self.pm.get_plugins():
@@ -72,7 +74,7 @@ class Plugins:
         self.pm.check_pending()
 
     def _check_disabled(self):
-        installed = {ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)} | {"ctfhost.defaults"}
+        installed = {ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)} | set(BUILTIN_PLUGINS)
         unknown = [name for name in self.disabled if name not in installed]
         if unknown:
             raise UnknownPlugin(
@@ -121,8 +123,8 @@ class Plugins:
             dist = dists.get(id(plugin))
             if dist is not None:
                 version = dist.version
-            elif name == "ctfhost.defaults":
-                from ctfhost import __version__ as version
+            elif name in BUILTIN_PLUGINS:
+                version = __version__
             else:
                 version = getattr(plugin, "__version__", None)
             hooks = sorted(impl.name for impl in self.pm.get_hookcallers(plugin) or [])
