@@ -6,7 +6,12 @@ import click
 from flask import Flask
 from flask.cli import run_command
 
+from werkzeug.middleware.proxy_fix import ProxyFix
+
 from ctfhost import __version__, config as ctfhost_config
+from ctfhost.api.server import register_api
+from ctfhost.builtin import forward_auth
+from ctfhost.cli import command_group
 from ctfhost.db import database, default_url, open_database
 from ctfhost.plugins import Plugins
 from ctfhost.schema import check as check_schema
@@ -28,6 +33,9 @@ API_DEFAULTS = {
     "JSON_SORT_KEYS": True,
 }
 
+# the core's own features written as plugins: {plugin name: module}
+BUILTIN_PLUGINS = {"ctfhost.forward_auth": forward_auth}
+
 
 def _serving():
     """False while the `flask` command line builds the app for one of its commands (other than `flask run`)."""
@@ -45,8 +53,6 @@ def create_app(config=None):
     logging.basicConfig(level=app.config.get("CTFHOST_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     if app.config["CTFHOST_PROXY_COUNT"]:
-        from werkzeug.middleware.proxy_fix import ProxyFix
-
         count = app.config["CTFHOST_PROXY_COUNT"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
 
@@ -65,7 +71,7 @@ def create_app(config=None):
     app.extensions["ctfhost.app_factory"] = create_app
 
     disabled = (app.config.get("CTFHOST_DISABLED_PLUGINS") or "").split(",")
-    app.extensions["ctfhost.plugins"] = Plugins(disabled=disabled)
+    app.extensions["ctfhost.plugins"] = Plugins(disabled=disabled, builtins=BUILTIN_PLUGINS)
 
     # peewee connects on the first query, so requests that never touch the
     # database (a cached Traefik config) never open a connection
@@ -74,11 +80,7 @@ def create_app(config=None):
         if not database.is_closed():
             database.close()
 
-    from ctfhost.api.server import register_api
-
     register_api(app)
-
-    from ctfhost.cli import command_group
 
     group = command_group()
     app.extensions["ctfhost.plugins"].register_commands(group)

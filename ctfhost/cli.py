@@ -1,15 +1,23 @@
 """The `flask ctfhost` command group."""
 
 import json
+import uuid
 
 import click
 import yaml
 from flask import current_app
 from flask.cli import AppGroup
+from marshmallow import ValidationError
 
 from ctfhost import schema
+from ctfhost.api.challenges import ChallengeSchema
+from ctfhost.api.instances import InstanceSchema
 from ctfhost.db import database
+from ctfhost.plugins import get_plugins
+from ctfhost.services.challenges import import_challenges, list_challenges
 from ctfhost.services.errors import Invalid, ServiceError
+from ctfhost.services.instances import destroy_instance, list_instances
+from ctfhost.worker.agent import Agent
 
 ctfhost_group = AppGroup("ctfhost", help="Operate ctfhost: workers, plugins, challenges, instances.")
 
@@ -40,8 +48,6 @@ def _table(rows, columns):
 @click.option("--concurrency", type=click.IntRange(min=1, max=64), help="Jobs run at once (default: CTFHOST_WORKER_CONCURRENCY or 4).")
 def worker_command(worker_id, address, agent_port, runtimes, max_instances, concurrency):
     """Run the worker agent: register, heartbeat, expire, reconcile, run jobs."""
-    from ctfhost.worker.agent import Agent
-
     names = [name for value in runtimes for name in value.split(",") if name]
     agent = Agent(
         current_app._get_current_object(),
@@ -64,8 +70,6 @@ def worker_command(worker_id, address, agent_port, runtimes, max_instances, conc
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins_command(as_json):
     """List loaded plugins, their versions and hooks."""
-    from ctfhost.plugins import get_plugins
-
     plugins = get_plugins()
     rows = plugins.describe()
     if as_json:
@@ -153,12 +157,6 @@ ctfhost_group.add_command(challenges_group)
 @click.argument("path", type=click.File("r"))
 def challenges_import(path):
     """Create or update challenges from a YAML or JSON list (all or nothing)."""
-    from marshmallow import ValidationError
-
-    from ctfhost.api.challenges import ChallengeSchema
-    from ctfhost.db import database
-    from ctfhost.services.challenges import import_challenges
-
     try:
         data = yaml.safe_load(path.read())
     except yaml.YAMLError as exc:
@@ -186,10 +184,6 @@ def challenges_import(path):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def challenges_list(as_json):
     """List challenges."""
-    from ctfhost.api.challenges import ChallengeSchema
-    from ctfhost.db import database
-    from ctfhost.services.challenges import list_challenges
-
     with database.connection_context():
         rows = ChallengeSchema(many=True).dump(list_challenges())
     if as_json:
@@ -212,10 +206,6 @@ ctfhost_group.add_command(instances_group)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def instances_list(team_id, challenge_id, status, limit, as_json):
     """List instances, newest first."""
-    from ctfhost.api.instances import InstanceSchema
-    from ctfhost.db import database
-    from ctfhost.services.instances import list_instances
-
     with database.connection_context():
         rows, total = list_instances(team_id=team_id, challenge_id=challenge_id, status=status, limit=limit)
         rows = InstanceSchema(many=True).dump(rows)
@@ -231,11 +221,6 @@ def instances_list(team_id, challenge_id, status, limit, as_json):
 @click.argument("instance_id")
 def instances_destroy(instance_id):
     """Stop an instance and queue the removal of its resources."""
-    import uuid
-
-    from ctfhost.db import database
-    from ctfhost.services.instances import destroy_instance
-
     try:
         uuid.UUID(instance_id)
     except ValueError:

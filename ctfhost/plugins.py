@@ -6,16 +6,12 @@ import logging
 import pluggy
 from flask import current_app
 
-from ctfhost import __version__, defaults, hookspecs
+from ctfhost import __version__, hookspecs
 from ctfhost.hooktypes import AccessDecision, Backend, CoreOptions, LaunchError, RuntimeOptions, RuntimeState
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "ctfhost"
-
-# the core's own hook implementations, registered like plugins (and disabled the same way)
-BUILTIN_PLUGINS = {"ctfhost.defaults": defaults}
-
 
 class UnknownRuntime(LookupError):
     """A challenge or worker names a runtime no installed plugin provides."""
@@ -53,18 +49,21 @@ RUNTIME_HOOKS = {
 class Plugins:
     """Typed facade over pluggy: views, jobs and services call hooks only through this."""
 
-    def __init__(self, disabled=(), load_entry_points=True):
+    def __init__(self, disabled=(), load_entry_points=True, builtins=None):
+        """`builtins` ({name: plugin}): the core's own plugins, which the app factory passes in;
+        they are registered like any plugin (and disabled the same way)."""
         self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         self.pm.add_hookspecs(hookspecs)
         self.disabled = sorted({name.strip() for name in disabled if name.strip()})
         self._runtime_plugins = {}  # runtime name -> the plugin object providing it
         self._callers = {}  # (hook name, plugin id) -> hook caller limited to that plugin
         self._options = {}  # runtime name -> its options schema class
+        self.builtins = dict(builtins or {})
         if load_entry_points:
             self._check_disabled()
         for name in self.disabled:
             self.pm.set_blocked(name)
-        for name, plugin in BUILTIN_PLUGINS.items():
+        for name, plugin in self.builtins.items():
             self.register(plugin, name=name)
         if load_entry_points:
             self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
@@ -74,7 +73,7 @@ class Plugins:
         self.pm.check_pending()
 
     def _check_disabled(self):
-        installed = {ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)} | set(BUILTIN_PLUGINS)
+        installed = {ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)} | set(self.builtins)
         unknown = [name for name in self.disabled if name not in installed]
         if unknown:
             raise UnknownPlugin(
@@ -123,7 +122,7 @@ class Plugins:
             dist = dists.get(id(plugin))
             if dist is not None:
                 version = dist.version
-            elif name in BUILTIN_PLUGINS:
+            elif name in self.builtins:
                 version = __version__
             else:
                 version = getattr(plugin, "__version__", None)

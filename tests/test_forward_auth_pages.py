@@ -86,7 +86,7 @@ def test_with_neither_the_page_has_no_dead_link(client, running, settings):
 
 
 def test_page_text_is_escaped(app, settings):
-    from ctfhost.defaults import page
+    from ctfhost.builtin.forward_auth import page
 
     settings["CTFHOST_PUBLIC_SCOREBOARD_URL"] = SCOREBOARD
     with app.test_request_context("/"):

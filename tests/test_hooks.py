@@ -15,6 +15,7 @@ from marshmallow import fields, validate
 import ctfhost
 from ctfhost import hookimpl
 from ctfhost.api.auth import Blueprint
+from ctfhost.app import BUILTIN_PLUGINS
 from ctfhost.hooktypes import CORE_OPTIONS, AccessDecision, Backend, LaunchError, RuntimeOptions, RuntimeState
 from ctfhost.models import Challenge, Instance, Worker
 from ctfhost.plugins import DuplicateRuntime, Plugins, UnknownPlugin, UnknownRuntime, get_plugins
@@ -49,7 +50,7 @@ def make_worker(**fields):
 
 def bare_plugins(*plugins, disabled=()):
     """A facade with only the core defaults and `plugins` (name, object) registered."""
-    facade = Plugins(disabled=disabled, load_entry_points=False)
+    facade = Plugins(disabled=disabled, load_entry_points=False, builtins=BUILTIN_PLUGINS)
     for name, plugin in plugins:
         facade.register(plugin, name=name)
     return facade
@@ -535,7 +536,7 @@ def test_authorize_plugin_wins_over_the_default(app):
 def test_authorize_default_is_registered_trylast():
     plugins = bare_plugins()
     (impl,) = plugins.pm.hook.authorize.get_hookimpls()
-    assert impl.plugin_name == "ctfhost.defaults"
+    assert impl.plugin_name == "ctfhost.forward_auth"
     assert impl.trylast
 
 
@@ -550,7 +551,7 @@ def test_authorize_returning_the_wrong_type_raises_type_error():
 
 
 def test_authorize_without_defaults_or_plugin_raises_type_error():
-    plugins = bare_plugins(disabled=["ctfhost.defaults"])
+    plugins = bare_plugins(disabled=["ctfhost.forward_auth"])
     with pytest.raises(TypeError, match="authorize returned None"):
         plugins.authorize(None, make_instance())
 
@@ -674,7 +675,7 @@ def test_plugins_command_lists_loaded_plugins(app):
     assert result.exit_code == 0, result.output
     listing = json.loads(result.output)
     names = {row["name"]: row for row in listing["plugins"]}
-    assert names["ctfhost.defaults"]["hooks"] == ["authorize"]
+    assert names["ctfhost.forward_auth"]["hooks"] == ["authorize"]
     assert "launch" in names["fake-runtime"]["hooks"]
     assert "fake" in listing["runtimes"]
 
@@ -688,7 +689,7 @@ def test_describe_lists_name_version_and_hooks():
 
     rows = bare_plugins(("hill", Hill({}))).describe()
     assert rows == [
-        {"name": "ctfhost.defaults", "version": ctfhost.__version__, "distribution": None, "hooks": ["authorize"]},
+        {"name": "ctfhost.forward_auth", "version": ctfhost.__version__, "distribution": None, "hooks": ["authorize"]},
         {"name": "hill", "version": "2.3.0", "distribution": None, "hooks": ["collect_weights"]},
     ]
     runtime_row = bare_plugins(("alpha", Runtime("alpha"))).describe()[0]
@@ -701,7 +702,7 @@ INSTALLED = sorted(importlib.metadata.entry_points(group="ctfhost"), key=lambda 
 
 @pytest.mark.parametrize("entry_point", INSTALLED, ids=[ep.name for ep in INSTALLED])
 def test_installed_plugins_load_and_are_described(entry_point):
-    plugins = Plugins()
+    plugins = Plugins(builtins=BUILTIN_PLUGINS)
     rows = {row["name"]: row for row in plugins.describe()}
     row = rows[entry_point.name]
     assert row["distribution"] == entry_point.dist.name
@@ -712,14 +713,14 @@ def test_installed_plugins_load_and_are_described(entry_point):
 
 @pytest.mark.parametrize("entry_point", INSTALLED, ids=[ep.name for ep in INSTALLED])
 def test_disabled_plugin_is_not_loaded(entry_point):
-    plugins = Plugins(disabled=[f" {entry_point.name} ", ""])
+    plugins = Plugins(disabled=[f" {entry_point.name} ", ""], builtins=BUILTIN_PLUGINS)
     assert plugins.disabled == [entry_point.name]
     assert entry_point.name not in {row["name"] for row in plugins.describe()}
     assert plugins.pm.get_plugin(entry_point.name) is None
 
 
 def test_disabling_the_docker_plugin_removes_its_runtime():
-    plugins = Plugins(disabled=["docker"])
+    plugins = Plugins(disabled=["docker"], builtins=BUILTIN_PLUGINS)
     assert "docker" not in {row["name"] for row in plugins.describe()}
     assert "docker" not in plugins.runtimes()
     with pytest.raises(UnknownRuntime, match="is the plugin providing 'docker' installed"):
@@ -728,12 +729,12 @@ def test_disabling_the_docker_plugin_removes_its_runtime():
 
 def test_an_unknown_disabled_plugin_fails_loudly_with_the_installed_names():
     with pytest.raises(UnknownPlugin) as caught:
-        Plugins(disabled=["dockr", "docker"])
+        Plugins(disabled=["dockr", "docker"], builtins=BUILTIN_PLUGINS)
     message = str(caught.value)
     assert "CTFHOST_DISABLED_PLUGINS names 'dockr', which is not installed" in message
     for entry_point in INSTALLED:
         assert entry_point.name in message
-    assert "ctfhost.defaults" in message
+    assert "ctfhost.forward_auth" in message
 
 
 def test_an_unknown_disabled_plugin_stops_the_app(test_env):

@@ -6,7 +6,7 @@ from marshmallow import Schema, fields, validate
 
 from ctfhost.api.auth import API_KEY, TEAM, Blueprint
 from ctfhost.api.instances import own
-from ctfhost.defaults import HTML, page
+from ctfhost.builtin.forward_auth import HTML, page
 from ctfhost.plugins import get_plugins
 from ctfhost.services import access as service
 from ctfhost.services import instances

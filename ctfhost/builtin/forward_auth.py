@@ -1,4 +1,8 @@
-"""The core's own hook implementations, registered trylast so installed plugins win."""
+"""The forward-auth policy: access links, instance-bound cookies, and the pages a turned-away browser sees.
+
+The core's `authorize` implementation, registered `trylast` (as plugin
+`ctfhost.forward_auth`) so an installed plugin's policy wins.
+"""
 
 import urllib.parse
 
