@@ -349,3 +349,22 @@ def test_plugin_readme_defaults_are_the_codes(plugin):
     assert compared, f"no setting of plugins/{plugin} has both a literal default and a one-value README row"
     wrong = [f"{name}: README `{table[name]}`, code {code[name]!r}" for name in compared if not same_value(table[name], code[name])]
     assert not wrong, f"plugins/{plugin}/README.md states defaults the code does not have: {wrong}"
+
+
+# a repository path in backticks: `ctfhost/worker/agent.py`, `plugins/docker_runtime/tests/test_hardening.py`
+DOC_PATH = re.compile(r"`((?:ctfhost|plugins|tests|deploy|scripts|bench|docs)/[A-Za-z0-9_./-]+)`")
+# a relative Markdown link: [kata](../plugins/kata_runtime/README.md)
+DOC_LINK = re.compile(r"\]\(([^)#:\s]+)(?:#[^)]*)?\)")
+
+
+def test_files_the_docs_name_exist():
+    missing = []
+    for path in doc_files():
+        text = path.read_text(encoding="utf-8")
+        for named in sorted(set(DOC_PATH.findall(text))):
+            if not (ROOT / named).exists() and not (path.parent / named).exists():
+                missing.append(f"{path.relative_to(ROOT)}: {named}")
+        for link in sorted(set(DOC_LINK.findall(text))):
+            if not (path.parent / link).exists():
+                missing.append(f"{path.relative_to(ROOT)}: ({link})")
+    assert not missing, f"the docs name files that do not exist: {missing}"
