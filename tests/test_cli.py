@@ -55,7 +55,7 @@ def test_plugins_lists_every_plugin_with_version_and_hooks(cli):
             blocks[name] = (version, next_line.split(":", 1)[1].strip())
     assert blocks["docker"][0] == ["0.1.0"]
     assert blocks["traefik"][0] == ["0.1.0"]
-    for hook in ("launch", "destroy", "register_runtimes", "validate_challenge"):
+    for hook in ("launch", "destroy", "register_runtimes", "runtime_options"):
         assert hook in blocks["docker"][1]
         assert hook in blocks["fake-runtime"][1]
     for hook in ("route", "register_blueprints", "register_commands"):
