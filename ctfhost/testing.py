@@ -79,6 +79,7 @@ class FakeRuntime:
     """
 
     name = "fake"
+    server_class = http.server.ThreadingHTTPServer  # bound at class creation: a module-level http() helper may shadow the package
 
     def __init__(self):
         self.servers = {}
@@ -97,7 +98,7 @@ class FakeRuntime:
         self.launched.append(instance.id)
         if challenge.options.get("fail"):
             raise LaunchError(challenge.options["fail"])
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        server = self.server_class(("127.0.0.1", 0), _Handler)
         server.content = f"fake instance {instance.id} of {challenge.id}\n"
         server.echo_headers = bool(challenge.options.get("echo_headers"))
         threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -7,7 +7,6 @@ import pytest
 import yaml
 
 from ctfhost.plugin_api import LaunchError
-from ctfhost.plugins import get_plugins
 from ctfhost_plugin_kata import DEFAULT_OVERHEAD_CPU, DEFAULT_OVERHEAD_MEMORY, DEFAULT_RUNTIME_CLASS
 from ctfhost_plugin_kata import runtime as kata  # the registered KubernetesRuntime(KATA)
 from ctfhost_plugin_kctf import runtime as kctf
@@ -18,7 +17,9 @@ RUNTIME_CLASS_MANIFEST = pathlib.Path(__file__).parents[3] / "deploy" / "kuberne
 
 
 def test_both_kubernetes_runtimes_are_installed(app):
-    assert {"kctf", "kata-firecracker"} <= set(get_plugins().runtimes())
+    result = app.test_cli_runner().invoke(args=["ctfhost", "plugins", "--json"])
+    assert result.exit_code == 0, result.output
+    assert {"kctf", "kata-firecracker"} <= set(json.loads(result.output)["runtimes"])
 
 
 def test_the_pod_runs_in_the_kata_runtime_class_without_nsjails_privileges(kube_cluster):

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from ctfhost.plugin_api import LaunchError, TransientError
-from ctfhost.plugins import get_plugins
+from ctfhost.testing import run_jobs
 from ctfhost_plugin_kctf import runtime as kctf  # the registered KubernetesRuntime(KCTF)
 from ctfhost_plugin_kctf import settings as kube_settings
 from ctfhost_plugin_kctf.manifests import KCTF, build, label_value
@@ -317,13 +317,16 @@ def test_inspect_reports_the_pod_state(kube_cluster):
     assert kctf.inspect(instance, worker).reason == "the pod is gone"
 
 
-def test_the_core_calls_kctf_only_for_its_runtime(app, kube_cluster):
-    plugins = get_plugins(app)
-    challenge, instance, worker = make_rows("fake")
-    assert plugins.inspect(instance, worker).reason == "the fake server is gone"  # the fake runtime answered
-    assert plugins.destroy(instance, worker) is True
-    assert plugins.reconcile(worker, "fake", []) == set()
-    assert kube_cluster.requests() == []  # kctf's hooks never ran
+def test_the_core_calls_kctf_only_for_its_runtime(app, api, redis_server, worker_id, kube_cluster):
+    # another runtime's instance, launched and destroyed: kctf's hooks, which check no runtime name, never run
+    body = {"id": "web-other", "name": "o", "runtime": "fake", "image": "fake/web", "port": 80}
+    assert api.post("/api/v1/challenges", json=body).status_code == 201
+    launched = api.post("/api/v1/instances", json={"team_id": 1, "challenge_id": "web-other"}).get_json()
+    run_jobs(app, worker_id)
+    assert api.get(f"/api/v1/instances/{launched['id']}").get_json()["status"] == "running"
+    assert api.delete(f"/api/v1/instances/{launched['id']}").status_code in (200, 202, 204)
+    run_jobs(app, worker_id)
+    assert kube_cluster.requests() == []
 
 
 # -- reconcile --------------------------------------------------------------------
@@ -588,9 +591,8 @@ def test_check_runtime_needs_a_usable_configuration(app, monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     for key in [k for k in app.config if k.startswith("CTFHOST_K8S_")]:
         monkeypatch.delitem(app.config, key)
-    reason = get_plugins(app).check_runtime("kctf", worker)
+    reason = kctf.check_runtime("kctf", worker)
     assert reason and "no usable Kubernetes configuration" in reason
     monkeypatch.setitem(app.config, "CTFHOST_K8S_API_URL", "https://127.0.0.1:6443")
     monkeypatch.setitem(app.config, "CTFHOST_K8S_TOKEN", "t")
-    assert get_plugins(app).check_runtime("kctf", worker) is None
-    assert get_plugins(app).check_runtime("kata-firecracker", worker) is None
+    assert kctf.check_runtime("kctf", worker) is None
