@@ -7,6 +7,8 @@ theirs through a settings helper (`setting("NETWORK")` with the plugin's prefix,
 """
 
 import ast
+import functools
+import os
 import re
 from pathlib import Path
 
@@ -38,12 +40,16 @@ SKIPPED_DIRS = {".git", ".venv", ".pytest_cache", "__pycache__", "node_modules",
 
 def source_files(pattern):
     """Files of the repository matching `pattern`, outside virtualenvs, caches and build output."""
-    for path in sorted(ROOT.rglob(pattern)):
-        if not path.is_file():  # moved away while the scan ran
-            continue
-        parts = path.relative_to(ROOT).parts
-        if not SKIPPED_DIRS.intersection(parts) and not any(part.endswith(".egg-info") for part in parts):
-            yield path
+    return [path for path in repository_files() if path.match(pattern) and path.is_file()]
+
+
+@functools.lru_cache(maxsize=1)
+def repository_files():
+    found = []
+    for directory, subdirectories, files in os.walk(ROOT):
+        subdirectories[:] = sorted(d for d in subdirectories if d not in SKIPPED_DIRS and not d.endswith(".egg-info"))
+        found.extend(Path(directory) / name for name in sorted(files))
+    return found
 
 
 def is_test(path):
@@ -184,16 +190,17 @@ def code_reads():
     return reads
 
 
+@functools.lru_cache(maxsize=1)
 def names_read_anywhere():
     """Names read by code, tests (opt-in test switches) or manifests (deploy/): what the docs may name."""
-    names = set(code_reads())
+    names = set(READS)
     for path in source_files("*.py"):
         if is_test(path) and path != Path(__file__).resolve():
             names |= names_read_by(path, "CTFHOST_")
     for pattern in ("*.yaml", "*.yml"):
         for path in source_files(pattern):
             names.update(DOC_NAME.findall(path.read_text(encoding="utf-8")))
-    return names
+    return frozenset(names)
 
 
 def doc_files():
