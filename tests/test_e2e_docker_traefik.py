@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from ctfhost import devstack
-from ctfhost.testing import TEST_CONTENT
+from ctfhost.testing import wait_until
+from ctfhost_plugin_docker.testing import TEST_CONTENT
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.traefik]
 
@@ -52,7 +52,7 @@ def containers_of(docker_client, instance_id):
 
 
 def wait_gone(docker_client, instance_id, timeout=30):
-    devstack.wait_until(lambda: not containers_of(docker_client, instance_id), timeout, what="the container to go")
+    wait_until(lambda: not containers_of(docker_client, instance_id), timeout, what="the container to go")
 
 
 def open_as_team(live_server, traefik_proxy, instance):
@@ -63,7 +63,7 @@ def open_as_team(live_server, traefik_proxy, instance):
 
 
 def wait_route_dropped(traefik_proxy, instance):
-    devstack.wait_until(lambda: f"ctfhost-{instance['id']}@http" not in traefik_proxy.routers(), 10,
+    wait_until(lambda: f"ctfhost-{instance['id']}@http" not in traefik_proxy.routers(), 10,
                         what="Traefik to drop the route")
 
 
@@ -138,7 +138,7 @@ def test_expiry_destroys_instance(live_server, traefik_proxy, worker_agent, test
     expired = wait_status(live_server, instance["id"], {"expired", "destroyed", "error"}, timeout=3 + 15)
     assert expired["status"] == "expired"
     # the agent withdraws the route right after it commits the status
-    devstack.wait_until(lambda: f"Host(`{hostname_of(instance)}`)" not in routed_hosts(live_server), 2,
+    wait_until(lambda: f"Host(`{hostname_of(instance)}`)" not in routed_hosts(live_server), 2,
                         what="the route to leave the config")
     wait_gone(docker_client, instance["id"])
     wait_route_dropped(traefik_proxy, instance)
@@ -214,7 +214,7 @@ def test_reconcile_after_worker_killed_mid_launch(live_server, traefik_proxy, wo
     assert wait_status(live_server, lost["id"], {"running", "error"})["status"] == "running"
 
     instance = launch(live_server, challenge="web-killed")
-    devstack.wait_until(lambda: containers_of(docker_client, instance["id"]), 30, what="the container to be created")
+    wait_until(lambda: containers_of(docker_client, instance["id"]), 30, what="the container to be created")
     assert live_server.call("GET", f"/api/v1/instances/{instance['id']}")[1]["status"] == "pending"
 
     worker_agent.kill()  # SIGKILL to the agent and its RQ workers: a crash mid-launch
@@ -227,7 +227,7 @@ def test_reconcile_after_worker_killed_mid_launch(live_server, traefik_proxy, wo
     assert "interrupted" in failed["error"]
     wait_gone(docker_client, instance["id"])
     assert wait_status(live_server, lost["id"], {"error"}, timeout=30)["status"] == "error"
-    devstack.wait_until(lambda: not docker_client.containers.list(all=True, filters={"id": orphan.id}), 30,
+    wait_until(lambda: not docker_client.containers.list(all=True, filters={"id": orphan.id}), 30,
                         what="the orphan container to be removed")
 
 
@@ -256,7 +256,7 @@ def test_killing_only_the_agent_kills_its_rq_workers_and_the_next_agent_recovers
     )
     create_challenge(live_server, test_image, id="web-after")
     instance = launch(live_server, challenge="web-orphaned")
-    devstack.wait_until(lambda: containers_of(docker_client, instance["id"]), 30, what="the container to be created")
+    wait_until(lambda: containers_of(docker_client, instance["id"]), 30, what="the container to be created")
     agent_pid = worker_agent.service.pid
     children = children_of(agent_pid)
     assert len(children) >= 2  # RQ workers and the scheduler
@@ -264,7 +264,7 @@ def test_killing_only_the_agent_kills_its_rq_workers_and_the_next_agent_recovers
     os.kill(agent_pid, signal.SIGKILL)  # the agent only, not its process group
     # its RQ workers die with it, the one busy launching included: no job
     # finishes behind the back of the next agent
-    devstack.wait_until(lambda: not [pid for pid in children if _alive(pid)], 5,
+    wait_until(lambda: not [pid for pid in children if _alive(pid)], 5,
                         what="the agent's RQ workers to die with it")
 
     worker_agent.start()  # the next agent takes the worker over at once and fails the dead launch

@@ -4,9 +4,9 @@
 import pytest
 import requests
 
-from ctfhost import devstack
+from ctfhost.testing import wait_until
 from ctfhost.services import access
-from ctfhost.testing import TEST_CONTENT
+from ctfhost_plugin_docker.testing import TEST_CONTENT
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.traefik]
 
@@ -30,7 +30,7 @@ def wait_running(live_server, instance_id, key=None):
     def status():
         return live_server.call("GET", f"/api/v1/instances/{instance_id}")[1]
 
-    devstack.wait_until(lambda: status()["status"] != "pending", 60, what="the launch")
+    wait_until(lambda: status()["status"] != "pending", 60, what="the launch")
     instance = status()
     assert instance["status"] == "running", instance["error"]
     return instance
@@ -107,5 +107,5 @@ def test_only_the_owning_team_reaches_its_instance(app, live_server, guarded, wo
 
     # after delete nothing answers
     assert as_team(live_server, team_a, "DELETE", f"/api/v1/instances/{fresh['id']}")[0] == 204
-    devstack.wait_until(lambda: browser_a.get(fresh["endpoint"] + "/", timeout=10).status_code == 404, 10,
+    wait_until(lambda: browser_a.get(fresh["endpoint"] + "/", timeout=10).status_code == 404, 10,
                         what="the deleted instance to stop answering")

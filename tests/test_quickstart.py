@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from ctfhost import devstack
+from ctfhost.testing import port_open
+from ctfhost_dev import demo as devdemo
 from ctfhost.testing import need
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,25 +86,25 @@ def test_stop_started_stops_only_what_the_demo_started_and_says_what_it_leaves(t
 
 
 def containers_of_demo(docker_client):
-    return docker_client.containers.list(all=True, filters={"label": f"ctfhost.worker={devstack.DEMO_WORKER}"})
+    return docker_client.containers.list(all=True, filters={"label": f"ctfhost.worker={devdemo.DEMO_WORKER}"})
 
 
 @pytest.mark.docker
 @pytest.mark.redis
 @pytest.mark.traefik
 def test_demo_then_demo_stop_leaves_no_container_network_or_process(tmp_path, docker_client, redis_server):
-    ports = (devstack.APP_PORT, devstack.WEB_PORT, devstack.TRAEFIK_API_PORT)
-    need(not any(devstack.port_open(port) for port in ports), f"ports {ports} on 127.0.0.1 are in use")
-    need(not docker_client.networks.list(names=[devstack.DEMO_NETWORK]), "a `make demo` is running here")
+    ports = (devdemo.APP_PORT, devdemo.WEB_PORT, devdemo.TRAEFIK_API_PORT)
+    need(not any(port_open(port) for port in ports), f"ports {ports} on 127.0.0.1 are in use")
+    need(not docker_client.networks.list(names=[devdemo.DEMO_NETWORK]), "a `make demo` is running here")
     database = tmp_path / "demo.sqlite3"
     env = dict(os.environ, CTFHOST_DATABASE_URL=f"sqlite:///{database}",
                CTFHOST_REDIS_URL=os.environ.get("CTFHOST_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
 
     def make(target):  # what `make demo` / `make demo-stop` run, in a directory of the test's own
-        return subprocess.run([sys.executable, "-m", "ctfhost.devstack", target], cwd=tmp_path, env=env,
+        return subprocess.run([sys.executable, "-m", "ctfhost_dev", target], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=300)
 
-    directory = str(tmp_path / devstack.DEMO_DIR)
+    directory = str(tmp_path / devdemo.DEMO_DIR)
     try:
         started = make("demo")
         assert started.returncode == 0, started.stdout + started.stderr
@@ -112,7 +113,7 @@ def test_demo_then_demo_stop_leaves_no_container_network_or_process(tmp_path, do
         assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
         with open(key_file) as handle:
             key = handle.read().strip()
-        pids = devstack._demo_pids(directory)
+        pids = devdemo._demo_pids(directory)
         cmdlines = {}
         for name, pid in pids.items():
             with open(f"/proc/{pid}/cmdline", "rb") as handle:
@@ -120,7 +121,7 @@ def test_demo_then_demo_stop_leaves_no_container_network_or_process(tmp_path, do
         assert b"--no-control-socket" in cmdlines["app"]  # not the user's shared ~/.gunicorn socket
         assert all(key.encode() not in b" ".join(argv) for argv in cmdlines.values())
         (container,) = containers_of_demo(docker_client)
-        assert devstack.DEMO_NETWORK in container.attrs["NetworkSettings"]["Networks"]
+        assert devdemo.DEMO_NETWORK in container.attrs["NetworkSettings"]["Networks"]
     finally:
         stopped = make("demo-stop")
     out = stopped.stdout
@@ -128,10 +129,10 @@ def test_demo_then_demo_stop_leaves_no_container_network_or_process(tmp_path, do
     assert "destroying 1 instance(s) through the API" in out
     assert "their containers are gone" in out
     assert not containers_of_demo(docker_client)
-    assert not docker_client.networks.list(names=[devstack.DEMO_NETWORK])
+    assert not docker_client.networks.list(names=[devdemo.DEMO_NETWORK])
     for pid in pids.values():
-        assert not devstack._group_alive(pid)
-    assert not any(devstack.port_open(port) for port in ports)
+        assert not devdemo._group_alive(pid)
+    assert not any(port_open(port) for port in ports)
     with sqlite3.connect(database) as db:
         assert db.execute("SELECT status FROM instance").fetchall() == [("destroyed",)]
     assert "kept: the image" in out

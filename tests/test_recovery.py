@@ -11,7 +11,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 
-from ctfhost import devstack
+from ctfhost.testing import free_port, port_open, wait_until
 from ctfhost.redis_client import connect, redis_connection
 from ctfhost.worker import queue
 from ctfhost.worker.agent import Agent
@@ -159,7 +159,7 @@ class OwnRedis:
     """A redis-server of this test only, on a free port, persisting to its directory."""
 
     def __init__(self, directory):
-        self.directory, self.port = str(directory), devstack.free_port()
+        self.directory, self.port = str(directory), free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process = None
 
@@ -169,7 +169,7 @@ class OwnRedis:
              "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        devstack.wait_until(lambda: devstack.port_open(self.port), 10, what="redis-server")
+        wait_until(lambda: port_open(self.port), 10, what="redis-server")
 
     def stop(self):
         if self.process and self.process.poll() is None:

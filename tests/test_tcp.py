@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from ctfhost import devstack
+from ctfhost.testing import wait_until
 from ctfhost.testing import run_jobs
 
 ECHO = ["/bin/nc", "-ll", "-p", "1337", "-e", "/bin/sh", "-c", 'echo "hello from $FLAG"; cat']
@@ -87,7 +87,7 @@ def test_tcp_instances_through_traefik_with_sni(live_server, traefik_proxy, work
     first = live_server.call("POST", "/api/v1/instances", {"team_id": "a", "challenge_id": "pwn-echo"})[1]
     second = live_server.call("POST", "/api/v1/instances", {"team_id": "b", "challenge_id": "pwn-echo"})[1]
     for instance in (first, second):
-        devstack.wait_until(
+        wait_until(
             lambda: live_server.call("GET", f"/api/v1/instances/{instance['id']}")[1]["status"] != "pending", 60,
             what="the TCP instance",
         )
@@ -110,7 +110,7 @@ def test_tcp_instances_through_traefik_with_sni(live_server, traefik_proxy, work
         except (OSError, ssl.SSLError):
             return True
 
-    devstack.wait_until(gone, 10, what="the first TCP route to go")
+    wait_until(gone, 10, what="the first TCP route to go")
 
 
 def test_operator_certificate_is_served_for_tcp_instances(app, api, live_server, traefik_proxy, tcp_port_setting):
@@ -156,7 +156,7 @@ def test_operator_certificate_is_served_for_tcp_instances(app, api, live_server,
             except (OSError, ssl.SSLError):
                 return None
 
-        devstack.wait_until(lambda: (c := served()) is not None and c.subject == name, 10, what="Traefik to serve the certificate")
+        wait_until(lambda: (c := served()) is not None and c.subject == name, 10, what="Traefik to serve the certificate")
     finally:
         app.config.pop("CTFHOST_TRAEFIK_DEFAULT_CERT_FILE")
         app.config.pop("CTFHOST_TRAEFIK_DEFAULT_KEY_FILE")

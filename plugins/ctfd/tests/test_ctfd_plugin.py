@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from ctfhost import devstack
+from ctfhost.testing import free_port
 from ctfhost.models import FlagSharingEvent, Instance, utcnow
 from ctfhost.testing import API_KEY, register_fake_worker, run_jobs
 try:
@@ -85,7 +85,7 @@ def shift(instance_id, **seconds):
 
 
 def unreachable():
-    return CtfhostClient(f"http://127.0.0.1:{devstack.free_port()}", API_KEY, timeout=2)
+    return CtfhostClient(f"http://127.0.0.1:{free_port()}", API_KEY, timeout=2)
 
 
 # -- slugs, settings, form fields (no server) ------------------------------------------

@@ -24,9 +24,10 @@ try:  # optional: the panel's JavaScript in Debian's chromium (never a downloade
 except ImportError:
     sync_playwright = None
 
-from ctfhost import devstack
+from ctfhost.testing import Service, free_port, wait_until
 from ctfhost.services import access
-from ctfhost.testing import API_KEY, TEST_CONTENT
+from ctfhost.testing import API_KEY
+from ctfhost_plugin_docker.testing import TEST_CONTENT
 
 # read now: the test_env fixture later removes CTFHOST_* variables it does not know
 CTFD_SRC = os.environ.get("CTFHOST_CTFD_SRC", "").strip()
@@ -65,7 +66,7 @@ class Ctfd:
     )
 
     def __init__(self, root, python, log_path):
-        self.root, self.port = root, devstack.free_port()
+        self.root, self.port = root, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         data = os.path.join(root, ".test-data")
         os.makedirs(data, exist_ok=True)
@@ -79,12 +80,12 @@ class Ctfd:
             "LOG_FOLDER": os.path.join(data, "logs"),
             "UPLOAD_FOLDER": os.path.join(data, "uploads"),
         }
-        self.service = devstack.Service("ctfd", [python, "-c", self.RUN, str(self.port)], env, log_path)
+        self.service = Service("ctfd", [python, "-c", self.RUN, str(self.port)], env, log_path)
 
     def start(self):
         self.service.start()
         try:
-            devstack.wait_until(self.answers, 60, interval=0.2, what="CTFd to start")
+            wait_until(self.answers, 60, interval=0.2, what="CTFd to start")
         except TimeoutError:
             self.service.stop()
             pytest.fail(f"CTFd did not start:\n{self.service.tail(60)}")
@@ -251,7 +252,7 @@ def wait_running(browser, challenge_id):
     def state():
         return browser.api("GET", path).json()["data"]
 
-    devstack.wait_until(lambda: state()["status"] != "pending", WAIT, interval=0.25, what="the instance to start")
+    wait_until(lambda: state()["status"] != "pending", WAIT, interval=0.25, what="the instance to start")
     instance = state()
     assert instance["status"] == "running", instance
     return instance
@@ -361,7 +362,7 @@ def test_ctfhost_challenges_in_a_real_ctfd(app, live_server, ctfd, guarded, work
     assert bob.api("GET", "/api/v1/users/me/fails").json()["meta"]["count"] == fails + 1
     # while ctfhost cannot be reached a flag is not graded, and the attempt is not held against the player
     fails = bob.api("GET", "/api/v1/users/me/fails").json()["meta"]["count"]
-    down = f"http://127.0.0.1:{devstack.free_port()}"
+    down = f"http://127.0.0.1:{free_port()}"
     assert "unreachable" in admin.form("/admin/ctfhost/settings", {"url": down, "public_url": ctfd.url}).text
     state = alice.api("GET", launch_path)
     assert state.status_code == 503 and state.json()["code"] == "unavailable"  # not "no instance": the panel shows Unknown

@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from ctfhost import devstack
+from ctfhost.testing import Service, access_cookie, free_port, http, wait_until
 from ctfhost.plugin_api import LaunchError
 from ctfhost.models import Instance
 from ctfhost.testing import API_KEY
@@ -209,7 +209,7 @@ def test_real_traefik_routes_a_fake_instance(api, app, traefik_proxy, redis_serv
     link = api.post(f"/api/v1/instances/{instance['id']}/access", json={}).json["url"]
     assert traefik_proxy.open_link(link) == (200, f"fake instance {instance['id']} of web-fake\n")
     assert api.delete(f"/api/v1/instances/{instance['id']}").status_code == 204
-    devstack.wait_until(lambda: f"ctfhost-{instance['id']}@http" not in traefik_proxy.routers(), 10,
+    wait_until(lambda: f"ctfhost-{instance['id']}@http" not in traefik_proxy.routers(), 10,
                         what="Traefik to drop the route")
     # the ended host gets ctfhost's page (with its way back), not Traefik's bare "404 page not found"
     status, body = traefik_proxy.fetch(host)
@@ -313,10 +313,10 @@ def test_cli_help_prints_no_forward_auth_warning(tmp_path):
 def test_alias_headers_do_not_reach_the_backend_and_traefik_logs_no_body_size_warning(api, app, traefik_proxy, redis_server):
     """CVE-2026-88011: X.Ctfhost.Team / X_Ctfhost_Team beside the forwardAuth header must not reach the backend."""
     instance = launch_fake(api, app, "web-echo", {"echo_headers": True})
-    devstack.wait_until(lambda: f"ctfhost-{instance['id']}@http" in traefik_proxy.routers(), 10, what="the route")
+    wait_until(lambda: f"ctfhost-{instance['id']}@http" in traefik_proxy.routers(), 10, what="the route")
     host = instance["endpoint"].split("://")[1]
     link = api.post(f"/api/v1/instances/{instance['id']}/access", json={}).json["url"]
-    cookie, _ = devstack.access_cookie(traefik_proxy.web_port, link)
+    cookie, _ = access_cookie(traefik_proxy.web_port, link)
     status, body = traefik_proxy.fetch(
         host, headers={"Cookie": cookie, "X.Ctfhost.Team": "evil", "X_Ctfhost_Team": "evil", "X-Ctfhost-Team": "evil"},
     )
@@ -346,17 +346,17 @@ def test_traefik_gets_the_api_key_from_a_0600_file_never_its_command_line(traefi
 
 
 def test_traefik_run_writes_a_0600_file_and_keeps_the_key_off_the_command_line(api, app, live_server, tmp_path):
-    web, api_port, tls = devstack.free_port(), devstack.free_port(), devstack.free_port()
+    web, api_port, tls = free_port(), free_port(), free_port()
     config_dir = tmp_path / "traefik-conf"
     env = {k: v for k, v in os.environ.items() if k != "CTFHOST_TRAEFIK_FORWARD_AUTH"}
-    service = devstack.Service("traefik-run", [
+    service = Service("traefik-run", [
         sys.executable, "-m", "flask", "--app", "ctfhost", "ctfhost", "traefik", "run",
         "--config-url", f"{live_server.url}/api/v1/traefik/config", "--config-dir", str(config_dir),
         "--web-address", f"127.0.0.1:{web}", "--websecure-address", f"127.0.0.1:{tls}",
         "--api-address", f"127.0.0.1:{api_port}",
     ], env, str(tmp_path / "run.log")).start()
     try:
-        devstack.wait_until(lambda: devstack.http("GET", f"http://127.0.0.1:{api_port}/ping")[0] == 200, 30,
+        wait_until(lambda: http("GET", f"http://127.0.0.1:{api_port}/ping")[0] == 200, 30,
                             what=f"traefik run to start:\n{service.tail()}")
         with open(f"/proc/{service.pid}/cmdline", "rb") as handle:  # the same pid: run execs traefik
             cmdline = handle.read()
@@ -367,8 +367,8 @@ def test_traefik_run_writes_a_0600_file_and_keeps_the_key_off_the_command_line(a
         # and it works: Traefik polls ctfhost with the key from the file and loads the routes
         instance = launch_fake(api, app, "web-run")
         router = f"ctfhost-{instance['id']}@http"
-        devstack.wait_until(
-            lambda: router in str(devstack.http("GET", f"http://127.0.0.1:{api_port}/api/http/routers")[1]), 15,
+        wait_until(
+            lambda: router in str(http("GET", f"http://127.0.0.1:{api_port}/api/http/routers")[1]), 15,
             what=f"traefik run to load the route:\n{service.tail()}",
         )
     finally:

@@ -1,0 +1,1 @@
+"""The development stack behind `make demo` (not shipped: a distribution of its own, installed by the Makefile)."""
