@@ -91,9 +91,9 @@ def test_shipped_plugins_import_nothing_from_ctfhost_but_the_plugin_api():
 
 @pytest.mark.xfail(
     strict=True,
-    reason="plugin tests and fixtures still reach ctfhost.models, ctfhost.plugins, ctfhost.worker, "
-    "ctfhost.services and ctfhost.devstack for rows and integration checks; remove this mark once "
-    "ctfhost.testing offers what they need",
+    reason="plugin tests and fixtures still build rows with ctfhost.models and reach ctfhost.worker, "
+    "ctfhost.services and ctfhost.plugins for integration checks; remove this mark once ctfhost.testing "
+    "offers what they need",
 )
 def test_plugin_tests_use_only_the_plugin_api_and_the_test_helpers():
     assert violations(plugin_test_side(), TEST_HELPERS) == []
