@@ -1,6 +1,6 @@
 """Every hook ctfhost calls, with what it is called with and what it expects back.
 
-Plugins implement these with ``@ctfhost.hookimpl``. Arguments keep the same
+Plugins implement these with ``@hookimpl`` from :mod:`ctfhost.plugin_api`. Arguments keep the same
 names across hooks: ``app``, ``challenge``, ``instance``, ``request``,
 ``worker``, ``runtime``. An implementation may accept any subset of them.
 
@@ -105,9 +105,9 @@ def launch(challenge, instance, worker, timeout):
         the core (the challenge's ``readiness_timeout`` option, else
         ``CTFHOST_READINESS_TIMEOUT_SECONDS``); a runtime that waits for
         readiness itself gives up after it.
-    :return: a :class:`ctfhost.hooktypes.Backend`. Raise
-        :class:`ctfhost.hooktypes.LaunchError` for a failure to show the
-        player (bad image, exit), :class:`ctfhost.hooktypes.TransientError`
+    :return: a :class:`ctfhost.plugin_api.Backend`. Raise
+        :class:`ctfhost.plugin_api.LaunchError` for a failure to show the
+        player (bad image, exit), :class:`ctfhost.plugin_api.TransientError`
         for one worth retrying.
     """
 
@@ -123,7 +123,7 @@ def inspect(instance, worker):
 
     :param instance: the :class:`ctfhost.models.Instance`.
     :param worker: the :class:`ctfhost.models.Worker` holding it.
-    :return: a :class:`ctfhost.hooktypes.RuntimeState`, or ``None`` when the
+    :return: a :class:`ctfhost.plugin_api.RuntimeState`, or ``None`` when the
         runtime cannot tell.
     """
 
@@ -190,7 +190,7 @@ def wait_routed(instance, timeout):
 
     :param instance: the :class:`ctfhost.models.Instance` being launched.
     :param timeout: seconds to wait at most.
-    :return: ignored. Raise :class:`ctfhost.hooktypes.LaunchError` when the
+    :return: ignored. Raise :class:`ctfhost.plugin_api.LaunchError` when the
         proxy did not take the route in time.
     """
 
@@ -207,7 +207,7 @@ def authorize(request, instance):
     :param request: the Flask request (headers include ``X-Forwarded-Host``,
         ``X-Forwarded-Uri``, ``X-Forwarded-Method``, cookies).
     :param instance: the active :class:`ctfhost.models.Instance` for the host.
-    :return: a :class:`ctfhost.hooktypes.AccessDecision`.
+    :return: a :class:`ctfhost.plugin_api.AccessDecision`.
     """
 
 
