@@ -29,11 +29,23 @@ from ctfhost import hookimpl, schema
 from ctfhost.app import create_app
 from ctfhost.db import database, open_database
 from ctfhost.hooktypes import Backend, LaunchError, RuntimeOptions, RuntimeState
-from ctfhost.models import MODELS, Worker
+from ctfhost.models import ACTIVE, MODELS, Challenge, FlagSharingEvent, Instance, Worker, utcnow
 from ctfhost.plugins import get_plugins
 from ctfhost.redis_client import redis_connection
+from ctfhost.services.access import COOKIE_NAME as ACCESS_COOKIE
+from ctfhost.services.instances import destroy_instance
+from ctfhost.worker import lifecycle
 from ctfhost.worker.jobs import JobWorker
 from ctfhost.worker.queue import worker_queue
+
+# What plugin tests may use of the core besides ctfhost.plugin_api: rows to
+# build and inspect, the lifecycle a worker's jobs run, the access cookie's
+# name. Plugin tests import these from here, never from the core's modules
+# (tests/test_plugin_api.py checks it), so the core can move them freely.
+TEST_SURFACE = [
+    "ACCESS_COOKIE", "ACTIVE", "Challenge", "FlagSharingEvent", "Instance", "Worker", "destroy_active_instances",
+    "get_plugins", "lifecycle", "utcnow",
+]
 
 API_KEY = "test-api-key"
 ADMIN_TOKEN = "test-admin-token"
@@ -529,6 +541,16 @@ def live_server(app, redis_server):
 
 
 
+
+
+def destroy_active_instances(app):
+    """End every active instance (as DELETE does) and queue the removal of its resources."""
+    with app.app_context():
+        for instance in Instance.select().where(Instance.status.in_(list(ACTIVE))):
+            try:
+                destroy_instance(instance.id)
+            except Exception:  # already ending, or its worker is gone: cleanup goes on for the others
+                pass
 
 
 # -- running jobs in the test process ----------------------------------------

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ctfhost import plugin_api
+from ctfhost import plugin_api, testing
 from ctfhost.hooktypes import CoreOptions
 from ctfhost.testing import FakeOptions
 from ctfhost_plugin_docker.options import DockerOptions
@@ -89,12 +89,11 @@ def test_shipped_plugins_import_nothing_from_ctfhost_but_the_plugin_api():
     assert violations(plugin_code(), {API}) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plugin tests and fixtures still build rows with ctfhost.models and reach ctfhost.worker, "
-    "ctfhost.services and ctfhost.plugins for integration checks; remove this mark once ctfhost.testing "
-    "offers what they need",
-)
+def test_the_test_surface_exists():
+    for name in testing.TEST_SURFACE:
+        assert hasattr(testing, name), name
+
+
 def test_plugin_tests_use_only_the_plugin_api_and_the_test_helpers():
     assert violations(plugin_test_side(), TEST_HELPERS) == []
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from ctfhost.testing import free_port
-from ctfhost.models import FlagSharingEvent, Instance, utcnow
+from ctfhost.testing import FlagSharingEvent, Instance, Worker, get_plugins, utcnow
 from ctfhost.testing import API_KEY, register_fake_worker, run_jobs
 try:
     from ctfhost_plugin_ctfd import install
@@ -492,8 +492,6 @@ def test_quota_cooldown_capacity_and_unknown_challenge(app, api, ctfhost, worker
     missing = player.launch("no-such-1")
     assert missing.status == 404 and missing.body["code"] == "not_set_up"
 
-    from ctfhost.models import Worker
-
     Worker.update(max_instances=0).where(Worker.id == worker_id).execute()  # full
     capacity = Player(ctfhost, 10).launch("web-q-1")
     assert capacity.status == 503 and capacity.body["code"] == "capacity" and capacity.body["message"] == messages.CAPACITY
@@ -593,8 +591,6 @@ def test_users_and_teams_never_share_a_ctfhost_team_id(app, ctfhost, challenge, 
 
 
 def test_the_admin_page_says_whether_players_can_launch(app, api, ctfhost, challenge, worker_id):
-    from ctfhost.models import Worker
-
     ready = checks.launch_check(ctfhost, challenge["id"], "fake")
     assert ready.level == "success" and "1 active worker(s) serve runtime 'fake'" in ready.text
     Worker.update(max_instances=0).where(Worker.id == worker_id).execute()
@@ -707,8 +703,6 @@ def test_signin_refusals(app, ctfhost, challenge, worker_id):
 
 
 def test_the_plugin_is_loaded_by_ctfhost(app):
-    from ctfhost.plugins import get_plugins
-
     rows = {row["name"]: row for row in get_plugins(app).describe()}
     assert rows["ctfd"]["distribution"] == "ctfhost-plugin-ctfd"
     assert rows["ctfd"]["hooks"] == ["register_commands"]

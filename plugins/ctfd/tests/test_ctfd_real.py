@@ -25,7 +25,7 @@ except ImportError:
     sync_playwright = None
 
 from ctfhost.testing import Service, free_port, wait_until
-from ctfhost.services import access
+from ctfhost.testing import ACCESS_COOKIE
 from ctfhost.testing import API_KEY
 from ctfhost_plugin_docker.testing import TEST_CONTENT
 
@@ -321,7 +321,7 @@ def test_ctfhost_challenges_in_a_real_ctfd(app, live_server, ctfd, guarded, work
     assert hops[0] == f"127.0.0.1:{ctfd.port}" and all(h.endswith(".localhost:" + str(guarded.web_port)) for h in hops[1:])
     # CTFd's session cookie stays with CTFd: the instance only saw its own access cookie
     sent = opened.request.headers.get("Cookie", "")
-    assert access.COOKIE_NAME in sent and "session=" not in sent
+    assert ACCESS_COOKIE in sent and "session=" not in sent
 
     # -- straight to the instance's address: forward-auth signs the browser in through CTFd
     alice_again = Browser(ctfd)

@@ -5,7 +5,6 @@ image is built with ``docker import`` from Debian's static busybox, so no
 registry is needed.
 """
 
-import contextlib
 import io
 import os
 import socket
@@ -17,7 +16,7 @@ import uuid
 import docker
 import pytest
 
-from ctfhost.testing import need, wait_until, worker_process
+from ctfhost.testing import Worker, destroy_active_instances, need, wait_until, worker_process
 
 BUSYBOX = "/bin/busybox"
 
@@ -123,8 +122,6 @@ class WorkerAgent:
         return self
 
     def wait_registered(self, timeout=60):
-        from ctfhost.models import Worker
-
         def registered():
             if not self.service.alive():
                 raise RuntimeError(f"the worker agent exited:\n{self.service.tail()}")
@@ -169,13 +166,7 @@ def worker_agent(worker_agent_session, docker_client, app):
         agent.start()
     agent.wait_registered()
     yield agent
-    from ctfhost.models import ACTIVE, Instance
-    from ctfhost.services.instances import destroy_instance
-
-    with app.app_context():
-        for instance in Instance.select().where(Instance.status.in_(list(ACTIVE))):
-            with contextlib.suppress(Exception):
-                destroy_instance(instance.id)
+    destroy_active_instances(app)
     deadline = time.monotonic() + 30
     while agent.containers(docker_client) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 import ctfhost_plugin_docker
-from ctfhost.models import Challenge, Instance, Worker
+from ctfhost.testing import Challenge, Instance, Worker
 from ctfhost.plugin_api import LaunchError
 from ctfhost_plugin_docker import containers
 

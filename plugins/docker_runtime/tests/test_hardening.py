@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from ctfhost.models import Challenge, Instance, Worker
+from ctfhost.testing import Challenge, Instance, Worker
 from ctfhost_plugin_docker.testing import TEST_IMAGE
 from ctfhost_plugin_docker import containers
 

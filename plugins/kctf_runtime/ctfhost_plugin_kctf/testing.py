@@ -26,7 +26,7 @@ import uuid
 
 import pytest
 
-from ctfhost.testing import need
+from ctfhost.testing import Challenge, Instance, Worker, need
 
 KUBERNETES_VERSION = "1.37.0"  # the schema version objects are validated against
 
@@ -356,8 +356,6 @@ def extra_config_errors(api, body):
 
 def make_rows(runtime, options=None, flag=None, worker_id=None, **changes):
     """An unsaved challenge, instance and worker for calling a runtime's hooks directly."""
-    from ctfhost.models import Challenge, Instance, Worker
-
     values = {
         "id": "pwn-kube", "name": "k", "runtime": runtime, "image": "registry.example/pwn:1", "port": 1337,
         "cpu_count": 1, "memory_mb": 512, "extra_config": json.dumps(options or {}),

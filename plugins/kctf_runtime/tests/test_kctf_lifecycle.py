@@ -5,8 +5,8 @@ import uuid
 
 import pytest
 
-from ctfhost.models import Instance
-from ctfhost.worker import lifecycle
+from ctfhost.testing import Instance
+from ctfhost.testing import lifecycle
 from ctfhost_plugin_kctf.testing import validate_strict, waiting_status
 
 pytestmark = pytest.mark.usefixtures("redis_server")

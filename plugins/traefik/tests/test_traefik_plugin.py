@@ -12,7 +12,7 @@ import yaml
 
 from ctfhost.testing import Service, access_cookie, free_port, http, wait_until
 from ctfhost.plugin_api import LaunchError
-from ctfhost.models import Instance
+from ctfhost.testing import Instance
 from ctfhost.testing import API_KEY
 from ctfhost_plugin_traefik import config_cache, dynamic, readiness
 from ctfhost_plugin_traefik.settings import RenderOptions, options
