@@ -21,9 +21,9 @@ def register_commands(cli):
 
 @hookimpl
 def route(instance, action):
-    # The config is rendered from the database; a route change only has to
-    # invalidate the cached rendering in every web process.
-    config_cache.invalidate()
+    # The config is rendered from the database; every web process re-reads
+    # this one instance and replaces its fragment (config_cache.py).
+    config_cache.invalidate(instance.id)
 
 
 @hookimpl

@@ -1,11 +1,24 @@
-"""The rendered config, cached per process and invalidated through a Redis counter.
+"""The rendered config, kept per process as per-instance fragments and brought up to date from a Redis change log.
 
 Traefik polls often (a short poll interval is what makes new routes go live
-fast), so a poll must be cheap: one Redis GET, and a database query only
-after a route changed somewhere.
+fast), so a poll of an unchanged fleet must be cheap: one Redis round-trip,
+then the bytes this process already holds. A route change costs one
+instance's work: the `route` hook appends the instance's id to a change log
+in Redis (`ctfhost:traefik:changes`, numbered by the counter
+`ctfhost:traefik:generation`); each web process re-reads only the changed
+instances from the database, replaces their fragments and joins the body
+again. The body is byte-identical to `dynamic.dumps(dynamic.render(...))`
+of the whole fleet.
+
+A process renders the whole fleet when it starts, when it fell further
+behind than the log keeps, or when Redis lost the log (flushed or restarted:
+the random `ctfhost:traefik:epoch` then changes). While Redis cannot be
+reached it serves what it has for at most CTFHOST_TRAEFIK_CACHE_SECONDS,
+then renders the whole fleet on each poll.
 """
 
 import logging
+import secrets
 import threading
 import time
 
@@ -18,39 +31,146 @@ from ctfhost_plugin_traefik.settings import options
 log = logging.getLogger(__name__)
 
 GENERATION_KEY = "ctfhost:traefik:generation"
+CHANGES_KEY = "ctfhost:traefik:changes"
+EPOCH_KEY = "ctfhost:traefik:epoch"
+# entries kept in the change log: a process further behind renders the whole fleet
+CHANGE_LOG_LENGTH = 10000
+# a change whose instance is unknown (invalidate() without an id): everyone renders the whole fleet
+EVERYTHING = "*"
+# rendered configs kept per process, one per set of render options (e.g. two Traefiks polling two addresses)
+STATES_KEPT = 4
+
+# Both scripts run atomically in Redis, so a generation and its log entry
+# are never seen apart. Entries are "<generation> <instance id>".
+_RECORD = """
+local generation = redis.call('INCR', KEYS[1])
+redis.call('RPUSH', KEYS[2], generation .. ' ' .. ARGV[1])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+redis.call('SETNX', KEYS[3], ARGV[3])
+return generation
+"""
+# -> {epoch, generation[, entries after ARGV[1]]}; no entries when the caller is current, new or too far behind
+_READ = """
+local epoch = redis.call('GET', KEYS[3])
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('SET', KEYS[3], epoch)
+end
+local generation = tonumber(redis.call('GET', KEYS[1]) or '0')
+local since = tonumber(ARGV[1])
+if since < 0 or since >= generation or generation - since > tonumber(ARGV[3]) then
+  return {epoch, generation}
+end
+return {epoch, generation, redis.call('LRANGE', KEYS[2], since - generation, -1)}
+"""
 
 _lock = threading.Lock()
-_cached = {"key": None, "body": None, "at": 0.0}
+_states = {}  # (options, certificate) -> _Rendered
 
 
-def invalidate():
-    """Tell every process that the routed set changed."""
-    _cached["key"] = None
+def _script(source):
+    # registered per connection: redis-py loads it again after a Redis restart (NOSCRIPT)
+    return redis_connection().register_script(source)
+
+
+def invalidate(instance_id=None):
+    """Tell every process that this instance's route changed (None: that anything may have changed)."""
     try:
-        redis_connection().incr(GENERATION_KEY)
-    except Exception as exc:  # the cache then expires by age instead
-        log.warning("could not bump %s: %s", GENERATION_KEY, exc)
+        _script(_RECORD)(
+            keys=[GENERATION_KEY, CHANGES_KEY, EPOCH_KEY],
+            args=[instance_id or EVERYTHING, CHANGE_LOG_LENGTH, secrets.token_hex(8)],
+        )
+    except Exception as exc:  # other processes then catch up by age (CACHE_SECONDS)
+        log.warning("could not record a route change in %s: %s", CHANGES_KEY, exc)
+        with _lock:
+            _states.clear()
 
 
-def _generation():
-    try:
-        return redis_connection().get(GENERATION_KEY)
-    except Exception:
+class _Rendered:
+    """One process's config for one set of render options: per-instance fragments and the joined body."""
+
+    def __init__(self, render_options, certificate, epoch, generation, rows):
+        self.options, self.certificate = render_options, certificate
+        self.epoch, self.generation = epoch, generation
+        self.routes = dynamic.empty_routes(dynamic.RouteMap)
+        self.kinds = {}  # instance id -> "http" | "tcp"
+        for kind, name, router, service in dynamic.fixed_routes(render_options):
+            self._put(kind, name, router, service)
+        self.apply({}, rows)
+
+    def _put(self, kind, name, router, service):
+        self.routes[kind][0][name] = router
+        self.routes[kind][1][name] = service
+
+    def apply(self, changed_ids, rows):
+        """Drop the fragments of `changed_ids`, add those of `rows` (the ones of them still routed), join again."""
+        for instance_id in changed_ids:
+            kind = self.kinds.pop(instance_id, None)
+            if kind is not None:
+                name = dynamic.router_name(instance_id)
+                self.routes[kind][0].discard(name)
+                self.routes[kind][1].discard(name)
+        for row in rows:
+            kind, name, router, service = dynamic.instance_route(row, self.options)
+            self.kinds[row[0]] = kind
+            self._put(kind, name, router, service)
+        self.body = dynamic.dumps(dynamic.document(self.routes, self.options, self.certificate))
+        self.checked_at = time.monotonic()
+
+
+def _read_changes(state):
+    """(epoch, generation, entries since `state`'s generation or None when they are not all in the log)."""
+    since = -1 if state is None else state.generation
+    reply = _script(_READ)(
+        keys=[GENERATION_KEY, CHANGES_KEY, EPOCH_KEY], args=[since, secrets.token_hex(8), CHANGE_LOG_LENGTH]
+    )
+    epoch, generation = reply[0], int(reply[1])
+    entries = [entry.decode().split(" ", 1) for entry in reply[2]] if len(reply) > 2 else None
+    # the log must hold exactly since+1 .. generation, else something is missing
+    if entries is not None and [int(number) for number, _ in entries] != list(range(since + 1, generation + 1)):
+        entries = None
+    return epoch, generation, entries
+
+
+def _changed(state, epoch, generation, entries):
+    """The instance ids to re-read for `state` to reach `generation`; None when it must render the whole fleet."""
+    if state is None or state.epoch != epoch or generation < state.generation:
         return None
+    if generation == state.generation:
+        return set()
+    if entries is None:
+        return None
+    ids = {instance_id for _, instance_id in entries}
+    return None if EVERYTHING in ids else ids
 
 
 def body():
     """The current config as bytes."""
-    max_age = float(plugin_setting("TRAEFIK", "CACHE_SECONDS", 5))
-    # read the generation before the rows: a change committed after this read
-    # bumps the counter again, so the next poll renders afresh
-    generation = _generation()
-    key = (generation, options())
-    now = time.monotonic()
+    render_options = options()
+    certificate = default_certificate()
+    key = (render_options, tuple(sorted(certificate.items())) if certificate else None)
     with _lock:
-        if generation is not None and _cached["key"] == key and now - _cached["at"] < max_age:
-            return _cached["body"]
-    rendered = dynamic.dumps(dynamic.render(routed_instances(), key[1], default_certificate()))
-    with _lock:
-        _cached.update(key=key, body=rendered, at=now)
-    return rendered
+        state = _states.get(key)
+        try:
+            # read the generation before the rows: a change committed after this
+            # read has a later generation, so the next poll re-reads it
+            epoch, generation, entries = _read_changes(state)
+        except Exception as exc:
+            max_age = float(plugin_setting("TRAEFIK", "CACHE_SECONDS", 5))
+            if state is not None and time.monotonic() - state.checked_at < max_age:
+                return state.body
+            log.warning("Redis unreachable (%s): rendering the Traefik config from the database", exc)
+            epoch, generation, entries, state = None, -1, None, None
+        ids = _changed(state, epoch, generation, entries)
+        if ids is None:
+            state = _Rendered(render_options, certificate, epoch, generation, routed_instances())
+            _states.pop(key, None)
+            _states[key] = state
+            while len(_states) > STATES_KEPT:
+                _states.pop(next(iter(_states)))
+        elif ids:
+            state.apply(ids, routed_instances(ids))
+            state.generation = generation
+        else:
+            state.checked_at = time.monotonic()
+        return state.body

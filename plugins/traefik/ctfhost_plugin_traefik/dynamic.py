@@ -1,5 +1,6 @@
 """Render Traefik v3 dynamic configuration for the routed instances, byte-stable."""
 
+import bisect
 import json
 import re
 
@@ -10,6 +11,8 @@ ENDED_ROUTER = "ctfhost-ended-instances"
 # never reached: forward-auth refuses every host without an active instance,
 # and an active one's own router (longer rule, higher priority) wins
 UNREACHABLE_BACKEND = "http://127.0.0.1:1"
+# where `dumps` splices a RouteMap into the serialized skeleton: "\u0000<n>\u0000"
+_MARKER = re.compile(rb'"\\u0000(\d+)\\u0000"')
 
 
 def router_name(instance_id):
@@ -68,13 +71,34 @@ def _ended_route(options):
     return router, {"loadBalancer": {"servers": [{"url": UNREACHABLE_BACKEND}]}}
 
 
-def render(instances, options, default_certificate=None):
-    """The dynamic configuration dict for (id, hostname, backend, protocol) rows.
+def instance_route(row, options):
+    """(kind, name, router, service) of one (id, hostname, backend, protocol) row: one instance's share of the config."""
+    instance_id, hostname, backend, protocol = row
+    kind = "tcp" if protocol == "tcp" else "http"
+    router, service = (_tcp_route if kind == "tcp" else _http_route)(hostname, backend, options)
+    name = router_name(instance_id)
+    router["service"] = name
+    return kind, name, router, service
 
-    `default_certificate` ({"certFile", "keyFile"}: paths or PEM) goes into
-    Traefik's default TLS store; see default_certificate.py for why.
+
+def fixed_routes(options):
+    """The (kind, name, router, service) entries every config has whatever the fleet: the catch-all for ended hosts."""
+    if options.auth_url and options.base_domain:
+        return [("http", ENDED_ROUTER, *_ended_route(options))]
+    return []
+
+
+def empty_routes(route_map=dict):
+    """{kind: (routers, services)}, the maps `document` takes, each made by `route_map`."""
+    return {"http": (route_map(), route_map()), "tcp": (route_map(), route_map())}
+
+
+def document(routes, options, default_certificate=None):
+    """The dynamic configuration around the routers and services in `routes` ({kind: (routers, services)}).
+
+    The maps may be dicts or `RouteMap`s (already serialized entries, which
+    `dumps` splices in as they are).
     """
-    sections = {"http": ({}, {}), "tcp": ({}, {})}
     middlewares = {}
     if options.auth_url:
         middlewares[AUTH_MIDDLEWARE] = {
@@ -86,22 +110,11 @@ def render(instances, options, default_certificate=None):
                 "maxResponseBodySize": options.auth_max_body,
             }
         }
-        if options.base_domain:
-            router, service = _ended_route(options)
-            sections["http"][0][ENDED_ROUTER] = router
-            sections["http"][1][ENDED_ROUTER] = service
-    for instance_id, hostname, backend, protocol in instances:
-        name = router_name(instance_id)
-        kind = "tcp" if protocol == "tcp" else "http"
-        router, service = (_tcp_route if kind == "tcp" else _http_route)(hostname, backend, options)
-        router["service"] = name
-        sections[kind][0][name] = router
-        sections[kind][1][name] = service
     config = {}
-    for kind, (routers, services) in sections.items():
+    for kind, (routers, services) in routes.items():
         # Traefik refuses empty maps ("routers cannot be a standalone element")
-        part = {key: value for key, value in (("routers", routers), ("services", services)) if value}
-        if kind == "http" and middlewares and routers:
+        part = {key: value for key, value in (("routers", routers), ("services", services)) if len(value)}
+        if kind == "http" and middlewares and len(routers):
             part["middlewares"] = middlewares
         if part:
             config[kind] = part
@@ -110,6 +123,67 @@ def render(instances, options, default_certificate=None):
     return config
 
 
+def render(instances, options, default_certificate=None):
+    """The dynamic configuration dict for (id, hostname, backend, protocol) rows.
+
+    `default_certificate` ({"certFile", "keyFile"}: paths or PEM) goes into
+    Traefik's default TLS store; see default_certificate.py for why.
+    """
+    routes = empty_routes()
+    for kind, name, router, service in fixed_routes(options) + [instance_route(row, options) for row in instances]:
+        routes[kind][0][name] = router
+        routes[kind][1][name] = service
+    return document(routes, options, default_certificate)
+
+
+def _json(value):
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+class RouteMap:
+    """A map of routers or services kept as serialized `"name":{...}` entries in name order.
+
+    Setting or removing one entry costs one entry's serialization; the map's
+    bytes are then a join of the entries, as `json.dumps(sort_keys=True)`
+    would have written the whole dict.
+    """
+
+    def __init__(self):
+        self._entries = {}
+        self._names = []  # sorted, as json.dumps sorts keys
+
+    def __len__(self):
+        return len(self._entries)
+
+    def __setitem__(self, name, value):
+        if name not in self._entries:
+            bisect.insort(self._names, name)
+        self._entries[name] = (_json(name) + ":" + _json(value)).encode()
+
+    def discard(self, name):
+        if self._entries.pop(name, None) is not None:
+            del self._names[bisect.bisect_left(self._names, name)]
+
+    def encoded(self):
+        return b"{" + b",".join([self._entries[name] for name in self._names]) + b"}"
+
+
 def dumps(config):
-    """Serialize with sorted keys and fixed separators: same fleet, same bytes."""
-    return json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    """Serialize with sorted keys and fixed separators: same fleet, same bytes.
+
+    `RouteMap`s in the config (at config[kind][section]) are spliced in as
+    their serialized entries; the rest is small and serialized here.
+    """
+    spliced = {}
+    skeleton = {}
+    for key, part in config.items():
+        skeleton[key] = part
+        if isinstance(part, dict) and any(isinstance(value, RouteMap) for value in part.values()):
+            skeleton[key] = dict(part)
+            for section, value in part.items():
+                if isinstance(value, RouteMap):
+                    # a string no rendered value contains: NUL never occurs in hostnames or URLs
+                    skeleton[key][section] = f"\0{len(spliced)}\0"
+                    spliced[str(len(spliced)).encode()] = value
+    # the skeleton is small; the maps' bytes are copied once, into the result
+    return _MARKER.sub(lambda match: spliced[match[1]].encoded(), _json(skeleton).encode())
