@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 import ctfhost_plugin_traefik
-from ctfhost.plugin_api import redis_connection, routed_instances
+from ctfhost.plugin_api import routed_instances
 from ctfhost.testing import Instance, http, wait_until
 from ctfhost_plugin_traefik import config_cache, dynamic
 from ctfhost_plugin_traefik.default_certificate import default_certificate
