@@ -4,6 +4,7 @@ import datetime
 import logging
 import math
 import secrets
+import time
 import uuid
 
 import peewee
@@ -351,13 +352,30 @@ def renew_instance(instance_id, enforce_limits=True):
     return new_expiry, added
 
 
-def expire_due(now=None):
-    """Expire every active instance past its expiry and queue its removal; returns their ids."""
+EXPIRY_BATCH = 100
+
+
+def expire_due(now=None, batch=EXPIRY_BATCH, deadline=None):
+    """Expire active instances past their expiry, longest overdue first, and queue their removal; returns their ids.
+
+    It reads `batch` due instances at a time through the expiry indexes (not
+    every active instance), and takes no new batch after `deadline`
+    (time.monotonic()): the next sweep goes on from there.
+    """
     now = now or utcnow()
     expired = []
-    due = Instance.select().where(Instance.status.in_(list(ACTIVE)), Instance.expires_at <= now)
-    for instance in list(due):
-        if end_instance(instance, "expired"):
-            expired.append(instance.id)
-            _queue_destroy(instance)
-    return expired
+    while True:
+        # read the batch first: an update while the SELECT is still open would
+        # need SQLite to upgrade a stale read snapshot
+        due = list(
+            Instance.select()
+            .where(Instance.status.in_(list(ACTIVE)), Instance.expires_at <= now)
+            .order_by(Instance.expires_at)
+            .limit(batch)
+        )
+        for instance in due:
+            if end_instance(instance, "expired"):
+                expired.append(instance.id)
+                _queue_destroy(instance)
+        if len(due) < batch or (deadline is not None and time.monotonic() >= deadline):
+            return expired

@@ -10,6 +10,7 @@ import socket
 import time
 
 import redis
+from redis.exceptions import LockError
 from rq import Queue
 from rq.scheduler import RQScheduler
 
@@ -25,6 +26,13 @@ from ctfhost.worker.jobs import JobWorker
 from ctfhost.worker.queue import queue_name as worker_queue_name
 
 log = logging.getLogger("ctfhost.agent")
+
+SWEEP_LOCK = "ctfhost:lock:expiry-sweep"
+# a sweep takes no new batch of due instances after this; the lock lives a
+# little longer, so it never lapses under a live sweep but does soon after
+# its holder died
+SWEEP_BUDGET_SECONDS = 10.0
+SWEEP_LOCK_SECONDS = SWEEP_BUDGET_SECONDS + 5.0
 
 PR_SET_PDEATHSIG = 1
 
@@ -147,6 +155,7 @@ class Agent:
         self.scheduler = None
         self.stopping = False
         self.agent_instance = agent_identity()
+        self.sweeping_without_lock = False
 
     # -- steps, each in its own app context and database connection ---------
 
@@ -245,15 +254,52 @@ class Agent:
                         self.worker_id, worker.silent_for)
             self.reconcile()
 
-    def sweep(self):
-        def _sweep():
-            return expire_due(), lifecycle.fail_instances_of_lost_workers()
+    def _take_sweep_lock(self):
+        """The fleet-wide sweep lock when this agent got it; False when another agent holds it; None when Redis is down."""
+        lock = redis_connection(self.app).lock(SWEEP_LOCK, timeout=SWEEP_LOCK_SECONDS, blocking=False)
+        try:
+            taken = lock.acquire()
+        except redis.exceptions.RedisError as exc:
+            if not self.sweeping_without_lock:
+                log.warning("expiry sweep: Redis is unreachable (%s); sweeping without the fleet-wide lock until it "
+                            "is back (each instance still ends once)", exc)
+            self.sweeping_without_lock = True
+            return None
+        if self.sweeping_without_lock:
+            log.info("expiry sweep: Redis is back; sweeping under the fleet-wide lock again")
+        self.sweeping_without_lock = False
+        return lock if taken else False
 
-        expired, lost = self._in_context(_sweep)
+    def sweep(self):
+        """End due instances and those of lost workers, unless another agent is sweeping; True when this one swept.
+
+        One sweep runs at a time across the fleet: a Redis lock, released by
+        its token, whose TTL outlives a sweep's budget, so a dead holder's lock
+        lapses. Without Redis every agent sweeps: a late instance costs more
+        than a repeated, indexed sweep, and each instance still ends once.
+        """
+        lock = self._take_sweep_lock()
+        if lock is False:
+            log.debug("expiry sweep: another agent is sweeping")
+            return False
+
+        def _sweep():
+            deadline = time.monotonic() + SWEEP_BUDGET_SECONDS
+            return expire_due(deadline=deadline), lifecycle.fail_instances_of_lost_workers()
+
+        try:
+            expired, lost = self._in_context(_sweep)
+        finally:
+            if lock:
+                try:
+                    lock.release()
+                except (LockError, redis.exceptions.RedisError):
+                    pass  # it lapsed, or Redis went away: it expires on its own
         if expired:
             log.info("expired %d instance(s): %s", len(expired), ", ".join(expired))
         if lost:
             log.warning("failed %d instance(s) of lost workers: %s", len(lost), ", ".join(lost))
+        return True
 
     def reconcile(self):
         def _reconcile():
