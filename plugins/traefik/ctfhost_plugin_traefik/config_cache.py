@@ -22,6 +22,8 @@ import secrets
 import threading
 import time
 
+from redis.exceptions import RedisError
+
 from ctfhost.plugin_api import plugin_setting, redis_connection, routed_instances
 
 from ctfhost_plugin_traefik import dynamic
@@ -39,6 +41,8 @@ CHANGE_LOG_LENGTH = 10000
 EVERYTHING = "*"
 # rendered configs kept per process, one per set of render options (e.g. two Traefiks polling two addresses)
 STATES_KEPT = 4
+# more changed instances than this since a process's last poll: one full render is cheaper than re-reading them
+MOST_CHANGES_APPLIED = 1000
 
 # Both scripts run atomically in Redis, so a generation and its log entry
 # are never seen apart. Entries are "<generation> <instance id>".
@@ -80,7 +84,7 @@ def invalidate(instance_id=None):
             keys=[GENERATION_KEY, CHANGES_KEY, EPOCH_KEY],
             args=[instance_id or EVERYTHING, CHANGE_LOG_LENGTH, secrets.token_hex(8)],
         )
-    except Exception as exc:  # other processes then catch up by age (CACHE_SECONDS)
+    except RedisError as exc:  # other processes then catch up by age (CACHE_SECONDS)
         log.warning("could not record a route change in %s: %s", CHANGES_KEY, exc)
         with _lock:
             _states.clear()
@@ -141,7 +145,7 @@ def _changed(state, epoch, generation, entries):
     if entries is None:
         return None
     ids = {instance_id for _, instance_id in entries}
-    return None if EVERYTHING in ids else ids
+    return None if EVERYTHING in ids or len(ids) > MOST_CHANGES_APPLIED else ids
 
 
 def body():
@@ -155,7 +159,7 @@ def body():
             # read the generation before the rows: a change committed after this
             # read has a later generation, so the next poll re-reads it
             epoch, generation, entries = _read_changes(state)
-        except Exception as exc:
+        except RedisError as exc:
             max_age = float(plugin_setting("TRAEFIK", "CACHE_SECONDS", 5))
             if state is not None and time.monotonic() - state.checked_at < max_age:
                 return state.body

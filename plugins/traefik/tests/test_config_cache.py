@@ -2,9 +2,13 @@
 
 import json
 import re
+import threading
 import uuid
 
 import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 import ctfhost_plugin_traefik
 from ctfhost.plugin_api import routed_instances
@@ -51,8 +55,11 @@ def fresh_cache(app, redis_server, monkeypatch):
     monkeypatch.setattr(config_cache, "_states", {})
     reads = []
 
+    test_thread = threading.current_thread()
+
     def recording(instance_ids=None):
-        reads.append(None if instance_ids is None else set(instance_ids))
+        if threading.current_thread() is test_thread:  # not the session's Traefik polling the live server
+            reads.append(None if instance_ids is None else set(instance_ids))
         return routed_instances(instance_ids)
 
     monkeypatch.setattr(config_cache, "routed_instances", recording)
@@ -177,6 +184,11 @@ def test_an_announcement_without_an_instance_renders_everything(api, app, fresh_
     assert fresh_cache == [None]
 
 
+def unreachable_redis():
+    # nothing listens on port 1; no retries, as ctfhost's own client
+    return redis.Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+
+
 def traefik_errors(log_path, offset):
     with open(log_path, errors="replace") as handle:
         handle.seek(offset)
@@ -209,3 +221,28 @@ def test_real_traefik_loads_a_config_of_hundreds_of_instances(app, traefik_proxy
         Instance.delete().execute()
         config_cache.invalidate()
         wait_until(lambda: len(loaded("http")) <= 1, 20, what="Traefik to drop the routers")
+
+
+def test_many_changes_since_the_last_poll_are_one_full_render(api, app, fresh_cache, monkeypatch):
+    monkeypatch.setattr(config_cache, "MOST_CHANGES_APPLIED", 2)
+    publish(make_instance(1))
+    served(api)
+    for number in range(2, 5):
+        publish(make_instance(number))
+    del fresh_cache[:]
+    assert served(api) == full_render(app)
+    assert fresh_cache == [None]
+
+
+def test_while_redis_is_unreachable_a_process_serves_what_it_has_then_renders_from_the_database(
+    api, app, fresh_cache, monkeypatch
+):
+    publish(make_instance(1))
+    body = served(api)
+    make_instance(2)
+    monkeypatch.setitem(app.config, "CTFHOST_TRAEFIK_CACHE_SECONDS", "3600")
+    monkeypatch.setitem(app.extensions, "ctfhost.redis", unreachable_redis())
+    assert served(api) == body  # not older than CTFHOST_TRAEFIK_CACHE_SECONDS: kept
+    monkeypatch.setitem(app.config, "CTFHOST_TRAEFIK_CACHE_SECONDS", "0")
+    assert b"000000000002.web.localhost" in served(api)
+    assert served(api) == full_render(app)
