@@ -217,11 +217,14 @@ def fail_instances_of_lost_workers():
     lost worker removes the leftovers when it comes back (reconcile).
     """
     failed = []
+    # the lost workers first (almost always none): as a subquery, SQLite
+    # walked every active instance to match them
+    lost_ids = [worker.id for worker in workers.lost_workers()]
+    if not lost_ids:
+        return failed
     # read them all first: an update while the SELECT is still open would
     # need SQLite to upgrade a stale read snapshot (busy at once, no waiting)
-    lost = list(
-        Instance.select().where(Instance.worker_id.in_(workers.lost_workers()), Instance.status.in_(list(ACTIVE)))
-    )
+    lost = list(Instance.select().where(Instance.worker_id.in_(lost_ids), Instance.status.in_(list(ACTIVE))))
     for instance in lost:
         reason = lost_worker_reason(instance.worker_id)
         if end_instance(instance, "error", reason):
