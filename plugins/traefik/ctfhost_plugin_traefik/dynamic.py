@@ -149,23 +149,28 @@ class RouteMap:
     """
 
     def __init__(self):
-        self._entries = {}
         self._names = []  # sorted, as json.dumps sorts keys
+        self._entries = []  # the serialized entries, in the same order
 
     def __len__(self):
-        return len(self._entries)
+        return len(self._names)
 
     def __setitem__(self, name, value):
-        if name not in self._entries:
-            bisect.insort(self._names, name)
-        self._entries[name] = (_json(name) + ":" + _json(value)).encode()
+        entry = (_json(name) + ":" + _json(value)).encode()
+        index = bisect.bisect_left(self._names, name)
+        if index < len(self._names) and self._names[index] == name:
+            self._entries[index] = entry
+        else:
+            self._names.insert(index, name)
+            self._entries.insert(index, entry)
 
     def discard(self, name):
-        if self._entries.pop(name, None) is not None:
-            del self._names[bisect.bisect_left(self._names, name)]
+        index = bisect.bisect_left(self._names, name)
+        if index < len(self._names) and self._names[index] == name:
+            del self._names[index], self._entries[index]
 
     def encoded(self):
-        return b"{" + b",".join([self._entries[name] for name in self._names]) + b"}"
+        return b"{" + b",".join(self._entries) + b"}"
 
 
 def dumps(config):
