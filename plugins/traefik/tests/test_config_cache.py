@@ -190,9 +190,11 @@ def unreachable_redis():
 
 
 def traefik_errors(log_path, offset):
-    with open(log_path, errors="replace") as handle:
+    """Error lines Traefik logged after `offset` (its console log colours the level: ESC[31mERR)."""
+    with open(log_path, "rb") as handle:
         handle.seek(offset)
-        return [line for line in handle if re.search(r"\bERR\b|level=error", line)]
+        text = re.sub(r"\x1b\[[0-9;]*m", "", handle.read().decode("utf-8", "replace"))
+    return [line for line in text.splitlines() if re.search(r"\bERR\b|level=error", line)]
 
 
 def test_real_traefik_loads_a_config_of_hundreds_of_instances(app, traefik_proxy, redis_server):
