@@ -80,7 +80,7 @@ def bench_env(args, directory, **extra):
 
 def open_app(env):
     """`db upgrade`, then the app in this process (settings from `env`)."""
-    upgrade_database(env)
+    upgrade_database({**env, "CTFHOST_LOG_LEVEL": "WARNING"})
     os.environ.update({k: v for k, v in env.items() if k.startswith("CTFHOST_")})
     app = create_app()
     redis_connection(app).flushdb()

@@ -124,6 +124,9 @@ Instance.add_index(Instance.index(Instance.status, Instance.expires_at, name="in
 Instance.add_index(
     Instance.index(Instance.expires_at, name="instance_active_expires_at").where(Instance.status.in_(list(ACTIVE)))
 )
+# placement counts each live worker's active instances on every launch: this
+# index answers COUNT(*) alone, without reading a row (migration 004)
+Instance.add_index(Instance.index(Instance.worker_id, Instance.status, name="instance_worker_id_status"))
 
 
 class Setting(BaseModel):

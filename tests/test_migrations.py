@@ -19,7 +19,7 @@ from ctfhost.models import MODELS, AuditEvent, Challenge, FlagSharingEvent, Inst
 FIXTURES = Path(__file__).parent / "fixtures"
 FLASK = [sys.executable, "-m", "flask", "--app", "ctfhost", "ctfhost"]
 BEHIND = "the database schema is behind: run `flask --app ctfhost ctfhost db upgrade`"
-ALL = ["001_initial", "002_worker_agent_instance", "003_instance_expiry_indexes"]
+ALL = ["001_initial", "002_worker_agent_instance", "003_instance_expiry_indexes", "004_instance_worker_status_index"]
 T0 = datetime.datetime(2026, 1, 1, 12, 0, 0)
 
 
