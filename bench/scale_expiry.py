@@ -4,7 +4,8 @@
     instances and a history of ended ones inserted directly (fake backends),
     Redis DB --redis-url (flushed). Times one agent sweep (`Agent.sweep()`:
     lock, expiry, lost workers' instances) with nothing due and with 200 due,
-    p50 over --runs runs, and prints the query plan of the due-instance query.
+    p50 over --runs runs, prints the query plan of the due-instance query,
+    and times the placement of one launch (its count of active instances).
 (b) --lateness: a real stack (gunicorn API, one `flask ctfhost worker
     --runtime docker` agent, Docker with the busybox test image built by
     ctfhost_plugin_docker.testing.build_image); launches 200 instances, sets
@@ -45,6 +46,7 @@ from ctfhost.app import create_app  # noqa: E402
 from ctfhost.db import database, is_postgresql  # noqa: E402
 from ctfhost.models import ACTIVE, Instance, Worker, utcnow  # noqa: E402
 from ctfhost.redis_client import redis_connection  # noqa: E402
+from ctfhost.services.placement import choose_worker  # noqa: E402
 from ctfhost.testing import app_server, free_port, http, upgrade_database, wait_until, worker_process  # noqa: E402
 from ctfhost.worker.agent import Agent  # noqa: E402
 
@@ -168,6 +170,15 @@ def bench_sweep(args):
             redis_connection(app).flushdb()  # the destroy jobs nobody runs
         say(f"    nothing due:  {figures(idle, digits=2)}")
         say(f"    {args.due} due:      {figures(busy, digits=1)}  (expired per run: {sorted(set(ended))})")
+        placing = []
+        with app.app_context(), database.connection_context():
+            heartbeat()
+            for _ in range(args.runs):
+                started = time.perf_counter()
+                with database.atomic():
+                    choose_worker("docker")
+                placing.append((time.perf_counter() - started) * 1000.0)
+        say(f"    placement of one launch (choose_worker, {args.active} active on its worker): {figures(placing, digits=2)}")
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
