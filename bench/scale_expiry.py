@@ -318,6 +318,12 @@ def bench_lateness(args):
             running = [i.id for i in Instance.select(Instance.id).where(Instance.id.in_(ids), Instance.status == "running")]
         say(f"    {len(running)} of {len(ids)} running after {time.monotonic() - launched:.0f} s; "
             f"{len(stack.containers())} containers")
+        listing = []
+        for _ in range(5):
+            started = time.perf_counter()
+            stack.containers()  # the listing reconcile makes of a worker's containers
+            listing.append((time.perf_counter() - started) * 1000.0)
+        say(f"    one Docker listing of the worker's {len(running)} containers: {figures(listing, digits=1)}")
 
         # expires_at spread evenly over `spread` seconds, starting `lead` seconds from now
         first = utcnow() + datetime.timedelta(seconds=args.lead)
