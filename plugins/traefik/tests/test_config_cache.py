@@ -1,5 +1,6 @@
 """The served config kept up to date one instance at a time: same bytes as a full render, across processes and restarts."""
 
+import datetime
 import json
 import re
 import threading
@@ -24,7 +25,9 @@ def make_instance(number, protocol="http", challenge="web", port=None):
     return Instance.create(
         id=str(uuid.UUID(int=number)), team_id=f"team-{number}", challenge_id=challenge, runtime="fake",
         status="running", hostname=hostname, endpoint=f"http://{hostname}", protocol=protocol,
-        backend=f"{scheme}://127.0.0.1:{port or 20000 + number}", expires_at=Instance.created_at.default(),
+        backend=f"{scheme}://127.0.0.1:{port or 20000 + number}",
+        # an hour ahead: a worker agent another test started sweeps expiry every second
+        expires_at=Instance.created_at.default() + datetime.timedelta(hours=1),
     )
 
 

@@ -1,5 +1,6 @@
 """The Traefik plugin: rendering, the config endpoint, and the real traefik binary loading it."""
 
+import datetime
 import json
 import os
 import stat
@@ -172,7 +173,8 @@ def test_config_endpoint_follows_route_changes(api, app, redis_server):
     Instance.create(
         id="11111111-1111-4111-8111-111111111111", team_id="t", challenge_id="web", runtime="fake", status="running",
         hostname="cccccccccccc.web.localhost", endpoint="http://cccccccccccc.web.localhost",
-        backend="http://127.0.0.1:39999", expires_at=Instance.created_at.default(),
+        backend="http://127.0.0.1:39999",
+        expires_at=Instance.created_at.default() + datetime.timedelta(hours=1),  # no agent's sweep ends it
     )
     config_cache.invalidate()
     body = api.get("/api/v1/traefik/config").data
