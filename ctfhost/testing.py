@@ -35,6 +35,7 @@ from ctfhost.redis_client import redis_connection
 from ctfhost.services.access import COOKIE_NAME as ACCESS_COOKIE
 from ctfhost.services.instances import destroy_instance
 from ctfhost.worker import lifecycle
+from ctfhost.worker.agent import SWEEP_LOCK
 from ctfhost.worker.jobs import JobWorker
 from ctfhost.worker.queue import worker_queue
 
@@ -208,6 +209,8 @@ def app(test_env):
     application.fake_runtime = FakeRuntime()
     get_plugins(application).register(application.fake_runtime, name="fake-runtime")
     application.keep_workers = set()
+    # worker agent subprocesses fixtures keep running across tests (each has .stop(); a fixture restarts it)
+    application.live_agents = set()
     try:
         redis_connection(application).flushdb()
     except Exception:
@@ -273,6 +276,19 @@ class Api:
 @pytest.fixture
 def api(client):
     return Api(client)
+
+
+@pytest.fixture
+def no_live_agents(app):
+    """Stop the worker agent subprocesses other tests left running (their fixtures start them again when needed).
+
+    Their expiry sweeps cover every instance of the shared database, so a
+    test about sweeping or about which agent acts must run without them.
+    """
+    for agent in list(app.live_agents):
+        agent.stop()
+    redis_connection(app).delete(SWEEP_LOCK)  # a stopped agent's lock must not outlive it here
+    yield
 
 
 def register_fake_worker(api, max_instances=50, prefix="fake"):

@@ -16,7 +16,8 @@ from ctfhost.worker import agent as agent_module
 from ctfhost.worker.agent import SWEEP_LOCK, SWEEP_LOCK_SECONDS, Agent
 from ctfhost.worker.queue import destroy_job_id, job_status
 
-pytestmark = pytest.mark.usefixtures("redis_server")
+# no agent started by another test may sweep (or hold the sweep lock) meanwhile
+pytestmark = pytest.mark.usefixtures("redis_server", "no_live_agents")
 
 
 def launch_many(api, app, worker, count, challenge_id="sweep-web"):

@@ -118,6 +118,7 @@ class WorkerAgent:
             dict(os.environ), self.log_path, worker_id=self.worker_id, concurrency=4, extra=["--runtime", "docker"]
         ).start()
         self.app.keep_workers.add(self.worker_id)
+        self.app.live_agents.add(self)
         self.wait_registered()
         return self
 
@@ -136,6 +137,7 @@ class WorkerAgent:
     def stop(self):
         if self.service:
             self.service.stop()
+        self.app.live_agents.discard(self)
 
     def containers(self, docker_client, all=True):
         return docker_client.containers.list(
