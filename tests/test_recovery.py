@@ -21,7 +21,8 @@ from ctfhost.models import Instance, Worker, utcnow
 from ctfhost.worker import lifecycle
 from ctfhost.testing import register_fake_worker, run_jobs
 
-pytestmark = pytest.mark.usefixtures("redis_server")
+# agents built here sweep and take workers over: no agent subprocess another test left running may act meanwhile
+pytestmark = pytest.mark.usefixtures("redis_server", "no_live_agents")
 
 
 def backdate(worker_id, seconds):
