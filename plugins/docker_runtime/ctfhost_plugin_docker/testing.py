@@ -16,7 +16,7 @@ import uuid
 import docker
 import pytest
 
-from ctfhost.testing import Worker, destroy_active_instances, need, wait_until, worker_process
+from ctfhost.testing import Worker, destroy_active_instances, need, utcnow, wait_until, worker_process
 
 BUSYBOX = "/bin/busybox"
 
@@ -114,6 +114,7 @@ class WorkerAgent:
         self.service = None
 
     def start(self):
+        self.started_at = utcnow()
         self.service = worker_process(
             dict(os.environ), self.log_path, worker_id=self.worker_id, concurrency=4, extra=["--runtime", "docker"]
         ).start()
@@ -123,11 +124,13 @@ class WorkerAgent:
         return self
 
     def wait_registered(self, timeout=60):
+        """Until this run of the agent has registered: its row (kept across tests) carries a heartbeat from after its start."""
         def registered():
             if not self.service.alive():
                 raise RuntimeError(f"the worker agent exited:\n{self.service.tail()}")
             with self.app.app_context():
-                return Worker.get_or_none(Worker.id == self.worker_id) is not None
+                worker = Worker.get_or_none(Worker.id == self.worker_id)
+                return worker is not None and worker.last_heartbeat_at >= self.started_at
 
         wait_until(registered, timeout, what="the worker agent to register")
 
