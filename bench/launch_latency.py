@@ -37,7 +37,7 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without installing
 
-from ctfhost.testing import app_server, fetch_via_proxy, free_port, http, upgrade_database, wait_until, worker_process  # noqa: E402
+from ctfhost.testing import app_server, fetch_via_proxy, free_port, http, upgrade_database, worker_process  # noqa: E402
 from ctfhost_plugin_docker.testing import build_image, busybox_path  # noqa: E402
 from ctfhost_plugin_traefik.testing import traefik  # noqa: E402
 
@@ -245,16 +245,15 @@ class Bench:
             env, self.app_port, self.log_path("app"), workers=self.args.app_workers, threads=self.args.app_threads
         )
         self.services.append(gunicorn.start())
-        self.wait(lambda: http("GET", f"{self.api}/health", timeout=2)[0] == 200, 60, "the API", gunicorn)
+        gunicorn.wait_for(lambda: http("GET", f"{self.api}/health", timeout=2)[0] == 200, 60, "the API")
 
         proxy = traefik(
             f"http://127.0.0.1:{self.app_port}/api/v1/traefik/config", self.api_key, self.web_port,
             self.traefik_api_port, self.log_path("traefik"), env=env,
         )
         self.services.append(proxy.start())
-        self.wait(
-            lambda: http("GET", f"http://127.0.0.1:{self.traefik_api_port}/ping", timeout=2)[0] == 200,
-            30, "Traefik", proxy,
+        proxy.wait_for(
+            lambda: http("GET", f"http://127.0.0.1:{self.traefik_api_port}/ping", timeout=2)[0] == 200, 30, "Traefik"
         )
 
         agent = worker_process(
@@ -267,7 +266,7 @@ class Bench:
             status, body = http("GET", f"{self.api}/workers", headers=self.headers, timeout=5)
             return status == 200 and any(w["id"] == self.worker_id and w["status"] == "active" for w in body)
 
-        self.wait(registered, 60, "the worker agent to register", agent)
+        agent.wait_for(registered, 60, "the worker agent to register")
 
         challenge = {
             "id": CHALLENGE_ID, "name": "Benchmark web challenge", "runtime": "docker", "image": self.args.image,
@@ -289,18 +288,7 @@ class Bench:
             workers = RQWorker.all(connection=self.redis)
             return sum(1 for w in workers if queue_name(self.worker_id) in w.queue_names()) >= self.args.concurrency
 
-        self.wait(listening, 120, "the RQ workers", self.services[-1])
-
-    def wait(self, predicate, timeout, what, service):
-        def check():
-            if not service.alive():
-                raise RuntimeError(f"{service.name} exited:\n{service.tail()}")
-            return predicate()
-
-        try:
-            wait_until(check, timeout, interval=0.1, what=what)
-        except TimeoutError as exc:
-            raise RuntimeError(f"{exc}\n--- {service.name} log ---\n{service.tail()}") from None
+        self.services[-1].wait_for(listening, 120, "the RQ workers")
 
     # -- cleanup -----------------------------------------------------------
 

@@ -11,7 +11,6 @@ prints figures and asserts nothing about time; everything runs on 127.0.0.1.
 
 import argparse
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -46,7 +45,7 @@ from ctfhost.models import Instance, utcnow  # noqa: E402
 from ctfhost.plugins import get_plugins  # noqa: E402
 from ctfhost.redis_client import redis_connection  # noqa: E402
 from ctfhost.services.routing import routed_instances  # noqa: E402
-from ctfhost.testing import app_server, free_port, http, upgrade_database, wait_until  # noqa: E402
+from ctfhost.testing import app_server, free_port, http, machine_description, upgrade_database, wait_until  # noqa: E402
 
 import ctfhost_plugin_traefik  # noqa: E402
 from ctfhost_plugin_traefik import config_cache, dynamic  # noqa: E402
@@ -56,14 +55,6 @@ from ctfhost_plugin_traefik.settings import options  # noqa: E402
 API_KEY = "bench-api-key"
 BASE_URL = "http://127.0.0.1:5000/"  # the address the in-process Traefik "polls": part of the render options
 INSERT_BATCH = 500
-
-
-def machine():
-    load = os.getloadavg()
-    return (
-        f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start; "
-        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
-    )
 
 
 def stats(values_ms):
@@ -260,7 +251,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    print(machine())
+    print(machine_description())
     print(f"ctfhost_plugin_traefik from {os.path.dirname(ctfhost_plugin_traefik.__file__)}")
     chosen = [(flag, run) for flag, run, _ in SUB_BENCHMARKS if getattr(args, flag[2:].replace("-", "_"))]
     fleet = Fleet(args.redis_url)

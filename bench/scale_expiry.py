@@ -47,18 +47,13 @@ from ctfhost.db import database, is_postgresql  # noqa: E402
 from ctfhost.models import ACTIVE, Instance, Worker, utcnow  # noqa: E402
 from ctfhost.redis_client import redis_connection  # noqa: E402
 from ctfhost.services.placement import choose_worker  # noqa: E402
-from ctfhost.testing import app_server, free_port, http, upgrade_database, wait_until, worker_process  # noqa: E402
+from ctfhost.testing import app_server, free_port, http, machine_description, upgrade_database, worker_process  # noqa: E402
 from ctfhost.worker.agent import Agent  # noqa: E402
 
 API_KEY = "bench-expiry-key"
 INSERT_BATCH = 500
 CHALLENGE_ID = "bench-expiry"
 CHALLENGE_PORT = 8080
-
-
-def machine():
-    load = os.getloadavg()
-    return f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start"
 
 
 def figures(values, unit="ms", digits=1):
@@ -209,17 +204,6 @@ class Stack:
     def log(self, name):
         return os.path.join(self.directory, f"{name}.log")
 
-    def wait(self, predicate, timeout, what, service):
-        def check():
-            if not service.alive():
-                raise RuntimeError(f"{service.name} exited:\n{service.tail()}")
-            return predicate()
-
-        try:
-            wait_until(check, timeout, interval=0.2, what=what)
-        except TimeoutError as exc:
-            raise RuntimeError(f"{exc}\n--- {service.name} log ---\n{service.tail()}") from None
-
     def start(self):
         import docker
 
@@ -236,7 +220,7 @@ class Stack:
             containers.ensure_network()
         api = app_server(env, self.port, self.log("app"), workers=2, threads=8)
         self.services.append(api.start())
-        self.wait(lambda: http("GET", f"{self.api}/health", timeout=2)[0] == 200, 60, "the API", api)
+        api.wait_for(lambda: http("GET", f"{self.api}/health", timeout=2)[0] == 200, 60, "the API", interval=0.2)
         agent = worker_process(
             env, self.log("worker"), worker_id=self.worker_id, concurrency=self.args.concurrency,
             extra=["--runtime", "docker", "--max-instances", str(self.args.instances + 20)],
@@ -247,7 +231,7 @@ class Stack:
             status, body = http("GET", f"{self.api}/workers", headers=self.headers, timeout=5)
             return status == 200 and any(w["id"] == self.worker_id and w["status"] == "active" for w in body)
 
-        self.wait(registered, 60, "the worker agent to register", agent)
+        agent.wait_for(registered, 60, "the worker agent to register", interval=0.2)
         challenge = {"id": CHALLENGE_ID, "name": "expiry bench", "runtime": "docker", "image": self.args.image,
                      "port": CHALLENGE_PORT, "memory_mb": 512, "ttl_seconds": 3600}
         status, body = http("POST", f"{self.api}/challenges", challenge, self.headers)
@@ -382,7 +366,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    say(machine())
+    say(machine_description())
     say(f"ctfhost from {os.path.dirname(os.path.dirname(os.path.abspath(sys.modules['ctfhost'].__file__)))}")
     both = not (args.sweep or args.lateness)
     for wanted, run in ((args.sweep, bench_sweep), (args.lateness, bench_lateness)):

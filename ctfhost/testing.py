@@ -10,6 +10,7 @@ A test needing a part this machine lacks is skipped with the reason; with
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import json
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -279,6 +280,27 @@ def api(client):
 
 
 @pytest.fixture
+def proxy_client(app):
+    """The test client as Traefik calls forward-auth: no cookie jar, only the Cookie header it forwards."""
+    return app.test_client(use_cookies=False)
+
+
+def host_of(instance):
+    """The host name of an instance (as the API shows it) without scheme or port."""
+    return instance["endpoint"].split("://", 1)[1].split(":")[0]
+
+
+def ask_forward_auth(client, instance_or_host, uri="/", cookie=None, proto="http", **headers):
+    """GET /api/v1/auth/forward as Traefik sends it for a request to that instance (or host)."""
+    host = instance_or_host if isinstance(instance_or_host, str) else host_of(instance_or_host)
+    headers.update({"X-Forwarded-Host": host, "X-Forwarded-Uri": uri, "X-Forwarded-Proto": proto,
+                    "X-Forwarded-Method": "GET"})
+    if cookie:
+        headers["Cookie"] = f"{ACCESS_COOKIE}={cookie}"
+    return client.get("/api/v1/auth/forward", headers=headers)
+
+
+@pytest.fixture
 def no_live_agents(app):
     """Stop the worker agent subprocesses other tests left running (their fixtures start them again when needed).
 
@@ -404,6 +426,27 @@ class Service:
                 return b"\n".join(handle.read().splitlines()[-lines:]).decode("utf-8", "replace")
         except OSError:
             return ""
+
+    def wait_for(self, predicate, timeout, what, interval=0.1):
+        """Wait until `predicate()` holds; RuntimeError with the log's tail if this process exits or time runs out."""
+        def check():
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited:\n{self.tail()}")
+            return predicate()
+
+        try:
+            wait_until(check, timeout, interval=interval, what=what)
+        except TimeoutError as exc:
+            raise RuntimeError(f"{exc}\n--- {self.name} log ---\n{self.tail()}") from None
+
+
+def machine_description():
+    """One line on the machine a benchmark ran on: cores, load average at start, Python and system."""
+    load = os.getloadavg()
+    return (
+        f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start; "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
 
 
 def venv_bin(name):

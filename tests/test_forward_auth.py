@@ -10,15 +10,15 @@ import pytest
 
 from ctfhost.models import Instance, utcnow
 from ctfhost.services import access
-from ctfhost.testing import run_jobs
+from ctfhost.testing import ask_forward_auth as forward
+from ctfhost.testing import host_of, run_jobs
 
 pytestmark = pytest.mark.usefixtures("redis_server")
 
 
 @pytest.fixture
-def client(app):
-    """As Traefik calls forward-auth: no cookie jar, only the Cookie header it forwards."""
-    return app.test_client(use_cookies=False)
+def client(proxy_client):
+    return proxy_client
 
 
 @pytest.fixture
@@ -30,19 +30,6 @@ def running(api, app, worker_id):
         made[team] = api.post("/api/v1/instances", json={"team_id": team, "challenge_id": "web-fa"}).get_json()
     run_jobs(app, worker_id)
     return made
-
-
-def host_of(instance):
-    return instance["endpoint"].split("://", 1)[1].split(":")[0]
-
-
-def forward(client, instance_or_host, uri="/", cookie=None, proto="http", **headers):
-    host = instance_or_host if isinstance(instance_or_host, str) else host_of(instance_or_host)
-    headers.update({"X-Forwarded-Host": host, "X-Forwarded-Uri": uri, "X-Forwarded-Proto": proto,
-                    "X-Forwarded-Method": "GET"})
-    if cookie:
-        headers["Cookie"] = f"{access.COOKIE_NAME}={cookie}"
-    return client.get("/api/v1/auth/forward", headers=headers)
 
 
 def link_for(caller, instance, **body):

@@ -4,6 +4,7 @@ import html.parser
 
 import pytest
 
+from ctfhost.testing import ask_forward_auth as forward
 from ctfhost.testing import run_jobs
 
 pytestmark = pytest.mark.usefixtures("redis_server")
@@ -25,8 +26,8 @@ class Links(html.parser.HTMLParser):
 
 
 @pytest.fixture
-def client(app):
-    return app.test_client(use_cookies=False)
+def client(proxy_client):
+    return proxy_client
 
 
 @pytest.fixture
@@ -42,13 +43,6 @@ def settings(app):
     saved = {k: app.config.get(k) for k in ("CTFHOST_PUBLIC_SCOREBOARD_URL", "CTFHOST_AUTH_SIGNIN_URL")}
     yield app.config
     app.config.update(saved)
-
-
-def forward(client, host, uri="/"):
-    return client.get(
-        "/api/v1/auth/forward",
-        headers={"X-Forwarded-Host": host, "X-Forwarded-Uri": uri, "X-Forwarded-Proto": "http", "X-Forwarded-Method": "GET"},
-    )
 
 
 def dead_ends(client, instance):
