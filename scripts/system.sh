@@ -80,6 +80,12 @@ services() {
 
 # Prints a PostgreSQL URL for tests, starting the cluster and creating the role and database.
 postgres() {
+    # stdout carries only the URL (make test-postgresql reads it): the tools' chatter goes to stderr
+    prepare_postgres >&2
+    echo "postgresql://ctfhost:ctfhost@127.0.0.1:5432/ctfhost_test"
+}
+
+prepare_postgres() {
     local version
     version="$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)"
     [ -n "$version" ] || need_root "PostgreSQL is not installed" "sudo apt-get install -y postgresql"
@@ -96,7 +102,6 @@ postgres() {
         su postgres -c "psql -qtAc \"SELECT 1 FROM pg_database WHERE datname='ctfhost_test'\"" | grep -q 1 ||
             su postgres -c "createdb -O ctfhost ctfhost_test"
     fi
-    echo "postgresql://ctfhost:ctfhost@127.0.0.1:5432/ctfhost_test"
 }
 
 stop_one() {

@@ -19,7 +19,9 @@ SYSTEM_SH = os.path.join(ROOT, "scripts", "system.sh")
 def fake_bin(directory, **scripts):
     """A PATH of its own: the few real tools system.sh needs, plus fake ones (name -> shell body)."""
     directory.mkdir(parents=True)
-    for tool in ("bash", "id", "mkdir", "dirname", "ls", "grep", "seq", "sleep", "cat", "rm", "mv"):
+    for tool in ("bash", "id", "mkdir", "dirname", "ls", "grep", "seq", "sleep", "cat", "rm", "mv", "sort", "tail"):
+        if tool in scripts:
+            continue  # faked below (writing through a symlink would overwrite the real tool)
         real = subprocess.run(["bash", "-c", f"command -v {tool}"], capture_output=True, text=True).stdout.strip()
         if real:
             os.symlink(real, directory / tool)
@@ -51,6 +53,24 @@ def test_deps_names_the_missing_packages_with_python3_venv(tmp_path):
     assert line.endswith(" python3-venv")
     packages = line.split("installing ", 1)[1]
     assert calls.read_text().splitlines() == ["update -qq", f"install -y -qq {packages}"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/lib/postgresql"), reason="system.sh postgres looks up /usr/lib/postgresql")
+def test_postgres_prints_only_the_url_on_stdout(tmp_path):
+    # `make test-postgresql` takes the database URL from stdout: pg_ctlcluster's "Removed stale pid
+    # file." went there too and every PostgreSQL test failed on a URL that began with it
+    path = fake_bin(
+        tmp_path / "bin",
+        id="echo 0",
+        pg_lsclusters='echo "16 main 5432 down postgres /var/lib/postgresql/16/main log"',
+        pg_createcluster="echo creating cluster",
+        pg_ctlcluster="echo Removed stale pid file.",
+        su='case "$3" in *"SELECT 1"*) echo 1 ;; *) echo chatter ;; esac',
+    )
+    result = run_system(path, "postgres", state_dir=tmp_path / "state")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "postgresql://ctfhost:ctfhost@127.0.0.1:5432/ctfhost_test\n"
+    assert "Removed stale pid file." in result.stderr
 
 
 def test_stop_started_stops_only_what_the_demo_started_and_says_what_it_leaves(tmp_path):
