@@ -198,11 +198,12 @@ class Bench:
             CTFHOST_PUBLIC_PORT=str(self.web_port),
             CTFHOST_TRAEFIK_API_URL=f"http://127.0.0.1:{self.traefik_api_port}",
             # the bench measures when a route goes live, fetched without a team's cookie;
-            # bench/forward_auth.py measures forward-auth
-            CTFHOST_TRAEFIK_FORWARD_AUTH="off",
+            # bench/forward_auth.py measures forward-auth (bench/scale.py --live turns it on)
+            CTFHOST_TRAEFIK_FORWARD_AUTH="on" if getattr(self.args, "forward_auth", False) else "off",
             CTFHOST_DOCKER_NETWORK=self.network,
             CTFHOST_LOG_LEVEL="INFO",
         )
+        env.update(getattr(self.args, "extra_env", None) or {})
         return env
 
     def log_path(self, name):
@@ -249,7 +250,7 @@ class Bench:
 
         proxy = traefik(
             f"http://127.0.0.1:{self.app_port}/api/v1/traefik/config", self.api_key, self.web_port,
-            self.traefik_api_port, self.log_path("traefik"), env=env,
+            self.traefik_api_port, self.log_path("traefik"), env=env, extra=getattr(self.args, "traefik_extra", None),
         )
         self.services.append(proxy.start())
         proxy.wait_for(
@@ -258,7 +259,8 @@ class Bench:
 
         agent = worker_process(
             env, self.log_path("worker"), worker_id=self.worker_id, concurrency=self.args.concurrency,
-            extra=["--runtime", "docker", "--max-instances", str(max(self.args.burst, 1) + 20)],
+            extra=["--runtime", "docker", "--max-instances",
+                   str(getattr(self.args, "max_instances", None) or max(self.args.burst, 1) + 20)],
         )
         self.services.append(agent.start())
 
@@ -614,10 +616,13 @@ class Bench:
         records = [{"name": kwargs["name"], "kwargs": kwargs} for kwargs in kwargs_list]
         poller = BurstPoller(self.args)
         made = []
+        # at most --floor-parallelism creates+starts at once (default: all), like the worker's RQ processes
+        slots = threading.Semaphore(getattr(self.args, "floor_parallelism", None) or n)
 
         def launch(record):
             try:
-                container, _, port = self.floor_start(record.pop("kwargs"))
+                with slots:
+                    container, _, port = self.floor_start(record.pop("kwargs"))
             except Exception as exc:
                 record["error"] = f"{type(exc).__name__}: {exc}"
                 record["post_ms"] = ms(poller.t0, time.perf_counter())

@@ -43,6 +43,8 @@ EVERYTHING = "*"
 STATES_KEPT = 4
 # more changed instances than this since a process's last poll: one full render is cheaper than re-reading them
 MOST_CHANGES_APPLIED = 1000
+# the forms of the body
+JSON, YAML = "json", "yaml"
 
 # Both scripts run atomically in Redis, so a generation and its log entry
 # are never seen apart. Entries are "<generation> <instance id>".
@@ -118,8 +120,14 @@ class _Rendered:
             kind, name, router, service = dynamic.instance_route(row, self.options)
             self.kinds[row[0]] = kind
             self._put(kind, name, router, service)
-        self.body = dynamic.dumps(dynamic.document(self.routes, self.options, self.certificate))
+        self.bodies = {}  # format -> bytes, joined when first asked for
         self.checked_at = time.monotonic()
+
+    def body(self, form):
+        if form not in self.bodies:
+            merge_chunk = dynamic.MERGE_CHUNK if form == YAML else None
+            self.bodies[form] = dynamic.dumps(dynamic.document(self.routes, self.options, self.certificate), merge_chunk)
+        return self.bodies[form]
 
 
 def _read_changes(state):
@@ -148,8 +156,8 @@ def _changed(state, epoch, generation, entries):
     return None if EVERYTHING in ids or len(ids) > MOST_CHANGES_APPLIED else ids
 
 
-def body():
-    """The current config as bytes."""
+def body(form=JSON):
+    """The current config as bytes: JSON, or (YAML) the YAML form Traefik decodes fastest."""
     render_options = options()
     certificate = default_certificate()
     key = (render_options, tuple(sorted(certificate.items())) if certificate else None)
@@ -162,7 +170,7 @@ def body():
         except RedisError as exc:
             max_age = float(plugin_setting("TRAEFIK", "CACHE_SECONDS", 5))
             if state is not None and time.monotonic() - state.checked_at < max_age:
-                return state.body
+                return state.body(form)
             log.warning("Redis unreachable (%s): rendering the Traefik config from the database", exc)
             epoch, generation, entries, state = None, -1, None, None
         ids = _changed(state, epoch, generation, entries)
@@ -177,4 +185,4 @@ def body():
             state.generation = generation
         else:
             state.checked_at = time.monotonic()
-        return state.body
+        return state.body(form)

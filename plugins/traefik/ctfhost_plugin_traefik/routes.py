@@ -1,6 +1,6 @@
 """GET /api/v1/traefik/config: the dynamic configuration Traefik's HTTP provider polls."""
 
-from flask import Response
+from flask import Response, request
 
 from ctfhost.plugin_api import Blueprint
 
@@ -17,6 +17,7 @@ EXAMPLE = {
             "ctfhost-3f1c...": {
                 "entryPoints": ["web"],
                 "middlewares": ["ctfhost-forward-auth"],
+                "priority": 10000,
                 "rule": "Host(`9c2e41d0a7b3.web-babysql.localhost`)",
                 "service": "ctfhost-3f1c...",
             }
@@ -44,11 +45,24 @@ EXAMPLE = {
 @blp.api_key_required
 @blp.response(
     200,
-    description="Traefik v3 dynamic configuration (JSON, sorted keys: unchanged fleet, unchanged bytes).",
+    description=(
+        "Traefik v3 dynamic configuration (JSON, sorted keys: unchanged fleet, unchanged bytes). With "
+        "`Accept: application/yaml` (what `flask ctfhost traefik static-config` sets for Traefik), the same "
+        "configuration as YAML whose large maps are merged (`<<`) from maps of 100 entries: Traefik's YAML "
+        "decoder compares every key of a map with every other, which costs seconds per reload at 10,000 instances."
+    ),
     example=EXAMPLE,
     content_type="application/json",
 )
 def traefik_config():
     """Dynamic configuration: one router and service per routed instance"""
     warn_if_open()  # here, not at import: the app server serving Traefik is where it matters
-    return Response(config_cache.body(), mimetype="application/json")
+    if request.accept_mimetypes.best_match(FORMS) == "application/yaml":
+        response = Response(config_cache.body(config_cache.YAML), mimetype="application/yaml")
+    else:
+        response = Response(config_cache.body(config_cache.JSON), mimetype="application/json")
+    response.vary.add("Accept")
+    return response
+
+
+FORMS = ["application/json", "application/yaml"]  # the first wins when the client accepts both alike

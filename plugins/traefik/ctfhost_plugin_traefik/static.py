@@ -49,7 +49,8 @@ def static_config(
                 "endpoint": config_url,
                 "pollInterval": poll_interval,
                 "pollTimeout": "5s",
-                "headers": {"x-api-key": api_key},
+                # the YAML form: Traefik decodes it in a fraction of the JSON's time at scale (routes.py)
+                "headers": {"x-api-key": api_key, "Accept": "application/yaml"},
             },
         },
         "log": {"level": log_level},

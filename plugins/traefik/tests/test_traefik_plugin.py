@@ -33,6 +33,8 @@ def test_render_one_router_and_service_per_instance():
     router = config["http"]["routers"]["ctfhost-a-instance"]
     assert router == {
         "rule": "Host(`aaaaaaaaaaaa.web.localhost`)", "service": "ctfhost-a-instance", "entryPoints": ["web"],
+        # one priority for every instance router: Traefik's sort after each added route is then one pass
+        "priority": dynamic.INSTANCE_PRIORITY,
     }
     service = config["http"]["services"]["ctfhost-a-instance"]
     assert service == {"loadBalancer": {"servers": [{"url": "http://127.0.0.1:32000"}], "passHostHeader": True}}
@@ -132,6 +134,7 @@ def test_tcp_instances_get_sni_routers_with_tls():
     assert router == {
         "rule": "HostSNI(`cccccccccccc.pwn.localhost`)", "service": "ctfhost-c-instance",
         "entryPoints": ["websecure"], "tls": {"certResolver": "le", "domains": [{"main": "*.pwn.localhost"}]},
+        "priority": dynamic.INSTANCE_PRIORITY,
     }
     assert config["tcp"]["services"]["ctfhost-c-instance"] == {"loadBalancer": {"servers": [{"address": "127.0.0.1:32002"}]}}
     assert "ctfhost-c-instance" not in config["http"]["routers"]
@@ -389,7 +392,8 @@ def test_cli_prints_a_ready_traefik_setup(app, tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     config = yaml.safe_load(path.read_text())
     assert config["providers"]["http"]["endpoint"] == "http://127.0.0.1:5000/api/v1/traefik/config"
-    assert config["providers"]["http"]["headers"] == {"x-api-key": API_KEY}
+    # the YAML form of the config, which Traefik decodes fastest (test_config_cache.py)
+    assert config["providers"]["http"]["headers"] == {"x-api-key": API_KEY, "Accept": "application/yaml"}
     assert config["providers"]["providersThrottleDuration"] == "0s"
     result = runner.invoke(args=["ctfhost", "traefik", "static-config"])
     assert result.exit_code == 0, result.output
