@@ -153,6 +153,40 @@ def test_a_launch_retry_scheduled_long_ago_counts_as_lost(app, api, worker_id):
     assert api.get(f"/api/v1/instances/{upcoming['id']}").get_json()["status"] == "pending"
 
 
+def test_a_launch_that_completes_while_the_sweep_looks_is_not_failed(app, api, worker_id, monkeypatch):
+    # 1,000 launches queued on one worker: the sweep read the pending list, and by the time it asked for a
+    # job's state the job had finished (no longer waiting): it failed a running instance and removed it
+    make_challenge(api)
+    instance = launch(api, "team-raced")
+    Instance.update(created_at=utcnow() - datetime.timedelta(minutes=5)).execute()
+    real_status = queue.job_status
+    removed = []
+    monkeypatch.setattr(lifecycle, "remove_resources", lambda row, worker: removed.append(row.id))
+
+    def finished_meanwhile(job_id, connection=None):
+        run_jobs(app, worker_id)  # the launch job runs to the end between the list and this question
+        return real_status(job_id, connection)
+
+    monkeypatch.setattr(queue, "job_status", finished_meanwhile)
+    assert lifecycle.recover_interrupted_launches(Worker.get_by_id(worker_id), at_startup=False) == []
+    row = api.get(f"/api/v1/instances/{instance['id']}").get_json()
+    assert row["status"] == "running" and row["error"] is None
+    assert removed == []
+    assert instance["id"] in routed_hosts(api) or host_of(instance) in routed_hosts(api)
+
+
+def test_a_failed_launch_of_an_instance_deleted_meanwhile_still_removes_its_resources(app, api, worker_id, monkeypatch):
+    make_challenge(api)
+    instance = launch(api, "team-gone")
+    assert api.delete(f"/api/v1/instances/{instance['id']}").status_code == 204
+    removed = []
+    monkeypatch.setattr(lifecycle, "remove_resources", lambda row, worker: removed.append(row.id))
+    row = Instance.get_by_id(instance["id"])
+    assert lifecycle.fail_launch(row, Worker.get_by_id(worker_id), "boom") is True
+    assert removed == [instance["id"]]
+    assert Instance.get_by_id(instance["id"]).status == "destroyed"
+
+
 # -- the agent's scheduler across a Redis restart --------------------------------------
 
 

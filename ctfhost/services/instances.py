@@ -182,16 +182,18 @@ def create_instance(team_id, challenge_id, enforce_limits=True):
     return instance
 
 
-def end_instance(instance, status, error=None):
+def end_instance(instance, status, error=None, only_from=ACTIVE):
     """Move an active instance to an ended status; True when this call did it.
 
-    The update is conditional on the instance still being active, so
-    concurrent deletes, expiries and failures end it exactly once.
+    The update is conditional on the instance still being in one of
+    `only_from` (active), so concurrent deletes, expiries and failures end it
+    exactly once, and a failed launch (`only_from=("pending",)`) never ends
+    an instance whose launch completed meanwhile.
     """
     now = utcnow()
     changed = (
         Instance.update(status=status, error=error, ended_at=now)
-        .where(Instance.id == instance.id, Instance.status.in_(list(ACTIVE)))
+        .where(Instance.id == instance.id, Instance.status.in_(list(only_from)))
         .execute()
     )
     if changed:

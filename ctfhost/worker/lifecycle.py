@@ -87,10 +87,22 @@ def remove_resources(instance, worker):
 
 
 def fail_launch(instance, worker, reason):
-    log.warning("launch of instance %s failed: %s", instance.id, reason)
-    end_instance(instance, "error", reason)
+    """End a pending instance `error` and remove what its launch made; True unless its launch completed meanwhile.
+
+    Only a pending instance fails: a sweep that read the instance as pending
+    (recover_interrupted_launches) may get here after its launch job marked
+    it running, and a running instance is left alone. An instance already
+    ended (deleted while it started) still has its resources removed: its
+    destroy job may have run before its container existed.
+    """
+    if end_instance(instance, "error", reason, only_from=("pending",)):
+        log.warning("launch of instance %s failed: %s", instance.id, reason)
+    elif Instance.select().where(Instance.id == instance.id, Instance.status == "running").exists():
+        log.info("instance %s is running: its launch completed meanwhile; not failing it (%s)", instance.id, reason)
+        return False
     if worker is not None:
         remove_resources(instance, worker)
+    return True
 
 
 def launch(instance_id, final_attempt=True):
@@ -204,8 +216,9 @@ def recover_interrupted_launches(worker, at_startup=True, grace_seconds=30):
             if at_startup
             else "the launch job was lost; launch again"
         )
-        fail_launch(instance, worker, reason)
-        failed.append(instance.id)
+        # the list was read before the jobs' states: a job that finished in between made its instance running
+        if fail_launch(instance, worker, reason):
+            failed.append(instance.id)
     return failed
 
 
