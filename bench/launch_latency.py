@@ -37,7 +37,9 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without installing
 
-from ctfhost.testing import app_server, fetch_via_proxy, free_port, http, upgrade_database, worker_process  # noqa: E402
+from ctfhost.testing import (  # noqa: E402
+    Service, app_server, fetch_via_proxy, free_port, free_ports_in_a_row, http, upgrade_database, worker_process,
+)
 from ctfhost_plugin_docker.testing import build_image, busybox_path  # noqa: E402
 from ctfhost_plugin_traefik.testing import traefik  # noqa: E402
 
@@ -176,6 +178,9 @@ class Bench:
         self.app_port = free_port()
         self.web_port = free_port()
         self.traefik_api_port = free_port()
+        # --traefik-shards S: `flask ctfhost traefik run --shards S`, a front and S shards (their ports from here)
+        self.shards = getattr(args, "traefik_shards", 1) or 1
+        self.shard_ports = free_ports_in_a_row(3 * self.shards) if self.shards > 1 else None
         self.api = f"http://127.0.0.1:{self.app_port}/api/v1"
         self.headers = {"x-api-key": self.api_key}
         self.services = []
@@ -196,7 +201,7 @@ class Bench:
             CTFHOST_API_KEY=self.api_key,
             CTFHOST_BASE_DOMAIN="localhost",
             CTFHOST_PUBLIC_PORT=str(self.web_port),
-            CTFHOST_TRAEFIK_API_URL=f"http://127.0.0.1:{self.traefik_api_port}",
+            CTFHOST_TRAEFIK_API_URL=",".join(self.traefik_apis()),
             # the bench measures when a route goes live, fetched without a team's cookie;
             # bench/forward_auth.py measures forward-auth (bench/scale.py --live turns it on)
             CTFHOST_TRAEFIK_FORWARD_AUTH="on" if getattr(self.args, "forward_auth", False) else "off",
@@ -205,6 +210,12 @@ class Bench:
         )
         env.update(getattr(self.args, "extra_env", None) or {})
         return env
+
+    def traefik_apis(self):
+        """The API of every Traefik that routes instances (one per shard)."""
+        if self.shards == 1:
+            return [f"http://127.0.0.1:{self.traefik_api_port}"]
+        return [f"http://127.0.0.1:{self.shard_ports + 3 * shard + 2}" for shard in range(self.shards)]
 
     def log_path(self, name):
         return os.path.join(self.dir, f"{name}.log")
@@ -248,14 +259,28 @@ class Bench:
         self.services.append(gunicorn.start())
         gunicorn.wait_for(lambda: http("GET", f"{self.api}/health", timeout=2)[0] == 200, 60, "the API")
 
-        proxy = traefik(
-            f"http://127.0.0.1:{self.app_port}/api/v1/traefik/config", self.api_key, self.web_port,
-            self.traefik_api_port, self.log_path("traefik"), env=env, extra=getattr(self.args, "traefik_extra", None),
-        )
+        config_url = f"http://127.0.0.1:{self.app_port}/api/v1/traefik/config"
+        if self.shards == 1:
+            proxy = traefik(
+                config_url, self.api_key, self.web_port, self.traefik_api_port, self.log_path("traefik"), env=env,
+                extra=getattr(self.args, "traefik_extra", None),
+            )
+        else:
+            providers = (getattr(self.args, "traefik_extra", None) or {}).get("providers", {})
+            tuning = []
+            if "providersThrottleDuration" in providers:
+                tuning += ["--throttle", providers["providersThrottleDuration"]]
+            if "pollInterval" in providers.get("http", {}):
+                tuning += ["--poll-interval", providers["http"]["pollInterval"]]
+            proxy = Service("traefik", [
+                sys.executable, "-m", "flask", "--app", "ctfhost", "ctfhost", "traefik", "run",
+                "--shards", str(self.shards), "--shard-ports-from", str(self.shard_ports), "--config-url", config_url,
+                "--web-address", f"127.0.0.1:{self.web_port}", "--websecure-address", f"127.0.0.1:{free_port()}",
+                "--api-address", f"127.0.0.1:{self.traefik_api_port}", "--config-dir", self.dir, *tuning,
+            ], env, self.log_path("traefik"))
         self.services.append(proxy.start())
-        proxy.wait_for(
-            lambda: http("GET", f"http://127.0.0.1:{self.traefik_api_port}/ping", timeout=2)[0] == 200, 30, "Traefik"
-        )
+        for api in [f"http://127.0.0.1:{self.traefik_api_port}"] + self.traefik_apis():
+            proxy.wait_for(lambda: http("GET", f"{api}/ping", timeout=2)[0] == 200, 30, f"Traefik at {api}")
 
         agent = worker_process(
             env, self.log_path("worker"), worker_id=self.worker_id, concurrency=self.args.concurrency,

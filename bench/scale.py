@@ -1,12 +1,18 @@
 """What one control plane costs as the fleet grows: sub-benchmarks selected by flags, each printing its figures.
 
-    .venv/bin/python bench/scale.py                      # every sub-benchmark
+    .venv/bin/python bench/scale.py                      # every sub-benchmark (~35 minutes on 2 cores)
     .venv/bin/python bench/scale.py --traefik-config     # the Traefik configuration at 0 / 1,000 / 10,000 instances
+    .venv/bin/python bench/scale.py --reachable          # launch-to-reachable at 0 / 2,000 / 10,000 routed instances
+    .venv/bin/python bench/scale.py --expiry             # one sweep at 10,000, and how late 200 instances go
+    .venv/bin/python bench/scale.py --rush               # 300 launches at once against the Docker floor
+    .venv/bin/python bench/scale.py --live               # 1,000 live instances: cost each, sample, destroy
 
-Each sub-benchmark is a function `bench_<name>(args, fleet)` listed in
-SUB_BENCHMARKS with its flag; `Fleet` is a fresh SQLite database and Redis
-DB with instances inserted directly (fake backends), shared by them. It
-prints figures and asserts nothing about time; everything runs on 127.0.0.1.
+Each sub-benchmark is a function `bench_<name>(args)` listed in
+SUB_BENCHMARKS with its flag. `Fleet` is a fresh SQLite database and Redis
+DB with instances inserted directly (fake backends); `real_stack` is
+launch_latency's Bench (gunicorn, a real Traefik, a docker worker agent).
+It prints figures and asserts nothing about time; everything runs on
+127.0.0.1, and everything it starts is removed on exit.
 """
 
 import argparse
@@ -257,6 +263,7 @@ def real_stack(args, **options):
     settings.concurrency = args.concurrency
     settings.keep_logs = args.keep_logs
     settings.launch_timeout = args.launch_timeout
+    settings.traefik_shards = args.traefik_shards
     for name, value in options.items():
         setattr(settings, name, value)
     stack = Bench(settings)
@@ -269,13 +276,18 @@ def real_stack(args, **options):
 
 
 def traefik_routers(stack):
-    """How many HTTP routers the stack's Traefik has loaded (its API's overview)."""
-    status, body = http("GET", f"http://127.0.0.1:{stack.traefik_api_port}/api/overview", timeout=10)
-    return body["http"]["routers"]["total"] if status == 200 else None
+    """How many HTTP routers the stack's Traefik (all its shards) has loaded (their APIs' overview)."""
+    total = 0
+    for api in stack.traefik_apis():
+        status, body = http("GET", f"{api}/api/overview", timeout=10)
+        if status != 200:
+            return None
+        total += body["http"]["routers"]["total"]
+    return total
 
 
-def group_rss_kb(pgid):
-    """The RSS of every process in a process group (a Service and its children), in kB."""
+def group_rss_kb(pgid, command=None):
+    """The RSS of every process in a process group (a Service and its children; only `command`'s), in kB."""
     total = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -284,6 +296,8 @@ def group_rss_kb(pgid):
             with open(f"/proc/{entry}/stat", "rb") as handle:
                 raw = handle.read().decode("ascii", "replace")
             if int(raw[raw.rindex(")") + 2:].split()[2]) != pgid:
+                continue
+            if command and raw[raw.index("(") + 1:raw.rindex(")")] != command:
                 continue
             total += rss_kb(entry) or 0
         except (OSError, ValueError):
@@ -320,7 +334,9 @@ def bench_reachable(args):
     try:
         print(f"launch-to-reachable through Traefik: {args.reachable_runs} sequential launches per fleet size "
               f"(+1 warm-up), each deleted before the next; Traefik poll {args.traefik_poll}, "
-              f"throttle {args.traefik_throttle}; forward-auth off (the route's liveness is measured)")
+              f"throttle {args.traefik_throttle}, {args.traefik_shards} shard(s)"
+              f"{' behind a front Traefik' if args.traefik_shards > 1 else ''}; "
+              f"forward-auth off (the route's liveness is measured)")
         base = traefik_routers(stack)
         size = 0
         rows = []
@@ -338,7 +354,7 @@ def bench_reachable(args):
             reach = summarize([r.get("reachable_ms") for r in results if not r.get("error")])
             phases = stack.worker_phases({r["instance"]: r["t0_wall"] for r in results if r.get("instance")})
             traefik_pid = next(s.pid for s in stack.services if s.name == "traefik")
-            rows.append((target, reach, phases, loaded, group_rss_kb(traefik_pid), errors))
+            rows.append((target, reach, phases, loaded, group_rss_kb(traefik_pid, "traefik"), errors))
             print(f"  {target:>6} routed: POST -> 200 p50 {fmt(reach['p50'])} ms  p95 {fmt(reach['p95'])} ms  "
                   f"max {fmt(reach['max'])} ms; until Traefik has the router p50 {fmt(phases['routed']['p50'])} ms "
                   f"p95 {fmt(phases['routed']['p95'])} ms; errors {len(errors)}"
@@ -369,19 +385,25 @@ class HealthProbe:
 
     def __init__(self, api, interval=0.05):
         self.api, self.interval = api, interval
-        self.latencies, self.failures = [], 0
+        self.latencies, self.sent_at, self.failures = [], [], 0
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def run(self):
+        self.started = time.perf_counter()
         while not self.stop_event.is_set():
             started = time.perf_counter()
             status, _ = http("GET", f"{self.api}/health", timeout=5)
             if status == 200:
                 self.latencies.append((time.perf_counter() - started) * 1000)
+                self.sent_at.append(started - self.started)
             else:
                 self.failures += 1
             self.stop_event.wait(self.interval)
+
+    def within(self, seconds):
+        """The latencies of the requests sent in the first `seconds` of the probe."""
+        return [latency for latency, sent in zip(self.latencies, self.sent_at) if sent <= seconds]
 
     def __enter__(self):
         self.thread.start()
@@ -436,6 +458,9 @@ def bench_rush(args):
               f"(the worker's concurrency) places away")
         print(f"  GET /api/v1/health during the rush: {stats_p95(health.latencies)} ms, failures {health.failures} "
               f"(idle before: {stats_p95(idle.latencies)} ms)")
+        flood = (calls["max"] or 0) / 1000
+        print(f"    of which sent while launch requests were in flight (the first {flood:.1f} s): "
+              f"{stats_p95(health.within(flood))} ms")
         print(f"  CPU s until all answered: ctfhost {cpu_text(rush.get('cpu_s'))}")
         print(f"                            floor   {cpu_text(floor.get('cpu_s'))}")
     finally:
@@ -471,7 +496,7 @@ def footprint(stack, redis_client):
     info = redis_client.info()
     return {
         "api": group_rss_kb(pids["app"]), "worker": group_rss_kb(pids["worker"]),
-        "traefik": group_rss_kb(pids["traefik"]), "redis": rss_kb(info["process_id"]) or 0,
+        "traefik": group_rss_kb(pids["traefik"], "traefik"), "redis": rss_kb(info["process_id"]) or 0,
         "machine": -mem_available_kb(),
     }
 
@@ -782,8 +807,10 @@ def expiry_lateness(args):
 
 def bench_expiry(args):
     """Expiry at 10,000 active instances: one sweep, and how late 200 real instances go."""
-    expiry_sweep(args)
-    expiry_lateness(args)
+    if args.expiry_only != "lateness":
+        expiry_sweep(args)
+    if args.expiry_only != "sweep":
+        expiry_lateness(args)
 
 SUB_BENCHMARKS = [
     # (flag, function, help)
@@ -822,6 +849,7 @@ def parse_args(argv):
     real.add_argument("--live-idle", type=float, default=30.0, help="idle window with the fleet live, for CPU, s")
     real.add_argument("--live-timeout", type=float, default=900.0, help="bound on launching or destroying them all, s")
     expiry = parser.add_argument_group("--expiry")
+    expiry.add_argument("--expiry-only", choices=("sweep", "lateness"), help="run only (a) or only (b)")
     expiry.add_argument("--active", type=int, default=10000, help="(a) active instances inserted")
     expiry.add_argument("--history", type=int, default=10000, help="(a) ended instances inserted")
     expiry.add_argument("--due", type=int, default=200, help="(a) instances due in a busy sweep")
@@ -833,6 +861,8 @@ def parse_args(argv):
     expiry.add_argument("--lead", type=float, default=5.0, help="(b) seconds from setting expiries to the first")
     expiry.add_argument("--grace", type=float, default=60.0, help="(b) bound on waiting after the last expiry, s")
     expiry.add_argument("--poll", type=float, default=0.2, help="(b) seconds between Docker listings")
+    real.add_argument("--traefik-shards", type=int, default=1, choices=(1, 2, 4, 8, 16),
+                      help="split the fleet across this many Traefiks behind a front (`traefik run --shards`)")
     real.add_argument("--traefik-poll", default=static.DEFAULT_POLL_INTERVAL, help="Traefik's HTTP provider pollInterval")
     real.add_argument("--traefik-throttle", default=static.DEFAULT_THROTTLE, help="Traefik's providersThrottleDuration")
     return parser.parse_args(argv)

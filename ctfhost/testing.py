@@ -379,6 +379,15 @@ def port_open(port, host="127.0.0.1"):
         return False
 
 
+def free_ports_in_a_row(length):
+    """The first of `length` consecutive loopback ports nothing listens on (e.g. for Traefik shards)."""
+    for _ in range(50):
+        first = free_port()
+        if first + length < 65000 and not any(port_open(port) for port in range(first, first + length)):
+            return first
+    raise RuntimeError(f"found no {length} free ports in a row")
+
+
 class Service:
     """A background process in its own process group, logging to a file."""
 

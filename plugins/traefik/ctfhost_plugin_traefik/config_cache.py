@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 
 from ctfhost.plugin_api import plugin_setting, redis_connection, routed_instances
 
-from ctfhost_plugin_traefik import dynamic
+from ctfhost_plugin_traefik import dynamic, shards
 from ctfhost_plugin_traefik.default_certificate import default_certificate
 from ctfhost_plugin_traefik.settings import options
 
@@ -39,8 +39,9 @@ EPOCH_KEY = "ctfhost:traefik:epoch"
 CHANGE_LOG_LENGTH = 10000
 # a change whose instance is unknown (invalidate() without an id): everyone renders the whole fleet
 EVERYTHING = "*"
-# rendered configs kept per process, one per set of render options (e.g. two Traefiks polling two addresses)
-STATES_KEPT = 4
+# rendered configs kept per process, one per set of render options and shard (e.g. two Traefiks polling
+# two addresses, or 16 shards)
+STATES_KEPT = 20
 # more changed instances than this since a process's last poll: one full render is cheaper than re-reading them
 MOST_CHANGES_APPLIED = 1000
 # the forms of the body
@@ -95,8 +96,9 @@ def invalidate(instance_id=None):
 class _Rendered:
     """One process's config for one set of render options: per-instance fragments and the joined body."""
 
-    def __init__(self, render_options, certificate, epoch, generation, rows):
+    def __init__(self, render_options, certificate, epoch, generation, rows, shard=None):
         self.options, self.certificate = render_options, certificate
+        self.shard = shard  # (index, count): only the instances of that shard, else the whole fleet
         self.epoch, self.generation = epoch, generation
         self.routes = dynamic.empty_routes(dynamic.RouteMap)
         self.kinds = {}  # instance id -> "http" | "tcp"
@@ -117,6 +119,8 @@ class _Rendered:
                 self.routes[kind][0].discard(name)
                 self.routes[kind][1].discard(name)
         for row in rows:
+            if self.shard is not None and shards.shard_of(row[1], self.shard[1]) != self.shard[0]:
+                continue
             kind, name, router, service = dynamic.instance_route(row, self.options)
             self.kinds[row[0]] = kind
             self._put(kind, name, router, service)
@@ -156,11 +160,14 @@ def _changed(state, epoch, generation, entries):
     return None if EVERYTHING in ids or len(ids) > MOST_CHANGES_APPLIED else ids
 
 
-def body(form=JSON):
-    """The current config as bytes: JSON, or (YAML) the YAML form Traefik decodes fastest."""
+def body(form=JSON, shard=None):
+    """The current config as bytes: JSON, or (YAML) the YAML form Traefik decodes fastest.
+
+    `shard` (index, count): only the instances of that shard (shards.py).
+    """
     render_options = options()
     certificate = default_certificate()
-    key = (render_options, tuple(sorted(certificate.items())) if certificate else None)
+    key = (render_options, tuple(sorted(certificate.items())) if certificate else None, shard)
     with _lock:
         state = _states.get(key)
         try:
@@ -175,7 +182,7 @@ def body(form=JSON):
             epoch, generation, entries, state = None, -1, None, None
         ids = _changed(state, epoch, generation, entries)
         if ids is None:
-            state = _Rendered(render_options, certificate, epoch, generation, routed_instances())
+            state = _Rendered(render_options, certificate, epoch, generation, routed_instances(), shard)
             _states.pop(key, None)
             _states[key] = state
             while len(_states) > STATES_KEPT:

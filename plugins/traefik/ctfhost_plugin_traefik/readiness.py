@@ -8,6 +8,7 @@ import requests
 
 from ctfhost.plugin_api import LaunchError
 
+from ctfhost_plugin_traefik import shards
 from ctfhost_plugin_traefik.dynamic import router_name
 from ctfhost.plugin_api import plugin_setting
 
@@ -36,7 +37,11 @@ def router_loaded(api_url, instance_id, protocol="http"):
 
 
 def wait_until_loaded(instance, timeout):
-    api_url = plugin_setting("TRAEFIK", "API_URL")
+    # with several Traefik shards, the API of the one that routes this host
+    try:
+        api_url = shards.api_url_for(instance.hostname, plugin_setting("TRAEFIK", "API_URL"))
+    except ValueError as exc:
+        raise LaunchError(f"CTFHOST_TRAEFIK_API_URL lists one Traefik API per shard: {exc}") from None
     if not api_url:
         if not _warned:
             _warned.append(True)

@@ -1,10 +1,11 @@
 """GET /api/v1/traefik/config: the dynamic configuration Traefik's HTTP provider polls."""
 
 from flask import Response, request
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from ctfhost.plugin_api import Blueprint
 
-from ctfhost_plugin_traefik import config_cache
+from ctfhost_plugin_traefik import config_cache, shards
 from ctfhost_plugin_traefik.settings import warn_if_open
 
 blp = Blueprint(
@@ -41,8 +42,26 @@ EXAMPLE = {
 }
 
 
+class ConfigQuery(Schema):
+    shard = fields.Integer(
+        validate=validate.Range(min=0),
+        metadata={"description": "Only the instances of this shard (0 .. shards-1), for one of several Traefiks"},
+    )
+    shards = fields.Integer(
+        validate=validate.OneOf(shards.COUNTS), metadata={"description": "How many shards the fleet is split into"}
+    )
+
+    @validates_schema
+    def shard_of_shards(self, data, **kwargs):
+        if ("shard" in data) != ("shards" in data):
+            raise ValidationError("shard and shards go together", "shard" if "shards" in data else "shards")
+        if "shard" in data and data["shard"] >= data["shards"]:
+            raise ValidationError(f"must be less than shards ({data['shards']})", "shard")
+
+
 @blp.route("/config")
 @blp.api_key_required
+@blp.arguments(ConfigQuery, location="query")
 @blp.response(
     200,
     description=(
@@ -54,13 +73,14 @@ EXAMPLE = {
     example=EXAMPLE,
     content_type="application/json",
 )
-def traefik_config():
-    """Dynamic configuration: one router and service per routed instance"""
+def traefik_config(query):
+    """Dynamic configuration: one router and service per routed instance (of one shard, with `shard`)"""
     warn_if_open()  # here, not at import: the app server serving Traefik is where it matters
+    shard = (query["shard"], query["shards"]) if "shard" in query else None
     if request.accept_mimetypes.best_match(FORMS) == "application/yaml":
-        response = Response(config_cache.body(config_cache.YAML), mimetype="application/yaml")
+        response = Response(config_cache.body(config_cache.YAML, shard), mimetype="application/yaml")
     else:
-        response = Response(config_cache.body(config_cache.JSON), mimetype="application/json")
+        response = Response(config_cache.body(config_cache.JSON, shard), mimetype="application/json")
     response.vary.add("Accept")
     return response
 

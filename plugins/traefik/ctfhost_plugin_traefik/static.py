@@ -12,6 +12,8 @@ import tempfile
 
 import yaml
 
+from ctfhost_plugin_traefik import shards
+
 DEFAULT_POLL_INTERVAL = "50ms"
 DEFAULT_THROTTLE = "0s"
 
@@ -65,6 +67,63 @@ def static_config(
 
 
 CONFIG_FILE = "traefik.yml"
+FRONT_ROUTES_FILE = "traefik-front-routes.yml"
+
+
+def shard_addresses(shard, first_port):
+    """(web, websecure, api) addresses of shard `shard`: three loopback ports from `first_port` + 3 x shard."""
+    port = first_port + 3 * shard
+    return f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}", f"127.0.0.1:{port + 2}"
+
+
+def _trusting_the_front(config):
+    """A shard's entry points keep the X-Forwarded-* headers the front (on loopback) sets."""
+    for entrypoint in ("web", "websecure"):
+        if entrypoint in config["entryPoints"]:
+            config["entryPoints"][entrypoint]["forwardedHeaders"] = {"trustedIPs": ["127.0.0.1/32", "::1/128"]}
+    return config
+
+
+def sharded_configs(config_url, api_key, count, base_domain, first_port, front_routes_path, web_address="127.0.0.1:8000",
+                    websecure_address=None, api_address="127.0.0.1:8080", **options):
+    """{file name: config} for a front Traefik and `count` shard Traefiks (see shards.py).
+
+    Shard i polls `config_url?shard=i&shards=count` and listens on loopback
+    ports (shard_addresses); the front listens on the public addresses and
+    reads its routes, one per shard, from `front_routes_path` (a file: they
+    never change). HTTP goes through the front to the shard's `web` entry
+    point; TLS passes through by SNI to the shard's `websecure`, which holds
+    the certificates as a single Traefik would.
+    """
+    separator = "&" if "?" in config_url else "?"
+    configs = {}
+    routes = {"http": {"routers": {}, "services": {}}}
+    if websecure_address:
+        routes["tcp"] = {"routers": {}, "services": {}}
+    for shard in range(count):
+        web, websecure, api = shard_addresses(shard, first_port)
+        configs[f"traefik-shard-{shard}.yml"] = _trusting_the_front(static_config(
+            f"{config_url}{separator}shard={shard}&shards={count}", api_key, web_address=web,
+            websecure_address=websecure if websecure_address else None, api_address=api, **options,
+        ))
+        name = f"ctfhost-shard-{shard}"
+        rule = shards.host_pattern(shard, count, base_domain)
+        routes["http"]["routers"][name] = {"rule": f"HostRegexp(`{rule}`)", "entryPoints": ["web"], "service": name}
+        routes["http"]["services"][name] = {"loadBalancer": {"servers": [{"url": f"http://{web}"}], "passHostHeader": True}}
+        if websecure_address:
+            routes["tcp"]["routers"][name] = {
+                "rule": f"HostSNIRegexp(`{rule}`)", "entryPoints": ["websecure"], "service": name,
+                "tls": {"passthrough": True},
+            }
+            routes["tcp"]["services"][name] = {"loadBalancer": {"servers": [{"address": websecure}]}}
+    front = static_config(
+        None, None, web_address=web_address, websecure_address=websecure_address, api_address=api_address,
+        log_level=options.get("log_level", "INFO"),
+    )
+    front["providers"] = {"file": {"filename": front_routes_path, "watch": False}}
+    configs["traefik-front.yml"] = front
+    configs[FRONT_ROUTES_FILE] = routes
+    return configs
 
 
 def write_config_file(directory, config, name=CONFIG_FILE):
