@@ -180,7 +180,8 @@ class Bench:
         self.traefik_api_port = free_port()
         # --traefik-shards S: `flask ctfhost traefik run --shards S`, a front and S shards (their ports from here)
         self.shards = getattr(args, "traefik_shards", 1) or 1
-        self.shard_ports = free_ports_in_a_row(3 * self.shards) if self.shards > 1 else None
+        # (and one more, for the front's websecure entry point: a port picked apart could fall among them)
+        self.shard_ports = free_ports_in_a_row(3 * self.shards + 1) if self.shards > 1 else None
         self.api = f"http://127.0.0.1:{self.app_port}/api/v1"
         self.headers = {"x-api-key": self.api_key}
         self.services = []
@@ -275,7 +276,7 @@ class Bench:
             proxy = Service("traefik", [
                 sys.executable, "-m", "flask", "--app", "ctfhost", "ctfhost", "traefik", "run",
                 "--shards", str(self.shards), "--shard-ports-from", str(self.shard_ports), "--config-url", config_url,
-                "--web-address", f"127.0.0.1:{self.web_port}", "--websecure-address", f"127.0.0.1:{free_port()}",
+                "--web-address", f"127.0.0.1:{self.web_port}", "--websecure-address", f"127.0.0.1:{self.shard_ports + 3 * self.shards}",
                 "--api-address", f"127.0.0.1:{self.traefik_api_port}", "--config-dir", self.dir, *tuning,
             ], env, self.log_path("traefik"))
         self.services.append(proxy.start())

