@@ -273,6 +273,9 @@ class Bench:
                 tuning += ["--throttle", providers["providersThrottleDuration"]]
             if "pollInterval" in providers.get("http", {}):
                 tuning += ["--poll-interval", providers["http"]["pollInterval"]]
+            level = (getattr(self.args, "traefik_extra", None) or {}).get("log", {}).get("level")
+            if level:
+                tuning += ["--log-level", level]
             proxy = Service("traefik", [
                 sys.executable, "-m", "flask", "--app", "ctfhost", "ctfhost", "traefik", "run",
                 "--shards", str(self.shards), "--shard-ports-from", str(self.shard_ports), "--config-url", config_url,

@@ -18,6 +18,7 @@ It prints figures and asserts nothing about time; everything runs on
 import argparse
 import concurrent.futures
 import datetime
+import hashlib
 import os
 import random
 import secrets
@@ -119,7 +120,9 @@ class Fleet:
 
     @staticmethod
     def row(number, now, status="running", expires_at=None):
-        hostname = f"{number:012x}.bench-{number % 50}.localhost"
+        # 12 hex digits spread like a launch's random ones: Traefik shards split the fleet by the first
+        prefix = hashlib.sha1(str(number).encode()).hexdigest()[:12]
+        hostname = f"{prefix}.bench-{number % 50}.localhost"
         return {
             "id": str(uuid.UUID(int=number)), "team_id": f"team-{number}", "challenge_id": f"bench-{number % 50}",
             "runtime": "fake", "status": status, "hostname": hostname, "endpoint": f"http://{hostname}",
@@ -378,7 +381,10 @@ def bench_reachable(args):
 
 
 def traefik_tuning(args):
-    return {"providers": {"providersThrottleDuration": args.traefik_throttle, "http": {"pollInterval": args.traefik_poll}}}
+    return {
+        "providers": {"providersThrottleDuration": args.traefik_throttle, "http": {"pollInterval": args.traefik_poll}},
+        "log": {"level": args.traefik_log_level},
+    }
 
 
 class HealthProbe:
@@ -864,6 +870,7 @@ def parse_args(argv):
     expiry.add_argument("--poll", type=float, default=0.2, help="(b) seconds between Docker listings")
     real.add_argument("--traefik-shards", type=int, default=1, choices=(1, 2, 4, 8, 16),
                       help="split the fleet across this many Traefiks behind a front (`traefik run --shards`)")
+    real.add_argument("--traefik-log-level", default="INFO", help="Traefik's log.level (DEBUG shows each reload)")
     real.add_argument("--traefik-poll", default=static.DEFAULT_POLL_INTERVAL, help="Traefik's HTTP provider pollInterval")
     real.add_argument("--traefik-throttle", default=static.DEFAULT_THROTTLE, help="Traefik's providersThrottleDuration")
     return parser.parse_args(argv)

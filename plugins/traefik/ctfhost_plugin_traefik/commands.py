@@ -31,19 +31,22 @@ def _options(func):
         click.option("--poll-interval", default=static.DEFAULT_POLL_INTERVAL, show_default=True),
         click.option("--throttle", default=static.DEFAULT_THROTTLE, show_default=True,
                      help="providers.providersThrottleDuration"),
+        click.option("--log-level", default="INFO", show_default=True,
+                     type=click.Choice(["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "PANIC"]),
+                     help="Traefik's log.level"),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def _kwargs(config_url, web_address, websecure_address, api_address, poll_interval, throttle):
+def _kwargs(config_url, web_address, websecure_address, api_address, poll_interval, throttle, log_level):
     api_key = core_setting("API_KEY")
     if not api_key:
         raise click.ClickException("CTFHOST_API_KEY is not set; Traefik needs it to read the config")
     return dict(
         config_url=config_url, api_key=api_key, web_address=web_address, websecure_address=websecure_address,
-        api_address=api_address, poll_interval=poll_interval, throttle=throttle,
+        api_address=api_address, poll_interval=poll_interval, throttle=throttle, log_level=log_level,
     )
 
 
