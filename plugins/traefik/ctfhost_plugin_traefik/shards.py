@@ -42,9 +42,10 @@ def first_characters(shard, count):
 
 def host_pattern(shard, count, base_domain):
     """A Go regular expression matching the instance host names of `shard` (and no other shard's)."""
-    # shard 0 also takes names that do not start with a hex digit: its catch-all's page answers them
+    # shard 0 also takes names that do not start with a hex digit: its catch-all's page answers them;
+    # (?i): host names are case-insensitive, whatever case a client sends
     first = first_characters(shard, count) + ("g-z" if shard == 0 else "")
-    return f"^[{first}][a-z0-9]*\\.[a-z0-9-]+\\.{re.escape(base_domain)}$"
+    return f"(?i)^[{first}][a-z0-9]*\\.[a-z0-9-]+\\.{re.escape(base_domain.lower())}$"
 
 
 def api_urls(value):

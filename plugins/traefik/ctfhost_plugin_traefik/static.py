@@ -70,26 +70,32 @@ CONFIG_FILE = "traefik.yml"
 FRONT_ROUTES_FILE = "traefik-front-routes.yml"
 
 
-def shard_addresses(shard, first_port):
-    """(web, websecure, api) addresses of shard `shard`: three loopback ports from `first_port` + 3 x shard."""
+def shard_addresses(shard, first_port, host="127.0.0.1"):
+    """(web, websecure, api) addresses of shard `shard`: three ports from `first_port` + 3 x shard on `host`."""
     port = first_port + 3 * shard
-    return f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}", f"127.0.0.1:{port + 2}"
+    return f"{host}:{port}", f"{host}:{port + 1}", f"{host}:{port + 2}"
 
 
-def _trusting_the_front(config):
-    """A shard's entry points keep the X-Forwarded-* headers the front (on loopback) sets."""
-    for entrypoint in ("web", "websecure"):
-        if entrypoint in config["entryPoints"]:
-            config["entryPoints"][entrypoint]["forwardedHeaders"] = {"trustedIPs": ["127.0.0.1/32", "::1/128"]}
+def _trusting_the_front(config, front_host):
+    """A shard's `web` entry point keeps the X-Forwarded-* headers the front sets.
+
+    Only `web`: TLS reaches `websecure` passed through, so the headers there
+    are the client's own, and trusting them would let a client choose its
+    X-Forwarded-Host (the host forward-auth checks with trustForwardHeader).
+    """
+    trusted = ["127.0.0.1/32", "::1/128"] if front_host in ("127.0.0.1", "localhost", "::1") else [front_host]
+    config["entryPoints"]["web"]["forwardedHeaders"] = {"trustedIPs": trusted}
     return config
 
 
 def sharded_configs(config_url, api_key, count, base_domain, first_port, front_routes_path, web_address="127.0.0.1:8000",
-                    websecure_address=None, api_address="127.0.0.1:8080", **options):
+                    websecure_address=None, api_address="127.0.0.1:8080", shard_host="127.0.0.1", **options):
     """{file name: config} for a front Traefik and `count` shard Traefiks (see shards.py).
 
-    Shard i polls `config_url?shard=i&shards=count` and listens on loopback
-    ports (shard_addresses); the front listens on the public addresses and
+    Shard i polls `config_url?shard=i&shards=count` and listens on ports of
+    `shard_host` (shard_addresses: loopback by default; a private address
+    when workers on other machines must reach the shards' APIs, which the
+    front then also reaches); the front listens on the public addresses and
     reads its routes, one per shard, from `front_routes_path` (a file: they
     never change). HTTP goes through the front to the shard's `web` entry
     point; TLS passes through by SNI to the shard's `websecure`, which holds
@@ -101,11 +107,11 @@ def sharded_configs(config_url, api_key, count, base_domain, first_port, front_r
     if websecure_address:
         routes["tcp"] = {"routers": {}, "services": {}}
     for shard in range(count):
-        web, websecure, api = shard_addresses(shard, first_port)
+        web, websecure, api = shard_addresses(shard, first_port, shard_host)
         configs[f"traefik-shard-{shard}.yml"] = _trusting_the_front(static_config(
             f"{config_url}{separator}shard={shard}&shards={count}", api_key, web_address=web,
             websecure_address=websecure if websecure_address else None, api_address=api, **options,
-        ))
+        ), shard_host)
         name = f"ctfhost-shard-{shard}"
         rule = shards.host_pattern(shard, count, base_domain)
         routes["http"]["routers"][name] = {"rule": f"HostRegexp(`{rule}`)", "entryPoints": ["web"], "service": name}
@@ -121,6 +127,9 @@ def sharded_configs(config_url, api_key, count, base_domain, first_port, front_r
         log_level=options.get("log_level", "INFO"),
     )
     front["providers"] = {"file": {"filename": front_routes_path, "watch": False}}
+    # ping only: the front never holds an instance's router, so a CTFHOST_TRAEFIK_API_URL left pointing at
+    # its address (a single Traefik's, before sharding) fails at once instead of waiting for routers
+    front.pop("api", None)
     configs["traefik-front.yml"] = front
     configs[FRONT_ROUTES_FILE] = routes
     return configs

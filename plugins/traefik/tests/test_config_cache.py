@@ -201,7 +201,10 @@ def traefik_errors(log_path, offset):
     return [line for line in text.splitlines() if re.search(r"\bERR\b|level=error", line)]
 
 
-def test_real_traefik_loads_a_config_of_hundreds_of_instances(app, traefik_proxy, redis_server):
+def test_real_traefik_loads_a_config_of_hundreds_of_instances(app, traefik_proxy, redis_server, monkeypatch):
+    forms = []
+    real_body = config_cache.body
+    monkeypatch.setattr(config_cache, "body", lambda form=config_cache.JSON, shard=None: forms.append(form) or real_body(form, shard))
     with open(traefik_proxy.service.log_path, "rb") as handle:
         offset = len(handle.read())
     http_count, tcp_count = 280, 20
@@ -225,6 +228,7 @@ def test_real_traefik_loads_a_config_of_hundreds_of_instances(app, traefik_proxy
         status, routers = http("GET", f"{traefik_proxy.api_url}/api/http/routers?per_page=1000")
         assert [router["name"] for router in routers if router.get("status") != "enabled"] == []
         assert traefik_errors(traefik_proxy.service.log_path, offset) == []
+        assert forms and set(forms) == {config_cache.YAML}  # Traefik asked for, and loaded, the merged YAML
     finally:
         Instance.delete().execute()
         config_cache.invalidate()

