@@ -130,7 +130,9 @@ class _Rendered:
     def body(self, form):
         if form not in self.bodies:
             merge_chunk = dynamic.MERGE_CHUNK if form == YAML else None
-            self.bodies[form] = dynamic.dumps(dynamic.document(self.routes, self.options, self.certificate), merge_chunk)
+            sharded = self.shard is not None and self.shard[1] > 1
+            document = dynamic.document(self.routes, self.options, self.certificate, one_of_shards=sharded)
+            self.bodies[form] = dynamic.dumps(document, merge_chunk)
         return self.bodies[form]
 
 

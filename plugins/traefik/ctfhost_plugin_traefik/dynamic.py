@@ -100,11 +100,12 @@ def empty_routes(route_map=dict):
     return {"http": (route_map(), route_map()), "tcp": (route_map(), route_map())}
 
 
-def document(routes, options, default_certificate=None):
+def document(routes, options, default_certificate=None, one_of_shards=False):
     """The dynamic configuration around the routers and services in `routes` ({kind: (routers, services)}).
 
     The maps may be dicts or `RouteMap`s (already serialized entries, which
-    `dumps` splices in as they are).
+    `dumps` splices in as they are). `one_of_shards`: the config of one of
+    several Traefik shards (shards.py), whose TLS speaks HTTP/1.1 only.
     """
     middlewares = {}
     if options.auth_url:
@@ -127,6 +128,14 @@ def document(routes, options, default_certificate=None):
             config[kind] = part
     if default_certificate:
         config["tls"] = {"stores": {"default": {"defaultCertificate": dict(default_certificate)}}}
+    if one_of_shards and options.tls and not options.tls_options:
+        # A browser reuses an HTTP/2 connection for any host its certificate
+        # covers at the same address: made for one instance of a challenge
+        # (a wildcard per challenge), it would carry another instance's
+        # requests to this shard, which does not route it. HTTP/1.1 is never
+        # shared across hosts. Traefik's `default` TLS options apply to every
+        # router without options of its own.
+        config.setdefault("tls", {})["options"] = {"default": {"alpnProtocols": ["http/1.1", "acme-tls/1"]}}
     return config
 
 

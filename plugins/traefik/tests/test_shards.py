@@ -93,6 +93,21 @@ def test_each_shard_config_holds_only_its_instances(api, app, redis_server, monk
     assert routers_of(api, "?shard=0&shards=1") == everything - {f"ctfhost-{instances[0].id}"}
 
 
+def test_shards_speak_http1_over_tls_so_no_connection_carries_another_shards_host(api, app, redis_server, monkeypatch):
+    # one wildcard per challenge and one address for every shard: a browser would reuse an HTTP/2
+    # connection made for one instance for another instance of the challenge, held by another shard
+    monkeypatch.setattr(config_cache, "_states", {})
+    monkeypatch.setitem(app.config, "CTFHOST_TRAEFIK_TLS", "true")
+    ctfhost_plugin_traefik.route(make_instance("3", 1), "publish")
+    sharded = api.get("/api/v1/traefik/config?shard=0&shards=2").json
+    assert sharded["tls"]["options"] == {"default": {"alpnProtocols": ["http/1.1", "acme-tls/1"]}}
+    assert "options" not in api.get("/api/v1/traefik/config").json.get("tls", {})  # one Traefik: HTTP/2 as before
+    assert "options" not in api.get("/api/v1/traefik/config?shard=0&shards=1").json.get("tls", {})
+    # an operator's own TLS options are theirs to set (README)
+    monkeypatch.setitem(app.config, "CTFHOST_TRAEFIK_TLS_OPTIONS", "modern@file")
+    assert "options" not in api.get("/api/v1/traefik/config?shard=0&shards=2").json.get("tls", {})
+
+
 @pytest.mark.parametrize("query, field", [
     ("?shard=4&shards=4", "shard"), ("?shard=-1&shards=4", "shard"), ("?shard=x&shards=4", "shard"),
     ("?shard=1&shards=3", "shards"), ("?shard=1", "shards"), ("?shards=4", "shard"),
