@@ -101,6 +101,19 @@ def ms(start, end):
 DOCKER_COMMANDS = ("dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2", "docker-proxy", "runc")
 
 
+def processes():
+    """(pid, command, the fields of /proc/<pid>/stat after the command) of every process now running (Linux)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                raw = handle.read().decode("ascii", "replace")
+        except OSError:  # gone meanwhile
+            continue
+        yield entry, raw[raw.index("(") + 1:raw.rindex(")")], raw[raw.rindex(")") + 2:].split()
+
+
 class CpuMeter:
     """CPU seconds used by the bench's own processes, the Docker engine and the whole machine.
 
@@ -120,16 +133,7 @@ class CpuMeter:
             return None
         groups = {s.pid: s.name for s in self.bench.services if s.pid}
         out = {name: 0.0 for name in ("app", "traefik", "worker", "docker")}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as handle:
-                    raw = handle.read().decode("ascii", "replace")
-            except OSError:
-                continue
-            comm = raw[raw.index("(") + 1:raw.rindex(")")]
-            fields = raw[raw.rindex(")") + 2:].split()
+        for _, comm, fields in processes():
             pgrp = int(fields[2])
             used = sum(int(v) for v in fields[11:15]) / self.tick  # utime stime cutime cstime
             if pgrp in groups:

