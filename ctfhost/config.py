@@ -43,6 +43,8 @@ SETTINGS = {
     "MAX_REQUEST_BYTES": (int, DEFAULT_MAX_REQUEST_BYTES),
     # registries challenge images may come from (comma-separated, e.g. "registry.example.com,docker.io"); empty: any
     "ALLOWED_REGISTRIES": (str, ""),
+    # threads per gunicorn process for requests that change instances (ctfhost.serving.LaneWorker); 0: no lane
+    "LAUNCH_LANE_THREADS": (int, 2),
 }
 
 

@@ -27,11 +27,11 @@ def new_hostname(challenge_id):
     return f"{prefix}.{challenge_id}.{current_app.config['CTFHOST_BASE_DOMAIN']}"
 
 
-def endpoint_for(hostname, protocol="http"):
+def endpoint_for(hostname, protocol="http", tcp_port=None):
     """The proxy URL of an instance: http(s)://host[:port], or tls://host:port for TCP."""
     config = current_app.config
     if protocol == "tcp":
-        return f"tls://{hostname}:{settings.get_settings()['tcp_port']}"
+        return f"tls://{hostname}:{tcp_port or settings.get_settings()['tcp_port']}"
     scheme = "http" if config["CTFHOST_BASE_DOMAIN"] == "localhost" else "https"
     port = config.get("CTFHOST_PUBLIC_PORT")
     return f"{scheme}://{hostname}" + (f":{port}" if port else "")
@@ -77,16 +77,18 @@ def list_instances(team_id=None, challenge_id=None, status=None, limit=100, offs
     return rows, total
 
 
-def _insert_pending(team_id, challenge, renewals=0):
+def _insert_pending(team_id, challenge, limits, renewals=0):
     """Place and insert a pending instance; call inside a write transaction.
 
-    A restart passes the old instance's `renewals`, so it cannot reset the
-    challenge's max_renewals.
+    `limits` are the settings the caller read in that transaction. A restart
+    passes the old instance's `renewals`, so it cannot reset the challenge's
+    max_renewals.
     """
     worker = choose_worker(challenge.runtime)
     now = utcnow()
     hostname = new_hostname(challenge.id)
-    return Instance.create(
+    ttl = challenge.ttl_seconds or limits["default_ttl_seconds"]
+    instance = Instance.create(
         id=str(uuid.uuid4()),
         team_id=str(team_id),
         team_id_numeric=isinstance(team_id, int),
@@ -95,13 +97,16 @@ def _insert_pending(team_id, challenge, renewals=0):
         protocol=challenge.protocol,
         status="pending",
         hostname=hostname,
-        endpoint=endpoint_for(hostname, challenge.protocol),
+        endpoint=endpoint_for(hostname, challenge.protocol, limits["tcp_port"]),
         worker_id=worker.id,
         flag=flags.draw(challenge.flag_template) if challenge.flag_template else None,
         renewals=renewals,
         created_at=now,
-        expires_at=now + datetime.timedelta(seconds=settings.ttl_for(challenge)),
+        expires_at=now + datetime.timedelta(seconds=ttl),
     )
+    _set_terms(instance, challenge, ttl)  # what the answer shows, without reading them again
+    instance.terms_known = True
+    return instance
 
 
 def _duplicate(team_id, challenge_id):
@@ -124,13 +129,13 @@ def _lock_team(team_id):
         database.execute_sql("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ctfhost-team:{team_id}",))
 
 
-def check_fair_use(team_id, challenge_id, replacing=False):
+def check_fair_use(team_id, challenge_id, limits, replacing=False):
     """429 when the team holds too many instances, or launched this challenge too recently.
 
-    Call inside the launch transaction. A restart (`replacing`) swaps one
-    instance for another, so only the cooldown applies to it.
+    Call inside the launch transaction with the settings read in it. A
+    restart (`replacing`) swaps one instance for another, so only the
+    cooldown applies to it.
     """
-    limits = settings.get_settings()
     if not replacing:
         most = limits["max_instances_per_team"]
         held = Instance.select().where(Instance.team_id == str(team_id), Instance.status.in_(list(ACTIVE))).count()
@@ -171,8 +176,10 @@ def create_instance(team_id, challenge_id, enforce_limits=True):
         with database.atomic():
             if enforce_limits:
                 _lock_team(team_id)
-                check_fair_use(team_id, challenge_id)
-            instance = _insert_pending(team_id, challenge)
+            limits = settings.get_settings()
+            if enforce_limits:
+                check_fair_use(team_id, challenge_id, limits)
+            instance = _insert_pending(team_id, challenge, limits)
     except peewee.IntegrityError:
         # the partial unique index lost us the race against an identical request
         if find_active(team_id, challenge_id) is not None:
@@ -254,7 +261,9 @@ def restart_instance(instance_id, enforce_limits=True):
     with database.atomic():
         if enforce_limits:
             _lock_team(old.team_id)
-            check_fair_use(old.team_id, old.challenge_id, replacing=True)
+        limits = settings.get_settings()
+        if enforce_limits:
+            check_fair_use(old.team_id, old.challenge_id, limits, replacing=True)
         ended = (
             Instance.update(status="destroyed", ended_at=ended_at)
             .where(Instance.id == old.id, Instance.status == old.status)
@@ -262,7 +271,7 @@ def restart_instance(instance_id, enforce_limits=True):
         )
         if not ended:
             raise Conflict(f"instance {old.id} ended while restarting")
-        new = _insert_pending(old.team, challenge, renewals=old.renewals)
+        new = _insert_pending(old.team, challenge, limits, renewals=old.renewals)
     try:
         _start(new, challenge)
     except Unavailable:
@@ -284,15 +293,20 @@ def renewal_terms(instances):
     instances are shown.
     """
     instances = list(instances)
-    ids = {instance.challenge_id for instance in instances}
+    unknown = [instance for instance in instances if not getattr(instance, "terms_known", False)]
+    ids = {instance.challenge_id for instance in unknown}
     challenges = {c.id: c for c in Challenge.select().where(Challenge.id.in_(list(ids)))} if ids else {}
-    default_ttl = settings.default_ttl_seconds() if instances else None
-    for instance in instances:
+    default_ttl = settings.default_ttl_seconds() if unknown else None
+    for instance in unknown:
         challenge = challenges.get(instance.challenge_id)
-        instance.ttl_seconds = (challenge.ttl_seconds if challenge else None) or default_ttl
-        most = challenge.max_renewals if challenge else None
-        instance.renewals_left = None if most is None else max(0, most - instance.renewals)
+        _set_terms(instance, challenge, (challenge.ttl_seconds if challenge else None) or default_ttl)
     return instances
+
+
+def _set_terms(instance, challenge, ttl):
+    instance.ttl_seconds = ttl
+    most = challenge.max_renewals if challenge else None
+    instance.renewals_left = None if most is None else max(0, most - instance.renewals)
 
 
 # What a team may read of why its instance failed: reasons the core writes,

@@ -1,0 +1,136 @@
+"""ctfhost.serving.LaneWorker: launches queue in their own lane, so the rest of the API answers during a launch rush."""
+
+import concurrent.futures
+import contextlib
+import os
+import sqlite3
+import time
+
+import psycopg2
+import pytest
+
+from ctfhost.serving import in_launch_lane
+from ctfhost.testing import API_KEY, app_server, free_port, http
+
+pytestmark = pytest.mark.usefixtures("redis_server")
+
+
+@pytest.mark.parametrize("head", [
+    b"POST /api/v1/instances HTTP/1.1\r\nHost: x\r\n",
+    b"POST /api/v1/instances?wait=5 HTTP/1.1\r\n",
+    b"DELETE /api/v1/instances/6f1c0d52-2d0a-4a43-9a64-3f3c1b1f4d11 HTTP/1.1\r\n",
+    b"POST /api/v1/instances/6f1c0d52-2d0a-4a43-9a64-3f3c1b1f4d11/renew HTTP/1.1\r\n",
+    b"PATCH /api/v1/instances/x HTTP/1.1\r\n",
+    b"POST /api/v1/instances",  # a request line cut short by the peek still counts
+])
+def test_instance_changes_take_the_launch_lane(head):
+    assert in_launch_lane(head)
+
+
+@pytest.mark.parametrize("head", [
+    b"GET /api/v1/instances HTTP/1.1\r\n",
+    b"GET /api/v1/health HTTP/1.1\r\n",
+    b"GET /api/v1/auth/forward HTTP/1.1\r\n",
+    b"POST /api/v1/challenges HTTP/1.1\r\n",
+    b"POST /api/v1/instancesX HTTP/1.1\r\n",
+    b"POST /api/v1/submissions HTTP/1.1\r\n",
+    b"HEAD /api/v1/instances HTTP/1.1\r\n",
+    b"",
+    b"\x16\x03\x01\x02\x00",  # a TLS hello
+])
+def test_everything_else_keeps_the_main_pool(head):
+    assert not in_launch_lane(head)
+
+
+@contextlib.contextmanager
+def launches_blocked():
+    """Hold the lock a launch needs (SQLite: the write lock; PostgreSQL: the instance table against writes), so launches wait; reads go on."""
+    url = os.environ["CTFHOST_DATABASE_URL"]
+    if url.startswith("sqlite:"):
+        connection = sqlite3.connect(url[len("sqlite:///"):], isolation_level=None, timeout=30)
+        connection.execute("BEGIN IMMEDIATE")
+    else:
+        connection = psycopg2.connect(url)
+        connection.cursor().execute("LOCK TABLE instance IN EXCLUSIVE MODE")
+    try:
+        yield
+    finally:
+        connection.rollback()
+        connection.close()
+
+
+def served(worker_class, tmp_path, threads=1, lane_threads=1):
+    env = dict(os.environ, CTFHOST_LAUNCH_LANE_THREADS=str(lane_threads))
+    port = free_port()
+    server = app_server(env, port, str(tmp_path / f"{worker_class}.log"), workers=1, threads=threads,
+                        worker_class=worker_class).start()
+    url = f"http://127.0.0.1:{port}/api/v1"
+    server.wait_for(lambda: http("GET", f"{url}/health", timeout=2)[0] == 200, 60, "the API")
+    return server, url
+
+
+def launch_while_blocked(url, challenge, teams, probe):
+    """Send launches while they cannot finish, then `probe()`; returns (probe's result, launch statuses)."""
+    pool = concurrent.futures.ThreadPoolExecutor(len(teams))
+    with launches_blocked():
+        futures = [pool.submit(http, "POST", f"{url}/instances", {"team_id": team, "challenge_id": challenge},
+                               {"x-api-key": API_KEY}, 60) for team in teams]
+        time.sleep(1)  # every launch reached the server and waits for the lock
+        result = probe()
+    statuses = [future.result()[0] for future in futures]
+    pool.shutdown()
+    return result, statuses
+
+
+@pytest.fixture
+def challenge(api, worker_id):
+    body = {"id": "lane", "name": "Lane", "image": "lane:1", "port": 80, "runtime": "fake"}
+    assert api.post("/api/v1/challenges", json=body).status_code == 201
+    return "lane"
+
+
+def test_health_reads_and_forward_auth_answer_while_launches_wait(challenge, tmp_path):
+    server, url = served("ctfhost.serving.LaneWorker", tmp_path)
+    try:
+        def probe():
+            started = time.monotonic()
+            answers = [
+                http("GET", f"{url}/health", timeout=5)[0],
+                http("GET", f"{url}/instances", headers={"x-api-key": API_KEY}, timeout=5)[0],
+                http("GET", f"{url}/auth/forward", headers={"X-Forwarded-Host": "nothing.lane.localhost"}, timeout=5)[0],
+            ]
+            return answers, time.monotonic() - started
+
+        (answers, took), statuses = launch_while_blocked(url, challenge, [1, 2, 3], probe)
+        # one gunicorn thread and one lane thread: the three launches hold the lane, the main thread answers
+        assert answers[:2] == [200, 200] and answers[2] in (401, 403, 404), answers
+        assert took < 5
+        # and the launches were not lost: each answered once the lock was free
+        assert statuses == [201, 201, 201]
+        listed = http("GET", f"{url}/instances?challenge_id={challenge}", headers={"x-api-key": API_KEY})[1]
+        assert sorted(item["team_id"] for item in listed) == [1, 2, 3]
+    finally:
+        server.stop()
+
+
+def test_without_the_lane_health_waits_behind_launches(challenge, tmp_path):
+    """The control for the test above: gunicorn's own threaded worker queues health behind the waiting launches."""
+    server, url = served("gthread", tmp_path)
+    try:
+        (status, _), statuses = launch_while_blocked(
+            url, challenge, [1], lambda: http("GET", f"{url}/health", timeout=2))
+        assert status is None  # timed out
+        assert statuses == [201]
+    finally:
+        server.stop()
+
+
+def test_the_lane_can_be_turned_off(challenge, tmp_path):
+    server, url = served("ctfhost.serving.LaneWorker", tmp_path, lane_threads=0)
+    try:
+        (status, _), statuses = launch_while_blocked(
+            url, challenge, [1], lambda: http("GET", f"{url}/health", timeout=2))
+        assert status is None  # one thread, busy with the launch
+        assert statuses == [201]
+    finally:
+        server.stop()
