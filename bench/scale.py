@@ -4,6 +4,7 @@
     .venv/bin/python bench/scale.py --traefik-config     # the Traefik configuration at 0 / 1,000 / 10,000 instances
     .venv/bin/python bench/scale.py --reachable          # launch-to-reachable at 0 / 2,000 / 10,000 routed instances
     .venv/bin/python bench/scale.py --expiry             # one sweep at 10,000, and how late 200 instances go
+    .venv/bin/python bench/scale.py --flood              # the API alone: 300 launches at once, health meanwhile
     .venv/bin/python bench/scale.py --rush               # 300 launches at once against the Docker floor
     .venv/bin/python bench/scale.py --live               # 1,000 live instances: cost each, sample, destroy
 
@@ -19,16 +20,20 @@ import argparse
 import concurrent.futures
 import datetime
 import hashlib
+import json
 import os
 import random
 import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.parse
 import uuid
+
+import redis
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without installing
@@ -384,45 +389,61 @@ class HealthProbe:
     """GET /api/v1/health every `interval` s while a phase runs, each in its own thread: the API's latency under load.
 
     Sent on a fixed clock (not one after the other), so a slow period is
-    sampled as often as a quick one; at most 32 in flight, timeout 10 s.
+    sampled as often as a quick one; at most 32 in flight, timeout 10 s. The
+    probe runs in a process of its own, so the bench's hundreds of launching
+    threads (and their GIL) are not part of the latency it reports.
     """
 
     def __init__(self, api, interval=0.05):
         self.api, self.interval = api, interval
         self.latencies, self.sent_at, self.failures = [], [], 0
-        self.lock = threading.Lock()
-        self.stop_event = threading.Event()
-        self.pool = concurrent.futures.ThreadPoolExecutor(32)
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def probe(self, sent):
-        started = time.perf_counter()
-        status, _ = http("GET", f"{self.api}/health", timeout=10)
-        with self.lock:
-            if status == 200:
-                self.latencies.append((time.perf_counter() - started) * 1000)
-                self.sent_at.append(sent)
-            else:
-                self.failures += 1
-
-    def run(self):
-        self.started = time.perf_counter()
-        while not self.stop_event.wait(self.interval):
-            self.pool.submit(self.probe, time.perf_counter() - self.started)
-
-    def within(self, seconds):
-        """The latencies of the requests sent in the first `seconds` of the probe."""
-        with self.lock:
-            return [latency for latency, sent in zip(self.latencies, self.sent_at) if sent <= seconds]
+        self.process = None
 
     def __enter__(self):
-        self.thread.start()
+        self.process = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), PROBE_CHILD, self.api, str(self.interval)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        self.process.stdout.readline()  # "probing": the clock starts now
         return self
 
     def __exit__(self, *exc):
-        self.stop_event.set()
-        self.thread.join(timeout=10)
-        self.pool.shutdown(wait=True)
+        out, _ = self.process.communicate(input="stop\n", timeout=60)  # the child stops when its stdin says so
+        found = json.loads(out)
+        self.latencies, self.sent_at, self.failures = found["latencies"], found["sent_at"], found["failures"]
+
+    def within(self, seconds):
+        """The latencies of the requests sent in the first `seconds` of the probe."""
+        return [latency for latency, sent in zip(self.latencies, self.sent_at) if sent <= seconds]
+
+
+PROBE_CHILD = "--health-probe-child"
+
+
+def health_probe_child(api, interval):
+    """HealthProbe's process: probe until a line arrives on stdin, then print what it measured as JSON."""
+    found = {"latencies": [], "sent_at": [], "failures": 0}
+    lock = threading.Lock()
+    pool = concurrent.futures.ThreadPoolExecutor(32)
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+
+    def probe(sent):
+        started = time.perf_counter()
+        status, _ = http("GET", f"{api}/health", timeout=10)
+        with lock:
+            if status == 200:
+                found["latencies"].append((time.perf_counter() - started) * 1000)
+                found["sent_at"].append(sent)
+            else:
+                found["failures"] += 1
+
+    began = time.perf_counter()
+    print("probing", flush=True)
+    while not stop.wait(interval):
+        pool.submit(probe, time.perf_counter() - began)
+    pool.shutdown(wait=True)
+    print(json.dumps(found))
 
 
 def arrival_order(stack, team_prefix):
@@ -823,10 +844,64 @@ def bench_expiry(args):
     if args.expiry_only != "sweep":
         expiry_lateness(args)
 
+def bench_flood(args):
+    """The API alone under a flood of launches: health while N POSTs arrive at once, with and without the launch lane."""
+    n = args.rush_launches
+    print(f"the API alone: {n} POST /api/v1/instances at once (a registered worker, no agent: nothing starts), "
+          f"GET /api/v1/health every 50 ms from another process; gunicorn 2 workers x 8 threads, SQLite")
+    for worker_class in ("ctfhost.serving.LaneWorker", "gthread"):
+        directory = tempfile.mkdtemp(prefix="ctfhost-bench-flood-")
+        env = dict(os.environ, CTFHOST_DATABASE_URL=f"sqlite:///{directory}/ctfhost.sqlite3",
+                   CTFHOST_REDIS_URL=args.stack_redis_url, CTFHOST_API_KEY=API_KEY, CTFHOST_BASE_DOMAIN="localhost",
+                   CTFHOST_LOG_LEVEL="WARNING", CTFHOST_MAX_INSTANCES_PER_TEAM="3", CTFHOST_LAUNCH_COOLDOWN_SECONDS="10")
+        redis.Redis.from_url(args.stack_redis_url).flushdb()
+        upgrade_database(env)
+        port = free_port()
+        api = f"http://127.0.0.1:{port}/api/v1"
+        server = app_server(env, port, os.path.join(directory, "app.log"), worker_class=worker_class).start()
+        headers = {"x-api-key": API_KEY}
+        try:
+            server.wait_for(lambda: http("GET", f"{api}/health", timeout=2)[0] == 200, 60, "the API")
+            http("POST", f"{api}/workers", {"id": "flood", "address": "127.0.0.1", "runtime": "docker",
+                                            "max_instances": 10000}, headers)
+            http("POST", f"{api}/challenges", {"id": "flood", "name": "Flood", "image": "busybox:latest", "port": 80,
+                                               "runtime": "docker"}, headers)
+            barrier = threading.Barrier(n + 1)
+            calls, errors = [], []
+
+            def launch(team):
+                barrier.wait()
+                started = time.perf_counter()
+                status, body = http("POST", f"{api}/instances", {"team_id": team, "challenge_id": "flood"}, headers,
+                                    timeout=120)
+                calls.append((time.perf_counter() - started) * 1000)
+                if status != 201:
+                    errors.append(f"{status}: {body}")
+
+            threads = [threading.Thread(target=launch, args=(team,)) for team in range(1, n + 1)]
+            for thread in threads:
+                thread.start()
+            with HealthProbe(api) as health:
+                began = time.perf_counter()
+                barrier.wait()
+                for thread in threads:
+                    thread.join()
+                flood = time.perf_counter() - began
+                time.sleep(1)
+            print(f"  {worker_class:28s} all {n} POSTs answered after {flood:.2f} s, errors {len(errors)}; "
+                  f"POST {stats_p95(calls)} ms")
+            print(f"  {'':28s} health while they were in flight: {stats_p95(health.within(flood))} ms, "
+                  f"failures {health.failures}")
+        finally:
+            server.stop()
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 SUB_BENCHMARKS = [
     # (flag, function, help)
     ("--traefik-config", bench_traefik_config, "the Traefik configuration: render after one change, serve unchanged, size, memory"),
     ("--reachable", bench_reachable, "launch-to-reachable through a real Traefik with 0 / 2,000 / 10,000 routed instances"),
+    ("--flood", bench_flood, "the API alone: N launches at once, health meanwhile, with and without the launch lane"),
     ("--rush", bench_rush, "the launch rush: 300 launches at once against the Docker floor, health and arrival order meanwhile"),
     ("--expiry", bench_expiry, "expiry: one sweep at 10,000 active instances, and how late 200 real instances go"),
     ("--live", bench_live, "1,000 live busybox instances: launch, sample through Traefik, cost per instance, destroy"),
@@ -881,6 +956,9 @@ def parse_args(argv):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [PROBE_CHILD]:
+        return health_probe_child(argv[1], float(argv[2]))
     args = parse_args(argv)
     print(machine_description())
     print(f"ctfhost_plugin_traefik from {os.path.dirname(ctfhost_plugin_traefik.__file__)}")
