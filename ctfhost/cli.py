@@ -14,6 +14,7 @@ from ctfhost.api.challenges import ChallengeSchema
 from ctfhost.api.instances import InstanceSchema
 from ctfhost.db import database
 from ctfhost.plugins import get_plugins
+from ctfhost.services import access
 from ctfhost.services.challenges import import_challenges, list_challenges
 from ctfhost.services.errors import Invalid, ServiceError
 from ctfhost.services.instances import destroy_instance, list_instances
@@ -231,6 +232,40 @@ def instances_destroy(instance_id):
         except ServiceError as exc:
             _fail(exc)
     click.echo(f"instance {instance.id} is {instance.status}; its resources are being removed")
+
+
+# -- access -------------------------------------------------------------------
+
+access_group = AppGroup("access", help="The keys of the instance access cookies (shared with the proxy).")
+ctfhost_group.add_command(access_group)
+
+
+def _show_keys(ring):
+    rows = [{"kid": key["kid"], "created_at": key["created_at"], "mints": "yes" if key["kid"] == ring["mint"] else ""}
+            for key in ring["keys"]]
+    _table(rows, ["kid", "created_at", "mints"])
+
+
+@access_group.command("keys")
+def access_keys():
+    """List the cookie keys (ids and ages, never the keys): which one mints, which are still accepted."""
+    with database.connection_context():
+        _show_keys(access.keyring(fresh=True))
+
+
+@access_group.command("rotate-key")
+@click.option("--finish", is_flag=True, help="End the rotation: only the newest key is accepted from now on.")
+def access_rotate_key(finish):
+    """Start a key rotation (a new key mints cookies; older ones are still accepted), or --finish it."""
+    with database.connection_context():
+        ring = access.finish_rotation() if finish else access.rotate_keys()
+    _show_keys(ring)
+    if finish:
+        click.echo("cookies under other keys are refused from now on; players open their instance again from the scoreboard")
+    else:
+        click.echo("new cookies use the new key; cookies under older keys still work until `rotate-key --finish`")
+    click.echo("the proxy reads the keys from its keys file: `flask ctfhost traefik run` rewrites it within seconds; "
+               "where Traefik runs on its own, run `flask ctfhost traefik write-keys` there", err=True)
 
 
 # commands that run whatever the schema's state: `db upgrade` must run on a

@@ -168,10 +168,11 @@ def route(instance, action):
     """Publish or withdraw an instance's route in the proxy.
 
     Called with ``action="publish"`` in the launch job once the instance has
-    a backend (possibly before it is ready), and with ``action="withdraw"``
-    as soon as an instance stops being active: delete, restart, expiry or
-    error, in whichever process makes that change. Every proxy plugin
-    answers; it must not block on the proxy here.
+    a backend (possibly before it is ready), again with ``"publish"`` when a
+    routed instance is renewed (its ``expires_at`` moved), and with
+    ``action="withdraw"`` as soon as an instance stops being active: delete,
+    restart, expiry or error, in whichever process makes that change. Every
+    proxy plugin answers; it must not block on the proxy here.
 
     :param instance: the :class:`ctfhost.models.Instance`, with ``backend``,
         ``hostname`` and ``status`` up to date.

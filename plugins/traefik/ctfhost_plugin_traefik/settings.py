@@ -10,6 +10,11 @@ from ctfhost.plugin_api import core_setting, plugin_setting
 log = logging.getLogger(__name__)
 
 FORWARD_AUTH_PATH = "api/v1/auth/forward"
+# who checks a player's instance cookie: Traefik itself (the plugin's middleware, see middleware/access.go),
+# falling back to ctfhost's forward-auth without a valid one; or forward-auth on every request
+ACCESS_CHECKS = ("traefik", "forward-auth")
+# where the middleware reads the cookie keys; relative: Traefik's working directory
+DEFAULT_KEYS_FILE = "ctfhost-access.keys"
 # forwardAuth answers are ctfhost's own short pages; bounded so Traefik does
 # not buffer whatever comes back (and does not warn once per router per reload)
 DEFAULT_AUTH_MAX_BODY = 262144
@@ -44,6 +49,18 @@ def forward_auth_url():
     if configured:
         return configured
     return request.url_root + FORWARD_AUTH_PATH if has_request_context() else None
+
+
+def access_check():
+    """CTFHOST_TRAEFIK_ACCESS_CHECK: "traefik" (the default) or "forward-auth"; anything else is refused."""
+    value = str(plugin_setting("TRAEFIK", "ACCESS_CHECK", "traefik")).strip().lower()
+    if value not in ACCESS_CHECKS:
+        raise ValueError(f"CTFHOST_TRAEFIK_ACCESS_CHECK={value!r} is not one of: {', '.join(ACCESS_CHECKS)}")
+    return value
+
+
+def keys_file():
+    return str(plugin_setting("TRAEFIK", "KEYS_FILE", DEFAULT_KEYS_FILE))
 
 
 def warn_if_open():
@@ -84,6 +101,9 @@ class RenderOptions(NamedTuple):
     tcp_entrypoints: tuple = ("websecure",)
     # with forward-auth: hosts under <challenge>.<base_domain> no router claims get ctfhost's page
     base_domain: str | None = None
+    # with forward-auth: Traefik checks cookies itself (a middleware per instance router), forward-auth the rest
+    access_in_traefik: bool = False
+    keys_file: str = DEFAULT_KEYS_FILE
 
 
 def options():
@@ -98,4 +118,6 @@ def options():
         trust_forward=_flag(plugin_setting("TRAEFIK", "TRUST_FORWARD_HEADER", "false")),
         tcp_entrypoints=_names(plugin_setting("TRAEFIK", "TCP_ENTRYPOINTS", "websecure")),
         base_domain=core_setting("BASE_DOMAIN"),
+        access_in_traefik=access_check() == "traefik",
+        keys_file=keys_file(),
     )

@@ -12,7 +12,7 @@ import tempfile
 
 import yaml
 
-from ctfhost_plugin_traefik import shards
+from ctfhost_plugin_traefik import dynamic, shards
 
 DEFAULT_POLL_INTERVAL = "50ms"
 DEFAULT_THROTTLE = "0s"
@@ -36,8 +36,13 @@ def static_config(
     throttle=DEFAULT_THROTTLE,
     log_level="INFO",
     access_log=False,
+    access_middleware=False,
 ):
-    """The static configuration as a nested dict (the YAML file's content)."""
+    """The static configuration as a nested dict (the YAML file's content).
+
+    `access_middleware`: load ctfhost's access middleware (a local plugin,
+    from plugins-local/ in Traefik's working directory: write_access_files).
+    """
     entrypoints = {"web": _instance_entrypoint(web_address)}
     if websecure_address:
         entrypoints["websecure"] = _instance_entrypoint(websecure_address)
@@ -62,6 +67,9 @@ def static_config(
         "api": {"insecure": True, "dashboard": False} if api_address else None,
         "accessLog": {} if access_log else None,
         "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
+        "experimental": (
+            {"localPlugins": {dynamic.ACCESS_PLUGIN: {"moduleName": dynamic.ACCESS_MODULE}}} if access_middleware else None
+        ),
     }
     return {key: value for key, value in config.items() if value is not None}
 
@@ -124,7 +132,7 @@ def sharded_configs(config_url, api_key, count, base_domain, first_port, front_r
             routes["tcp"]["services"][name] = {"loadBalancer": {"servers": [{"address": websecure}]}}
     front = static_config(
         None, None, web_address=web_address, websecure_address=websecure_address, api_address=api_address,
-        log_level=options.get("log_level", "INFO"),
+        log_level=options.get("log_level", "INFO"),  # no access middleware: the front routes by host only
     )
     front["providers"] = {"file": {"filename": front_routes_path, "watch": False}}
     # ping only: the front never holds an instance's router, so a CTFHOST_TRAEFIK_API_URL left pointing at
@@ -133,6 +141,46 @@ def sharded_configs(config_url, api_key, count, base_domain, first_port, front_r
     configs["traefik-front.yml"] = front
     configs[FRONT_ROUTES_FILE] = routes
     return configs
+
+
+MIDDLEWARE_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "middleware")
+MIDDLEWARE_FILES = (".traefik.yml", "go.mod", "access.go")
+
+
+def write_access_files(directory, keys_text, keys_file):
+    """Put the access middleware where Traefik loads local plugins from, and the cookie keys beside it.
+
+    Traefik reads local plugins from ./plugins-local/src/<module>/ of its
+    working directory (`directory`), and the middleware reads `keys_file`
+    (the CTFHOST_TRAEFIK_KEYS_FILE the config names; relative to that same
+    directory) again whenever it changes. The keys file is written mode 0600
+    and replaced at once; it is only rewritten when the keys changed.
+    Returns the keys file's path.
+    """
+    target = os.path.join(directory, "plugins-local", "src", *dynamic.ACCESS_MODULE.split("/"))
+    os.makedirs(target, mode=0o755, exist_ok=True)
+    for name in MIDDLEWARE_FILES:
+        shutil.copyfile(os.path.join(MIDDLEWARE_SOURCE, name), os.path.join(target, name))
+    path = os.path.join(directory, keys_file)
+    try:
+        with open(path) as handle:
+            if handle.read() == keys_text:
+                return path
+    except OSError:
+        pass
+    _write_private(os.path.dirname(path) or ".", path, keys_text)
+    return path
+
+
+def _write_private(directory, path, text):
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".ctfhost-")  # created 0600
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
 
 
 def write_config_file(directory, config, name=CONFIG_FILE):
@@ -144,14 +192,7 @@ def write_config_file(directory, config, name=CONFIG_FILE):
     """
     os.makedirs(directory, mode=0o700, exist_ok=True)
     path = os.path.join(directory, name)
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".traefik-", suffix=".yml")  # created 0600
-    try:
-        with os.fdopen(fd, "w") as handle:
-            yaml.safe_dump(config, handle, sort_keys=False)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    _write_private(directory, path, yaml.safe_dump(config, sort_keys=False))
     return path
 
 

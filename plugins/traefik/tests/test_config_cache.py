@@ -257,7 +257,7 @@ def test_traefik_gets_the_same_config_as_yaml_merged_from_small_maps(api, app, f
     assert yaml.safe_load(response.data) == json.loads(as_json)
     assert len(json.loads(as_json)["http"]["routers"]) == 251  # with the catch-all
     assert largest_mapping(yaml.compose(response.data)) <= dynamic.MERGE_CHUNK
-    assert response.data.count(b"<<:") == 2  # routers and services
+    assert response.data.count(b"<<:") == 3  # routers, services and their access middlewares
     # stable bytes for an unchanged fleet, and still after a change
     assert api.get("/api/v1/traefik/config", headers={"Accept": "application/yaml"}).data == response.data
     withdraw(Instance.get_by_id(str(uuid.UUID(int=7))))

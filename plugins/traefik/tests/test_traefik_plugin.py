@@ -18,9 +18,11 @@ from ctfhost.testing import API_KEY
 from ctfhost_plugin_traefik import config_cache, dynamic, readiness
 from ctfhost_plugin_traefik.settings import RenderOptions, options
 
+# routed_instances() rows: id, hostname, backend, protocol, team, expiry (naive UTC)
+EXPIRES = datetime.datetime(2030, 1, 1, 12, 0, 0)
 ROWS = [
-    ("b-instance", "bbbbbbbbbbbb.web.localhost", "http://127.0.0.1:32001", "http"),
-    ("a-instance", "aaaaaaaaaaaa.web.localhost", "http://127.0.0.1:32000", "http"),
+    ("b-instance", "bbbbbbbbbbbb.web.localhost", "http://127.0.0.1:32001", "http", "2", EXPIRES),
+    ("a-instance", "aaaaaaaaaaaa.web.localhost", "http://127.0.0.1:32000", "http", "1", EXPIRES),
 ]
 
 
@@ -97,14 +99,14 @@ def test_tls_entrypoints_and_forward_auth():
 
 def test_a_resolver_is_asked_for_one_wildcard_per_challenge_never_an_instance_name():
     # an instance's own name in a certificate would be published in Certificate Transparency logs
-    rows = ROWS + [("c-instance", "cccccccccccc.pwn.ctf.example.org", "tcp://127.0.0.1:32002", "tcp")]
+    rows = ROWS + [("c-instance", "cccccccccccc.pwn.ctf.example.org", "tcp://127.0.0.1:32002", "tcp", "3", EXPIRES)]
     config = dynamic.render(rows, plain_options(tls=True, cert_resolver="le-dns"))
     tls = [router["tls"] for kind in ("http", "tcp") for router in config[kind]["routers"].values()]
     assert [t["domains"] for t in tls] == [
         [{"main": "*.web.localhost"}], [{"main": "*.web.localhost"}], [{"main": "*.pwn.ctf.example.org"}],
     ]
     body = dynamic.dumps(config).decode()
-    for _, hostname, _, _ in rows:
+    for hostname in [row[1] for row in rows]:
         assert body.count(hostname) == 1  # only in the rule, never asked of the resolver
     # without a resolver Traefik asks for nothing: no domains
     config = dynamic.render(rows, plain_options(tls=True))
@@ -128,7 +130,7 @@ def test_hosts_no_instance_claims_fall_to_forward_auth_at_the_lowest_priority():
 
 
 def test_tcp_instances_get_sni_routers_with_tls():
-    rows = ROWS + [("c-instance", "cccccccccccc.pwn.localhost", "tcp://127.0.0.1:32002", "tcp")]
+    rows = ROWS + [("c-instance", "cccccccccccc.pwn.localhost", "tcp://127.0.0.1:32002", "tcp", "3", EXPIRES)]
     config = dynamic.render(rows, plain_options(auth_url="http://127.0.0.1:5000/api/v1/auth/forward", cert_resolver="le"))
     router = config["tcp"]["routers"]["ctfhost-c-instance"]
     assert router == {
@@ -246,7 +248,12 @@ def test_forward_auth_defaults_to_the_address_traefik_fetched_the_config_from(ap
         assert middleware["address"] == f"{base}/api/v1/auth/forward"
         routers = config["http"]["routers"]
         assert len(routers) == 2 and dynamic.ENDED_ROUTER in routers
-        assert all(router["middlewares"] == [dynamic.AUTH_MIDDLEWARE] for router in routers.values())
+        assert routers.pop(dynamic.ENDED_ROUTER)["middlewares"] == [dynamic.AUTH_MIDDLEWARE]
+        # the instance's own router checks cookies in Traefik and asks the same address without one
+        [(name, router)] = routers.items()
+        [access] = router["middlewares"]
+        check = config["http"]["middlewares"][access]["plugin"][dynamic.ACCESS_PLUGIN]
+        assert check["forwardAuth"] == f"{base}/api/v1/auth/forward"
     # the cache keys on the derived address; an unchanged fleet polled at one address gives the same bytes
     first = api.get("/api/v1/traefik/config", base_url="http://127.0.0.1:5000").data
     assert api.get("/api/v1/traefik/config", base_url="http://127.0.0.1:5000").data == first
@@ -363,11 +370,17 @@ def test_traefik_run_writes_a_0600_file_and_keeps_the_key_off_the_command_line(a
     try:
         wait_until(lambda: http("GET", f"http://127.0.0.1:{api_port}/ping")[0] == 200, 30,
                             what=f"traefik run to start:\n{service.tail()}")
-        with open(f"/proc/{service.pid}/cmdline", "rb") as handle:  # the same pid: run execs traefik
-            cmdline = handle.read()
-        assert API_KEY.encode() not in cmdline
+        [child] = children(service.pid)  # run supervises one traefik
+        for pid in (service.pid, child):
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                cmdline = handle.read()
+            assert API_KEY.encode() not in cmdline
         assert cmdline.split(b"\0")[1] == f"--configFile={config_dir}/traefik.yml".encode()
-        assert stat.S_IMODE(os.stat(config_dir / "traefik.yml").st_mode) == 0o600
+        # in the config directory, where it finds the access middleware (plugins-local/) and the cookie keys
+        assert os.readlink(f"/proc/{child}/cwd") == str(config_dir)
+        assert (config_dir / "plugins-local/src/github.com/ctfhost/access/access.go").exists()
+        for private in ("traefik.yml", "ctfhost-access.keys"):
+            assert stat.S_IMODE(os.stat(config_dir / private).st_mode) == 0o600
         assert stat.S_IMODE(os.stat(config_dir).st_mode) == 0o700
         # and it works: Traefik polls ctfhost with the key from the file and loads the routes
         instance = launch_fake(api, app, "web-run")
@@ -380,6 +393,20 @@ def test_traefik_run_writes_a_0600_file_and_keeps_the_key_off_the_command_line(a
         service.stop()
 
 
+def children(pid):
+    """The pids of the processes whose parent is `pid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    if int(handle.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
 def test_cli_prints_a_ready_traefik_setup(app, tmp_path):
     runner = app.test_cli_runner()
     result = runner.invoke(args=["ctfhost", "traefik", "command", "--config-dir", str(tmp_path),
@@ -387,6 +414,9 @@ def test_cli_prints_a_ready_traefik_setup(app, tmp_path):
     assert result.exit_code == 0, result.output
     path = tmp_path / "traefik.yml"
     assert result.stdout.strip().endswith(f"--configFile={path}")
+    # run where Traefik finds the access middleware it loads as a local plugin
+    assert result.stdout.startswith(f"cd {tmp_path} && ")
+    assert (tmp_path / "plugins-local/src/github.com/ctfhost/access/.traefik.yml").exists()
     assert API_KEY not in result.stdout
     assert f"wrote {path} (mode 0600)" in result.stderr and "ps" in result.stderr
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -395,6 +425,7 @@ def test_cli_prints_a_ready_traefik_setup(app, tmp_path):
     # the YAML form of the config, which Traefik decodes fastest (test_config_cache.py)
     assert config["providers"]["http"]["headers"] == {"x-api-key": API_KEY, "Accept": "application/yaml"}
     assert config["providers"]["providersThrottleDuration"] == "0s"
+    assert config["experimental"] == {"localPlugins": {"ctfhost-access": {"moduleName": "github.com/ctfhost/access"}}}
     result = runner.invoke(args=["ctfhost", "traefik", "static-config"])
     assert result.exit_code == 0, result.output
     assert "pollInterval: 50ms" in result.output

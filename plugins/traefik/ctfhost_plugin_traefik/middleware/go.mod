@@ -1,0 +1,3 @@
+module github.com/ctfhost/access
+
+go 1.19

@@ -1,0 +1,236 @@
+"""The access check inside Traefik (middleware/access.go), through a real Traefik and the test API.
+
+Every test counts the requests that reach ctfhost's forward-auth endpoint:
+the point of the middleware is that a player's request with a valid cookie
+never does, while everything else is answered by ctfhost as before.
+"""
+
+import datetime
+import os
+import time
+
+import pytest
+
+from ctfhost.models import Instance, utcnow
+from ctfhost.services import access as access_service
+from ctfhost.testing import access_cookie, wait_until
+from ctfhost_plugin_traefik import config_cache, dynamic
+from ctfhost_plugin_traefik.testing import write_access_files
+
+from test_traefik_plugin import launch_fake  # noqa: E402  (the tests' shared helper)
+
+
+@pytest.fixture
+def asked(app, monkeypatch):
+    """The forward-auth requests ctfhost answered during the test (the X-Forwarded-Uri of each)."""
+    endpoint = next(rule.endpoint for rule in app.url_map.iter_rules() if rule.rule == "/api/v1/auth/forward")
+    view = app.view_functions[endpoint]
+    calls = []
+
+    def counting(*args, **kwargs):
+        from flask import request
+
+        calls.append(request.headers.get("X-Forwarded-Uri"))
+        return view(*args, **kwargs)
+
+    monkeypatch.setitem(app.view_functions, endpoint, counting)
+    return calls
+
+
+def loaded(traefik_proxy, instance, expires=None):
+    """Wait until Traefik serves the instance's router (with its access middleware at expiry `expires`, if given)."""
+    name = dynamic.access_middleware_name(instance["id"])
+
+    def ready():
+        if f"ctfhost-{instance['id']}@http" not in traefik_proxy.routers():
+            return False
+        if expires is None:
+            return True
+        from ctfhost.testing import http
+
+        status, body = http("GET", f"{traefik_proxy.api_url}/api/http/middlewares/{name}@http")
+        config = (body or {}).get("plugin", {}).get(dynamic.ACCESS_PLUGIN, {}) if status == 200 else {}
+        return str(config.get("expires")) == str(expires)  # Traefik shows plugin settings as text
+
+    wait_until(ready, 15, what="Traefik to load the instance's router")
+
+
+def echoed(body):
+    """{header: [values]} the echoing fake instance received."""
+    headers = {}
+    for line in body.splitlines()[1:]:
+        name, _, value = line.partition(": ")
+        headers.setdefault(name, []).append(value)
+    return headers
+
+
+def unix(moment):
+    return int(moment.replace(tzinfo=datetime.timezone.utc).timestamp())
+
+
+def test_the_team_cookie_is_checked_in_traefik_without_asking_ctfhost(api, app, traefik_proxy, redis_server, asked):
+    instance = launch_fake(api, app, "mw-pass", {"echo_headers": True})
+    loaded(traefik_proxy, instance)
+    host = instance["endpoint"].split("://")[1]
+    link = api.post(f"/api/v1/instances/{instance['id']}/access", json={}).json["url"]
+    cookie, _ = access_cookie(traefik_proxy.web_port, link)
+    assert len(asked) == 1  # redeeming the link is ctfhost's
+    for _ in range(5):
+        status, body = traefik_proxy.fetch(
+            host, headers={"Cookie": cookie, "X-Ctfhost-Team": "evil", "X_Ctfhost_Instance": "evil"},
+        )
+        assert status == 200, body
+    assert len(asked) == 1, asked  # none of the five asked ctfhost
+    received = echoed(body)
+    assert received["X-Ctfhost-Team"] == ["3"]
+    assert received["X-Ctfhost-Instance"] == [instance["id"]]
+    assert not [name for name in received if name.lower().replace("_", "-") == "x-ctfhost-instance" and name != "X-Ctfhost-Instance"]
+
+
+def test_without_a_valid_cookie_ctfhost_answers(api, app, traefik_proxy, redis_server, asked):
+    mine = launch_fake(api, app, "mw-mine")
+    loaded(traefik_proxy, mine)
+    host = mine["endpoint"].split("://")[1]
+    with app.app_context():
+        other_team = Instance(id=mine["id"], team_id="4")
+        foreign_team = access_service.cookie_for(other_team)[0]
+        other_instance = Instance(id="6f1c0d52-2d0a-4a43-9a64-3f3c1b1f4d11", team_id="3")
+        foreign_instance = access_service.cookie_for(other_instance)[0]
+        good = access_service.cookie_for(Instance(id=mine["id"], team_id="3"))[0]
+    version, kid, instance_id, team, mac = good.split(".")
+    forged = ".".join([version, kid, instance_id, team, ("A" if mac[0] != "A" else "B") + mac[1:]])
+    unknown_key = ".".join([version, "deadbeef", instance_id, team, mac])
+    cases = {"none": None, "another team's": foreign_team, "another instance's": foreign_instance,
+             "forged": forged, "unknown key": unknown_key, "garbage": "c2.x"}
+    for what, value in cases.items():
+        before = len(asked)
+        status, body = traefik_proxy.fetch(host, headers={"Cookie": f"ctfhost_access={value}"} if value else None)
+        assert status == 401, (what, status, body)
+        assert "This instance is private" in body, what  # ctfhost's own page
+        assert len(asked) == before + 1, what
+    # the real cookie passes without asking
+    before = len(asked)
+    assert traefik_proxy.fetch(host, headers={"Cookie": f"ctfhost_access={good}"})[0] == 200
+    assert len(asked) == before
+
+
+def test_renewal_moves_the_expiry_traefik_checks(api, app, traefik_proxy, redis_server, asked):
+    instance = launch_fake(api, app, "mw-renew")
+    host = instance["endpoint"].split("://")[1]
+    link = api.post(f"/api/v1/instances/{instance['id']}/access", json={}).json["url"]
+    cookie, _ = access_cookie(traefik_proxy.web_port, link)
+    # the instance is about to expire (as if its TTL were short): Traefik learns the expiry from the config
+    soon = utcnow().replace(microsecond=0) + datetime.timedelta(seconds=4)
+    with app.app_context():
+        Instance.update(expires_at=soon).where(Instance.id == instance["id"]).execute()
+        config_cache.invalidate(instance["id"])
+    loaded(traefik_proxy, instance, expires=unix(soon))
+    assert traefik_proxy.fetch(host, headers={"Cookie": cookie})[0] == 200
+    renewed = api.post(f"/api/v1/instances/{instance['id']}/renew").json
+    new_expiry = datetime.datetime.fromisoformat(renewed["expires_at"].replace("Z", "+00:00")).replace(tzinfo=None)
+    loaded(traefik_proxy, instance, expires=unix(new_expiry))
+    time.sleep(max(0.0, (soon - utcnow()).total_seconds()) + 1)  # past the first expiry
+    before = len(asked)
+    assert traefik_proxy.fetch(host, headers={"Cookie": cookie})[0] == 200
+    assert len(asked) == before  # still decided in Traefik
+
+
+def test_past_its_expiry_the_cookie_no_longer_opens_the_instance(api, app, traefik_proxy, redis_server, asked):
+    instance = launch_fake(api, app, "mw-expired")
+    host = instance["endpoint"].split("://")[1]
+    link = api.post(f"/api/v1/instances/{instance['id']}/access", json={}).json["url"]
+    cookie, _ = access_cookie(traefik_proxy.web_port, link)
+    past = utcnow().replace(microsecond=0) - datetime.timedelta(seconds=1)
+    with app.app_context():
+        # expired but not yet swept: still routed, so only the expiry refuses it
+        Instance.update(expires_at=past).where(Instance.id == instance["id"]).execute()
+        config_cache.invalidate(instance["id"])
+    loaded(traefik_proxy, instance, expires=unix(past))
+    before = len(asked)
+    status, body = traefik_proxy.fetch(host, headers={"Cookie": cookie})
+    assert status == 404 and "Nothing runs at this address" in body
+    assert len(asked) == before + 1  # Traefik refused to decide; ctfhost said why
+
+
+def test_restart_and_delete_leave_the_old_cookie_nothing(api, app, traefik_proxy, redis_server, asked):
+    from ctfhost.testing import run_jobs
+
+    instance = launch_fake(api, app, "mw-restart")
+    old_host = instance["endpoint"].split("://")[1]
+    link = api.post(f"/api/v1/instances/{instance['id']}/access", json={}).json["url"]
+    cookie, _ = access_cookie(traefik_proxy.web_port, link)
+    new = api.post(f"/api/v1/instances/{instance['id']}/restart").json
+    run_jobs(app, new["worker_id"])
+    new = api.get(f"/api/v1/instances/{new['id']}").json
+    assert new["status"] == "running", new["error"]
+    loaded(traefik_proxy, new)
+    wait_until(lambda: f"ctfhost-{instance['id']}@http" not in traefik_proxy.routers(), 10, what="the old route to go")
+    assert traefik_proxy.fetch(old_host, headers={"Cookie": cookie})[0] == 404
+    new_host = new["endpoint"].split("://")[1]
+    assert traefik_proxy.fetch(new_host, headers={"Cookie": cookie})[0] == 401
+    # the new instance's own cookie works, until it is deleted
+    link = api.post(f"/api/v1/instances/{new['id']}/access", json={}).json["url"]
+    fresh, _ = access_cookie(traefik_proxy.web_port, link)
+    assert traefik_proxy.fetch(new_host, headers={"Cookie": fresh})[0] == 200
+    assert api.delete(f"/api/v1/instances/{new['id']}").status_code == 204
+    wait_until(lambda: f"ctfhost-{new['id']}@http" not in traefik_proxy.routers(), 10, what="the route to go")
+    assert traefik_proxy.fetch(new_host, headers={"Cookie": fresh})[0] == 404
+
+
+def test_key_rotation_accepts_both_keys_until_it_finishes(api, app, traefik_proxy, redis_server, asked):
+    instance = launch_fake(api, app, "mw-rotate")
+    loaded(traefik_proxy, instance)
+    host = instance["endpoint"].split("://")[1]
+    directory = os.path.dirname(traefik_proxy.service.log_path)
+    link = api.post(f"/api/v1/instances/{instance['id']}/access", json={}).json["url"]
+    old, _ = access_cookie(traefik_proxy.web_port, link)
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["ctfhost", "access", "rotate-key"])
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        ring = access_service.keyring(fresh=True)
+    assert len(ring["keys"]) == 2
+    assert ring["keys"][0]["key"] not in result.output and ring["keys"][1]["key"] not in result.output
+    write_access_files(directory, dict(os.environ))  # what `traefik run` does within seconds
+    time.sleep(1.2)  # the middleware looks at the file at most once a second
+    link = api.post(f"/api/v1/instances/{instance['id']}/access", json={}).json["url"]
+    new, _ = access_cookie(traefik_proxy.web_port, link)
+    assert new.split(".")[1] == ring["mint"] != old.split(".")[1]
+    before = len(asked)
+    for cookie in (old, new):
+        assert traefik_proxy.fetch(host, headers={"Cookie": cookie})[0] == 200
+    assert len(asked) == before  # both decided in Traefik
+    result = runner.invoke(args=["ctfhost", "access", "rotate-key", "--finish"])
+    assert result.exit_code == 0, result.output
+    write_access_files(directory, dict(os.environ))
+    time.sleep(1.2)
+    with app.app_context():
+        access_service._keyrings.clear()
+    assert traefik_proxy.fetch(host, headers={"Cookie": old})[0] == 401  # neither Traefik nor ctfhost takes it
+    assert len(asked) == before + 1
+    assert traefik_proxy.fetch(host, headers={"Cookie": new})[0] == 200
+    assert len(asked) == before + 1
+
+
+def test_forward_auth_mode_asks_ctfhost_every_time(api, app, traefik_proxy, redis_server, asked, monkeypatch):
+    monkeypatch.setitem(app.config, "CTFHOST_TRAEFIK_ACCESS_CHECK", "forward-auth")
+    instance = launch_fake(api, app, "mw-fallback", {"echo_headers": True})
+    loaded(traefik_proxy, instance)
+    config = api.get("/api/v1/traefik/config").json
+    assert config["http"]["routers"][f"ctfhost-{instance['id']}"]["middlewares"] == [dynamic.AUTH_MIDDLEWARE]
+    host = instance["endpoint"].split("://")[1]
+    link = api.post(f"/api/v1/instances/{instance['id']}/access", json={}).json["url"]
+    cookie, _ = access_cookie(traefik_proxy.web_port, link)
+    before = len(asked)
+    status, body = traefik_proxy.fetch(host, headers={"Cookie": cookie, "X_Ctfhost_Team": "evil"})
+    assert status == 200
+    assert echoed(body)["X-Ctfhost-Team"] == ["3"] and "X_Ctfhost_Team" not in echoed(body)
+    assert len(asked) == before + 1
+    assert traefik_proxy.fetch(host)[0] == 401
+
+
+def test_a_wrong_access_check_setting_stops_the_app():
+    from ctfhost.app import create_app
+
+    with pytest.raises(ValueError, match="CTFHOST_TRAEFIK_ACCESS_CHECK='proxy' is not one of: traefik, forward-auth"):
+        create_app({"TESTING": True, "CTFHOST_TRAEFIK_ACCESS_CHECK": "proxy"})
