@@ -1,12 +1,14 @@
-"""What forward-auth costs: requests/s and latency through Traefik with and without it, in one run.
+"""What checking access costs: requests/s and latency through Traefik with and without the check, in one run.
 
 One instance of a busybox httpd challenge is launched through ctfhost with
-forward-auth on. Traefik gets two routers to its backend: ctfhost's own
-(with the forwardAuth middleware, cookie from a real access link) and a
-plain one from a file provider (no middleware). wrk drives both, at one
-connection (latency: what forward-auth adds to each request) and at several
-(throughput). Everything runs on 127.0.0.1 and is removed on exit; it prints
-figures and asserts nothing about time.
+forward-auth on. Traefik gets three routers to its backend: ctfhost's own
+(the access check in Traefik: the plugin's middleware, cookie from a real
+access link), one as ctfhost configured it before (Traefik's forwardAuth
+asking ctfhost about every request; a file-provider router that tells
+forward-auth the instance's host), and a plain one (no middleware). wrk
+drives all three, at one connection (latency: what the check adds to each
+request) and at several (throughput). Everything runs on 127.0.0.1 and is
+removed on exit; it prints figures and asserts nothing about time.
 
     .venv/bin/python bench/forward_auth.py
     .venv/bin/python bench/forward_auth.py --duration 10 --connections 1,8 --json out.json
@@ -23,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.parse
 import uuid
 
@@ -65,6 +68,69 @@ def run_wrk(port, host, cookie, connections, duration):
     return parse_wrk(out)
 
 
+def api_latencies(url, headers, seconds, interval=0.05):
+    """GET `url` every `interval` s for `seconds` (one after the other): latencies in ms, and failures."""
+    latencies, failures = [], 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        started = time.perf_counter()
+        status, _ = http("GET", url, headers=headers, timeout=10)
+        if status == 200:
+            latencies.append((time.perf_counter() - started) * 1000)
+        else:
+            failures += 1
+        time.sleep(max(0.0, interval - (time.perf_counter() - started)))
+    return latencies, failures
+
+
+def launch_seconds(api, headers, team):
+    """POST an instance of the bench challenge and wait until it runs: seconds; then stop it."""
+    started = time.perf_counter()
+    status, instance = http("POST", f"{api}/instances", {"team_id": team, "challenge_id": "bench-fa"}, headers)
+    assert status == 201, instance
+    wait_until(lambda: http("GET", f"{api}/instances/{instance['id']}", headers=headers)[1]["status"] != "pending",
+               60, interval=0.02, what="the launch")
+    took = time.perf_counter() - started
+    final = http("GET", f"{api}/instances/{instance['id']}", headers=headers)[1]
+    assert final["status"] == "running", final["error"]
+    http("DELETE", f"{api}/instances/{instance['id']}", headers=headers)
+    return took
+
+
+def p95(values):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * 0.95))] if values else None
+
+
+def flood_phase(args, web_port, host, cookie, api, headers, instance_id):
+    """Another caller's API latency and launch time, quiet and while wrk floods one team's instance."""
+    url = f"{api}/instances/{instance_id}"
+    print()
+    print(f"a flood against one team's instance ({args.flood_seconds} s of wrk, {args.flood_connections} connections), "
+          f"meanwhile another caller's GET /api/v1/instances/{{id}} every 50 ms and launches of another team")
+    rows = []
+    for name, jar in (("quiet", None), ("flood with the team's cookie", cookie), ("flood without a cookie", "")):
+        wrk = None
+        if jar is not None:
+            argv = ["wrk", "--latency", "-t", "2", "-c", str(args.flood_connections), "-d", f"{args.flood_seconds}s",
+                    "-H", f"Host: {host}"] + (["-H", f"Cookie: {jar}"] if jar else []) + [f"http://127.0.0.1:{web_port}/"]
+            wrk = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+            time.sleep(1)
+        launches = [launch_seconds(api, headers, f"flood-{uuid.uuid4().hex[:6]}") for _ in range(args.flood_launches)]
+        latencies, failures = api_latencies(url, headers, max(2.0, args.flood_seconds - 3 - sum(launches)))
+        flood = parse_wrk(wrk.communicate(timeout=args.flood_seconds + 30)[0]) if wrk else None
+        row = {"mode": name, "api_p50": sorted(latencies)[len(latencies) // 2], "api_p95": p95(latencies),
+               "api_failures": failures, "launch_s": sorted(launches)[len(launches) // 2], "flood": flood}
+        rows.append(row)
+        flood_text = (f"flood {flood['rps']:.0f} req/s ({flood['non_2xx']} not 2xx)" if flood else "no flood")
+        print(f"  {name:<30} {flood_text:<34} GET p50 {row['api_p50']:.1f} ms p95 {row['api_p95']:.1f} ms "
+              f"(failures {failures}); launch to running {row['launch_s']:.2f} s (median of {len(launches)})")
+    quiet = rows[0]
+    for row in rows[1:]:
+        print(f"  {row['mode']:<30} launch {row['launch_s'] / quiet['launch_s'] - 1:+.0%} against quiet")
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
@@ -74,6 +140,10 @@ def main(argv=None):
     parser.add_argument("--app-threads", type=int, default=8)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/8", help="a Redis DB of the bench's own (flushed)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--flood-seconds", type=int, default=15, help="seconds of each flood (default 15)")
+    parser.add_argument("--flood-connections", type=int, default=8, help="wrk connections of the flood (default 8)")
+    parser.add_argument("--flood-launches", type=int, default=3, help="launches timed in each flood phase (default 3)")
+    parser.add_argument("--no-flood", action="store_true", help="skip the flood phase")
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk")
@@ -153,17 +223,35 @@ def main(argv=None):
         (container,) = engine.containers.list(filters={"label": f"ctfhost.instance={instance['id']}"})
         backend_port = container.ports["8080/tcp"][0]["HostPort"]
         direct_host = "direct.bench-fa.localhost"
+        forwarded_host = "forward-auth.bench-fa.localhost"
+        backend = {"loadBalancer": {"servers": [{"url": f"http://127.0.0.1:{backend_port}"}]}}
         with open(direct_file, "w") as handle:
             json.dump({"http": {
-                "routers": {"direct": {"rule": f"Host(`{direct_host}`)", "service": "direct", "entryPoints": ["web"]}},
-                "services": {"direct": {"loadBalancer": {"servers": [{"url": f"http://127.0.0.1:{backend_port}"}]}}},
+                "routers": {
+                    "direct": {"rule": f"Host(`{direct_host}`)", "service": "direct", "entryPoints": ["web"]},
+                    # forwardAuth on every request, as before the access check moved into Traefik; forward-auth
+                    # is told the instance's own host, which this router's Host is not
+                    "forward-auth": {"rule": f"Host(`{forwarded_host}`)", "service": "direct", "entryPoints": ["web"],
+                                     "middlewares": ["as-the-instance", "forward-auth"]},
+                },
+                "middlewares": {
+                    "as-the-instance": {"headers": {"customRequestHeaders": {"X-Forwarded-Host": guarded_host}}},
+                    "forward-auth": {"forwardAuth": {
+                        "address": f"http://127.0.0.1:{app_port}/api/v1/auth/forward", "trustForwardHeader": True,
+                        "authResponseHeaders": ["X-Ctfhost-Team", "X-Ctfhost-Instance"], "maxResponseBodySize": 262144,
+                    }},
+                },
+                "services": {"direct": backend},
             }}, handle)
         wait_until(lambda: fetch_via_proxy(web_port, direct_host)[0] == 200, 20, what="the direct router")
         assert fetch_via_proxy(web_port, guarded_host)[0] == 401  # guarded really is guarded
+        assert fetch_via_proxy(web_port, forwarded_host)[0] == 401
+        assert fetch_via_proxy(web_port, forwarded_host, headers={"Cookie": cookie})[0] == 200
 
         print(f"ctfhost forward-auth benchmark: {os.cpu_count()} CPUs, gunicorn {args.app_workers}x{args.app_threads}, "
               f"wrk {args.duration} s per run, {args.rounds} round(s)")
-        modes = [("without forward-auth", direct_host, None), ("with forward-auth", guarded_host, cookie)]
+        modes = [("no check", direct_host, None), ("check in Traefik", guarded_host, cookie),
+                 ("forwardAuth", forwarded_host, cookie)]
         for conns in connections:
             for _ in range(2):  # warm-up
                 for _, host, jar in modes:
@@ -189,11 +277,17 @@ def main(argv=None):
                     "p99": sorted(r["p99"] for r in runs)[len(runs) // 2],
                 }
                 print(f"{conns:>11}  {name:<22} {rows[name]['rps']:>9.0f} {rows[name]['p50']:>8.2f} {rows[name]['p99']:>8.2f}")
-            added = rows["with forward-auth"]["p50"] - rows["without forward-auth"]["p50"]
-            print(f"{conns:>11}  {'forward-auth adds':<22} {'':>9} {added:>8.2f} "
-                  f"{rows['with forward-auth']['p99'] - rows['without forward-auth']['p99']:>8.2f}")
-            summary.append({"connections": conns, **{k.replace(' ', '_'): v for k, v in rows.items()}, "p50_added_ms": added})
+            plain = rows["no check"]
+            added = {}
+            for name in ("check in Traefik", "forwardAuth"):
+                added[name] = rows[name]["p50"] - plain["p50"]
+                print(f"{conns:>11}  {name + ' adds':<22} {rows[name]['rps'] / plain['rps']:>8.2f}x "
+                      f"{added[name]:>8.2f} {rows[name]['p99'] - plain['p99']:>8.2f}")
+            summary.append({"connections": conns, **{k.replace(' ', '_'): v for k, v in rows.items()},
+                            "p50_added_ms": {k.replace(' ', '_'): v for k, v in added.items()}})
         report["summary"] = summary
+        if not args.no_flood:
+            report["flood"] = flood_phase(args, web_port, guarded_host, cookie, api, headers, instance["id"])
         if args.json:
             with open(args.json, "w") as handle:
                 json.dump(report, handle, indent=2)

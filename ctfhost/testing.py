@@ -34,6 +34,7 @@ from ctfhost.hooktypes import Backend, LaunchError, RuntimeOptions, RuntimeState
 from ctfhost.models import ACTIVE, MODELS, Challenge, FlagSharingEvent, Instance, Setting, Worker, utcnow
 from ctfhost.plugins import get_plugins
 from ctfhost.redis_client import redis_connection
+from ctfhost.services import access as _access
 from ctfhost.services.access import COOKIE_KEYS_SETTING
 from ctfhost.services.access import COOKIE_NAME as ACCESS_COOKIE
 from ctfhost.services.instances import destroy_instance
@@ -48,7 +49,7 @@ from ctfhost.worker.queue import worker_queue
 # (tests/test_plugin_api.py checks it), so the core can move them freely.
 TEST_SURFACE = [
     "ACCESS_COOKIE", "ACTIVE", "Challenge", "FlagSharingEvent", "Instance", "Worker", "destroy_active_instances",
-    "get_plugins", "lifecycle", "utcnow",
+    "get_plugins", "lifecycle", "utcnow", "instance_cookie", "cookie_keyring",
 ]
 
 API_KEY = "test-api-key"
@@ -624,6 +625,17 @@ def live_server(app, redis_server):
 
 
 
+
+
+def instance_cookie(instance_id, team_id):
+    """The access cookie's value ctfhost mints for this instance and team (in an app context)."""
+    return _access.cookie_for(Instance(id=instance_id, team_id=str(team_id)))[0]
+
+
+def cookie_keyring():
+    """The cookie keys as the database holds them now, no process's copy (in an app context)."""
+    _access._keyrings.clear()
+    return _access.keyring(fresh=True)
 
 
 def destroy_active_instances(app):

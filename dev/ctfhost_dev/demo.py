@@ -23,6 +23,8 @@ DEMO_IMAGE = "ctfhost-demo:latest"
 
 DEMO_DIR = ".demo"
 APP_PORT, WEB_PORT, TRAEFIK_API_PORT = 5000, 8000, 8080
+# forward-auth in a gunicorn of its own: players' requests Traefik cannot decide never queue behind the API's
+AUTH_PORT = 5001
 
 
 DEMO_WORKER = "demo-worker"
@@ -39,9 +41,17 @@ def _demo_env(api_key):
         CTFHOST_WORKER_TOKEN=secrets.token_urlsafe(24),  # workers register with it, not the API key
         CTFHOST_PUBLIC_PORT=str(WEB_PORT),
         CTFHOST_TRAEFIK_API_URL=f"http://127.0.0.1:{TRAEFIK_API_PORT}",
+        CTFHOST_TRAEFIK_FORWARD_AUTH_URL=f"http://127.0.0.1:{AUTH_PORT}/api/v1/auth/forward",
         CTFHOST_DOCKER_NETWORK=DEMO_NETWORK,
     )
     return env
+
+
+def forward_auth_server(env, port, log_path):
+    """The same app in a gunicorn of its own, where Traefik asks forward-auth (CTFHOST_TRAEFIK_FORWARD_AUTH_URL)."""
+    service = app_server(env, port, log_path, workers=2, threads=4)
+    service.name = "forward-auth"
+    return service
 
 
 def demo_api_key(directory=DEMO_DIR):
@@ -136,7 +146,7 @@ def demo_stop(directory=DEMO_DIR):
             except TimeoutError as exc:
                 print(exc)
     # the worker, Traefik, then the app (instances first: the worker removes their containers)
-    _stop_groups({name: pids[name] for name in ("worker", "traefik", "app") if name in pids})
+    _stop_groups({name: pids[name] for name in ("worker", "traefik", "forward-auth", "app") if name in pids})
     if engine is not None:
         for container in _demo_containers(engine):  # the worker was down, or too slow
             container.remove(force=True)
@@ -159,7 +169,7 @@ def demo(directory=DEMO_DIR):
     os.makedirs(directory, exist_ok=True)
     if _demo_pids(directory):
         demo_stop(directory)
-    for port in (APP_PORT, WEB_PORT, TRAEFIK_API_PORT):
+    for port in (APP_PORT, AUTH_PORT, WEB_PORT, TRAEFIK_API_PORT):
         if port_open(port):
             raise SystemExit(f"port {port} on 127.0.0.1 is in use; stop what uses it and run `make demo` again")
     api_key = demo_api_key(directory)
@@ -171,6 +181,7 @@ def demo(directory=DEMO_DIR):
 
     services = [
         app_server(env, APP_PORT, os.path.join(directory, "app.log")),
+        forward_auth_server(env, AUTH_PORT, os.path.join(directory, "forward-auth.log")),
         traefik(f"http://127.0.0.1:{APP_PORT}/api/v1/traefik/config", api_key, WEB_PORT, TRAEFIK_API_PORT,
                 os.path.join(directory, "traefik.log"), env=env),
         worker_process(env, os.path.join(directory, "worker.log"), worker_id=DEMO_WORKER),

@@ -5,7 +5,7 @@ from ctfhost.plugin_api import hookimpl
 from ctfhost_plugin_traefik import config_cache, readiness
 from ctfhost_plugin_traefik.commands import traefik_group
 from ctfhost_plugin_traefik.routes import blp
-from ctfhost_plugin_traefik.settings import access_check
+from ctfhost_plugin_traefik.settings import options
 
 __version__ = "0.1.0"
 
@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 @hookimpl
 def register_blueprints(app, api):
     with app.app_context():
-        access_check()  # a wrong CTFHOST_TRAEFIK_ACCESS_CHECK stops the app here, not at Traefik's first poll
+        options()  # a wrong CTFHOST_TRAEFIK_* value stops the app here, not at Traefik's first poll
     api.register_blueprint(blp)
 
 

@@ -8,6 +8,8 @@ import re
 from ctfhost.plugin_api import encoded_team
 
 AUTH_MIDDLEWARE = "ctfhost-forward-auth"
+# Traefik's rateLimit per host in front of forward-auth for hosts no instance router claims
+AUTH_LIMIT_MIDDLEWARE = "ctfhost-forward-auth-limit"
 # the access middleware's name in Traefik's static config (experimental.localPlugins) and its Go module
 ACCESS_PLUGIN = "ctfhost-access"
 ACCESS_MODULE = "github.com/ctfhost/access"  # Traefik evaluates <last element>.New: the Go package is `access`
@@ -49,6 +51,7 @@ def _access_middleware(instance_id, team_id, expires_at, options):
         "keysFile": options.keys_file,
         "forwardAuth": options.auth_url,
         "maxAuthBody": options.auth_max_body,
+        **({"authRate": options.auth_rate, "authBurst": options.auth_burst} if options.auth_rate > 0 else {}),
     }}}
 
 
@@ -97,7 +100,8 @@ def _ended_route(options):
     pattern = r"^[a-z0-9]+\.[a-z0-9-]+\." + re.escape(options.base_domain) + "$"
     router = {
         "rule": f"HostRegexp(`{pattern}`)", "entryPoints": list(options.entrypoints), "priority": 1,
-        "middlewares": [AUTH_MIDDLEWARE], "service": ENDED_ROUTER,
+        "middlewares": ([AUTH_LIMIT_MIDDLEWARE] if options.auth_rate > 0 else []) + [AUTH_MIDDLEWARE],
+        "service": ENDED_ROUTER,
     }
     if options.tls:
         # no certResolver: nothing is requested for names no instance holds
@@ -133,7 +137,7 @@ def fixed_middlewares(options):
     """{name: definition} of the middlewares every config with routers has: ctfhost's forwardAuth."""
     if not options.auth_url:
         return {}
-    return {AUTH_MIDDLEWARE: {
+    middlewares = {AUTH_MIDDLEWARE: {
         "forwardAuth": {
             "address": options.auth_url,
             # Traefik would otherwise pass on X-Forwarded-* from the client
@@ -142,6 +146,12 @@ def fixed_middlewares(options):
             "maxResponseBodySize": options.auth_max_body,
         }
     }}
+    if options.auth_rate > 0 and options.base_domain:
+        middlewares[AUTH_LIMIT_MIDDLEWARE] = {"rateLimit": {
+            "average": options.auth_rate, "burst": options.auth_burst, "period": "1s",
+            "sourceCriterion": {"requestHost": True},
+        }}
+    return middlewares
 
 
 def empty_routes(route_map=dict):

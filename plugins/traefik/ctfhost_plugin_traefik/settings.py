@@ -15,6 +15,9 @@ FORWARD_AUTH_PATH = "api/v1/auth/forward"
 ACCESS_CHECKS = ("traefik", "forward-auth")
 # where the middleware reads the cookie keys; relative: Traefik's working directory
 DEFAULT_KEYS_FILE = "ctfhost-access.keys"
+# requests per host handed to forward-auth per second on average, and the burst (0: no limit)
+DEFAULT_AUTH_RATE = 10
+DEFAULT_AUTH_BURST = 50
 # forwardAuth answers are ctfhost's own short pages; bounded so Traefik does
 # not buffer whatever comes back (and does not warn once per router per reload)
 DEFAULT_AUTH_MAX_BODY = 262144
@@ -56,6 +59,18 @@ def access_check():
     value = str(plugin_setting("TRAEFIK", "ACCESS_CHECK", "traefik")).strip().lower()
     if value not in ACCESS_CHECKS:
         raise ValueError(f"CTFHOST_TRAEFIK_ACCESS_CHECK={value!r} is not one of: {', '.join(ACCESS_CHECKS)}")
+    return value
+
+
+def _count(name, default):
+    """A whole number >= 0 from CTFHOST_TRAEFIK_<name>; anything else is refused, naming the setting."""
+    raw = plugin_setting("TRAEFIK", name, default)
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"CTFHOST_TRAEFIK_{name}={raw!r} is not a whole number of 0 or more")
     return value
 
 
@@ -104,6 +119,9 @@ class RenderOptions(NamedTuple):
     # with forward-auth: Traefik checks cookies itself (a middleware per instance router), forward-auth the rest
     access_in_traefik: bool = False
     keys_file: str = DEFAULT_KEYS_FILE
+    # forward-auth calls per host and second (average, burst); 0: no limit
+    auth_rate: int = 0
+    auth_burst: int = 0
 
 
 def options():
@@ -120,4 +138,6 @@ def options():
         base_domain=core_setting("BASE_DOMAIN"),
         access_in_traefik=access_check() == "traefik",
         keys_file=keys_file(),
+        auth_rate=_count("AUTH_RATE", DEFAULT_AUTH_RATE),
+        auth_burst=_count("AUTH_BURST", DEFAULT_AUTH_BURST),
     )

@@ -7,17 +7,32 @@ never does, while everything else is answered by ctfhost as before.
 
 import datetime
 import os
+import subprocess
 import time
 
 import pytest
 
-from ctfhost.models import Instance, utcnow
-from ctfhost.services import access as access_service
-from ctfhost.testing import access_cookie, wait_until
-from ctfhost_plugin_traefik import config_cache, dynamic
+from ctfhost.plugin_api import keys_file_text
+from ctfhost.testing import FLASK_CTFHOST, Instance, access_cookie, cookie_keyring, instance_cookie, utcnow, wait_until
+from ctfhost_plugin_traefik import config_cache, dynamic, static
+from ctfhost_plugin_traefik.settings import DEFAULT_KEYS_FILE
 from ctfhost_plugin_traefik.testing import write_access_files
 
 from test_traefik_plugin import launch_fake  # noqa: E402  (the tests' shared helper)
+
+
+@pytest.fixture(autouse=True)
+def current_keys(app, traefik_proxy):
+    """The session's Traefik holds the keys the database holds now (a test elsewhere may have rebuilt the schema)."""
+    directory = os.path.dirname(traefik_proxy.service.log_path)
+    path = os.path.join(directory, DEFAULT_KEYS_FILE)
+    with open(path) as handle:
+        before = handle.read()
+    with app.app_context():
+        text = keys_file_text()
+    if text != before:
+        static.write_access_files(directory, text, DEFAULT_KEYS_FILE)
+        time.sleep(1.1)  # the middleware looks at the file at most once a second
 
 
 @pytest.fixture
@@ -92,11 +107,9 @@ def test_without_a_valid_cookie_ctfhost_answers(api, app, traefik_proxy, redis_s
     loaded(traefik_proxy, mine)
     host = mine["endpoint"].split("://")[1]
     with app.app_context():
-        other_team = Instance(id=mine["id"], team_id="4")
-        foreign_team = access_service.cookie_for(other_team)[0]
-        other_instance = Instance(id="6f1c0d52-2d0a-4a43-9a64-3f3c1b1f4d11", team_id="3")
-        foreign_instance = access_service.cookie_for(other_instance)[0]
-        good = access_service.cookie_for(Instance(id=mine["id"], team_id="3"))[0]
+        foreign_team = instance_cookie(mine["id"], 4)
+        foreign_instance = instance_cookie("6f1c0d52-2d0a-4a43-9a64-3f3c1b1f4d11", 3)
+        good = instance_cookie(mine["id"], 3)
     version, kid, instance_id, team, mac = good.split(".")
     forged = ".".join([version, kid, instance_id, team, ("A" if mac[0] != "A" else "B") + mac[1:]])
     unknown_key = ".".join([version, "deadbeef", instance_id, team, mac])
@@ -188,7 +201,7 @@ def test_key_rotation_accepts_both_keys_until_it_finishes(api, app, traefik_prox
     result = runner.invoke(args=["ctfhost", "access", "rotate-key"])
     assert result.exit_code == 0, result.output
     with app.app_context():
-        ring = access_service.keyring(fresh=True)
+        ring = cookie_keyring()
     assert len(ring["keys"]) == 2
     assert ring["keys"][0]["key"] not in result.output and ring["keys"][1]["key"] not in result.output
     write_access_files(directory, dict(os.environ))  # what `traefik run` does within seconds
@@ -205,7 +218,7 @@ def test_key_rotation_accepts_both_keys_until_it_finishes(api, app, traefik_prox
     write_access_files(directory, dict(os.environ))
     time.sleep(1.2)
     with app.app_context():
-        access_service._keyrings.clear()
+        cookie_keyring()  # this process forgets its copy of the old keys
     assert traefik_proxy.fetch(host, headers={"Cookie": old})[0] == 401  # neither Traefik nor ctfhost takes it
     assert len(asked) == before + 1
     assert traefik_proxy.fetch(host, headers={"Cookie": new})[0] == 200
@@ -229,8 +242,43 @@ def test_forward_auth_mode_asks_ctfhost_every_time(api, app, traefik_proxy, redi
     assert traefik_proxy.fetch(host)[0] == 401
 
 
-def test_a_wrong_access_check_setting_stops_the_app():
-    from ctfhost.app import create_app
+def refused_setting(name, value):
+    """What `flask ctfhost plugins` prints when the app is built with CTFHOST_<name>=value; it must fail."""
+    result = subprocess.run([*FLASK_CTFHOST, "plugins"], env={**os.environ, f"CTFHOST_{name}": value},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    return result.stderr
 
-    with pytest.raises(ValueError, match="CTFHOST_TRAEFIK_ACCESS_CHECK='proxy' is not one of: traefik, forward-auth"):
-        create_app({"TESTING": True, "CTFHOST_TRAEFIK_ACCESS_CHECK": "proxy"})
+
+def test_a_wrong_access_check_setting_stops_the_app():
+    assert "CTFHOST_TRAEFIK_ACCESS_CHECK='proxy' is not one of: traefik, forward-auth" in refused_setting(
+        "TRAEFIK_ACCESS_CHECK", "proxy")
+
+
+def test_requests_handed_to_forward_auth_are_limited_per_host(api, app, traefik_proxy, redis_server, asked, monkeypatch):
+    monkeypatch.setitem(app.config, "CTFHOST_TRAEFIK_AUTH_RATE", "1")
+    monkeypatch.setitem(app.config, "CTFHOST_TRAEFIK_AUTH_BURST", "3")
+    instance = launch_fake(api, app, "mw-limit")
+    loaded(traefik_proxy, instance)
+    config = api.get("/api/v1/traefik/config").json
+    check = config["http"]["middlewares"][dynamic.access_middleware_name(instance["id"])]["plugin"][dynamic.ACCESS_PLUGIN]
+    assert (check["authRate"], check["authBurst"]) == (1, 3)
+    host = instance["endpoint"].split("://")[1]
+    link = api.post(f"/api/v1/instances/{instance['id']}/access", json={}).json["url"]
+    cookie, _ = access_cookie(traefik_proxy.web_port, link)  # one forward-auth call of the burst
+    before = len(asked)
+    statuses = [traefik_proxy.fetch(host)[0] for _ in range(10)]
+    assert statuses[:2] == [401, 401] and statuses.count(429) >= 7, statuses
+    assert len(asked) - before <= 3  # the rest never reached ctfhost
+    # the team's own requests are decided in Traefik and never limited
+    assert [traefik_proxy.fetch(host, headers={"Cookie": cookie})[0] for _ in range(20)] == [200] * 20
+    # hosts no instance claims: Traefik's rateLimit in front of forwardAuth
+    ended = config["http"]["routers"][dynamic.ENDED_ROUTER]
+    assert ended["middlewares"] == [dynamic.AUTH_LIMIT_MIDDLEWARE, dynamic.AUTH_MIDDLEWARE]
+    assert config["http"]["middlewares"][dynamic.AUTH_LIMIT_MIDDLEWARE]["rateLimit"]["sourceCriterion"] == {"requestHost": True}
+    gone = [traefik_proxy.fetch("aaaaaaaaaaaa.nothing.localhost")[0] for _ in range(10)]
+    assert gone[0] == 404 and 429 in gone, gone
+
+
+def test_a_wrong_rate_setting_stops_the_app():
+    assert "CTFHOST_TRAEFIK_AUTH_RATE='fast' is not a whole number" in refused_setting("TRAEFIK_AUTH_RATE", "fast")

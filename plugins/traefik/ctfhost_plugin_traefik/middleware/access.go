@@ -18,6 +18,11 @@
 // Keys file: one "<kid> <key in unpadded base64url>" per line; every key
 // listed is accepted (two during a rotation). It is read again when it
 // changes, at most once per second.
+//
+// The requests it hands to ctfhost are limited per instance (authRate per
+// second on average, bursts of authBurst): beyond, the client gets 429 and
+// ctfhost is not asked, so a flood without a valid cookie cannot reach the
+// control plane. Requests with a valid cookie are never limited here.
 package access
 
 import (
@@ -50,6 +55,9 @@ type Config struct {
 	MaxAuthBody int64 `json:"maxAuthBody,omitempty"`
 	// seconds a forward-auth call may take
 	AuthTimeout int `json:"authTimeout,omitempty"`
+	// forward-auth calls per second for this instance, on average (0: no limit), and the burst allowed
+	AuthRate  float64 `json:"authRate,omitempty"`
+	AuthBurst float64 `json:"authBurst,omitempty"`
 }
 
 // CreateConfig gives the defaults Traefik fills in from the dynamic configuration.
@@ -144,6 +152,32 @@ func (k *keyring) get(kid string) []byte {
 	return k.keys[kid]
 }
 
+// bucket is a token bucket: rate tokens a second, at most burst kept.
+type bucket struct {
+	mu     sync.Mutex
+	rate   float64
+	burst  float64
+	tokens float64
+	last   time.Time
+}
+
+// take spends a token; false (and the seconds until the next one) when there is none.
+func (b *bucket) take(now time.Time) (bool, int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// one field per assignment (Yaegi: see refresh)
+	b.tokens = b.tokens + now.Sub(b.last).Seconds()*b.rate
+	if b.tokens > b.burst {
+		b.tokens = b.burst
+	}
+	b.last = now
+	if b.tokens >= 1 {
+		b.tokens = b.tokens - 1
+		return true, 0
+	}
+	return false, int((1-b.tokens)/b.rate) + 1
+}
+
 // Access is one instance router's middleware.
 type Access struct {
 	next   http.Handler
@@ -151,6 +185,7 @@ type Access struct {
 	config *Config
 	ring   *keyring
 	client *http.Client
+	limit  *bucket
 }
 
 var (
@@ -185,7 +220,15 @@ func New(ctx context.Context, next http.Handler, config *Config, name string) (h
 	if config.MaxAuthBody <= 0 {
 		config.MaxAuthBody = 262144
 	}
-	return &Access{next: next, name: name, config: config, ring: ringFor(config.KeysFile), client: sharedClient(config.AuthTimeout)}, nil
+	access := &Access{next: next, name: name, config: config, ring: ringFor(config.KeysFile), client: sharedClient(config.AuthTimeout)}
+	if config.AuthRate > 0 {
+		burst := config.AuthBurst
+		if burst < 1 {
+			burst = 1
+		}
+		access.limit = &bucket{rate: config.AuthRate, burst: burst, tokens: burst, last: time.Now()}
+	}
+	return access, nil
 }
 
 func (a *Access) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
@@ -257,6 +300,15 @@ var hopHeaders = map[string]bool{
 
 // forwardAuth asks ctfhost as Traefik's forwardAuth middleware would (trustForwardHeader off).
 func (a *Access) forwardAuth(rw http.ResponseWriter, req *http.Request) {
+	if a.limit != nil {
+		if ok, wait := a.limit.take(time.Now()); !ok {
+			rw.Header().Set("Retry-After", fmt.Sprint(wait))
+			rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			rw.WriteHeader(http.StatusTooManyRequests)
+			_, _ = io.WriteString(rw, "Too many requests without access to this instance; try again in a moment.\n")
+			return
+		}
+	}
 	authReq, err := http.NewRequestWithContext(req.Context(), http.MethodGet, a.config.ForwardAuth, nil)
 	if err != nil {
 		http.Error(rw, "ctfhost access: bad forward-auth address", http.StatusInternalServerError)
