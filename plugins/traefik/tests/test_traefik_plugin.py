@@ -248,7 +248,8 @@ def test_forward_auth_defaults_to_the_address_traefik_fetched_the_config_from(ap
         assert middleware["address"] == f"{base}/api/v1/auth/forward"
         routers = config["http"]["routers"]
         assert len(routers) == 2 and dynamic.ENDED_ROUTER in routers
-        assert routers.pop(dynamic.ENDED_ROUTER)["middlewares"] == [dynamic.AUTH_MIDDLEWARE]
+        # hosts no instance claims: forwardAuth, behind Traefik's rateLimit per host
+        assert routers.pop(dynamic.ENDED_ROUTER)["middlewares"] == [dynamic.AUTH_LIMIT_MIDDLEWARE, dynamic.AUTH_MIDDLEWARE]
         # the instance's own router checks cookies in Traefik and asks the same address without one
         [(name, router)] = routers.items()
         [access] = router["middlewares"]
