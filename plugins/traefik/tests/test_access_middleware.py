@@ -6,6 +6,7 @@ never does, while everything else is answered by ctfhost as before.
 """
 
 import datetime
+import http.client
 import os
 import subprocess
 import time
@@ -14,6 +15,7 @@ import pytest
 
 from ctfhost.plugin_api import keys_file_text
 from ctfhost.testing import FLASK_CTFHOST, Instance, access_cookie, cookie_keyring, instance_cookie, utcnow, wait_until
+from ctfhost.testing import http as call
 from ctfhost_plugin_traefik import config_cache, dynamic, static
 from ctfhost_plugin_traefik.settings import DEFAULT_KEYS_FILE
 from ctfhost_plugin_traefik.testing import write_access_files
@@ -52,6 +54,18 @@ def asked(app, monkeypatch):
     return calls
 
 
+@pytest.fixture(params=["traefik", "forward-auth"])
+def check(request, app, monkeypatch):
+    """Each behaviour twice: the check in Traefik, and forward-auth on every request (the fallback setting)."""
+    monkeypatch.setitem(app.config, "CTFHOST_TRAEFIK_ACCESS_CHECK", request.param)
+    return request.param
+
+
+def decided(check, asked, before, requests):
+    """With the check in Traefik none of `requests` reached ctfhost; with forward-auth each did."""
+    assert len(asked) == before + (0 if check == "traefik" else requests), (check, asked[before:])
+
+
 def loaded(traefik_proxy, instance, expires=None):
     """Wait until Traefik serves the instance's router (with its access middleware at expiry `expires`, if given)."""
     name = dynamic.access_middleware_name(instance["id"])
@@ -61,9 +75,7 @@ def loaded(traefik_proxy, instance, expires=None):
             return False
         if expires is None:
             return True
-        from ctfhost.testing import http
-
-        status, body = http("GET", f"{traefik_proxy.api_url}/api/http/middlewares/{name}@http")
+        status, body = call("GET", f"{traefik_proxy.api_url}/api/http/middlewares/{name}@http")
         config = (body or {}).get("plugin", {}).get(dynamic.ACCESS_PLUGIN, {}) if status == 200 else {}
         return str(config.get("expires")) == str(expires)  # Traefik shows plugin settings as text
 
@@ -83,7 +95,7 @@ def unix(moment):
     return int(moment.replace(tzinfo=datetime.timezone.utc).timestamp())
 
 
-def test_the_team_cookie_is_checked_in_traefik_without_asking_ctfhost(api, app, traefik_proxy, redis_server, asked):
+def test_the_team_cookie_is_checked_in_traefik_without_asking_ctfhost(api, app, traefik_proxy, redis_server, asked, check):
     instance = launch_fake(api, app, "mw-pass", {"echo_headers": True})
     loaded(traefik_proxy, instance)
     host = instance["endpoint"].split("://")[1]
@@ -95,14 +107,14 @@ def test_the_team_cookie_is_checked_in_traefik_without_asking_ctfhost(api, app, 
             host, headers={"Cookie": cookie, "X-Ctfhost-Team": "evil", "X_Ctfhost_Instance": "evil"},
         )
         assert status == 200, body
-    assert len(asked) == 1, asked  # none of the five asked ctfhost
+    decided(check, asked, 1, 5)
     received = echoed(body)
     assert received["X-Ctfhost-Team"] == ["3"]
     assert received["X-Ctfhost-Instance"] == [instance["id"]]
     assert not [name for name in received if name.lower().replace("_", "-") == "x-ctfhost-instance" and name != "X-Ctfhost-Instance"]
 
 
-def test_without_a_valid_cookie_ctfhost_answers(api, app, traefik_proxy, redis_server, asked):
+def test_without_a_valid_cookie_ctfhost_answers(api, app, traefik_proxy, redis_server, asked, check):
     mine = launch_fake(api, app, "mw-mine")
     loaded(traefik_proxy, mine)
     host = mine["endpoint"].split("://")[1]
@@ -121,13 +133,28 @@ def test_without_a_valid_cookie_ctfhost_answers(api, app, traefik_proxy, redis_s
         assert status == 401, (what, status, body)
         assert "This instance is private" in body, what  # ctfhost's own page
         assert len(asked) == before + 1, what
-    # the real cookie passes without asking
+    # the real cookie passes (without asking, in Traefik)
     before = len(asked)
     assert traefik_proxy.fetch(host, headers={"Cookie": f"ctfhost_access={good}"})[0] == 200
-    assert len(asked) == before
+    decided(check, asked, before, 1)
 
 
-def test_renewal_moves_the_expiry_traefik_checks(api, app, traefik_proxy, redis_server, asked):
+def test_without_a_cookie_a_browser_is_sent_to_sign_in(api, app, traefik_proxy, redis_server, asked, check, monkeypatch):
+    monkeypatch.setitem(app.config, "CTFHOST_AUTH_SIGNIN_URL", "https://ctf.example.org/ctfhost?instance={instance_id}&next={next}")
+    instance = launch_fake(api, app, "mw-signin")
+    loaded(traefik_proxy, instance)
+    host = instance["endpoint"].split("://")[1]
+    # a browser would follow the redirect; here it is only read (http.client follows none)
+    connection = http.client.HTTPConnection("127.0.0.1", traefik_proxy.web_port, timeout=10)
+    connection.request("GET", "/page?x=1", headers={"Host": host})
+    answer = connection.getresponse()
+    assert answer.status == 302
+    location = answer.getheader("Location")
+    assert location.startswith(f"https://ctf.example.org/ctfhost?instance={instance['id']}&next=")
+    assert "page%3Fx%3D1" in location
+
+
+def test_renewal_moves_the_expiry_traefik_checks(api, app, traefik_proxy, redis_server, asked, check):
     instance = launch_fake(api, app, "mw-renew")
     host = instance["endpoint"].split("://")[1]
     link = api.post(f"/api/v1/instances/{instance['id']}/access", json={}).json["url"]
@@ -137,18 +164,18 @@ def test_renewal_moves_the_expiry_traefik_checks(api, app, traefik_proxy, redis_
     with app.app_context():
         Instance.update(expires_at=soon).where(Instance.id == instance["id"]).execute()
         config_cache.invalidate(instance["id"])
-    loaded(traefik_proxy, instance, expires=unix(soon))
+    loaded(traefik_proxy, instance, expires=unix(soon) if check == "traefik" else None)
     assert traefik_proxy.fetch(host, headers={"Cookie": cookie})[0] == 200
     renewed = api.post(f"/api/v1/instances/{instance['id']}/renew").json
     new_expiry = datetime.datetime.fromisoformat(renewed["expires_at"].replace("Z", "+00:00")).replace(tzinfo=None)
-    loaded(traefik_proxy, instance, expires=unix(new_expiry))
+    loaded(traefik_proxy, instance, expires=unix(new_expiry) if check == "traefik" else None)
     time.sleep(max(0.0, (soon - utcnow()).total_seconds()) + 1)  # past the first expiry
     before = len(asked)
     assert traefik_proxy.fetch(host, headers={"Cookie": cookie})[0] == 200
-    assert len(asked) == before  # still decided in Traefik
+    decided(check, asked, before, 1)
 
 
-def test_past_its_expiry_the_cookie_no_longer_opens_the_instance(api, app, traefik_proxy, redis_server, asked):
+def test_past_its_expiry_the_cookie_no_longer_opens_the_instance(api, app, traefik_proxy, redis_server, asked, check):
     instance = launch_fake(api, app, "mw-expired")
     host = instance["endpoint"].split("://")[1]
     link = api.post(f"/api/v1/instances/{instance['id']}/access", json={}).json["url"]
@@ -158,14 +185,14 @@ def test_past_its_expiry_the_cookie_no_longer_opens_the_instance(api, app, traef
         # expired but not yet swept: still routed, so only the expiry refuses it
         Instance.update(expires_at=past).where(Instance.id == instance["id"]).execute()
         config_cache.invalidate(instance["id"])
-    loaded(traefik_proxy, instance, expires=unix(past))
+    loaded(traefik_proxy, instance, expires=unix(past) if check == "traefik" else None)
     before = len(asked)
     status, body = traefik_proxy.fetch(host, headers={"Cookie": cookie})
     assert status == 404 and "Nothing runs at this address" in body
     assert len(asked) == before + 1  # Traefik refused to decide; ctfhost said why
 
 
-def test_restart_and_delete_leave_the_old_cookie_nothing(api, app, traefik_proxy, redis_server, asked):
+def test_restart_and_delete_leave_the_old_cookie_nothing(api, app, traefik_proxy, redis_server, asked, check):
     from ctfhost.testing import run_jobs
 
     instance = launch_fake(api, app, "mw-restart")
