@@ -17,6 +17,7 @@ Needs wrk (apt-get install wrk).
 """
 
 import argparse
+import http.client as httpclient
 import json
 import os
 import re
@@ -32,6 +33,7 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from launch_latency import processes  # noqa: E402
 from ctfhost.testing import app_server, fetch_via_proxy, free_port, http, upgrade_database, wait_until, worker_process  # noqa: E402
 from ctfhost_plugin_docker.testing import build_image  # noqa: E402
 from ctfhost_plugin_traefik.testing import traefik  # noqa: E402
@@ -97,24 +99,118 @@ def launch_seconds(api, headers, team):
     return took
 
 
+def _table():
+    """{pid: (command, parent pid)} of every process now (Linux)."""
+    return {int(pid): (command, int(fields[1])) for pid, command, fields in processes()}
+
+
+def tree(roots, table):
+    """The pids of `roots` and of all their descendants."""
+    found, todo = set(), [pid for pid in roots if pid in table]
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(child for child, (_, parent) in table.items() if parent == pid)
+    return found
+
+
+def pin(pids, cpus):
+    """Run every thread of these processes on `cpus` (new children inherit it)."""
+    for pid in pids:
+        try:
+            threads = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for thread in threads:
+            try:
+                os.sched_setaffinity(int(thread), cpus)
+            except OSError:
+                pass
+
+
+def container_pids(container_id):
+    """The processes of a container, found by its id in their cgroup."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cgroup") as handle:
+                    if container_id in handle.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+class SplitCores:
+    """The proxy side on one core, the control plane and the runtime on the others: two machines, on one.
+
+    In production the players' traffic goes through Traefik hosts, and
+    instances start on runtime hosts; on this machine both share two cores,
+    so any flood would slow Docker whatever checks access. The proxy side
+    (wrk, Traefik, the flooded instance's container and its docker-proxy)
+    gets the last core; dockerd, containerd (and the containers they start),
+    the API and the worker get the rest. The engine's affinity is given back
+    at the end.
+    """
+
+    def __init__(self, services, container_id, backend_port):
+        self.all = set(range(os.cpu_count()))
+        self.proxy = {max(self.all)}
+        self.rest = self.all - self.proxy
+        self.services, self.container_id, self.backend_port = services, container_id, backend_port
+
+    def engine(self, table):
+        return tree([pid for pid, (command, _) in table.items() if command in ("dockerd", "containerd")], table)
+
+    def __enter__(self):
+        table = _table()
+        pin(self.engine(table), self.rest)
+        for service in self.services:
+            pin(tree([service.pid], table), self.proxy if service.name == "traefik" else self.rest)
+        proxies = [pid for pid, (command, _) in table.items() if command == "docker-proxy" and
+                   f"-host-port {self.backend_port}" in open(f"/proc/{pid}/cmdline").read().replace("\0", " ")]
+        pin(container_pids(self.container_id) + proxies, self.proxy)
+        return self
+
+    def wrap(self, argv):
+        return ["taskset", "-c", ",".join(map(str, sorted(self.proxy)))] + argv
+
+    def __exit__(self, *exc):
+        table = _table()
+        pin(self.engine(table), self.all)
+        for service in self.services:
+            pin(tree([service.pid], table), self.all)
+
+
 def p95(values):
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * 0.95))] if values else None
 
 
-def flood_phase(args, web_port, host, cookie, api, headers, instance_id):
+def flood_phase(args, web_port, host, cookie, direct_host, api, headers, instance_id, workdir, split=None):
     """Another caller's API latency and launch time, quiet and while wrk floods one team's instance."""
     url = f"{api}/instances/{instance_id}"
+    # wrk paced to --flood-rate overall: each connection waits connections/rate seconds between its requests
+    pace = os.path.join(workdir, "pace.lua")
+    with open(pace, "w") as handle:
+        handle.write(f"function delay()\n  return {args.flood_connections * 1000.0 / args.flood_rate:.3f}\nend\n")
     print()
-    print(f"a flood against one team's instance ({args.flood_seconds} s of wrk, {args.flood_connections} connections), "
-          f"meanwhile another caller's GET /api/v1/instances/{{id}} every 50 ms and launches of another team")
+    print(f"a flood against one team's instance (wrk paced to {args.flood_rate} req/s, {args.flood_connections} "
+          f"connections, {args.flood_seconds} s), meanwhile another caller's GET /api/v1/instances/{{id}} every 50 ms "
+          f"and launches of another team; " + (f"proxy side on core {sorted(split.proxy)}, the rest on {sorted(split.rest)}"
+                                                if split else "all on every core"))
     rows = []
-    for name, jar in (("quiet", None), ("flood with the team's cookie", cookie), ("flood without a cookie", "")):
+    phases = (("quiet", None, None), ("flood, no check (control)", direct_host, ""),
+              ("flood with the team's cookie", host, cookie), ("flood without a cookie", host, ""))
+    for name, target, jar in phases:
         wrk = None
-        if jar is not None:
+        if target is not None:
             argv = ["wrk", "--latency", "-t", "2", "-c", str(args.flood_connections), "-d", f"{args.flood_seconds}s",
-                    "-H", f"Host: {host}"] + (["-H", f"Cookie: {jar}"] if jar else []) + [f"http://127.0.0.1:{web_port}/"]
-            wrk = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+                    "-s", pace, "-H", f"Host: {target}"] + (["-H", f"Cookie: {jar}"] if jar else [])
+            argv = split.wrap(argv) if split else argv
+            wrk = subprocess.Popen(argv + [f"http://127.0.0.1:{web_port}/"], stdout=subprocess.PIPE, text=True)
             time.sleep(1)
         launches = [launch_seconds(api, headers, f"flood-{uuid.uuid4().hex[:6]}") for _ in range(args.flood_launches)]
         latencies, failures = api_latencies(url, headers, max(2.0, args.flood_seconds - 3 - sum(launches)))
@@ -141,9 +237,12 @@ def main(argv=None):
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/8", help="a Redis DB of the bench's own (flushed)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--flood-seconds", type=int, default=15, help="seconds of each flood (default 15)")
-    parser.add_argument("--flood-connections", type=int, default=8, help="wrk connections of the flood (default 8)")
+    parser.add_argument("--flood-connections", type=int, default=16, help="wrk connections of the flood (default 16)")
+    parser.add_argument("--flood-rate", type=int, default=2000, help="requests per second of the flood (default 2000)")
     parser.add_argument("--flood-launches", type=int, default=3, help="launches timed in each flood phase (default 3)")
     parser.add_argument("--no-flood", action="store_true", help="skip the flood phase")
+    parser.add_argument("--split-cores", action=argparse.BooleanOptionalAction, default=True,
+                        help="during the flood, the proxy side on the last core, the rest on the others (default on)")
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk")
@@ -211,9 +310,7 @@ def main(argv=None):
         # the cookie, the way a browser gets it: follow an access link through Traefik
         _, link = http("POST", f"{api}/instances/{instance['id']}/access", {}, headers)
         path = urllib.parse.urlsplit(link["url"])
-        import http.client
-
-        conn = http.client.HTTPConnection("127.0.0.1", web_port, timeout=10)
+        conn = httpclient.HTTPConnection("127.0.0.1", web_port, timeout=10)
         conn.request("GET", f"{path.path}?{path.query}", headers={"Host": guarded_host})
         answer = conn.getresponse()
         cookie = answer.getheader("Set-Cookie").split(";", 1)[0]
@@ -287,7 +384,13 @@ def main(argv=None):
                             "p50_added_ms": {k.replace(' ', '_'): v for k, v in added.items()}})
         report["summary"] = summary
         if not args.no_flood:
-            report["flood"] = flood_phase(args, web_port, guarded_host, cookie, api, headers, instance["id"])
+            if args.split_cores and os.cpu_count() > 1:
+                with SplitCores(services, container.id, backend_port) as split:
+                    report["flood"] = flood_phase(args, web_port, guarded_host, cookie, direct_host, api, headers,
+                                                  instance["id"], workdir, split)
+            else:
+                report["flood"] = flood_phase(args, web_port, guarded_host, cookie, direct_host, api, headers,
+                                              instance["id"], workdir)
         if args.json:
             with open(args.json, "w") as handle:
                 json.dump(report, handle, indent=2)
