@@ -448,8 +448,16 @@ class Bench:
                     return f"instance {seen['status']}: {seen.get('error')}"
                 return None
 
+            headers = None
+            if getattr(self.args, "forward_auth", False):
+                # the team's cookie, as its browser would hold it: a 200 then means Traefik routes the
+                # instance and its access check lets the team in
+                from ctfhost.testing import instance_cookie
+
+                with self.app.app_context():
+                    headers = {"Cookie": f"ctfhost_access={instance_cookie(instance_id, team)}"}
             result["proxy_attempts"] = self.poll_reachable(
-                self.web_port, hostname, t0, result, "not reachable through Traefik", failed
+                self.web_port, hostname, t0, result, "not reachable through Traefik", failed, headers
             )
             if watcher.is_alive():
                 watcher.join(timeout=5)
@@ -489,12 +497,12 @@ class Bench:
                 out.append(kwargs)
         return out
 
-    def poll_reachable(self, port, hostname, t0, result, what, failed=None):
+    def poll_reachable(self, port, hostname, t0, result, what, failed=None, headers=None):
         """GET until 200 (reachable_ms), a failure (`failed()` says why) or the launch timeout; returns attempts."""
         poll, limit = self.args.poll_ms / 1000.0, self.args.launch_timeout
         attempts = 0
         while True:
-            code, text = fetch_via_proxy(port, hostname, timeout=self.args.fetch_timeout)
+            code, text = fetch_via_proxy(port, hostname, timeout=self.args.fetch_timeout, headers=headers)
             now = time.perf_counter()
             attempts += 1
             if code == 200:

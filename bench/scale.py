@@ -331,13 +331,14 @@ def wait_routers(stack, at_least, timeout):
 
 def bench_reachable(args):
     """Launch-to-reachable (POST -> first 200 through Traefik) with 0, 2,000 and 10,000 routed instances."""
-    stack = real_stack(args, traefik_extra=traefik_tuning(args))
+    stack = real_stack(args, forward_auth=args.forward_auth, traefik_extra=traefik_tuning(args))
     try:
         print(f"launch-to-reachable through Traefik: {args.reachable_runs} sequential launches per fleet size "
               f"(+1 warm-up), each deleted before the next; Traefik poll {args.traefik_poll}, "
               f"throttle {args.traefik_throttle}, {args.traefik_shards} shard(s)"
-              f"{' behind a front Traefik' if args.traefik_shards > 1 else ''}; "
-              f"forward-auth off (the route's liveness is measured)")
+              f"{' behind a front Traefik' if args.traefik_shards > 1 else ''}"
+              + ("; forward-auth on: each instance router has its access middleware, polled with the team's cookie"
+                 if args.forward_auth else "; forward-auth off (the route's liveness is measured)"))
         base = traefik_routers(stack)
         size = 0
         rows = []
@@ -929,6 +930,8 @@ def parse_args(argv):
     real.add_argument("--reachable-sizes", default="0,2000,10000", type=lambda text: [int(n) for n in text.split(",")],
                       help="routed instances, growing")
     real.add_argument("--reachable-runs", type=int, default=10, help="launches measured per size")
+    real.add_argument("--forward-auth", action="store_true",
+                      help="--reachable with forward-auth on: the access middleware on every router, the team's cookie")
     real.add_argument("--rush-launches", type=int, default=300, help="launches requested at once in --rush")
     real.add_argument("--live-instances", type=int, default=1000, help="live instances in --live")
     real.add_argument("--live-sample", type=int, default=50, help="of them, fetched through Traefik as their team")

@@ -263,9 +263,10 @@ def access_rotate_key(finish):
     if finish:
         click.echo("cookies under other keys are refused from now on; players open their instance again from the scoreboard")
     else:
-        click.echo("new cookies use the new key; cookies under older keys still work until `rotate-key --finish`")
+        click.echo("new cookies use the new key; a cookie under an older key still works, and its next request gets "
+                   "a fresh one, until `rotate-key --finish`")
     click.echo("the proxy reads the keys from its keys file: `flask ctfhost traefik run` rewrites it within seconds; "
-               "where Traefik runs on its own, run `flask ctfhost traefik write-keys` there", err=True)
+               "where Traefik runs on its own, run `flask ctfhost traefik middleware` there", err=True)
 
 
 # commands that run whatever the schema's state: `db upgrade` must run on a

@@ -201,7 +201,8 @@ def authorize(request, instance):
     """Decide whether a request may reach an instance.
 
     Called on every forward-auth request from the proxy, with the instance
-    found from ``X-Forwarded-Host``. The core's default implementation is
+    found from ``X-Forwarded-Host``. A proxy that checks cookies itself (the
+    Traefik plugin's default) asks only about the requests it cannot decide. The core's default implementation is
     registered ``trylast``; a plugin answering first takes over. Stops at the
     first non-None result.
 

@@ -215,3 +215,24 @@ def test_redirect_keeps_the_public_port_of_the_endpoint(api, client, running):
     link = urllib.parse.urlsplit(link_for(api, red)["url"])
     response = forward(client, f"{host_of(red)}:9999", f"{link.path}?{link.query}")
     assert response.headers["Location"] == f"http://{host_of(red)}:8000/"
+
+
+def test_a_cookie_under_an_older_key_is_let_in_and_renewed(api, app, client, running):
+    red = running["red"]
+    current = cookie_value(redeem(client, red, link_for(api, red)))
+    assert "Set-Cookie" not in forward(client, red, cookie=current).headers  # under the newest key: nothing to renew
+    # a cookie of the release before (signed with the app's key), then a key rotation
+    legacy = access._serializer("ctfhost-cookie").dumps({"i": red["id"], "t": "red"})
+    for old in (legacy, current):
+        if old is current:
+            app.test_cli_runner().invoke(args=["ctfhost", "access", "rotate-key"])
+        answer = forward(client, red, cookie=old)
+        assert answer.status_code == 200
+        renewed = cookie_value(answer)
+        assert renewed.startswith(f"c2.{access.keyring(fresh=True)['mint']}.") and renewed != old
+        assert "Set-Cookie" not in forward(client, red, cookie=renewed).headers
+    # the rotation ends: neither older cookie opens anything any more
+    app.test_cli_runner().invoke(args=["ctfhost", "access", "rotate-key", "--finish"])
+    access.keyring(fresh=True)
+    for old in (legacy, current):
+        assert forward(client, red, cookie=old).status_code == 401

@@ -32,17 +32,22 @@ def page(title, text):
     return render_template("instance_page.html", title=title, text=text, back_url=scoreboard_url())
 
 
+def _cookie_header(instance, proto):
+    """Set-Cookie for a fresh cookie of this instance and team."""
+    value, max_age = access.cookie_for(instance)
+    # no Domain attribute: the cookie stays on this instance's host only
+    return dump_cookie(
+        access.COOKIE_NAME, value, max_age=max_age, path="/", secure=proto == "https", httponly=True, samesite="Lax"
+    )
+
+
 def _redeem(request, instance, query, proto):
     params = urllib.parse.parse_qs(query)
     try:
         access.redeem_ticket(params.get("ticket", [""])[0], instance)
     except access.AccessDenied as exc:
         return AccessDecision.deny(401, page("Access link refused", str(exc)), **HTML)
-    value, max_age = access.cookie_for(instance)
-    # no Domain attribute: the cookie stays on this instance's host only
-    cookie = dump_cookie(
-        access.COOKIE_NAME, value, max_age=max_age, path="/", secure=proto == "https", httponly=True, samesite="Lax"
-    )
+    cookie = _cookie_header(instance, proto)
     # absolute, on the instance's own host: Traefik resolves a relative
     # Location against the forward-auth address, i.e. the API's host
     # built from the instance, never from the raw X-Forwarded-Host (its
@@ -61,7 +66,11 @@ def authorize(request, instance):
         return _redeem(request, instance, query, proto)
     cookie = request.cookies.get(access.COOKIE_NAME)
     if cookie and access.check_cookie(cookie, instance):
-        return AccessDecision.allow(**{"X-Ctfhost-Team": instance.team_id, "X-Ctfhost-Instance": instance.id})
+        headers = {"X-Ctfhost-Team": instance.team_id, "X-Ctfhost-Instance": instance.id}
+        if not access.cookie_is_current(cookie):
+            # minted under an older key (a rotation is going on): the browser gets one under the newest
+            headers["Set-Cookie"] = _cookie_header(instance, proto)
+        return AccessDecision.allow(**headers)
     signin = current_app.config.get("CTFHOST_AUTH_SIGNIN_URL")
     if signin:
         original = f"{proto}://{request.headers.get('X-Forwarded-Host', '')}{uri}"

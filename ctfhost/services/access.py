@@ -248,7 +248,14 @@ def keys_file_text():
             ring = keyring(fresh=True)
     else:
         ring = keyring(fresh=True)
-    return "".join(f"{key['kid']} {key['key']}\n" for key in ring["keys"])
+    # the minting key first: the proxy sends a cookie under any other key to forward-auth, which renews it
+    ordered = sorted(ring["keys"], key=lambda key: key["kid"] != ring["mint"])
+    return "".join(f"{key['kid']} {key['key']}\n" for key in ordered)
+
+
+def cookie_is_current(value):
+    """Whether a (valid) cookie was minted under the key that mints now; else forward-auth hands out a fresh one."""
+    return value.startswith(f"{COOKIE_VERSION}.{keyring()['mint']}.")
 
 
 def instance_url(instance, proto):

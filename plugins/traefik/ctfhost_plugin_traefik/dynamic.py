@@ -51,6 +51,8 @@ def _access_middleware(instance_id, team_id, expires_at, options):
         "keysFile": options.keys_file,
         "forwardAuth": options.auth_url,
         "maxAuthBody": options.auth_max_body,
+        "authResponseHeaders": list(options.auth_headers),
+        **({"trustForwardHeader": True} if options.trust_forward else {}),
         **({"authRate": options.auth_rate, "authBurst": options.auth_burst} if options.auth_rate > 0 else {}),
     }}}
 
@@ -144,6 +146,8 @@ def fixed_middlewares(options):
             "trustForwardHeader": options.trust_forward,
             "authResponseHeaders": list(options.auth_headers),
             "maxResponseBodySize": options.auth_max_body,
+            # a fresh cookie forward-auth sets when it lets in a cookie under an older key (a key rotation)
+            "addAuthCookiesToResponse": ["ctfhost_access"],
         }
     }}
     if options.auth_rate > 0 and options.base_domain:
@@ -187,7 +191,7 @@ def start_routes(options, route_map=dict):
 
 
 def document(routes, options, default_certificate=None, one_of_shards=False):
-    """The dynamic configuration around the routers and services in `routes` ({kind: (routers, services)}).
+    """The dynamic configuration around the routers, services and middlewares in `routes` ({kind: (routers, services, middlewares)}).
 
     The maps may be dicts or `RouteMap`s (already serialized entries, which
     `dumps` splices in as they are). `one_of_shards`: the config of one of

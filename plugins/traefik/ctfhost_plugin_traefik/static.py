@@ -160,21 +160,29 @@ def write_access_files(directory, keys_text, keys_file):
     target = os.path.join(directory, "plugins-local", "src", *dynamic.ACCESS_MODULE.split("/"))
     os.makedirs(target, mode=0o755, exist_ok=True)
     for name in MIDDLEWARE_FILES:
-        shutil.copyfile(os.path.join(MIDDLEWARE_SOURCE, name), os.path.join(target, name))
+        with open(os.path.join(MIDDLEWARE_SOURCE, name)) as handle:
+            _write_if_changed(target, os.path.join(target, name), handle.read(), mode=0o644)
     path = os.path.join(directory, keys_file)
-    try:
-        with open(path) as handle:
-            if handle.read() == keys_text:
-                return path
-    except OSError:
-        pass
-    _write_private(os.path.dirname(path) or ".", path, keys_text)
+    _write_if_changed(os.path.dirname(path) or ".", path, keys_text)
     return path
 
 
-def _write_private(directory, path, text):
+def _write_if_changed(directory, path, text, mode=0o600):
+    """Replace `path` at once with `text` (a Traefik starting meanwhile reads the old file or the new, whole)."""
+    try:
+        with open(path) as handle:
+            if handle.read() == text:
+                return
+    except OSError:
+        pass
+    _write_private(directory, path, text, mode)
+
+
+def _write_private(directory, path, text, mode=0o600):
     fd, temporary = tempfile.mkstemp(dir=directory, prefix=".ctfhost-")  # created 0600
     try:
+        if mode != 0o600:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
         os.replace(temporary, path)

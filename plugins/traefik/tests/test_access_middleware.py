@@ -217,7 +217,18 @@ def test_restart_and_delete_leave_the_old_cookie_nothing(api, app, traefik_proxy
     assert traefik_proxy.fetch(new_host, headers={"Cookie": fresh})[0] == 404
 
 
-def test_key_rotation_accepts_both_keys_until_it_finishes(api, app, traefik_proxy, redis_server, asked):
+def fetch_with_cookies(traefik_proxy, host, cookie):
+    """(status, the ctfhost_access cookie the answer sets or None) of a GET through Traefik."""
+    connection = http.client.HTTPConnection("127.0.0.1", traefik_proxy.web_port, timeout=10)
+    connection.request("GET", "/", headers={"Host": host, "Cookie": cookie})
+    answer = connection.getresponse()
+    answer.read()
+    set_cookie = [value.split(";", 1)[0] for name, value in answer.getheaders()
+                  if name.lower() == "set-cookie" and value.startswith("ctfhost_access=")]
+    return answer.status, (set_cookie[0] if set_cookie else None)
+
+
+def test_key_rotation_renews_old_cookies_and_ends_them_when_it_finishes(api, app, traefik_proxy, redis_server, asked):
     instance = launch_fake(api, app, "mw-rotate")
     loaded(traefik_proxy, instance)
     host = instance["endpoint"].split("://")[1]
@@ -232,14 +243,15 @@ def test_key_rotation_accepts_both_keys_until_it_finishes(api, app, traefik_prox
     assert len(ring["keys"]) == 2
     assert ring["keys"][0]["key"] not in result.output and ring["keys"][1]["key"] not in result.output
     write_access_files(directory, dict(os.environ))  # what `traefik run` does within seconds
-    time.sleep(1.2)  # the middleware looks at the file at most once a second
-    link = api.post(f"/api/v1/instances/{instance['id']}/access", json={}).json["url"]
-    new, _ = access_cookie(traefik_proxy.web_port, link)
-    assert new.split(".")[1] == ring["mint"] != old.split(".")[1]
+    time.sleep(1.2)  # the middleware reads the file once a second
+    # a cookie under the old key still opens the instance; ctfhost checks it and hands out a fresh one
     before = len(asked)
-    for cookie in (old, new):
-        assert traefik_proxy.fetch(host, headers={"Cookie": cookie})[0] == 200
-    assert len(asked) == before  # both decided in Traefik
+    status, fresh = fetch_with_cookies(traefik_proxy, host, old)
+    assert status == 200 and len(asked) == before + 1
+    assert fresh is not None and fresh.split("=", 1)[1].split(".")[1] == ring["mint"] != old.split("=", 1)[1].split(".")[1]
+    # which Traefik then decides alone
+    assert fetch_with_cookies(traefik_proxy, host, fresh) == (200, None)
+    assert len(asked) == before + 1
     result = runner.invoke(args=["ctfhost", "access", "rotate-key", "--finish"])
     assert result.exit_code == 0, result.output
     write_access_files(directory, dict(os.environ))
@@ -247,9 +259,26 @@ def test_key_rotation_accepts_both_keys_until_it_finishes(api, app, traefik_prox
     with app.app_context():
         cookie_keyring()  # this process forgets its copy of the old keys
     assert traefik_proxy.fetch(host, headers={"Cookie": old})[0] == 401  # neither Traefik nor ctfhost takes it
-    assert len(asked) == before + 1
-    assert traefik_proxy.fetch(host, headers={"Cookie": new})[0] == 200
-    assert len(asked) == before + 1
+    assert len(asked) == before + 2
+    assert traefik_proxy.fetch(host, headers={"Cookie": fresh})[0] == 200
+    assert len(asked) == before + 2
+
+
+def test_an_access_link_is_redeemed_by_ctfhost_even_with_a_valid_cookie(api, app, traefik_proxy, redis_server, asked, check):
+    """Opening the instance again from the scoreboard (the team already holds its cookie) lands on `next`."""
+    instance = launch_fake(api, app, "mw-reopen")
+    loaded(traefik_proxy, instance)
+    host = instance["endpoint"].split("://")[1]
+    link = api.post(f"/api/v1/instances/{instance['id']}/access", json={"next": "/first"}).json["url"]
+    cookie, landing = access_cookie(traefik_proxy.web_port, link)
+    assert landing == "/first"
+    link = api.post(f"/api/v1/instances/{instance['id']}/access", json={"next": "/again"}).json["url"]
+    path = link.split(host, 1)[1]
+    connection = http.client.HTTPConnection("127.0.0.1", traefik_proxy.web_port, timeout=10)
+    connection.request("GET", path, headers={"Host": host, "Cookie": cookie})
+    answer = connection.getresponse()
+    assert answer.status == 302, answer.read()[:200]
+    assert answer.getheader("Location").endswith("/again")
 
 
 def test_forward_auth_mode_asks_ctfhost_every_time(api, app, traefik_proxy, redis_server, asked, monkeypatch):

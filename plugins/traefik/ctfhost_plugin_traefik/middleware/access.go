@@ -15,14 +15,19 @@
 // unpadded base64url and <mac> is unpadded base64url of
 // HMAC-SHA256(key[kid], "ctfhost-access.c2.<kid>.<instance>.<team>").
 //
-// Keys file: one "<kid> <key in unpadded base64url>" per line; every key
-// listed is accepted (two during a rotation). It is read again when it
-// changes, at most once per second.
+// Keys file: one "<kid> <key in unpadded base64url>" per line, the key
+// ctfhost mints with first; every key listed is accepted (two during a
+// rotation), but a cookie under an older key goes to ctfhost, which lets it
+// in and sets a fresh cookie, so a rotation can end without logging anyone
+// out. It is read again each second.
 //
-// The requests it hands to ctfhost are limited per instance (authRate per
-// second on average, bursts of authBurst): beyond, the client gets 429 and
-// ctfhost is not asked, so a flood without a valid cookie cannot reach the
-// control plane. Requests with a valid cookie are never limited here.
+// Access links (/.ctfhost/access) always go to ctfhost, cookie or not: it
+// redeems them. The requests it hands to ctfhost are limited per instance
+// and client address (authRate per second on average, bursts of
+// authBurst): beyond, the client gets 429 and ctfhost is not asked, so one
+// client's flood without a valid cookie neither reaches the control plane
+// at full speed nor uses up another client's share. Requests with a valid
+// cookie are never limited here.
 package access
 
 import (
@@ -58,6 +63,10 @@ type Config struct {
 	// forward-auth calls per second for this instance, on average (0: no limit), and the burst allowed
 	AuthRate  float64 `json:"authRate,omitempty"`
 	AuthBurst float64 `json:"authBurst,omitempty"`
+	// the headers of an allowing forward-auth answer the backend gets (client-sent copies removed)
+	AuthResponseHeaders []string `json:"authResponseHeaders,omitempty"`
+	// keep the client's X-Forwarded-* for forward-auth (Traefik sits behind a trusted proxy)
+	TrustForwardHeader bool `json:"trustForwardHeader,omitempty"`
 }
 
 // CreateConfig gives the defaults Traefik fills in from the dynamic configuration.
@@ -69,18 +78,24 @@ const (
 	teamHeader     = "X-Ctfhost-Team"
 	instanceHeader = "X-Ctfhost-Instance"
 	macContext     = "ctfhost-access.c2."
+	accessPath     = "/.ctfhost/access"
+	// buckets (instance and client address) remembered for the limit; beyond, all are forgotten and counting starts over
+	mostBuckets = 100000
 )
 
-// headers the backend gets only from ctfhost, under any spelling a backend may fold together
-var ownHeaders = []string{"x-ctfhost-team", "x-ctfhost-instance"}
+// folded is a header name as CGI, PHP or WSGI backends read it: lower case, "_" and "." as "-".
+func folded(name string) string {
+	return strings.NewReplacer("_", "-", ".", "-").Replace(strings.ToLower(name))
+}
 
 type keyring struct {
 	path    string
 	mu      sync.RWMutex
 	keys    map[string][]byte
-	modTime time.Time
-	size    int64
+	mint    string
+	data    []byte
 	checked time.Time
+	warned  bool
 }
 
 var (
@@ -113,22 +128,24 @@ func (k *keyring) refresh(now time.Time) {
 		return
 	}
 	k.checked = now
-	info, err := os.Stat(k.path)
+	// read whole each second (a few lines): a rewrite is seen whatever its size and time stamp
+	data, err := os.ReadFile(k.path)
 	// one field per assignment: Yaegi drops a tuple assignment to the fields of a struct behind a pointer
 	if err != nil {
 		k.keys = map[string][]byte{}
-		k.modTime = time.Time{}
-		k.size = 0
+		k.data = nil
+		if !k.warned {
+			k.warned = true
+			fmt.Fprintf(os.Stderr, "ctfhost access: cannot read the cookie keys (%v): every request goes to forward-auth\n", err)
+		}
 		return
 	}
-	if info.ModTime().Equal(k.modTime) && info.Size() == k.size {
-		return
-	}
-	data, err := os.ReadFile(k.path)
-	if err != nil {
+	k.warned = false
+	if bytes.Equal(data, k.data) {
 		return
 	}
 	keys := map[string][]byte{}
+	mint := ""
 	scanner := bufio.NewScanner(bytes.NewReader(data))
 	for scanner.Scan() {
 		fields := strings.Fields(scanner.Text())
@@ -140,16 +157,23 @@ func (k *keyring) refresh(now time.Time) {
 			continue
 		}
 		keys[fields[0]] = key
+		if mint == "" {
+			mint = fields[0]
+		}
 	}
 	k.keys = keys
-	k.modTime = info.ModTime()
-	k.size = info.Size()
+	k.mint = mint
+	k.data = data
+	if len(keys) == 0 {
+		fmt.Fprintf(os.Stderr, "ctfhost access: %s holds no key: every request goes to forward-auth\n", k.path)
+	}
 }
 
-func (k *keyring) get(kid string) []byte {
+// get gives the key `kid` names, and whether it is the one cookies are minted with now.
+func (k *keyring) get(kid string) ([]byte, bool) {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	return k.keys[kid]
+	return k.keys[kid], kid == k.mint
 }
 
 // bucket is a token bucket: rate tokens a second, at most burst kept.
@@ -178,6 +202,33 @@ func (b *bucket) take(now time.Time) (bool, int) {
 	return false, int((1-b.tokens)/b.rate) + 1
 }
 
+// limits keeps the buckets of every instance and client address across
+// config reloads (Traefik builds every middleware again on each one).
+type limits struct {
+	mu      sync.Mutex
+	buckets map[string]*bucket
+}
+
+var shared = &limits{buckets: map[string]*bucket{}}
+
+func (l *limits) take(key string, rate, burst float64, now time.Time) (bool, int) {
+	l.mu.Lock()
+	b, ok := l.buckets[key]
+	if !ok {
+		if len(l.buckets) >= mostBuckets {
+			l.buckets = map[string]*bucket{}
+		}
+		b = &bucket{rate: rate, burst: burst, tokens: burst, last: now}
+		l.buckets[key] = b
+	}
+	l.mu.Unlock()
+	b.mu.Lock()
+	b.rate = rate
+	b.burst = burst
+	b.mu.Unlock()
+	return b.take(now)
+}
+
 // Access is one instance router's middleware.
 type Access struct {
 	next   http.Handler
@@ -185,7 +236,7 @@ type Access struct {
 	config *Config
 	ring   *keyring
 	client *http.Client
-	limit  *bucket
+	own    []string // folded names of the headers only ctfhost sets
 }
 
 var (
@@ -220,23 +271,26 @@ func New(ctx context.Context, next http.Handler, config *Config, name string) (h
 	if config.MaxAuthBody <= 0 {
 		config.MaxAuthBody = 262144
 	}
-	access := &Access{next: next, name: name, config: config, ring: ringFor(config.KeysFile), client: sharedClient(config.AuthTimeout)}
-	if config.AuthRate > 0 {
-		burst := config.AuthBurst
-		if burst < 1 {
-			burst = 1
-		}
-		access.limit = &bucket{rate: config.AuthRate, burst: burst, tokens: burst, last: time.Now()}
+	if config.AuthBurst < 1 {
+		config.AuthBurst = 1
 	}
-	return access, nil
+	if len(config.AuthResponseHeaders) == 0 {
+		config.AuthResponseHeaders = []string{teamHeader, instanceHeader}
+	}
+	own := []string{}
+	for _, name := range config.AuthResponseHeaders {
+		own = append(own, folded(name))
+	}
+	return &Access{next: next, name: name, config: config, ring: ringFor(config.KeysFile),
+		client: sharedClient(config.AuthTimeout), own: own}, nil
 }
 
 func (a *Access) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	now := time.Now()
-	if a.config.Instance != "" && now.Unix() < a.config.Expires && a.cookieValid(req, now) {
+	if req.URL.Path != accessPath && a.config.Instance != "" && now.Unix() < a.config.Expires && a.cookieValid(req, now) {
 		team, err := base64.RawURLEncoding.DecodeString(a.config.Team)
 		if err == nil {
-			stripOwnHeaders(req.Header)
+			a.stripOwnHeaders(req.Header)
 			req.Header.Set(teamHeader, string(team))
 			req.Header.Set(instanceHeader, a.config.Instance)
 			a.next.ServeHTTP(rw, req)
@@ -265,9 +319,9 @@ func (a *Access) valid(value string) bool {
 	if instance != a.config.Instance || team != a.config.Team {
 		return false
 	}
-	key := a.ring.get(kid)
-	if key == nil {
-		return false
+	key, newest := a.ring.get(kid)
+	if key == nil || !newest {
+		return false // an older key's cookie: ctfhost checks it and sets a fresh one
 	}
 	given, err := base64.RawURLEncoding.DecodeString(mac)
 	if err != nil {
@@ -278,14 +332,14 @@ func (a *Access) valid(value string) bool {
 	return hmac.Equal(sum.Sum(nil), given)
 }
 
-// stripOwnHeaders drops a client's X-Ctfhost-Team / X-Ctfhost-Instance, and
-// aliases such as X_Ctfhost_Team or X.Ctfhost.Team that CGI, PHP or WSGI
-// backends read as the same header.
-func stripOwnHeaders(header http.Header) {
+// stripOwnHeaders drops a client's X-Ctfhost-Team / X-Ctfhost-Instance (and
+// the other authResponseHeaders), with aliases such as X_Ctfhost_Team or
+// X.Ctfhost.Team that CGI, PHP or WSGI backends read as the same header.
+func (a *Access) stripOwnHeaders(header http.Header) {
 	for name := range header {
-		folded := strings.NewReplacer("_", "-", ".", "-").Replace(strings.ToLower(name))
-		for _, own := range ownHeaders {
-			if folded == own {
+		name_ := folded(name)
+		for _, own := range a.own {
+			if name_ == own {
 				delete(header, name)
 			}
 		}
@@ -300,8 +354,18 @@ var hopHeaders = map[string]bool{
 
 // forwardAuth asks ctfhost as Traefik's forwardAuth middleware would (trustForwardHeader off).
 func (a *Access) forwardAuth(rw http.ResponseWriter, req *http.Request) {
-	if a.limit != nil {
-		if ok, wait := a.limit.take(time.Now()); !ok {
+	clientIP, _, err := net.SplitHostPort(req.RemoteAddr)
+	if err != nil {
+		clientIP = req.RemoteAddr
+	}
+	// the entry point removed a client's X-Forwarded-For unless it trusts the sender (a shard trusts its front)
+	earlier := req.Header.Get("X-Forwarded-For")
+	if a.config.AuthRate > 0 {
+		source := clientIP
+		if earlier != "" {
+			source = strings.TrimSpace(strings.Split(earlier, ",")[0])
+		}
+		if ok, wait := shared.take(a.config.Instance+" "+source, a.config.AuthRate, a.config.AuthBurst, time.Now()); !ok {
 			rw.Header().Set("Retry-After", fmt.Sprint(wait))
 			rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			rw.WriteHeader(http.StatusTooManyRequests)
@@ -314,28 +378,33 @@ func (a *Access) forwardAuth(rw http.ResponseWriter, req *http.Request) {
 		http.Error(rw, "ctfhost access: bad forward-auth address", http.StatusInternalServerError)
 		return
 	}
+	connection := strings.ToLower(req.Header.Get("Connection"))
 	for name, values := range req.Header {
-		if !hopHeaders[http.CanonicalHeaderKey(name)] && !strings.HasPrefix(strings.ToLower(name), "x-forwarded-") {
-			authReq.Header[name] = values
+		name_ := folded(name)
+		if hopHeaders[http.CanonicalHeaderKey(name)] || strings.Contains(connection, strings.ToLower(name)) {
+			continue
 		}
+		if strings.HasPrefix(name_, "x-forwarded-") && !a.config.TrustForwardHeader {
+			continue // set below, as Traefik's forwardAuth without trustForwardHeader does
+		}
+		authReq.Header[name] = values
 	}
 	proto := "http"
 	if req.TLS != nil {
 		proto = "https"
 	}
-	clientIP, _, err := net.SplitHostPort(req.RemoteAddr)
-	if err != nil {
-		clientIP = req.RemoteAddr
+	forwarded := map[string]string{
+		"X-Forwarded-Method": req.Method,
+		"X-Forwarded-Proto":  proto,
+		"X-Forwarded-Host":   req.Host,
+		"X-Forwarded-Uri":    req.URL.RequestURI(),
+		"X-Forwarded-For":    clientIP,
 	}
-	// the entry point removed a client's X-Forwarded-For unless it trusts the sender (a shard trusts its front)
-	if earlier := req.Header.Get("X-Forwarded-For"); earlier != "" {
-		clientIP = earlier + ", " + clientIP
+	for name, value := range forwarded {
+		if !a.config.TrustForwardHeader || authReq.Header.Get(name) == "" {
+			authReq.Header.Set(name, value)
+		}
 	}
-	authReq.Header.Set("X-Forwarded-Method", req.Method)
-	authReq.Header.Set("X-Forwarded-Proto", proto)
-	authReq.Header.Set("X-Forwarded-Host", req.Host)
-	authReq.Header.Set("X-Forwarded-Uri", req.URL.RequestURI())
-	authReq.Header.Set("X-Forwarded-For", clientIP)
 	resp, err := a.client.Do(authReq)
 	if err != nil {
 		http.Error(rw, "ctfhost access: forward-auth unreachable", http.StatusInternalServerError)
@@ -358,11 +427,16 @@ func (a *Access) forwardAuth(rw http.ResponseWriter, req *http.Request) {
 		_, _ = rw.Write(body)
 		return
 	}
-	stripOwnHeaders(req.Header)
-	for _, name := range []string{teamHeader, instanceHeader} {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, a.config.MaxAuthBody))
+	a.stripOwnHeaders(req.Header)
+	for _, name := range a.config.AuthResponseHeaders {
 		if value := resp.Header.Get(name); value != "" {
 			req.Header.Set(name, value)
 		}
+	}
+	// a fresh cookie (ctfhost re-mints one under the newest key): the client gets it with the backend's answer
+	for _, cookie := range resp.Header.Values("Set-Cookie") {
+		rw.Header().Add("Set-Cookie", cookie)
 	}
 	a.next.ServeHTTP(rw, req)
 }
