@@ -587,10 +587,6 @@ def redis_server(app):
     return redis_connection(app)
 
 
-
-
-
-
 class LiveServer:
     def __init__(self, app):
 
@@ -615,16 +611,6 @@ def live_server(app, redis_server):
     server = LiveServer(app)
     yield server
     server.stop()
-
-
-
-
-
-
-
-
-
-
 
 
 def instance_cookie(instance_id, team_id):

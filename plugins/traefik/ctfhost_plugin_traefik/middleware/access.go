@@ -83,9 +83,11 @@ const (
 	mostBuckets = 100000
 )
 
+var folding = strings.NewReplacer("_", "-", ".", "-")
+
 // folded is a header name as CGI, PHP or WSGI backends read it: lower case, "_" and "." as "-".
 func folded(name string) string {
-	return strings.NewReplacer("_", "-", ".", "-").Replace(strings.ToLower(name))
+	return folding.Replace(strings.ToLower(name))
 }
 
 type keyring struct {
@@ -237,6 +239,8 @@ type Access struct {
 	ring   *keyring
 	client *http.Client
 	own    []string // folded names of the headers only ctfhost sets
+	team   string   // the team id, decoded once
+	teamOK bool
 }
 
 var (
@@ -281,21 +285,20 @@ func New(ctx context.Context, next http.Handler, config *Config, name string) (h
 	for _, name := range config.AuthResponseHeaders {
 		own = append(own, folded(name))
 	}
+	team, err := base64.RawURLEncoding.DecodeString(config.Team)
 	return &Access{next: next, name: name, config: config, ring: ringFor(config.KeysFile),
-		client: sharedClient(config.AuthTimeout), own: own}, nil
+		client: sharedClient(config.AuthTimeout), own: own, team: string(team), teamOK: err == nil && config.Team != ""}, nil
 }
 
 func (a *Access) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	now := time.Now()
-	if req.URL.Path != accessPath && a.config.Instance != "" && now.Unix() < a.config.Expires && a.cookieValid(req, now) {
-		team, err := base64.RawURLEncoding.DecodeString(a.config.Team)
-		if err == nil {
-			a.stripOwnHeaders(req.Header)
-			req.Header.Set(teamHeader, string(team))
-			req.Header.Set(instanceHeader, a.config.Instance)
-			a.next.ServeHTTP(rw, req)
-			return
-		}
+	if a.teamOK && req.URL.Path != accessPath && a.config.Instance != "" && now.Unix() < a.config.Expires &&
+		a.cookieValid(req, now) {
+		a.stripOwnHeaders(req.Header)
+		req.Header.Set(teamHeader, a.team)
+		req.Header.Set(instanceHeader, a.config.Instance)
+		a.next.ServeHTTP(rw, req)
+		return
 	}
 	a.forwardAuth(rw, req)
 }
