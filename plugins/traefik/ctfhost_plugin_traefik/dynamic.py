@@ -8,8 +8,10 @@ import re
 from ctfhost.plugin_api import encoded_team
 
 AUTH_MIDDLEWARE = "ctfhost-forward-auth"
-# Traefik's rateLimit per host in front of forward-auth for hosts no instance router claims
+# Traefik's rateLimit in front of forward-auth for hosts no instance router claims: per host name, and per
+# client address (random names under the wildcard each have a host count of their own)
 AUTH_LIMIT_MIDDLEWARE = "ctfhost-forward-auth-limit"
+AUTH_CLIENT_LIMIT_MIDDLEWARE = "ctfhost-forward-auth-client-limit"
 # the access middleware's name in Traefik's static config (experimental.localPlugins) and its Go module
 ACCESS_PLUGIN = "ctfhost-access"
 ACCESS_MODULE = "github.com/ctfhost/access"  # Traefik evaluates <last element>.New: the Go package is `access`
@@ -102,7 +104,8 @@ def _ended_route(options):
     pattern = r"^[a-z0-9]+\.[a-z0-9-]+\." + re.escape(options.base_domain) + "$"
     router = {
         "rule": f"HostRegexp(`{pattern}`)", "entryPoints": list(options.entrypoints), "priority": 1,
-        "middlewares": ([AUTH_LIMIT_MIDDLEWARE] if options.auth_rate > 0 else []) + [AUTH_MIDDLEWARE],
+        "middlewares": ([AUTH_CLIENT_LIMIT_MIDDLEWARE, AUTH_LIMIT_MIDDLEWARE] if options.auth_rate > 0 else [])
+        + [AUTH_MIDDLEWARE],
         "service": ENDED_ROUTER,
     }
     if options.tls:
@@ -154,6 +157,10 @@ def fixed_middlewares(options):
         middlewares[AUTH_LIMIT_MIDDLEWARE] = {"rateLimit": {
             "average": options.auth_rate, "burst": options.auth_burst, "period": "1s",
             "sourceCriterion": {"requestHost": True},
+        }}
+        # Traefik's default source: the client address (the front's, behind a shard's front: X-Forwarded-For then)
+        middlewares[AUTH_CLIENT_LIMIT_MIDDLEWARE] = {"rateLimit": {
+            "average": options.auth_rate, "burst": options.auth_burst, "period": "1s",
         }}
     return middlewares
 

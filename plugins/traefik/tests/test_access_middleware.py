@@ -330,10 +330,15 @@ def test_requests_handed_to_forward_auth_are_limited_per_host(api, app, traefik_
     assert [traefik_proxy.fetch(host, headers={"Cookie": cookie})[0] for _ in range(20)] == [200] * 20
     # hosts no instance claims: Traefik's rateLimit in front of forwardAuth
     ended = config["http"]["routers"][dynamic.ENDED_ROUTER]
-    assert ended["middlewares"] == [dynamic.AUTH_LIMIT_MIDDLEWARE, dynamic.AUTH_MIDDLEWARE]
+    assert ended["middlewares"] == [dynamic.AUTH_CLIENT_LIMIT_MIDDLEWARE, dynamic.AUTH_LIMIT_MIDDLEWARE,
+                                    dynamic.AUTH_MIDDLEWARE]
     assert config["http"]["middlewares"][dynamic.AUTH_LIMIT_MIDDLEWARE]["rateLimit"]["sourceCriterion"] == {"requestHost": True}
     gone = [traefik_proxy.fetch("aaaaaaaaaaaa.nothing.localhost")[0] for _ in range(10)]
     assert gone[0] == 404 and 429 in gone, gone
+    # random names under the wildcard: each host has its own count, the client has one for them all
+    time.sleep(3.5)  # the client's tokens come back (1/s, burst 3)
+    names = [traefik_proxy.fetch(f"{n:012x}.random.localhost")[0] for n in range(10)]
+    assert names[0] == 404 and names.count(429) >= 5, names
 
 
 def test_a_wrong_rate_setting_stops_the_app():

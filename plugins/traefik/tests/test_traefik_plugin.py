@@ -249,7 +249,8 @@ def test_forward_auth_defaults_to_the_address_traefik_fetched_the_config_from(ap
         routers = config["http"]["routers"]
         assert len(routers) == 2 and dynamic.ENDED_ROUTER in routers
         # hosts no instance claims: forwardAuth, behind Traefik's rateLimit per host
-        assert routers.pop(dynamic.ENDED_ROUTER)["middlewares"] == [dynamic.AUTH_LIMIT_MIDDLEWARE, dynamic.AUTH_MIDDLEWARE]
+        assert routers.pop(dynamic.ENDED_ROUTER)["middlewares"] == [
+            dynamic.AUTH_CLIENT_LIMIT_MIDDLEWARE, dynamic.AUTH_LIMIT_MIDDLEWARE, dynamic.AUTH_MIDDLEWARE]
         # the instance's own router checks cookies in Traefik and asks the same address without one
         [(name, router)] = routers.items()
         [access] = router["middlewares"]
