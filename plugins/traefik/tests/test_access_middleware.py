@@ -154,7 +154,8 @@ def test_without_a_cookie_a_browser_is_sent_to_sign_in(api, app, traefik_proxy, 
     assert "page%3Fx%3D1" in location
 
 
-def test_renewal_moves_the_expiry_traefik_checks(api, app, traefik_proxy, redis_server, asked, check):
+def test_renewal_moves_the_expiry_traefik_checks(api, app, traefik_proxy, redis_server, asked, check, no_live_agents):
+    # no worker agent of another test may sweep the instance away meanwhile (it expires in seconds)
     instance = launch_fake(api, app, "mw-renew")
     host = instance["endpoint"].split("://")[1]
     link = api.post(f"/api/v1/instances/{instance['id']}/access", json={}).json["url"]
@@ -175,7 +176,9 @@ def test_renewal_moves_the_expiry_traefik_checks(api, app, traefik_proxy, redis_
     decided(check, asked, before, 1)
 
 
-def test_past_its_expiry_the_cookie_no_longer_opens_the_instance(api, app, traefik_proxy, redis_server, asked, check):
+def test_past_its_expiry_the_cookie_no_longer_opens_the_instance(api, app, traefik_proxy, redis_server, asked, check,
+                                                                no_live_agents):
+    # no worker agent of another test may sweep the expired instance away before Traefik sees its expiry
     instance = launch_fake(api, app, "mw-expired")
     host = instance["endpoint"].split("://")[1]
     link = api.post(f"/api/v1/instances/{instance['id']}/access", json={}).json["url"]
