@@ -41,6 +41,44 @@ from ctfhost_plugin_traefik.testing import traefik  # noqa: E402
 IMAGE = "ctfhost-bench/web:latest"
 CONTENT = "hello from a ctfhost benchmark instance\n"
 
+# The `--backend go` challenge: a static Go HTTP server (keep-alive, ~14,000 requests/s on one core here), so that
+# a flood measures the proxy and not busybox httpd, which serves a few hundred requests/s.
+GO_SERVER = """package main
+
+import "net/http"
+
+func main() {
+	body := []byte("hello from a ctfhost benchmark instance\\n")
+	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Write(body)
+	})
+	http.ListenAndServe(":8080", nil)
+}
+"""
+
+
+def build_go_image(tag, engine, workdir):
+    """Build GO_SERVER statically with the local Go toolchain and import it as an image (no registry)."""
+    import io
+    import tarfile
+
+    source = os.path.join(workdir, "go-server")
+    os.makedirs(source, exist_ok=True)
+    with open(os.path.join(source, "main.go"), "w") as handle:
+        handle.write(GO_SERVER)
+    with open(os.path.join(source, "go.mod"), "w") as handle:
+        handle.write("module benchserver\n\ngo 1.19\n")
+    env = dict(os.environ, CGO_ENABLED="0", GOCACHE=os.path.join(tempfile.gettempdir(), "ctfhost-bench-gocache"),
+               GOPATH=os.path.join(tempfile.gettempdir(), "ctfhost-bench-gopath"), GOFLAGS="-mod=mod")
+    subprocess.run(["go", "build", "-ldflags=-s -w", "-o", "server", "."], cwd=source, env=env, check=True)
+    tarball = io.BytesIO()
+    with tarfile.open(fileobj=tarball, mode="w") as tar:
+        tar.add(os.path.join(source, "server"), arcname="bin/server")
+    engine.api.import_image_from_data(tarball.getvalue(), repository=tag.split(":")[0], tag=tag.split(":")[1],
+                                      changes=['CMD ["/bin/server"]', "EXPOSE 8080"])
+    return tag
+
 
 def parse_wrk(text):
     """requests/s and latency percentiles (ms) from `wrk --latency` output."""
@@ -193,7 +231,12 @@ def p95(values):
 
 
 def flood_phase(args, web_port, host, cookie, direct_host, api, headers, instance_id, workdir, engine, split=None):
-    """Another caller's API latency and launch time, quiet and while wrk floods one team's instance."""
+    """Another caller's API latency and launch time, quiet and while wrk floods one team's instance.
+
+    The phases are interleaved: each round runs every phase once (one timed launch, then API reads until the
+    flood ends), the order rotating from round to round, so that a drift of the machine (Docker's start time
+    wanders by tens of percent over minutes here) falls on every phase alike.
+    """
     url = f"{api}/instances/{instance_id}"
     # wrk paced to --flood-rate overall: each connection waits connections/rate seconds between its requests
     pace = os.path.join(workdir, "pace.lua")
@@ -201,33 +244,49 @@ def flood_phase(args, web_port, host, cookie, direct_host, api, headers, instanc
         handle.write(f"function delay()\n  return {args.flood_connections * 1000.0 / args.flood_rate:.3f}\nend\n")
     print()
     print(f"a flood against one team's instance (wrk paced to {args.flood_rate} req/s, {args.flood_connections} "
-          f"connections, {args.flood_seconds} s), meanwhile another caller's GET /api/v1/instances/{{id}} every 50 ms "
-          f"and launches of another team; " + (f"proxy side on core {sorted(split.proxy)}, the rest on {sorted(split.rest)}"
-                                                if split else "all on every core"))
-    rows = []
+          f"connections, {args.flood_seconds} s per phase, {args.flood_launches} interleaved rounds), meanwhile another "
+          f"caller's GET /api/v1/instances/{{id}} every 50 ms and one launch of another team per phase and round; "
+          + (f"proxy side on core {sorted(split.proxy)}, the rest on {sorted(split.rest)}" if split else "all on every core"))
     phases = (("quiet", None, None), ("flood, no check (control)", direct_host, ""),
               ("flood with the team's cookie", host, cookie), ("flood without a cookie", host, ""))
-    for name, target, jar in phases:
-        wrk = None
-        if target is not None:
-            argv = ["wrk", "--latency", "-t", "2", "-c", str(args.flood_connections), "-d", f"{args.flood_seconds}s",
-                    "-s", pace, "-H", f"Host: {target}"] + (["-H", f"Cookie: {jar}"] if jar else [])
-            argv = split.wrap(argv) if split else argv
-            wrk = subprocess.Popen(argv + [f"http://127.0.0.1:{web_port}/"], stdout=subprocess.PIPE, text=True)
+    results = {name: {"launches": [], "latencies": [], "failures": 0, "floods": []} for name, _, _ in phases}
+    for round_no in range(args.flood_launches):
+        shift = round_no % len(phases)
+        for name, target, jar in phases[shift:] + phases[:shift]:
+            wrk = None
+            if target is not None:
+                argv = ["wrk", "--latency", "-t", "2", "-c", str(args.flood_connections), "-d", f"{args.flood_seconds}s",
+                        "-s", pace, "-H", f"Host: {target}"] + (["-H", f"Cookie: {jar}"] if jar else [])
+                argv = split.wrap(argv) if split else argv
+                wrk = subprocess.Popen(argv + [f"http://127.0.0.1:{web_port}/"], stdout=subprocess.PIPE, text=True)
+            started = time.monotonic()
             time.sleep(1)
-        launches = [launch_seconds(api, headers, f"flood-{uuid.uuid4().hex[:6]}", engine)
-                    for _ in range(args.flood_launches)]
-        latencies, failures = api_latencies(url, headers, max(2.0, args.flood_seconds - 3 - sum(launches)))
-        flood = parse_wrk(wrk.communicate(timeout=args.flood_seconds + 30)[0]) if wrk else None
-        row = {"mode": name, "api_p50": sorted(latencies)[len(latencies) // 2], "api_p95": p95(latencies),
-               "api_failures": failures, "launch_s": sorted(launches)[len(launches) // 2], "flood": flood}
+            result = results[name]
+            result["launches"].append(launch_seconds(api, headers, f"flood-{uuid.uuid4().hex[:6]}", engine))
+            latencies, failures = api_latencies(url, headers, max(2.0, args.flood_seconds - 0.5 - (time.monotonic() - started)))
+            result["latencies"] += latencies
+            result["failures"] += failures
+            if wrk:
+                result["floods"].append(parse_wrk(wrk.communicate(timeout=args.flood_seconds + 30)[0]))
+    rows = []
+    for name, _, _ in phases:
+        result = results[name]
+        launches, latencies, floods = result["launches"], sorted(result["latencies"]), result["floods"]
+        flood = ({"rps": sum(f["rps"] for f in floods) / len(floods), "non_2xx": sum(f["non_2xx"] for f in floods),
+                  "requests": sum(f["requests"] for f in floods)} if floods else None)
+        row = {"mode": name, "api_p50": latencies[len(latencies) // 2], "api_p95": p95(latencies),
+               "api_failures": result["failures"], "launch_s": sorted(launches)[len(launches) // 2],
+               "launches_s": launches, "flood": flood}
         rows.append(row)
         flood_text = (f"flood {flood['rps']:.0f} req/s ({flood['non_2xx']} not 2xx)" if flood else "no flood")
         print(f"  {name:<30} {flood_text:<34} GET p50 {row['api_p50']:.1f} ms p95 {row['api_p95']:.1f} ms "
-              f"(failures {failures}); launch to running {row['launch_s']:.2f} s (median of {len(launches)})")
-    quiet = rows[0]
+              f"(failures {row['api_failures']}); launch to running {row['launch_s']:.2f} s (median of {len(launches)}: "
+              + " ".join(f"{s:.2f}" for s in launches) + ")")
+    quiet, control = rows[0], rows[1]
     for row in rows[1:]:
-        print(f"  {row['mode']:<30} launch {row['launch_s'] / quiet['launch_s'] - 1:+.0%} against quiet")
+        print(f"  {row['mode']:<30} launch {row['launch_s'] / quiet['launch_s'] - 1:+.0%} against quiet"
+              + (f", {row['launch_s'] / control['launch_s'] - 1:+.0%} against the same flood without a check"
+                 if row is not control else ""))
     return rows
 
 
@@ -240,11 +299,15 @@ def main(argv=None):
     parser.add_argument("--app-threads", type=int, default=8)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/8", help="a Redis DB of the bench's own (flushed)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
-    parser.add_argument("--flood-seconds", type=int, default=15, help="seconds of each flood (default 15)")
+    parser.add_argument("--flood-seconds", type=int, default=8, help="seconds of each flood phase (default 8)")
     parser.add_argument("--flood-connections", type=int, default=16, help="wrk connections of the flood (default 16)")
     parser.add_argument("--flood-rate", type=int, default=2000, help="requests per second of the flood (default 2000)")
-    parser.add_argument("--flood-launches", type=int, default=3, help="launches timed in each flood phase (default 3)")
+    parser.add_argument("--flood-launches", type=int, default=5,
+                        help="interleaved rounds: launches timed in each flood phase (default 5)")
     parser.add_argument("--no-flood", action="store_true", help="skip the flood phase")
+    parser.add_argument("--backend", choices=("go", "busybox"), default="go" if shutil.which("go") else "busybox",
+                        help="the challenge: a static Go HTTP server built here (default when `go` is installed) "
+                             "or busybox httpd (a few hundred requests/s; caps the flood)")
     parser.add_argument("--split-cores", action=argparse.BooleanOptionalAction, default=True,
                         help="during the flood, the proxy side on the last core, the rest on the others (default on)")
     args = parser.parse_args(argv)
@@ -256,9 +319,12 @@ def main(argv=None):
     import redis
 
     engine = docker.from_env()
-    build_image(IMAGE, content=CONTENT, client=engine)
     redis.Redis.from_url(args.redis_url).flushdb()
     workdir = tempfile.mkdtemp(prefix="ctfhost-bench-fa-")
+    if args.backend == "go":
+        build_go_image(IMAGE, engine, workdir)
+    else:
+        build_image(IMAGE, content=CONTENT, client=engine)
     api_key, admin = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     app_port, web_port, traefik_api_port = free_port(), free_port(), free_port()
     worker_id = f"bench-fa-{uuid.uuid4().hex[:6]}"
@@ -349,7 +415,8 @@ def main(argv=None):
         assert fetch_via_proxy(web_port, forwarded_host)[0] == 401
         assert fetch_via_proxy(web_port, forwarded_host, headers={"Cookie": cookie})[0] == 200
 
-        print(f"ctfhost forward-auth benchmark: {os.cpu_count()} CPUs, gunicorn {args.app_workers}x{args.app_threads}, "
+        print(f"ctfhost forward-auth benchmark: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, backend {args.backend}, "
+              f"gunicorn {args.app_workers}x{args.app_threads}, "
               f"wrk {args.duration} s per run, {args.rounds} round(s)")
         modes = [("no check", direct_host, None), ("check in Traefik", guarded_host, cookie),
                  ("forwardAuth", forwarded_host, cookie)]

@@ -55,6 +55,8 @@ def _access_middleware(instance_id, team_id, expires_at, options):
         "maxAuthBody": options.auth_max_body,
         "authResponseHeaders": list(options.auth_headers),
         **({"trustForwardHeader": True} if options.trust_forward else {}),
+        # off: the entry points delete every header with "_" or "." in its name (aliasHeadersStrategy: delete)
+        **({"stripAliases": True} if options.strip_aliases else {}),
         **({"authRate": options.auth_rate, "authBurst": options.auth_burst} if options.auth_rate > 0 else {}),
     }}}
 

@@ -113,6 +113,8 @@ class RenderOptions(NamedTuple):
     auth_max_body: int = DEFAULT_AUTH_MAX_BODY
     auth_headers: tuple = ("X-Ctfhost-Team", "X-Ctfhost-Instance")
     trust_forward: bool = False
+    # the access middleware looks for X_Ctfhost_Team-like aliases itself (entry points that keep them)
+    strip_aliases: bool = False
     tcp_entrypoints: tuple = ("websecure",)
     # with forward-auth: hosts under <challenge>.<base_domain> no router claims get ctfhost's page
     base_domain: str | None = None
@@ -134,6 +136,7 @@ def options():
         auth_max_body=int(plugin_setting("TRAEFIK", "FORWARD_AUTH_MAX_BODY", DEFAULT_AUTH_MAX_BODY)),
         auth_headers=_names(plugin_setting("TRAEFIK", "AUTH_RESPONSE_HEADERS", "X-Ctfhost-Team,X-Ctfhost-Instance")),
         trust_forward=_flag(plugin_setting("TRAEFIK", "TRUST_FORWARD_HEADER", "false")),
+        strip_aliases=_flag(plugin_setting("TRAEFIK", "STRIP_ALIASES", "false")),
         tcp_entrypoints=_names(plugin_setting("TRAEFIK", "TCP_ENTRYPOINTS", "websecure")),
         base_domain=core_setting("BASE_DOMAIN"),
         access_in_traefik=access_check() == "traefik",

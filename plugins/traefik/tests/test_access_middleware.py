@@ -346,3 +346,51 @@ def test_requests_handed_to_forward_auth_are_limited_per_host(api, app, traefik_
 
 def test_a_wrong_rate_setting_stops_the_app():
     assert "CTFHOST_TRAEFIK_AUTH_RATE='fast' is not a whole number" in refused_setting("TRAEFIK_AUTH_RATE", "fast")
+
+
+def test_alias_headers_are_the_entry_points_to_delete_or_the_middlewares_when_told(api, app, live_server, tmp_path,
+                                                                                   redis_server, asked, monkeypatch):
+    """X_Ctfhost_Instance reaches a backend only if neither the entry point nor the middleware drops it.
+
+    ctfhost's static configuration deletes every header with "_" or "." at the entry points
+    (aliasHeadersStrategy: delete), so the middleware does not look for aliases on each request (that costs
+    it more than the check itself); behind entry points that keep them, CTFHOST_TRAEFIK_STRIP_ALIASES=on
+    makes it look. Shown here with a Traefik whose entry point keeps them.
+    """
+    from ctfhost.testing import API_KEY, free_port
+    from ctfhost_plugin_traefik.testing import TraefikProxy, traefik
+
+    web_port, api_port = free_port(), free_port()
+    service = traefik(f"{live_server.url}/api/v1/traefik/config", API_KEY, web_port, api_port,
+                      str(tmp_path / "traefik.log"), poll_interval="50ms",
+                      extra={"entryPoints": {"web": {"http": {"aliasHeadersStrategy": "keep"}}}}).start()
+    try:
+        proxy = TraefikProxy(service, web_port, api_port)
+        wait_until(lambda: call("GET", f"{proxy.api_url}/ping")[0] == 200, 20, what="traefik")
+        instance = launch_fake(api, app, "mw-alias", {"echo_headers": True})
+        loaded(proxy, instance)
+        host = instance["endpoint"].split("://")[1]
+        with app.app_context():
+            cookie = "ctfhost_access=" + instance_cookie(instance["id"], 3)
+        sent = {"Cookie": cookie, "X-Ctfhost-Team": "evil", "X_Ctfhost_Instance": "evil", "X.Ctfhost.Team": "evil"}
+
+        status, body = proxy.fetch(host, headers=sent)
+        assert status == 200, body
+        received = echoed(body)
+        assert received["X-Ctfhost-Team"] == ["3"]  # the client's copy replaced
+        assert received.get("X_ctfhost_instance") == ["evil"], received  # kept by the entry point, not looked for
+
+        monkeypatch.setitem(app.config, "CTFHOST_TRAEFIK_STRIP_ALIASES", True)
+        config_cache.invalidate()
+        name = dynamic.access_middleware_name(instance["id"])
+        wait_until(lambda: "stripAliases" in str(call("GET", f"{proxy.api_url}/api/http/middlewares/{name}@http")[1]),
+                   15, what="Traefik to load stripAliases")
+        status, body = proxy.fetch(host, headers=sent)
+        assert status == 200, body
+        received = echoed(body)
+        assert received["X-Ctfhost-Team"] == ["3"] and received["X-Ctfhost-Instance"] == [instance["id"]]
+        assert not [name for name in received if name.lower().replace("_", "-").replace(".", "-").startswith("x-ctfhost-")
+                    and name not in ("X-Ctfhost-Team", "X-Ctfhost-Instance")], received
+        assert asked == []  # both decided in Traefik
+    finally:
+        service.stop()

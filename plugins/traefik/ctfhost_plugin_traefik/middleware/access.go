@@ -6,6 +6,10 @@
 // carrying a cookie that ctfhost minted for exactly that instance and team,
 // under a key Traefik holds (keysFile), passes while the instance has not
 // expired, with X-Ctfhost-Team and X-Ctfhost-Instance set for the backend.
+// That cookie is one fixed string per key, computed once per key change, so
+// the check is a substring search of the Cookie header: Yaegi interprets
+// each step of Go code here at a cost several times a native call's, and
+// the request path is kept to a few native calls (see ServeHTTP).
 // Anything else goes to ctfhost's forward-auth endpoint, as Traefik's
 // forwardAuth middleware would send it, and its answer is what the client
 // gets: sign-in redirects, access-link redemption and the refusal pages stay
@@ -45,6 +49,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -67,6 +72,11 @@ type Config struct {
 	AuthResponseHeaders []string `json:"authResponseHeaders,omitempty"`
 	// keep the client's X-Forwarded-* for forward-auth (Traefik sits behind a trusted proxy)
 	TrustForwardHeader bool `json:"trustForwardHeader,omitempty"`
+	// look for aliases of the authResponseHeaders (X_Ctfhost_Team, X.Ctfhost.Team) in every request with a
+	// valid cookie and drop them; not needed when the entry point deletes every header with "_" or "." in its
+	// name (aliasHeadersStrategy: delete, as ctfhost's static configuration sets), and it costs the most of
+	// the check (Yaegi ranges over a map slowly). Requests handed to forward-auth are always cleaned.
+	StripAliases bool `json:"stripAliases,omitempty"`
 }
 
 // CreateConfig gives the defaults Traefik fills in from the dynamic configuration.
@@ -90,13 +100,21 @@ func folded(name string) string {
 	return folding.Replace(strings.ToLower(name))
 }
 
+// minting is what cookies are minted with now, from one reading of the keys file: the key's id and the key
+// (nil: no usable key, every request goes to forward-auth). A new value for every change of the file, so that
+// each router computes the cookie it expects once per change.
+type minting struct {
+	kid string
+	key []byte
+}
+
+// keyring follows one keys file: read when the first router needs it, then again every second by a goroutine
+// of its own, so that a request only loads the current value (the interpreter makes every step of Go code on
+// the request path count: a check of the file's age and the locks it took cost a fifth of the throughput).
 type keyring struct {
 	path    string
-	mu      sync.RWMutex
-	keys    map[string][]byte
-	mint    string
-	data    []byte
-	checked time.Time
+	current atomic.Value // *minting
+	data    []byte       // the file as last read (the watcher's alone, like warned)
 	warned  bool
 }
 
@@ -111,30 +129,29 @@ func ringFor(path string) *keyring {
 	defer ringsMu.Unlock()
 	ring, ok := rings[path]
 	if !ok {
-		ring = &keyring{path: path, keys: map[string][]byte{}}
+		ring = &keyring{path: path}
+		ring.current.Store(&minting{})
+		ring.read()
 		rings[path] = ring
+		go ring.watch()
 	}
 	return ring
 }
 
-func (k *keyring) refresh(now time.Time) {
-	k.mu.RLock()
-	fresh := now.Sub(k.checked) < time.Second
-	k.mu.RUnlock()
-	if fresh {
-		return
+func (k *keyring) watch() {
+	for {
+		time.Sleep(time.Second)
+		k.read()
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if now.Sub(k.checked) < time.Second {
-		return
-	}
-	k.checked = now
-	// read whole each second (a few lines): a rewrite is seen whatever its size and time stamp
+}
+
+// read reads the file whole (a few lines): a rewrite is seen whatever its size and time stamp.
+func (k *keyring) read() {
 	data, err := os.ReadFile(k.path)
-	// one field per assignment: Yaegi drops a tuple assignment to the fields of a struct behind a pointer
 	if err != nil {
-		k.keys = map[string][]byte{}
+		if k.data != nil || k.current.Load().(*minting).key != nil {
+			k.current.Store(&minting{})
+		}
 		k.data = nil
 		if !k.warned {
 			k.warned = true
@@ -143,11 +160,12 @@ func (k *keyring) refresh(now time.Time) {
 		return
 	}
 	k.warned = false
-	if bytes.Equal(data, k.data) {
+	if k.data != nil && bytes.Equal(data, k.data) {
 		return
 	}
-	keys := map[string][]byte{}
-	mint := ""
+	k.data = data
+	// the first key listed is the one ctfhost mints with; a cookie under any other goes to ctfhost, which
+	// checks it and sets a fresh one (a rotation)
 	scanner := bufio.NewScanner(bytes.NewReader(data))
 	for scanner.Scan() {
 		fields := strings.Fields(scanner.Text())
@@ -158,24 +176,11 @@ func (k *keyring) refresh(now time.Time) {
 		if err != nil || len(key) < 32 {
 			continue
 		}
-		keys[fields[0]] = key
-		if mint == "" {
-			mint = fields[0]
-		}
+		k.current.Store(&minting{kid: fields[0], key: key})
+		return
 	}
-	k.keys = keys
-	k.mint = mint
-	k.data = data
-	if len(keys) == 0 {
-		fmt.Fprintf(os.Stderr, "ctfhost access: %s holds no key: every request goes to forward-auth\n", k.path)
-	}
-}
-
-// get gives the key `kid` names, and whether it is the one cookies are minted with now.
-func (k *keyring) get(kid string) ([]byte, bool) {
-	k.mu.RLock()
-	defer k.mu.RUnlock()
-	return k.keys[kid], kid == k.mint
+	k.current.Store(&minting{})
+	fmt.Fprintf(os.Stderr, "ctfhost access: %s holds no key: every request goes to forward-auth\n", k.path)
 }
 
 // bucket is a token bucket: rate tokens a second, at most burst kept.
@@ -241,6 +246,18 @@ type Access struct {
 	own    []string // folded names of the headers only ctfhost sets
 	team   string   // the team id, decoded once
 	teamOK bool
+	// the length of the shortest of own: shorter header names cannot be one of them
+	shortestOwn int
+	// authResponseHeaders other than the two set on every request, as clients' copies arrive (canonical)
+	others []string
+	// *expectation: the one cookie value this router lets through
+	expected atomic.Value
+}
+
+// expectation is the cookie a router expects under one minting key, as "name=value" (empty: none).
+type expectation struct {
+	mint   *minting
+	cookie string
 }
 
 var (
@@ -282,69 +299,92 @@ func New(ctx context.Context, next http.Handler, config *Config, name string) (h
 		config.AuthResponseHeaders = []string{teamHeader, instanceHeader}
 	}
 	own := []string{}
+	others := []string{}
+	shortest := 0
 	for _, name := range config.AuthResponseHeaders {
 		own = append(own, folded(name))
+		if folded(name) != folded(teamHeader) && folded(name) != folded(instanceHeader) {
+			others = append(others, http.CanonicalHeaderKey(name))
+		}
+		if shortest == 0 || len(name) < shortest {
+			shortest = len(name)
+		}
 	}
 	team, err := base64.RawURLEncoding.DecodeString(config.Team)
 	return &Access{next: next, name: name, config: config, ring: ringFor(config.KeysFile),
-		client: sharedClient(config.AuthTimeout), own: own, team: string(team), teamOK: err == nil && config.Team != ""}, nil
+		client: sharedClient(config.AuthTimeout), own: own, team: string(team), teamOK: err == nil && config.Team != "" && config.Instance != "",
+		shortestOwn: shortest, others: others}, nil
 }
 
+// ServeHTTP lets a request with the instance's cookie through and hands any other to forward-auth. The path
+// of a request with the cookie is written out in this one function: Yaegi makes every call of an interpreted
+// function cost a frame and a reflect.New per argument, several times a native call.
 func (a *Access) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
-	now := time.Now()
-	if a.teamOK && req.URL.Path != accessPath && a.config.Instance != "" && now.Unix() < a.config.Expires &&
-		a.cookieValid(req, now) {
-		a.stripOwnHeaders(req.Header)
-		req.Header.Set(teamHeader, a.team)
-		req.Header.Set(instanceHeader, a.config.Instance)
-		a.next.ServeHTTP(rw, req)
-		return
+	if a.teamOK && req.URL.Path != accessPath && time.Now().Unix() < a.config.Expires {
+		expected, cached := a.expected.Load().(*expectation)
+		if !cached || expected.mint != a.ring.current.Load().(*minting) {
+			expected = a.expect()
+		}
+		// the cookie "name=value" anywhere in the Cookie header: the value holds a MAC only its holder knows (a
+		// client sending several Cookie lines, or an unusual spelling, is checked by forward-auth instead)
+		if len(expected.cookie) > 0 && strings.Contains(req.Header.Get("Cookie"), expected.cookie) {
+			header := req.Header
+			if a.config.StripAliases {
+				a.stripOwnHeaders(header)
+			} else if len(a.others) > 0 {
+				for _, name := range a.others {
+					header.Del(name)
+				}
+			}
+			// Set replaces a client's copy of the header
+			header.Set(teamHeader, a.team)
+			header.Set(instanceHeader, a.config.Instance)
+			a.next.ServeHTTP(rw, req)
+			return
+		}
 	}
 	a.forwardAuth(rw, req)
 }
 
-func (a *Access) cookieValid(req *http.Request, now time.Time) bool {
-	a.ring.refresh(now)
-	for _, cookie := range req.Cookies() {
-		if cookie.Name == a.config.CookieName && a.valid(cookie.Value) {
-			return true
+// expect computes and keeps the one cookie this router lets through under the key cookies are minted with now:
+// "c2.<kid>.<instance>.<team>.<mac>" (empty: no key). A cookie under an older key does not match: ctfhost checks
+// it and sets a fresh one.
+func (a *Access) expect() *expectation {
+	mint := a.ring.current.Load().(*minting)
+	value := ""
+	if mint.key != nil {
+		signed := "c2." + mint.kid + "." + a.config.Instance + "." + a.config.Team
+		sum := hmac.New(sha256.New, mint.key)
+		sum.Write([]byte(macContext + mint.kid + "." + a.config.Instance + "." + a.config.Team))
+		value = signed + "." + base64.RawURLEncoding.EncodeToString(sum.Sum(nil))
+	}
+	cookie := ""
+	if value != "" {
+		cookie = a.config.CookieName + "=" + value
+	}
+	expected := &expectation{mint: mint, cookie: cookie}
+	a.expected.Store(expected)
+	return expected
+}
+
+// dropIfOwn drops the header `name` if it is a client's X-Ctfhost-Team / X-Ctfhost-Instance (or another of
+// the authResponseHeaders) or an alias such as X_Ctfhost_Team or X.Ctfhost.Team that CGI, PHP or WSGI backends
+// read as the same header.
+func (a *Access) dropIfOwn(header http.Header, name string) {
+	folded := folded(name)
+	for _, own := range a.own {
+		if folded == own {
+			delete(header, name)
+			return
 		}
 	}
-	return false
 }
 
-func (a *Access) valid(value string) bool {
-	parts := strings.Split(value, ".")
-	if len(parts) != 5 || parts[0] != "c2" {
-		return false
-	}
-	kid, instance, team, mac := parts[1], parts[2], parts[3], parts[4]
-	if instance != a.config.Instance || team != a.config.Team {
-		return false
-	}
-	key, newest := a.ring.get(kid)
-	if key == nil || !newest {
-		return false // an older key's cookie: ctfhost checks it and sets a fresh one
-	}
-	given, err := base64.RawURLEncoding.DecodeString(mac)
-	if err != nil {
-		return false
-	}
-	sum := hmac.New(sha256.New, key)
-	sum.Write([]byte(macContext + kid + "." + instance + "." + team))
-	return hmac.Equal(sum.Sum(nil), given)
-}
-
-// stripOwnHeaders drops a client's X-Ctfhost-Team / X-Ctfhost-Instance (and
-// the other authResponseHeaders), with aliases such as X_Ctfhost_Team or
-// X.Ctfhost.Team that CGI, PHP or WSGI backends read as the same header.
+// stripOwnHeaders drops every header dropIfOwn drops.
 func (a *Access) stripOwnHeaders(header http.Header) {
 	for name := range header {
-		name_ := folded(name)
-		for _, own := range a.own {
-			if name_ == own {
-				delete(header, name)
-			}
+		if len(name) >= a.shortestOwn {
+			a.dropIfOwn(header, name)
 		}
 	}
 }
