@@ -16,6 +16,9 @@ SETTINGS = {
     "DEFAULT_TTL_SECONDS": (int, 1800),
     "MAX_INSTANCES_PER_TEAM": (int, 3),
     "LAUNCH_COOLDOWN_SECONDS": (int, 10),
+    # services beside the main one, and exposed endpoints besides `main`, a challenge may declare
+    "MAX_SERVICES_PER_CHALLENGE": (int, 8),
+    "MAX_ENDPOINTS_PER_CHALLENGE": (int, 8),
     # how long after an instance ends its flag still counts for its team
     "FLAG_GRACE_SECONDS": (int, 600),
     "DISABLED_PLUGINS": (str, ""),

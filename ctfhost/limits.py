@@ -24,3 +24,12 @@ MAX_FLAG_LENGTH = 300
 DEFAULT_MAX_REQUEST_BYTES = 256 * 1024
 # how deep a JSON document may nest (request bodies and extra_config); real ones nest a few levels
 MAX_JSON_DEPTH = 32
+# services beside the main one, and exposed endpoints besides `main`, a challenge may declare at most, whatever
+# the settings say (settings.max_services_per_challenge / max_endpoints_per_challenge, 8 by default)
+MAX_SERVICES = 32
+MAX_ENDPOINTS = 32
+# a service's command or entrypoint: arguments, and characters of each
+MAX_ARGUMENTS = 128
+MAX_ARGUMENT_LENGTH = 4096
+# a service's environment: variables
+MAX_ENVIRONMENT = 128

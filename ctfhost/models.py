@@ -43,6 +43,11 @@ class Challenge(BaseModel):
     # e.g. flag{{{hex:16}}}: every instance draws its own flag; null: the scoreboard keeps static flags
     flag_template = peewee.TextField(null=True)
     extra_config = peewee.TextField(default="{}")
+    # the services beside the main one, as JSON: {name: {image, command, entrypoint, environment, cpu_count,
+    # memory_mb, expose, options}} (migration 005)
+    services = peewee.TextField(default="{}")
+    # extra endpoints of the main service, as JSON: [{name, port, protocol}]
+    expose = peewee.TextField(default="[]")
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
 
@@ -50,6 +55,20 @@ class Challenge(BaseModel):
     def options(self):
         """extra_config parsed: the runtime options as a dict."""
         return json.loads(self.extra_config or "{}")
+
+    @property
+    def service_specs(self):
+        """services parsed: {name: spec}, in the order the challenge gave them."""
+        return json.loads(self.services or "{}")
+
+    @property
+    def exposed(self):
+        """expose parsed: the main service's extra endpoints."""
+        return json.loads(self.expose or "[]")
+
+    @property
+    def is_multi_service(self):
+        return bool(self.service_specs)
 
 
 class Worker(BaseModel):

@@ -48,6 +48,8 @@ def test_create_returns_201_with_defaults(api):
         "max_renewals": None,
         "flag_template": None,
         "extra_config": "{}",
+        "services": {},
+        "expose": [],
     }
 
 

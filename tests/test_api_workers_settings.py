@@ -214,6 +214,7 @@ def test_settings_default_to_the_environment(api):
     # the test environment turns the fair-use limits off (CTFHOST_MAX_INSTANCES_PER_TEAM, ..._COOLDOWN_SECONDS)
     assert response.get_json() == {
         "default_ttl_seconds": 1800, "max_instances_per_team": 1000, "launch_cooldown_seconds": 0, "tcp_port": 443,
+        "max_services_per_challenge": 8, "max_endpoints_per_challenge": 8,
     }
 
 

@@ -1,6 +1,7 @@
 """/api/v1/challenges: register, read, change and remove challenges."""
 
 import json
+import re
 
 from flask.views import MethodView
 from flask_smorest.error_handler import ErrorSchema
@@ -49,6 +50,133 @@ class ExtraConfig(fields.Field):
         return value
 
 
+SERVICE_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+SERVICE_NAME_RULE = "a DNS label: 1-63 lowercase letters, digits and inner hyphens, starting with a letter"
+ENVIRONMENT_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+PROTOCOLS = ["http", "tcp"]
+CPU_COUNTS = [1, 2, 4]
+MEMORY_SIZES = [512, 1024, 2048]
+
+
+def service_name_problems(name, what="service name"):
+    if not isinstance(name, str) or not SERVICE_NAME.match(name):
+        return [f"{name!r} is not a valid {what}: {SERVICE_NAME_RULE}."]
+    if name == "main":
+        return [f"`main` is the challenge's own {'service' if what == 'service name' else 'endpoint'} (image, port)."]
+    return []
+
+
+class EndpointSchema(Schema):
+    """A port of a service that players reach, under a name of its own."""
+
+    name = fields.String(
+        required=True,
+        validate=validate.Regexp(SERVICE_NAME, error=f"Must be {SERVICE_NAME_RULE}."),
+        metadata={"description": "Unique within the challenge; `main` is the main port's", "example": "admin"},
+    )
+    port = StrictInteger(required=True, validate=validate.Range(min=1, max=65535))
+    protocol = fields.String(
+        load_default="http", validate=validate.OneOf(PROTOCOLS),
+        metadata={"description": "http: Host routing behind the team's access check; tcp: TLS with SNI"},
+    )
+
+
+def _argv(description):
+    return fields.List(
+        fields.String(validate=validate.Length(max=limits.MAX_ARGUMENT_LENGTH)),
+        validate=validate.Length(max=limits.MAX_ARGUMENTS), metadata={"description": description},
+    )
+
+
+class RuntimeOptionsField(fields.Dict):
+    """An object of runtime options (checked against the runtime's options schema when the challenge is saved)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(keys=fields.String(), values=fields.Raw(), **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        result = super()._deserialize(value, attr, data, **kwargs)
+        if jsontext.depth(result) > limits.MAX_JSON_DEPTH:
+            raise ValidationError(f"Nested more than {limits.MAX_JSON_DEPTH} levels deep.")
+        return result
+
+
+class ServiceSchema(Schema):
+    """A container beside the main one, in the instance's private network, reachable there by its name."""
+
+    image = fields.String(required=True, validate=validate.Length(min=1, max=500))
+    command = _argv("Arguments replacing the image's CMD")
+    entrypoint = _argv("Replaces the image's ENTRYPOINT")
+    environment = fields.Dict(
+        keys=fields.String(validate=validate.Regexp(ENVIRONMENT_NAME, error="Not a valid environment variable name.")),
+        values=fields.String(validate=validate.Length(max=limits.MAX_ARGUMENT_LENGTH)),
+        validate=validate.Length(max=limits.MAX_ENVIRONMENT),
+        metadata={"description": "Environment variables (FLAG is set to the instance's flag in every service)"},
+    )
+    cpu_count = StrictInteger(load_default=1, validate=validate.OneOf(CPU_COUNTS))
+    memory_mb = StrictInteger(load_default=512, validate=validate.OneOf(MEMORY_SIZES))
+    expose = fields.List(fields.Nested(EndpointSchema), load_default=list,
+                         metadata={"description": "Ports of this service players reach (none: only inside the instance)"})
+    options = RuntimeOptionsField(
+        load_default=dict, metadata={"description": "This service's runtime options, as the challenge's extra_config"},
+    )
+
+
+class ServicesField(fields.Dict):
+    """services: {name: service}, kept as JSON text; errors are keyed by the service's name and field."""
+
+    def __init__(self, service_schema=ServiceSchema, **kwargs):
+        kwargs.setdefault("metadata", {}).setdefault(
+            "description", "Services beside the main one, by name (a DNS label, not `main`): "
+            "each instance runs them all in a private network where each reaches the others by name",
+        )
+        self.service_schema = service_schema
+        super().__init__(keys=fields.String(), values=fields.Nested(service_schema), **kwargs)
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if isinstance(value, str):
+            value = json.loads(value or "{}")
+        return super()._serialize(value, attr, obj, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, dict):
+            raise ValidationError("Must be an object mapping service names to services.")
+        result, errors = {}, {}
+        for name, spec in value.items():
+            problems = service_name_problems(name)
+            if problems:
+                errors[name] = {"name": problems}
+                continue
+            if not isinstance(spec, dict):
+                errors[name] = {"_schema": ["Must be an object (image, command, environment...)."]}
+                continue
+            try:
+                result[name] = self.service_schema().load(spec)
+            except ValidationError as exc:
+                errors[name] = exc.messages
+        if errors:
+            raise ValidationError(errors)
+        return json.dumps(result)
+
+
+class ExposeField(fields.List):
+    """expose: the main service's extra endpoints, kept as JSON text."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("metadata", {}).setdefault(
+            "description", "Extra endpoints of the main service (its `port` is always exposed, as `main`)",
+        )
+        super().__init__(fields.Nested(EndpointSchema), **kwargs)
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if isinstance(value, str):
+            value = json.loads(value or "[]")
+        return super()._serialize(value, attr, obj, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return json.dumps(super()._deserialize(value, attr, data, **kwargs))
+
+
 def installed_runtime(name):
     """Refuse a runtime no installed plugin provides, with the other field errors."""
     try:
@@ -79,8 +207,8 @@ class ChallengeSchema(Schema):
         validate=validate.OneOf(["http", "tcp"]),
         metadata={"description": "http: Host routing behind forward-auth; tcp: TLS with SNI on the shared TLS port"},
     )
-    cpu_count = StrictInteger(load_default=1, validate=validate.OneOf([1, 2, 4]))
-    memory_mb = StrictInteger(load_default=512, validate=validate.OneOf([512, 1024, 2048]))
+    cpu_count = StrictInteger(load_default=1, validate=validate.OneOf(CPU_COUNTS))
+    memory_mb = StrictInteger(load_default=512, validate=validate.OneOf(MEMORY_SIZES))
     ttl_seconds = StrictInteger(
         load_default=None,
         allow_none=True,
@@ -104,8 +232,16 @@ class ChallengeSchema(Schema):
         },
     )
     extra_config = ExtraConfig(load_default="{}")
+    services = ServicesField(load_default="{}")
+    expose = ExposeField(load_default="[]")
     created_at = UTCDateTime(dump_only=True)
     updated_at = UTCDateTime(dump_only=True)
+
+
+class PublicServiceSchema(Schema):
+    """What a team token may read of a service: its exposed endpoints, not its image, command or environment."""
+
+    expose = fields.List(fields.Nested(EndpointSchema))
 
 
 class PublicChallengeSchema(Schema):
@@ -120,6 +256,8 @@ class PublicChallengeSchema(Schema):
     memory_mb = fields.Integer()
     ttl_seconds = fields.Integer(allow_none=True)
     max_renewals = fields.Integer(allow_none=True)
+    services = ServicesField(service_schema=PublicServiceSchema)
+    expose = ExposeField()
 
 
 class ChallengePatchSchema(ChallengeSchema):
@@ -134,6 +272,8 @@ class ChallengePatchSchema(ChallengeSchema):
     max_renewals = StrictInteger(allow_none=True, validate=RENEWALS_RANGE)
     flag_template = fields.String(allow_none=True, validate=validate.Length(min=1, max=256))
     extra_config = ExtraConfig()
+    services = ServicesField()
+    expose = ExposeField()
 
 
 class DeleteArgsSchema(Schema):

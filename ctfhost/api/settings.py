@@ -33,6 +33,17 @@ class SettingsSchema(Schema):
         metadata={"description": "Wait between launches or restarts of one challenge by one team (429 with Retry-After)"},
     )
 
+    max_services_per_challenge = StrictInteger(
+        required=True,
+        validate=validate.Range(min=0, max=limits.MAX_SERVICES),
+        metadata={"description": "Services a challenge may declare beside its main one (422 beyond)"},
+    )
+    max_endpoints_per_challenge = StrictInteger(
+        required=True,
+        validate=validate.Range(min=0, max=limits.MAX_ENDPOINTS),
+        metadata={"description": "Exposed endpoints a challenge may declare besides its main port (422 beyond)"},
+    )
+
 
 class SettingsPatchSchema(SettingsSchema):
     """Only the settings given change."""

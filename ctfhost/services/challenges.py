@@ -6,12 +6,12 @@ from ctfhost import jsontext
 from ctfhost.db import database
 from ctfhost.models import ACTIVE, Challenge, Instance, utcnow
 from ctfhost.plugins import UnknownRuntime, get_plugins
-from ctfhost.services import flags, images, instances
+from ctfhost.services import flags, images, instances, settings
 from ctfhost.services.errors import Conflict, Invalid, NotFound, require_changes
 
 EDITABLE = (
     "name", "runtime", "image", "port", "protocol", "cpu_count", "memory_mb", "ttl_seconds", "max_renewals", "flag_template",
-    "extra_config",
+    "extra_config", "services", "expose",
 )
 
 
@@ -49,6 +49,7 @@ def validate(challenge):
     if not isinstance(options, dict):
         errors.setdefault("extra_config", []).append("must hold a JSON object")
         return errors
+    _check_services(challenge, plugins, errors)
     if "runtime" not in errors:
         # the runtime's declared options and the core's (readiness_timeout); unknown keys are refused
         option_errors = plugins.option_errors(challenge.runtime, options)
@@ -57,6 +58,49 @@ def validate(challenge):
         for field, messages in plugins.validate_challenge(challenge).items():
             errors.setdefault(field, []).extend(messages)
     return errors
+
+
+def _check_services(challenge, plugins, errors):
+    """The services and endpoints as a whole: counts within the settings, unique endpoint names and ports, each
+    service's image and runtime options. Adds {"services": {name: {field: [...]}}} and {"expose": [...]}."""
+    specs, extra = challenge.service_specs, challenge.exposed
+    limits_now = settings.get_settings()
+    service_errors = {}
+    if len(specs) > limits_now["max_services_per_challenge"]:
+        errors.setdefault("services", {}).setdefault("_schema", []).append(
+            f"{len(specs)} services; at most {limits_now['max_services_per_challenge']} besides `main` "
+            "(settings: max_services_per_challenge)")
+    endpoints = [("main", "expose", endpoint) for endpoint in extra]
+    endpoints += [(name, "services", endpoint) for name, spec in specs.items() for endpoint in spec.get("expose", [])]
+    if len(endpoints) > limits_now["max_endpoints_per_challenge"]:
+        errors.setdefault("expose", []).append(
+            f"{len(endpoints)} exposed endpoints besides `main`; at most {limits_now['max_endpoints_per_challenge']} "
+            "(settings: max_endpoints_per_challenge)")
+    seen_names = {"main": "the main port"}
+    seen_ports = {("main", challenge.port)}
+    for service, field, endpoint in endpoints:
+        where = "expose" if field == "expose" else f"service {service!r}"
+        problem = None
+        if endpoint["name"] in seen_names:
+            problem = f"endpoint name {endpoint['name']!r} is already {seen_names[endpoint['name']]}"
+        elif (service, endpoint["port"]) in seen_ports:
+            problem = f"port {endpoint['port']} of {'the main service' if service == 'main' else where} is exposed twice"
+        seen_names.setdefault(endpoint["name"], f"an endpoint of {'the main service' if service == 'main' else where}")
+        seen_ports.add((service, endpoint["port"]))
+        if problem and field == "expose":
+            errors.setdefault("expose", []).append(problem)
+        elif problem:
+            service_errors.setdefault(service, {}).setdefault("expose", []).append(problem)
+    for name, spec in specs.items():
+        image_problems = images.problems(spec["image"])
+        if image_problems:
+            service_errors.setdefault(name, {}).setdefault("image", []).extend(image_problems)
+        if spec.get("options") and challenge.runtime in plugins.runtimes():
+            option_errors = plugins.option_errors(challenge.runtime, spec["options"])
+            if option_errors:
+                service_errors.setdefault(name, {}).setdefault("options", []).extend(option_errors)
+    if service_errors:
+        errors.setdefault("services", {}).update(service_errors)
 
 
 def _raise_if_invalid(challenge):

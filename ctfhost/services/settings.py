@@ -16,6 +16,8 @@ def _defaults():
         "max_instances_per_team": config["CTFHOST_MAX_INSTANCES_PER_TEAM"],
         "launch_cooldown_seconds": config["CTFHOST_LAUNCH_COOLDOWN_SECONDS"],
         "tcp_port": config["CTFHOST_TCP_PUBLIC_PORT"],
+        "max_services_per_challenge": config["CTFHOST_MAX_SERVICES_PER_CHALLENGE"],
+        "max_endpoints_per_challenge": config["CTFHOST_MAX_ENDPOINTS_PER_CHALLENGE"],
     }
 
 

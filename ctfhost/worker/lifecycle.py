@@ -138,6 +138,11 @@ def launch(instance_id, final_attempt=True):
             raise LaunchError("the instance ended while it was starting")
         if started.probe:
             wait_ready(instance, worker, started, timeout)
+        if challenge.is_multi_service:
+            # main answers; every other service must still be up (one that crashed at start fails the launch)
+            state = plugins.inspect(instance, worker)
+            if state is not None and not state.alive:
+                raise LaunchError(state.reason or "a service of the instance stopped while starting")
         marks.append(("ready", time.monotonic()))
         plugins.wait_routed(instance, timeout)
         marks.append(("routed", time.monotonic()))

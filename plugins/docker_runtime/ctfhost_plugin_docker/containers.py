@@ -43,7 +43,19 @@ def engine_problem():
     return None
 
 
+MAIN = "main"
+
+
 def container_name(instance_id):
+    return f"ctfhost-{instance_id}"
+
+
+def service_container_name(instance_id, service):
+    return f"ctfhost-{instance_id}-{service}"
+
+
+def instance_network_name(instance_id):
+    """The bridge of one instance of several services (same name as its main container: another namespace)."""
     return f"ctfhost-{instance_id}"
 
 
@@ -113,30 +125,18 @@ def _labels(challenge, instance, worker):
     }
 
 
-def _create_kwargs(challenge, instance, worker):
-    options = challenge.options
-    env = dict(options.get("env") or options.get("environment") or {})
-    if instance.flag:
-        env["FLAG"] = instance.flag  # the instance's own flag wins over a static one in env
+def _hardened(options, cpu_count, memory_mb):
+    """What every container of an instance gets: limits, no new privileges, no capabilities but those allowed."""
     kwargs = {
-        "image": challenge.image,
-        "name": container_name(instance.id),
-        "detach": True,
-        "labels": _labels(challenge, instance, worker),
-        "environment": env,
-        # the engine picks a free host port; it is read back after start
-        "ports": {f"{challenge.port}/tcp": (publish_ip(), None)},
-        "network": ensure_network(),
-        "nano_cpus": int(challenge.cpu_count * 1e9),
-        "mem_limit": f"{challenge.memory_mb}m",
-        "memswap_limit": f"{challenge.memory_mb}m",
+        "nano_cpus": int(cpu_count * 1e9),
+        "mem_limit": f"{memory_mb}m",
+        "memswap_limit": f"{memory_mb}m",
         "pids_limit": int(plugin_setting("DOCKER", "PIDS_LIMIT", 256)),
         "security_opt": ["no-new-privileges:true"],
         "cap_drop": ["ALL"],
         "cap_add": [normalize_capability(c) for c in options.get("cap_add", [])] or None,
         "read_only": bool(options.get("read_only", False)),
         "log_config": LogConfig(type="json-file", config={"max-size": "1m", "max-file": "2"}),
-        "hostname": "challenge",
     }
     if "command" in options:
         kwargs["command"] = options["command"]
@@ -150,22 +150,73 @@ def _create_kwargs(challenge, instance, worker):
     return kwargs
 
 
+def _environment(options, instance, given=None):
+    env = dict(options.get("env") or options.get("environment") or {})
+    env.update(given or {})
+    if instance.flag:
+        env["FLAG"] = instance.flag  # the instance's own flag wins over a static one in env
+    return env
+
+
+def _create_kwargs(challenge, instance, worker, network=None):
+    """The main container: alone on the shared bridge, or `main` in the instance's own network."""
+    options = challenge.options
+    kwargs = _hardened(options, challenge.cpu_count, challenge.memory_mb)
+    kwargs.update({
+        "image": challenge.image,
+        "name": container_name(instance.id),
+        "detach": True,
+        "labels": _labels(challenge, instance, worker),
+        "environment": _environment(options, instance),
+        # the engine picks a free host port; it is read back after start
+        "ports": {f"{challenge.port}/tcp": (publish_ip(), None)},
+        "network": network or ensure_network(),
+        "hostname": "challenge",
+    })
+    if network:
+        kwargs["labels"]["ctfhost.service"] = MAIN
+        kwargs["hostname"] = MAIN
+        kwargs["networking_config"] = {network: client().api.create_endpoint_config(aliases=[MAIN])}
+    return kwargs
+
+
+def _service_kwargs(challenge, instance, worker, service, spec, network):
+    """A service beside `main`: in the instance's network only, reachable there by its name, nothing published."""
+    options = spec.get("options") or {}
+    kwargs = _hardened(options, spec.get("cpu_count", 1), spec.get("memory_mb", 512))
+    kwargs.update({
+        "image": spec["image"],
+        "name": service_container_name(instance.id, service),
+        "detach": True,
+        "labels": {**_labels(challenge, instance, worker), "ctfhost.service": service},
+        "environment": _environment(options, instance, spec.get("environment")),
+        "network": network,
+        "networking_config": {network: client().api.create_endpoint_config(aliases=[service])},
+        "hostname": service,
+    })
+    if spec.get("command"):
+        kwargs["command"] = spec["command"]
+    if spec.get("entrypoint"):
+        kwargs["entrypoint"] = spec["entrypoint"]
+    return kwargs
+
+
 def _explain(exc):
     return str(getattr(exc, "explanation", None) or exc)
 
 
-def _create(challenge, instance, worker):
+def _create(challenge, instance, worker, kwargs=None):
     """Create the container; pull a missing image, replace a leftover of an earlier attempt."""
     engine = client()
-    kwargs = _create_kwargs(challenge, instance, worker)
+    kwargs = kwargs or _create_kwargs(challenge, instance, worker)
     pulled = replaced = False
     while True:
         try:
             return engine.containers.create(**kwargs)
         except ImageNotFound:
             if pulled:
-                raise LaunchError(f"image {challenge.image!r} is still missing after pulling it") from None
-            pull(challenge.image)
+                raise LaunchError(f"image {kwargs['image']!r} is still missing after pulling it") from None
+            pull(kwargs["image"])
             pulled = True
         except APIError as exc:
             if exc.status_code == 409 and not replaced:
@@ -179,8 +230,12 @@ def run(challenge, instance, worker):
     """Start the instance's container; returns the host port it is published on.
 
     Any container left by an earlier attempt of the same launch is replaced.
+    A challenge of several services gets a bridge network of its own; its
+    services start first, in the order given, then `main`.
     """
     try:
+        if challenge.is_multi_service:
+            return _run_services(challenge, instance, worker)
         container = _create(challenge, instance, worker)
         try:
             container.start()
@@ -207,6 +262,47 @@ def run(challenge, instance, worker):
         raise TransientError(f"cannot reach the Docker engine: {exc}") from None
 
 
+def _instance_network(challenge, instance, worker):
+    """A fresh bridge for the instance: its services reach each other by name, nothing else reaches them."""
+    engine = client()
+    labels = {**_labels(challenge, instance, worker)}
+    try:
+        return engine.networks.create(instance_network_name(instance.id), driver="bridge", labels=labels,
+                                      check_duplicate=True).name
+    except APIError as exc:
+        raise TransientError(f"cannot create the instance's network: {_explain(exc)}") from None
+
+
+def _start(container, service):
+    try:
+        container.start()
+    except APIError as exc:
+        if exc.is_server_error() and not _bad_command(exc):
+            raise TransientError(f"service {service!r} did not start: {_explain(exc)}") from None
+        raise LaunchError(f"service {service!r} did not start: {_explain(exc)}") from None
+
+
+def _run_services(challenge, instance, worker):
+    """Every service of the instance in its own network, then `main`; the host port of main's port."""
+    remove(instance.id)  # whatever an earlier attempt of this launch left
+    try:
+        network = _instance_network(challenge, instance, worker)
+        for service, spec in challenge.service_specs.items():
+            kwargs = _service_kwargs(challenge, instance, worker, service, spec, network)
+            _start(_create(challenge, instance, worker, kwargs), service)
+        main = _create(challenge, instance, worker, _create_kwargs(challenge, instance, worker, network))
+        _start(main, MAIN)
+        main.reload()
+        bindings = main.ports.get(f"{challenge.port}/tcp") or []
+        if not bindings:
+            alive, reason = state(instance.id)
+            raise LaunchError(reason if not alive else f"service 'main' publishes no port for {challenge.port}/tcp")
+        return int(bindings[0]["HostPort"])
+    except BaseException:
+        remove(instance.id)
+        raise
+
+
 def _bad_command(exc):
     text = _explain(exc).lower()
     return "executable file not found" in text or "no such file or directory" in text or "permission denied" in text
@@ -221,12 +317,21 @@ def _tail_logs(container, lines=5):
 
 
 def state(instance_id):
-    """(alive, reason) for the instance's container."""
+    """(alive, reason) for the instance's container, or for every container of an instance of several services."""
+    engine = client()
     try:
-        container = client().containers.get(container_name(instance_id))
+        container = engine.containers.get(container_name(instance_id))
     except NotFound:
         return False, "the container is gone"
-    return _describe_state(container)
+    service = (container.labels or {}).get("ctfhost.service")
+    if service is None:
+        return _describe_state(container)
+    # several services: the first one down names the instance's state
+    for other in engine.containers.list(all=True, filters={"label": f"ctfhost.instance={instance_id}"}):
+        alive, reason = _describe_state(other)
+        if not alive:
+            return False, f"service {other.labels.get('ctfhost.service')!r}: {reason}"
+    return True, None
 
 
 def _describe_state(container):
@@ -263,6 +368,18 @@ def remove(instance_id):
             container.remove(force=True, v=True)
         except NotFound:
             pass
+    for network in engine.networks.list(filters={"label": f"ctfhost.instance={instance_id}"}):
+        _remove_network(network)
+
+
+def _remove_network(network):
+    try:
+        network.remove()
+    except NotFound:
+        pass
+    except APIError as exc:
+        # a container still attached (being removed by another process): the next destroy or reconcile ends it
+        log.warning("could not remove network %s: %s", network.name, _explain(exc))
 
 
 def reconcile(worker_id, keep_ids):
@@ -277,11 +394,19 @@ def reconcile(worker_id, keep_ids):
     ):
         instance_id = (container.attrs.get("Labels") or {}).get("ctfhost.instance")
         if instance_id in keep_ids:
-            found[instance_id] = container.status
+            # several services: one container down is the instance down
+            if found.get(instance_id) in (None, "created", "running", "restarting"):
+                found[instance_id] = container.status
             continue
         log.info("reconcile: removing container %s of inactive instance %s", container.name, instance_id)
         try:
             container.remove(force=True, v=True)
         except NotFound:
             pass
+    for network in engine.networks.list(
+        filters={"label": [f"{LABEL}=true", "ctfhost.runtime=docker", f"ctfhost.worker={worker_id}"]},
+    ):
+        if (network.attrs.get("Labels") or {}).get("ctfhost.instance") not in keep_ids:
+            log.info("reconcile: removing network %s of an inactive instance", network.name)
+            _remove_network(network)
     return [i for i in keep_ids if found.get(i) not in ("created", "running", "restarting")]

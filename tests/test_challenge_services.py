@@ -1,0 +1,127 @@
+"""Challenges of several services through the API: the fields, every validation error, the limits, what teams see."""
+
+import json
+
+import pytest
+
+from ctfhost.models import Challenge
+
+from test_api_challenges import challenge_body, field_errors
+
+DB = {"image": "ctf/db:1", "environment": {"POSTGRES_PASSWORD": "s3cret"}, "command": ["postgres", "-N", "10"]}
+
+
+def test_services_and_expose_are_stored_with_defaults_and_returned(api):
+    body = challenge_body(
+        services={"db": DB, "bot": {"image": "ctf/bot:2", "expose": [{"name": "admin", "port": 9000}]}},
+        expose=[{"name": "api", "port": 8081, "protocol": "tcp"}],
+    )
+    # sent as written (the test client's json= sorts keys)
+    response = api.post("/api/v1/challenges", data=json.dumps(body), content_type="application/json")
+    assert response.status_code == 201, response.get_json()
+    created = response.get_json()
+    assert sorted(created["services"]) == ["bot", "db"]
+    # kept in the order given: the order the services start in
+    assert list(Challenge.get_by_id("web-babysql").service_specs) == ["db", "bot"]
+    assert created["services"]["db"] == {**DB, "cpu_count": 1, "memory_mb": 512, "expose": [], "options": {}}
+    assert created["services"]["bot"]["expose"] == [{"name": "admin", "port": 9000, "protocol": "http"}]
+    assert created["expose"] == [{"name": "api", "port": 8081, "protocol": "tcp"}]
+    assert api.get("/api/v1/challenges/web-babysql").get_json()["services"] == created["services"]
+
+
+def test_a_challenge_without_services_has_empty_ones(api):
+    created = api.post("/api/v1/challenges", json=challenge_body()).get_json()
+    assert created["services"] == {} and created["expose"] == []
+
+
+def test_services_can_be_patched_and_removed(api):
+    api.post("/api/v1/challenges", json=challenge_body())
+    response = api.patch("/api/v1/challenges/web-babysql", json={"services": {"db": DB}})
+    assert response.status_code == 200 and list(response.get_json()["services"]) == ["db"]
+    response = api.patch("/api/v1/challenges/web-babysql", json={"services": {}})
+    assert response.status_code == 200 and response.get_json()["services"] == {}
+
+
+@pytest.mark.parametrize("services, path, message", [
+    ({"main": DB}, ("main", "name"), "`main` is the challenge's own service"),
+    ({"Db": DB}, ("Db", "name"), "is not a valid service name: a DNS label"),
+    ({"1db": DB}, ("1db", "name"), "starting with a letter"),
+    ({"db-": DB}, ("db-", "name"), "a DNS label"),
+    ({"d" * 64: DB}, ("d" * 64, "name"), "1-63"),
+    ({"db": {}}, ("db", "image"), "Missing data for required field."),
+    ({"db": "ctf/db:1"}, ("db", "_schema"), "Must be an object"),
+    ({"db": {**DB, "memory_mb": 300}}, ("db", "memory_mb"), "Must be one of: 512, 1024, 2048."),
+    ({"db": {**DB, "cpu_count": 3}}, ("db", "cpu_count"), "Must be one of: 1, 2, 4."),
+    ({"db": {**DB, "command": "postgres -N 10"}}, ("db", "command"), "Not a valid list."),
+    ({"db": {**DB, "environment": {"A B": "x"}}}, ("db", "environment"), "Not a valid environment variable name."),
+    ({"db": {**DB, "environment": {"A": 1}}}, ("db", "environment"), "Not a valid string."),
+    ({"db": {**DB, "expose": [{"port": 80}]}}, ("db", "expose"), "Missing data for required field."),
+    ({"db": {**DB, "expose": [{"name": "x", "port": 0}]}}, ("db", "expose"), "greater than or equal to 1"),
+    ({"db": {**DB, "expose": [{"name": "x", "port": 80, "protocol": "udp"}]}}, ("db", "expose"), "Must be one of: http, tcp."),
+    ({"db": {**DB, "privileged": True}}, ("db", "privileged"), "Unknown field."),
+])
+def test_bad_services_name_the_service_and_the_field(api, services, path, message):
+    errors = field_errors(api.post("/api/v1/challenges", json=challenge_body(services=services)))
+    service, field = path
+    assert message in str(errors["services"][service][field]), errors
+    assert api.get("/api/v1/challenges/web-babysql").status_code == 404  # nothing created
+
+
+def test_bad_images_and_runtime_options_of_a_service_are_named(api):
+    services = {"db": {**DB, "image": "not an image!"}, "bot": {"image": "ctf/bot:1", "options": {"no_such_option": 1}}}
+    errors = field_errors(api.post("/api/v1/challenges", json=challenge_body(services=services)))
+    assert "image" in errors["services"]["db"]
+    assert "unknown key 'no_such_option'" in str(errors["services"]["bot"]["options"])
+
+
+def test_endpoint_names_are_unique_within_the_challenge(api):
+    services = {"db": {**DB, "expose": [{"name": "admin", "port": 5432}, {"name": "main", "port": 5433}]},
+                "bot": {"image": "ctf/bot:1", "expose": [{"name": "admin", "port": 9000}]}}
+    errors = field_errors(api.post("/api/v1/challenges", json=challenge_body(
+        services=services, expose=[{"name": "admin", "port": 8081}, {"name": "other", "port": 8080}])))
+    assert "port 8080 of the main service is exposed twice" in str(errors["expose"])
+    assert "endpoint name 'main' is already the main port" in str(errors["services"]["db"]["expose"])
+    assert "endpoint name 'admin' is already an endpoint of the main service" in str(errors["services"]["db"]["expose"])
+    assert "endpoint name 'admin' is already an endpoint of the main service" in str(errors["services"]["bot"]["expose"])
+
+
+def test_the_counts_follow_the_settings(api):
+    assert api.patch("/api/v1/settings", json={"max_services_per_challenge": 2, "max_endpoints_per_challenge": 1}).status_code == 200
+    services = {name: {"image": "ctf/x:1"} for name in ("a", "b", "c")}
+    errors = field_errors(api.post("/api/v1/challenges", json=challenge_body(
+        services=services, expose=[{"name": "x", "port": 1}, {"name": "y", "port": 2}])))
+    assert "3 services; at most 2 besides `main` (settings: max_services_per_challenge)" in str(errors["services"])
+    assert "2 exposed endpoints besides `main`; at most 1 (settings: max_endpoints_per_challenge)" in str(errors["expose"])
+    services.pop("c")
+    response = api.post("/api/v1/challenges", json=challenge_body(services=services, expose=[{"name": "x", "port": 1}]))
+    assert response.status_code == 201, response.get_json()
+
+
+def test_the_settings_default_to_eight_and_are_bounded(api):
+    settings = api.get("/api/v1/settings").get_json()
+    assert settings["max_services_per_challenge"] == 8 and settings["max_endpoints_per_challenge"] == 8
+    errors = field_errors(api.patch("/api/v1/settings", json={"max_services_per_challenge": 33}))
+    assert "max_services_per_challenge" in errors
+
+
+def test_teams_see_service_names_and_endpoints_only(api, team_api):
+    services = {"db": {**DB, "environment": {"TOKEN": "hidden"}, "options": {"readiness_timeout": 30}},
+                "bot": {"image": "ctf/bot:2", "expose": [{"name": "admin", "port": 9000}]}}
+    assert api.post("/api/v1/challenges", json=challenge_body(services=services)).status_code == 201
+    team = team_api(3)
+    for public in (team.get("/api/v1/challenges/web-babysql").get_json(), team.get("/api/v1/challenges").get_json()[0]):
+        assert public["services"] == {"db": {"expose": []}, "bot": {"expose": [{"name": "admin", "port": 9000, "protocol": "http"}]}}
+        assert public["expose"] == []
+    text = team.get("/api/v1/challenges").get_data(as_text=True)
+    for secret in ("ctf/db:1", "ctf/bot:2", "s3cret", "postgres", "hidden", "POSTGRES_PASSWORD"):
+        assert secret not in text
+
+
+def test_services_are_documented_in_the_spec(api):
+    spec = api.get("/openapi.json").get_json()
+    challenge = spec["components"]["schemas"]["Challenge"]["properties"]
+    assert challenge["services"]["type"] == "object"
+    service = challenge["services"]["additionalProperties"]
+    assert service["$ref"].endswith("/Service")
+    assert challenge["expose"]["type"] == "array"
+    assert "image" in spec["components"]["schemas"]["Service"]["required"]
