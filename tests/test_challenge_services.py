@@ -11,11 +11,8 @@ from test_api_challenges import challenge_body, field_errors
 DB = {"image": "ctf/db:1", "environment": {"POSTGRES_PASSWORD": "s3cret"}, "command": ["postgres", "-N", "10"]}
 
 
-def test_services_and_expose_are_stored_with_defaults_and_returned(api):
-    body = challenge_body(
-        services={"db": DB, "bot": {"image": "ctf/bot:2", "expose": [{"name": "admin", "port": 9000}]}},
-        expose=[{"name": "api", "port": 8081, "protocol": "tcp"}],
-    )
+def test_services_are_stored_with_defaults_and_returned(api):
+    body = challenge_body(services={"db": DB, "bot": {"image": "ctf/bot:2"}})
     # sent as written (the test client's json= sorts keys)
     response = api.post("/api/v1/challenges", data=json.dumps(body), content_type="application/json")
     assert response.status_code == 201, response.get_json()
@@ -24,8 +21,7 @@ def test_services_and_expose_are_stored_with_defaults_and_returned(api):
     # kept in the order given: the order the services start in
     assert list(Challenge.get_by_id("web-babysql").service_specs) == ["db", "bot"]
     assert created["services"]["db"] == {**DB, "cpu_count": 1, "memory_mb": 512, "expose": [], "options": {}}
-    assert created["services"]["bot"]["expose"] == [{"name": "admin", "port": 9000, "protocol": "http"}]
-    assert created["expose"] == [{"name": "api", "port": 8081, "protocol": "tcp"}]
+    assert created["services"]["bot"]["expose"] == [] and created["expose"] == []
     assert api.get("/api/v1/challenges/web-babysql").get_json()["services"] == created["services"]
 
 
@@ -74,6 +70,20 @@ def test_bad_images_and_runtime_options_of_a_service_are_named(api):
     assert "unknown key 'no_such_option'" in str(errors["services"]["bot"]["options"])
 
 
+def test_endpoints_besides_main_are_refused_until_they_are_routed(api):
+    """Not silently unreachable: this version routes only the main port."""
+    body = challenge_body(services={"bot": {"image": "ctf/bot:2", "expose": [{"name": "admin", "port": 9000}]}},
+                          expose=[{"name": "api", "port": 8081, "protocol": "tcp"}])
+    errors = field_errors(api.post("/api/v1/challenges", json=body))
+    assert "endpoint 'api': this version exposes only the main port" in str(errors["expose"])
+    assert "endpoint 'admin': this version exposes only the main port" in str(errors["services"]["bot"]["expose"])
+
+
+def test_a_kubernetes_runtime_refuses_several_services(api):
+    errors = field_errors(api.post("/api/v1/challenges", json=challenge_body(runtime="kctf", services={"db": DB})))
+    assert "the kctf runtime runs one container per instance in this version" in str(errors["services"])
+
+
 def test_endpoint_names_are_unique_within_the_challenge(api):
     services = {"db": {**DB, "expose": [{"name": "admin", "port": 5432}, {"name": "main", "port": 5433}]},
                 "bot": {"image": "ctf/bot:1", "expose": [{"name": "admin", "port": 9000}]}}
@@ -93,7 +103,7 @@ def test_the_counts_follow_the_settings(api):
     assert "3 services; at most 2 besides `main` (settings: max_services_per_challenge)" in str(errors["services"])
     assert "2 exposed endpoints besides `main`; at most 1 (settings: max_endpoints_per_challenge)" in str(errors["expose"])
     services.pop("c")
-    response = api.post("/api/v1/challenges", json=challenge_body(services=services, expose=[{"name": "x", "port": 1}]))
+    response = api.post("/api/v1/challenges", json=challenge_body(services=services))
     assert response.status_code == 201, response.get_json()
 
 
@@ -106,14 +116,14 @@ def test_the_settings_default_to_eight_and_are_bounded(api):
 
 def test_teams_see_service_names_and_endpoints_only(api, team_api):
     services = {"db": {**DB, "environment": {"TOKEN": "hidden"}, "options": {"readiness_timeout": 30}},
-                "bot": {"image": "ctf/bot:2", "expose": [{"name": "admin", "port": 9000}]}}
+                "bot": {"image": "ctf/bot:2", "command": ["run-bot"]}}
     assert api.post("/api/v1/challenges", json=challenge_body(services=services)).status_code == 201
     team = team_api(3)
     for public in (team.get("/api/v1/challenges/web-babysql").get_json(), team.get("/api/v1/challenges").get_json()[0]):
-        assert public["services"] == {"db": {"expose": []}, "bot": {"expose": [{"name": "admin", "port": 9000, "protocol": "http"}]}}
+        assert public["services"] == {"db": {"expose": []}, "bot": {"expose": []}}
         assert public["expose"] == []
     text = team.get("/api/v1/challenges").get_data(as_text=True)
-    for secret in ("ctf/db:1", "ctf/bot:2", "s3cret", "postgres", "hidden", "POSTGRES_PASSWORD"):
+    for secret in ("ctf/db:1", "ctf/bot:2", "s3cret", "postgres", "hidden", "POSTGRES_PASSWORD", "run-bot"):
         assert secret not in text
 
 

@@ -56,8 +56,15 @@ def validate(challenge):
         if option_errors:
             errors.setdefault("extra_config", []).extend(option_errors)
         for field, messages in plugins.validate_challenge(challenge).items():
-            errors.setdefault(field, []).extend(messages)
+            existing = errors.setdefault(field, [])
+            if isinstance(existing, dict):  # services: keyed by service name
+                existing.setdefault("_schema", []).extend(messages)
+            else:
+                existing.extend(messages)
     return errors
+
+
+NOT_ROUTED = "this version exposes only the main port to players (services are reachable inside the instance)"
 
 
 def _check_services(challenge, plugins, errors):
@@ -87,9 +94,11 @@ def _check_services(challenge, plugins, errors):
             problem = f"port {endpoint['port']} of {'the main service' if service == 'main' else where} is exposed twice"
         seen_names.setdefault(endpoint["name"], f"an endpoint of {'the main service' if service == 'main' else where}")
         seen_ports.add((service, endpoint["port"]))
-        if problem and field == "expose":
+        # the endpoints' routes are not built yet: refused rather than silently unreachable
+        problem = problem or f"endpoint {endpoint['name']!r}: {NOT_ROUTED}"
+        if field == "expose":
             errors.setdefault("expose", []).append(problem)
-        elif problem:
+        else:
             service_errors.setdefault(service, {}).setdefault("expose", []).append(problem)
     for name, spec in specs.items():
         image_problems = images.problems(spec["image"])

@@ -60,6 +60,13 @@ class KubernetesRuntime:
         return KubeOptions
 
     @hookimpl
+    def validate_challenge(self, challenge):
+        if challenge.service_specs:
+            return {"services": [f"the {self.profile.runtime} runtime runs one container per instance in this version; "
+                                 "challenges of several services run on the docker runtime"]}
+        return None
+
+    @hookimpl
     def launch(self, challenge, instance, worker, timeout):
         settings = kube_settings.load()
         objects = build(self.profile, settings, challenge, instance, worker)
