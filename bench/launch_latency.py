@@ -14,6 +14,12 @@ also on errors and Ctrl-C. It prints figures and asserts nothing about time.
     .venv/bin/python bench/launch_latency.py                 # sequential + burst
     .venv/bin/python bench/launch_latency.py --mode sequential --runs 20
     .venv/bin/python bench/launch_latency.py --mode burst --burst 100 --json out.json
+    .venv/bin/python bench/launch_latency.py --mode sequential --services 2   # a 3-service challenge
+
+With --services N the challenge has N services beside main (busybox httpd
+each), and the floor starts the same N+1 containers, with the plugin's own
+options, on a new bridge network of their own (services first, then main),
+and removes them and the network after.
 """
 
 import argparse
@@ -306,6 +312,7 @@ class Bench:
         challenge = {
             "id": CHALLENGE_ID, "name": "Benchmark web challenge", "runtime": "docker", "image": self.args.image,
             "port": CHALLENGE_PORT, "cpu_count": 1, "memory_mb": 512, "ttl_seconds": 3600,
+            "services": self.service_specs(),
         }
         status, body = http("POST", f"{self.api}/challenges", challenge, self.headers)
         if status != 201:
@@ -335,9 +342,18 @@ class Bench:
         for container_id in self.container_ids(label):
             _remove(self.docker, container_id)
 
+    def remove_networks(self, label):
+        for network in self.docker.networks.list(filters={"label": label}):
+            try:
+                network.remove()
+            except Exception:
+                pass
+
     def remove_my_containers(self):
         self.remove_containers(f"ctfhost.worker={self.worker_id}")
         self.remove_containers(f"{self.floor_label}={self.run_id}")
+        self.remove_networks(f"ctfhost.worker={self.worker_id}")
+        self.remove_networks(f"{self.floor_label}={self.run_id}")
 
     def stop(self):
         # the agent first, so nothing launches again while we remove containers
@@ -475,7 +491,32 @@ class Bench:
 
     # -- the floor ------------------------------------------------------------
 
-    def floor_kwargs(self, count):
+    def service_specs(self):
+        """The --services N services beside main: busybox httpd each, as the API stores them."""
+        return {f"svc{n}": {"image": self.args.image, "cpu_count": 1, "memory_mb": 512, "expose": [], "options": {}}
+                for n in range(1, self.args.services + 1)}
+
+    def floor_network(self):
+        """With --services: a new bridge and the kwargs of each service container on it, as the plugin makes them."""
+        from ctfhost.models import Challenge, Instance, Worker
+        from ctfhost_plugin_docker import containers
+
+        self.floor_seq += 1
+        name = f"ctfhost-bench-floor-{self.run_id}-{self.floor_seq}"
+        network = self.floor_docker.networks.create(name, driver="bridge", labels={self.floor_label: self.run_id}).name
+        challenge = Challenge(id=CHALLENGE_ID, name="floor", runtime="docker", image=self.args.image, port=CHALLENGE_PORT)
+        worker = Worker(id=self.worker_id, address="127.0.0.1", runtime="docker")
+        instance = Instance(id=str(uuid.uuid4()), team_id=f"floor-{self.floor_seq}")
+        services = []
+        with self.app.app_context():
+            for service, spec in self.service_specs().items():
+                kwargs = containers._service_kwargs(challenge, instance, worker, service, spec, network)
+                kwargs["labels"] = {self.floor_label: self.run_id}
+                kwargs["name"] = f"{name}-{service}"
+                services.append(kwargs)
+        return network, services
+
+    def floor_kwargs(self, count, network=None):
         """The plugin's exact create options for `count` containers, relabelled as the bench's floor."""
         from ctfhost.models import Challenge, Instance, Worker
         from ctfhost_plugin_docker import containers
@@ -490,7 +531,7 @@ class Bench:
             for _ in range(count):
                 self.floor_seq += 1
                 instance = Instance(id=str(uuid.uuid4()), team_id=f"floor-{self.floor_seq}")
-                kwargs = containers._create_kwargs(challenge, instance, worker)
+                kwargs = containers._create_kwargs(challenge, instance, worker, network)
                 # not ctfhost's labels: its reconcile would remove these containers
                 kwargs["labels"] = {self.floor_label: self.run_id}
                 kwargs["name"] = f"ctfhost-bench-floor-{self.run_id}-{self.floor_seq}"
@@ -528,12 +569,19 @@ class Bench:
         return container, created, int(container.ports[f"{CHALLENGE_PORT}/tcp"][0]["HostPort"])
 
     def floor_once(self):
-        kwargs = self.floor_kwargs(1)[0]
-        result = {"name": kwargs["name"]}
-        container = None
         cpu_before = self.cpu.snapshot()
         t0 = time.perf_counter()
+        network, services, started = None, [], []
+        if self.args.services:
+            network, services = self.floor_network()
+        kwargs = self.floor_kwargs(1, network)[0]
+        result = {"name": kwargs["name"]}
+        container = None
         try:
+            for service in services:
+                sidecar = self.floor_docker.containers.create(**service)
+                started.append(sidecar.id)
+                sidecar.start()
             container, created, port = self.floor_start(kwargs)
             result["create_ms"] = ms(t0, created)
             result["started_ms"] = ms(t0, time.perf_counter())
@@ -544,6 +592,10 @@ class Bench:
         finally:
             t1 = time.perf_counter()
             _remove(self.docker, container.id if container is not None else kwargs["name"])
+            for sidecar in started:
+                _remove(self.docker, sidecar)
+            if network:
+                self.remove_networks(f"{self.floor_label}={self.run_id}")
             result["teardown_ms"] = ms(t1, time.perf_counter())
         return result
 
@@ -904,7 +956,9 @@ def print_report(report):
     machine = report["machine"]
     config = report["config"]
     say(f"ctfhost launch latency - {machine['cpus']} CPUs, Docker {machine['docker']}, Traefik {machine['traefik']}")
-    say(f"image {config['image']}; readiness polled every {config['poll_ms']:g} ms; worker concurrency {config['concurrency']}")
+    say(f"image {config['image']}; readiness polled every {config['poll_ms']:g} ms; worker concurrency {config['concurrency']}"
+        + (f"; {config['services']} service(s) beside main, each instance and each floor run on a network of its own"
+           if config.get("services") else ""))
     header = f"{'':42s}{'p50':>9s}{'p95':>9s}{'min':>9s}{'max':>9s}{'n':>5s}"
     seq = report.get("sequential")
     if seq:
@@ -991,6 +1045,9 @@ def parse_args(argv=None):
     parser.add_argument("--app-workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--app-threads", type=int, default=8, help="gunicorn threads per worker")
     parser.add_argument("--image", default="ctfhost-bench/web:latest", help="tag of the busybox httpd image to build")
+    parser.add_argument("--services", type=int, default=0,
+                        help="services beside main (a challenge of several services; the floor starts as many containers "
+                             "on a new network)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9", help="a Redis DB of the bench's own (flushed)")
     parser.add_argument("--poll-ms", type=float, default=10.0, help="pause between readiness polls")
     parser.add_argument("--api-poll-ms", type=float, default=100.0,
@@ -1006,6 +1063,10 @@ def parse_args(argv=None):
         parser.error("--runs, --burst and --burst-rounds must be positive, --warmup not negative")
     if args.burst > 500 or args.runs > 1000 or args.warmup > 100 or args.burst_rounds > 10:
         parser.error("bounds: --burst <= 500, --runs <= 1000, --warmup <= 100, --burst-rounds <= 10")
+    if not 0 <= args.services <= 8:
+        parser.error("--services must be 0..8")
+    if args.services and args.mode != "sequential":
+        parser.error("--services runs with --mode sequential")
     if not 1 <= args.concurrency <= 64:
         parser.error("--concurrency must be 1..64 (what `flask ctfhost worker` accepts)")
     return args

@@ -1,6 +1,7 @@
 """The `flask ctfhost` command group."""
 
 import json
+import os
 import uuid
 
 import click
@@ -16,6 +17,7 @@ from ctfhost.db import database
 from ctfhost.plugins import get_plugins
 from ctfhost.services import access
 from ctfhost.services.challenges import import_challenges, list_challenges
+from ctfhost.services.compose import ComposeError, challenge_from_compose
 from ctfhost.services.errors import Invalid, ServiceError
 from ctfhost.services.instances import destroy_instance, list_instances
 from ctfhost.worker.agent import Agent
@@ -166,12 +168,55 @@ def challenges_import(path):
         data = data["challenges"]
     if not isinstance(data, list):
         raise click.ClickException(f"{path.name}: expected a list of challenges")
+    # an entry naming a `compose` file (relative to this file) is that file's challenge, with the entry's id,
+    # name and runtime, and any other field of the entry over it
+    base = os.path.dirname(os.path.abspath(path.name)) if path.name != "<stdin>" else os.getcwd()
+    for position, entry in enumerate(data):
+        if isinstance(entry, dict) and "compose" in entry:
+            entry = dict(entry)
+            compose = os.path.join(base, str(entry.pop("compose")))
+            missing = [key for key in ("id", "name") if key not in entry]
+            if missing:
+                raise click.ClickException(f"{path.name}: entry {position} names a compose file but no {', '.join(missing)}")
+            built = _compose_challenge(compose, entry["id"], entry["name"], entry.get("runtime", "docker"),
+                                       where=f"{path.name}: entry {position} ({compose})")
+            built.update(entry)
+            data[position] = built
+    _import_items(path.name, data)
+
+
+def _compose_challenge(path, challenge_id, name, runtime, where=None):
+    """The challenge of a compose file, or a ClickException listing every problem (nothing is created)."""
+    try:
+        with open(path) as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise click.ClickException(f"{where or path}: cannot read {path}: {exc.strerror}") from None
+    try:
+        return challenge_from_compose(text, challenge_id, name, runtime)
+    except ComposeError as exc:
+        detail = "\n".join(f"  - {problem}" for problem in exc.problems)
+        raise click.ClickException(f"{where or path}: cannot be a challenge; nothing was imported:\n{detail}") from None
+
+
+@challenges_group.command("import-compose")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--id", "challenge_id", required=True, help="The challenge's id (a slug).")
+@click.option("--name", required=True, help="The challenge's name.")
+@click.option("--runtime", default="docker", show_default=True, help="The runtime that runs it.")
+def challenges_import_compose(path, challenge_id, name, runtime):
+    """Create or update a challenge from a docker-compose file (its services; x-ctfhost says what players reach)."""
+    data = _compose_challenge(path, challenge_id, name, runtime)
+    _import_items(path, [data])
+
+
+def _import_items(source, data):
     try:
         items = ChallengeSchema(many=True).load(data)
     except ValidationError as exc:
         detail = json.dumps(exc.messages, indent=2, sort_keys=True, default=str)
         raise click.ClickException(
-            f"{path.name}: invalid challenges (by position in the list); nothing was imported:\n{detail}"
+            f"{source}: invalid challenges (by position in the list); nothing was imported:\n{detail}"
         ) from None
     with database.connection_context():
         try:

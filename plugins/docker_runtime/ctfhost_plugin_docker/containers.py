@@ -138,8 +138,9 @@ def _hardened(options, cpu_count, memory_mb):
         "read_only": bool(options.get("read_only", False)),
         "log_config": LogConfig(type="json-file", config={"max-size": "1m", "max-file": "2"}),
     }
-    if "command" in options:
-        kwargs["command"] = options["command"]
+    for key in ("command", "entrypoint"):
+        if key in options:
+            kwargs[key] = options[key]
     if "tmpfs" in options:
         kwargs["tmpfs"] = options["tmpfs"]
     elif kwargs["read_only"]:

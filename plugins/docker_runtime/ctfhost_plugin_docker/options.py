@@ -87,6 +87,8 @@ class DockerOptions(RuntimeOptions):
     env = _env(ENV)
     environment = _env("the same as env (docker SDK spelling)")
     command = Checked(_is_command, metadata={"description": "a string or a list of strings", "must_be": "a string or a list of strings"})
+    entrypoint = Checked(_is_command, metadata={"description": "replaces the image's ENTRYPOINT: a string or a list of strings",
+                                                "must_be": "a string or a list of strings"})
     cap_add = fields.List(
         fields.String(),
         validate=_check_capabilities,
