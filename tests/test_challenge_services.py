@@ -79,11 +79,6 @@ def test_endpoints_besides_main_are_refused_until_they_are_routed(api):
     assert "endpoint 'admin': this version exposes only the main port" in str(errors["services"]["bot"]["expose"])
 
 
-def test_a_kubernetes_runtime_refuses_several_services(api):
-    errors = field_errors(api.post("/api/v1/challenges", json=challenge_body(runtime="kctf", services={"db": DB})))
-    assert "the kctf runtime runs one container per instance in this version" in str(errors["services"])
-
-
 def test_endpoint_names_are_unique_within_the_challenge(api):
     services = {"db": {**DB, "expose": [{"name": "admin", "port": 5432}, {"name": "main", "port": 5433}]},
                 "bot": {"image": "ctf/bot:1", "expose": [{"name": "admin", "port": 9000}]}}

@@ -15,11 +15,14 @@ from ctfhost.plugin_api import Backend, LaunchError, RuntimeState, hookimpl
 from ctfhost_plugin_kctf import settings as kube_settings
 from ctfhost_plugin_kctf.client import API_ERRORS, Kube, api_client, error_message, translate
 from ctfhost_plugin_kctf.manifests import (
+    COMPONENT_LABEL,
     INSTANCE_LABEL,
     MANAGED_BY,
     MANAGED_BY_LABEL,
     NAME,
     POD_SELECTOR,
+    SERVICE_COMPONENT,
+    SERVICE_LABEL,
     build,
     common_labels,
     namespace_name,
@@ -61,9 +64,9 @@ class KubernetesRuntime:
 
     @hookimpl
     def validate_challenge(self, challenge):
-        if challenge.service_specs:
-            return {"services": [f"the {self.profile.runtime} runtime runs one container per instance in this version; "
-                                 "challenges of several services run on the docker runtime"]}
+        if NAME in challenge.service_specs:
+            return {"services": [f"{NAME!r} is the name of the main pod's Service on the {self.profile.runtime} "
+                                 "runtime: name the service otherwise"]}
         return None
 
     @hookimpl
@@ -80,7 +83,9 @@ class KubernetesRuntime:
                 created = self._create(kube, manifest, settings, deadline)
                 if manifest is objects.service:
                     service = created
-            self._wait_ready(kube, objects.name, settings, deadline, timeout)
+            for pod_name, service_name in objects.pod_names():
+                self._wait_ready(kube, objects.name, settings, deadline, timeout, pod_name,
+                                 "" if pod_name == NAME else f"service {service_name!r}: ")
             address = self._address(settings, objects.name, service, challenge.port, worker)
         except Exception:
             self._delete_quietly(kube, objects.name)
@@ -100,7 +105,19 @@ class KubernetesRuntime:
         if pod is None:
             return RuntimeState(False, "the pod is gone")
         state = pod_state(pod)
-        return RuntimeState(False, state.failure) if state.failure else RuntimeState(True)
+        if state.failure:
+            return RuntimeState(False, state.failure)
+        # a challenge of several services: the first of its other pods that failed names the instance's state
+        try:
+            others = Kube(settings).list_pods(selector({MANAGED_BY_LABEL: MANAGED_BY, INSTANCE_LABEL: instance.id,
+                                                        COMPONENT_LABEL: SERVICE_COMPONENT}))
+        except API_ERRORS as exc:
+            raise translate(exc, "reading the pods") from None
+        for other in sorted(others, key=lambda p: p.metadata.name):
+            failure = pod_state(other).failure
+            if failure:
+                return RuntimeState(False, f"service {(other.metadata.labels or {}).get(SERVICE_LABEL)!r}: {failure}")
+        return RuntimeState(True)
 
     @hookimpl
     def destroy(self, instance, worker):
@@ -136,11 +153,17 @@ class KubernetesRuntime:
                 for pod in kube.list_pods(selector(labels | POD_SELECTOR))
                 if _matches(pod, labels)
             }
+            # the other pods of instances of several services: one failed is the instance lost
+            failed = {
+                (pod.metadata.labels or {}).get(INSTANCE_LABEL)
+                for pod in kube.list_pods(selector(labels | {COMPONENT_LABEL: SERVICE_COMPONENT}))
+                if _matches(pod, labels) and pod_state(pod).failure is not None
+            }
         except API_ERRORS as exc:
             raise translate(exc, "reconciling") from None
         return sorted(
             instance_id for instance_id in keep
-            if instance_id not in pods or pod_state(pods[instance_id]).failure is not None
+            if instance_id not in pods or pod_state(pods[instance_id]).failure is not None or instance_id in failed
         )
 
     # -- launch steps ------------------------------------------------------
@@ -195,23 +218,24 @@ class KubernetesRuntime:
             "do they match the RuntimeClass overhead?)"
         )
 
-    def _wait_ready(self, kube, namespace, settings, deadline, timeout):
+    def _wait_ready(self, kube, namespace, settings, deadline, timeout, pod_name=NAME, service=""):
+        """Until the pod is Ready; `service` ("service 'db': ") starts every failure of a service's pod."""
         waiting = "the pod was just created"
         while True:
             try:
-                pod = kube.read_pod(namespace, NAME)
+                pod = kube.read_pod(namespace, pod_name)
             except API_ERRORS as exc:
                 raise translate(exc, "waiting for the pod") from None
             if pod is None:
-                raise LaunchError("the pod disappeared while starting (deleted or evicted)")
+                raise LaunchError(f"{service}the pod disappeared while starting (deleted or evicted)")
             state = pod_state(pod)
             if state.ready:
                 return
             if state.failure:
-                raise LaunchError(state.failure)
+                raise LaunchError(f"{service}{state.failure}")
             waiting = state.waiting or waiting
             if time.monotonic() >= deadline:
-                raise LaunchError(f"the pod did not become ready within {timeout:g} s ({waiting})")
+                raise LaunchError(f"{service}the pod did not become ready within {timeout:g} s ({waiting})")
             time.sleep(settings.poll_seconds)
 
     def _address(self, settings, namespace, service, port, worker):

@@ -23,9 +23,15 @@ INSTANCE_LABEL = "ctfhost.io/instance"
 CHALLENGE_LABEL = "ctfhost.io/challenge"
 TEAM_LABEL = "ctfhost.io/team"
 WORKER_LABEL = "ctfhost.io/worker"
+SERVICE_LABEL = "ctfhost.io/service"
 
 NAME = "challenge"  # the pod, its container, its service and its port share it
 POD_SELECTOR = {COMPONENT_LABEL: NAME}
+# a challenge of several services: each other service is a pod `service-<name>` behind a headless Service named
+# after it, and `main` is a headless Service of the challenge pod, so that every pod reaches the others by name
+MAIN = "main"
+SERVICE_COMPONENT = "service"
+SERVICE_POD_PREFIX = "service-"
 QUOTA_NAME = "ctfhost"
 
 # Where an instance with "internet": true may still not connect: kCTF's list
@@ -188,6 +194,15 @@ class Sizing:
         }
 
 
+def quota_of(sizings):
+    """The quota of pods sized `sizings`: what their containers and the overhead of each pod add up to."""
+    return Sizing(
+        cpu_request=sum(s.cpu_request for s in sizings), cpu_limit=sum(s.cpu_limit for s in sizings),
+        memory=sum(s.memory for s in sizings), overhead_cpu=sum(s.overhead_cpu for s in sizings),
+        overhead_memory=sum(s.overhead_memory for s in sizings),
+    ).quota()
+
+
 @dataclass(frozen=True)
 class InstanceObjects:
     namespace: dict
@@ -195,14 +210,22 @@ class InstanceObjects:
     policies: list
     service: dict
     pod: dict
+    # a challenge of several services: the headless Services (`main` and one per service), then their pods
+    services: tuple = ()
+    service_pods: tuple = ()
 
     @property
     def name(self):
         return self.namespace["metadata"]["name"]
 
+    def pod_names(self):
+        """(pod name, service name) of every pod, the services' first, in creation order."""
+        return [(pod["metadata"]["name"], pod["metadata"]["labels"][SERVICE_LABEL]) for pod in self.service_pods] + [
+            (NAME, MAIN)]
+
     def in_namespace(self):
-        """The namespaced objects in creation order: limits and policies before the pod."""
-        return [self.quota, *self.policies, self.service, self.pod]
+        """The namespaced objects in creation order: limits and policies before the pods, main's pod last."""
+        return [self.quota, *self.policies, self.service, *self.services, *self.service_pods, self.pod]
 
     def all(self):
         return [self.namespace, *self.in_namespace()]
@@ -266,6 +289,80 @@ def network_policies(settings, namespace, labels, port, internet):
     return policies
 
 
+def _service_container(profile, settings, instance, service, spec, sizing):
+    """A service's container: the main container's hardening, its own image, command, environment and size."""
+    options = spec.get("options") or {}
+    env = dict(options.get("env") or {})
+    env.update(spec.get("environment") or {})
+    if instance.flag:
+        env["FLAG"] = instance.flag
+    container = {
+        "name": service,
+        "image": spec["image"],
+        "imagePullPolicy": settings.image_pull_policy,
+        "env": [{"name": name, "value": value} for name, value in sorted(env.items())],
+        "resources": sizing.container(),
+        "securityContext": profile.container_security,
+    }
+    # Kubernetes' command replaces the image's ENTRYPOINT, args its CMD
+    command = spec.get("entrypoint") or options.get("command")
+    args = spec.get("command") or options.get("args")
+    if command:
+        container["command"] = list(command)
+    if args:
+        container["args"] = list(args)
+    if settings.tmp_size_mb:
+        container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]
+    return container
+
+
+def within_instance_policy(namespace, labels):
+    """The pods of one instance reach each other (a challenge of several services), and nothing else more."""
+    return _policy("allow-within-instance", namespace, labels, {
+        "podSelector": {},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [{"from": [{"podSelector": {}}]}],
+        "egress": [{"to": [{"podSelector": {}}]}],
+    })
+
+
+def _headless(name, namespace, labels, selector_labels):
+    """A Service without a cluster IP: its name resolves to the pod's address, on any port the policies allow."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(name, namespace, labels),
+        "spec": {"clusterIP": "None", "selector": dict(selector_labels)},
+    }
+
+
+def _pod_spec(profile, settings, containers):
+    spec = {
+        "containers": containers,
+        "restartPolicy": "Always",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 5,
+    }
+    if settings.tmp_size_mb:
+        spec["volumes"] = [{"name": "tmp", "emptyDir": {"sizeLimit": f"{settings.tmp_size_mb}Mi"}}]
+    runtime_class = profile.runtime_class()
+    if runtime_class:
+        spec["runtimeClassName"] = runtime_class
+    return spec
+
+
+def _apparmor(profile, container_name):
+    if not profile.apparmor_annotation:
+        return None
+    return {f"container.apparmor.security.beta.kubernetes.io/{container_name}": profile.apparmor_annotation}
+
+
+class _Size:
+    def __init__(self, spec):
+        self.cpu_count, self.memory_mb = spec.get("cpu_count", 1), spec.get("memory_mb", 512)
+
+
 def _container(profile, settings, challenge, instance, sizing):
     options = challenge.options
     env = {name: value for name, value in (options.get("env") or {}).items()}
@@ -313,9 +410,11 @@ def build(profile, settings, challenge, instance, worker):
             },
         },
     }
-    hard = sizing.quota() | {
-        "pods": "1",
-        "services": "1",
+    specs = challenge.service_specs
+    service_sizings = {service: Sizing.of(_Size(spec), settings, profile) for service, spec in specs.items()}
+    hard = quota_of([sizing, *service_sizings.values()]) | {
+        "pods": str(1 + len(specs)),
+        "services": str(1 + (len(specs) + 1 if specs else 0)),
         "services.nodeports": "1" if settings.nodeport else "0",
         "services.loadbalancers": "0",
     }
@@ -335,31 +434,33 @@ def build(profile, settings, challenge, instance, worker):
             "ports": [{"name": NAME, "protocol": "TCP", "port": challenge.port, "targetPort": challenge.port}],
         },
     }
-    spec = {
-        "containers": [_container(profile, settings, challenge, instance, sizing)],
-        "restartPolicy": "Always",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": 5,
-    }
-    if settings.tmp_size_mb:
-        spec["volumes"] = [{"name": "tmp", "emptyDir": {"sizeLimit": f"{settings.tmp_size_mb}Mi"}}]
-    runtime_class = profile.runtime_class()
-    if runtime_class:
-        spec["runtimeClassName"] = runtime_class
-    annotations = None
-    if profile.apparmor_annotation:
-        annotations = {f"container.apparmor.security.beta.kubernetes.io/{NAME}": profile.apparmor_annotation}
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": _meta(NAME, name, labels | POD_SELECTOR, annotations),
-        "spec": spec,
+        "metadata": _meta(NAME, name, labels | POD_SELECTOR, _apparmor(profile, NAME)),
+        "spec": _pod_spec(profile, settings, [_container(profile, settings, challenge, instance, sizing)]),
     }
+    policies = network_policies(settings, name, labels, challenge.port, bool(challenge.options.get("internet")))
+    services, service_pods = [], []
+    if specs:
+        policies.append(within_instance_policy(name, labels))
+        services.append(_headless(MAIN, name, labels, POD_SELECTOR))
+        for other, spec in specs.items():
+            selected = {COMPONENT_LABEL: SERVICE_COMPONENT, SERVICE_LABEL: other}
+            services.append(_headless(other, name, labels, selected))
+            container = _service_container(profile, settings, instance, other, spec, service_sizings[other])
+            service_pods.append({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": _meta(SERVICE_POD_PREFIX + other, name, labels | selected, _apparmor(profile, other)),
+                "spec": _pod_spec(profile, settings, [container]),
+            })
     return InstanceObjects(
         namespace=namespace,
         quota=quota,
-        policies=network_policies(settings, name, labels, challenge.port, bool(challenge.options.get("internet"))),
+        policies=policies,
         service=service,
         pod=pod,
+        services=tuple(services),
+        service_pods=tuple(service_pods),
     )

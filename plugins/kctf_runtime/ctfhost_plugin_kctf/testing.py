@@ -290,17 +290,21 @@ class KubeCluster:
         self.core_api().patch_namespaced_pod_status(name, namespace, {"status": status})
 
     def when_pod_exists(self, namespace, status=None, timeout=10):
-        """In a thread: wait for a new pod (one without status), then give it `status` (Ready by default).
-
-        Join the returned thread.
-        """
+        """In a thread: give each new pod (one without status) `status` (Ready by default), until the challenge's
+        own pod (created last) has one, or the pods it gave one are gone (a failed launch deleted them), or
+        `timeout`. Join the returned thread."""
 
         def kubelet():
             deadline = time.monotonic() + timeout
+            given = set()
             while time.monotonic() < deadline:
-                if any(not pod.get("status") for pod in self.objects("Pod", namespace)):
-                    self.set_pod_status(namespace, status or READY_STATUS)
+                pods = self.objects("Pod", namespace)
+                if "challenge" in given or (given and not pods):
                     return
+                for pod in pods:
+                    if not pod.get("status"):
+                        self.set_pod_status(namespace, status or READY_STATUS, pod["metadata"]["name"])
+                        given.add(pod["metadata"]["name"])
                 time.sleep(0.01)
 
         thread = threading.Thread(target=kubelet, name="fake-kubelet", daemon=True)
