@@ -822,3 +822,17 @@ def test_a_refused_launch_says_whether_no_worker_serves_the_runtime_or_all_are_f
     nobody = launch(api, 11, "web-nobody", status=503)
     assert nobody["reason"] == "no_worker" and "no active worker serves runtime 'fake'" in nobody["message"]
     assert (nobody["code"], nobody["status"]) == (503, "Service Unavailable")
+
+
+def test_endpoints_list_the_main_one_first_as_endpoint_and_connection_say(api, challenge, worker_id, team_api):
+    created = launch(api)
+    assert created["endpoints"] == [{"name": "main", "service": "main", "port": 80, "protocol": "http",
+                                     "url": created["endpoint"], "connection": None}]
+    for shown in (fetch(api, created["id"]), api.get("/api/v1/instances").get_json()[0],
+                  team_api(1).get(f"/api/v1/instances/{created['id']}").get_json()):
+        assert shown["endpoints"] == created["endpoints"]
+    create_challenge(api, "pwn-chal", port=1337, protocol="tcp")
+    tcp = launch(api, challenge_id="pwn-chal")
+    (main,) = tcp["endpoints"]
+    assert (main["protocol"], main["port"], main["url"]) == ("tcp", 1337, tcp["endpoint"])
+    assert main["connection"] == tcp["connection"] and "openssl" in main["connection"]

@@ -13,6 +13,18 @@ from ctfhost.services.errors import Forbidden, NotFound
 blp = Blueprint("instances", __name__, url_prefix="/api/v1/instances", description="Per-team challenge instances.")
 
 
+class InstanceEndpointSchema(Schema):
+    name = fields.String(metadata={"description": "`main` for the challenge's port; else the name the challenge gives"})
+    service = fields.String(metadata={"description": "The service that listens: `main` or one of the challenge's services"})
+    port = fields.Integer(metadata={"description": "The service's port"})
+    protocol = fields.String(metadata={"enum": ["http", "tcp"]})
+    url = fields.String(metadata={"description": "The proxy URL: http(s)://... or tls://host:port"})
+    connection = fields.Dict(
+        keys=fields.String(), values=fields.String(), allow_none=True,
+        metadata={"description": "TCP endpoints: ready-to-paste commands (openssl, pwntools, ncat); null for HTTP"},
+    )
+
+
 class InstanceSchema(Schema):
     id = fields.UUID(dump_only=True)
     team_id = TeamId(attribute="team")
@@ -28,6 +40,10 @@ class InstanceSchema(Schema):
         values=fields.String(),
         allow_none=True,
         metadata={"description": "TCP instances: ready-to-paste commands (openssl, pwntools, ncat); null for HTTP"},
+    )
+    endpoints = fields.List(
+        fields.Nested(InstanceEndpointSchema), attribute="endpoint_list", dump_only=True,
+        metadata={"description": "Every endpoint of the instance in a stable order, `main` first (its url is `endpoint`)"},
     )
     worker_id = fields.String(allow_none=True)
     expires_at = UTCDateTime()

@@ -305,6 +305,11 @@ def renewal_terms(instances):
 
 def _set_terms(instance, challenge, ttl):
     instance.ttl_seconds = ttl
+    # every endpoint players reach, `main` first (the only one this version routes)
+    instance.endpoint_list = [{
+        "name": "main", "service": "main", "port": challenge.port if challenge else None, "protocol": instance.protocol,
+        "url": instance.endpoint, "connection": instance.connection,
+    }]
     most = challenge.max_renewals if challenge else None
     instance.renewals_left = None if most is None else max(0, most - instance.renewals)
 
