@@ -76,6 +76,10 @@ class RuntimeOptions(Schema):
     Validator functions raise their own full messages.
     """
 
+    # True when the runtime runs a challenge's `services` (each in the instance's private network, reachable by
+    # name, FLAG in each, every one removed with the instance); the core refuses `services` for other runtimes
+    supports_services = False
+
     class Meta:
         unknown = RAISE
 

@@ -6,7 +6,13 @@ import pytest
 
 from ctfhost.models import Challenge
 
-from test_api_challenges import challenge_body, field_errors
+from test_api_challenges import challenge_body as fake_challenge_body
+from test_api_challenges import field_errors
+
+
+def challenge_body(**changes):
+    """A docker challenge (the fake runtime runs no services); validation only, nothing is launched."""
+    return fake_challenge_body(**{"runtime": "docker", **changes})
 
 DB = {"image": "ctf/db:1", "environment": {"POSTGRES_PASSWORD": "s3cret"}, "command": ["postgres", "-N", "10"]}
 
@@ -70,6 +76,20 @@ def test_bad_images_and_runtime_options_of_a_service_are_named(api):
     assert "unknown key 'no_such_option'" in str(errors["services"]["bot"]["options"])
 
 
+def test_a_runtime_that_does_not_declare_services_refuses_them(api):
+    errors = field_errors(api.post("/api/v1/challenges", json=challenge_body(runtime="fake", services={"db": DB})))
+    assert "the fake runtime does not run challenges of several services" in str(errors["services"])
+
+
+@pytest.mark.parametrize("services, where", [
+    ({"db\n": DB}, ("db\n", "name")),
+    ({"db": {**DB, "environment": {"FOO\n": "x"}}}, ("db", "environment")),
+])
+def test_a_final_newline_does_not_pass_the_name_checks(api, services, where):
+    errors = field_errors(api.post("/api/v1/challenges", json=challenge_body(services=services)))
+    assert where[1] in errors["services"][where[0]], errors
+
+
 def test_endpoints_besides_main_are_refused_until_they_are_routed(api):
     """Not silently unreachable: this version routes only the main port."""
     body = challenge_body(services={"bot": {"image": "ctf/bot:2", "expose": [{"name": "admin", "port": 9000}]}},
@@ -77,6 +97,12 @@ def test_endpoints_besides_main_are_refused_until_they_are_routed(api):
     errors = field_errors(api.post("/api/v1/challenges", json=body))
     assert "endpoint 'api': this version exposes only the main port" in str(errors["expose"])
     assert "endpoint 'admin': this version exposes only the main port" in str(errors["services"]["bot"]["expose"])
+
+
+def test_readiness_timeout_is_the_instances_not_a_services(api):
+    services = {"db": {**DB, "options": {"readiness_timeout": 30}}}
+    errors = field_errors(api.post("/api/v1/challenges", json=challenge_body(services=services)))
+    assert "readiness_timeout is the instance's" in str(errors["services"]["db"]["options"])
 
 
 def test_endpoint_names_are_unique_within_the_challenge(api):
@@ -110,7 +136,7 @@ def test_the_settings_default_to_eight_and_are_bounded(api):
 
 
 def test_teams_see_service_names_and_endpoints_only(api, team_api):
-    services = {"db": {**DB, "environment": {"TOKEN": "hidden"}, "options": {"readiness_timeout": 30}},
+    services = {"db": {**DB, "environment": {"TOKEN": "hidden"}, "options": {"read_only": True}},
                 "bot": {"image": "ctf/bot:2", "command": ["run-bot"]}}
     assert api.post("/api/v1/challenges", json=challenge_body(services=services)).status_code == 201
     team = team_api(3)

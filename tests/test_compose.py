@@ -173,3 +173,45 @@ def test_a_bad_compose_entry_imports_nothing(app, api, tmp_path):
     result = run(app, "import", listing)
     assert result.exit_code != 0 and "entry 1" in result.output and "privileged" in result.output
     assert api.get("/api/v1/challenges/web-plain").status_code == 404
+
+
+def test_published_ports_name_main_and_its_port_before_internal_ones(app, api, tmp_path):
+    path = write(tmp_path, "services:\n  db: {image: x/db:1, expose: ['5432']}\n"
+                           "  web: {image: x/web:1, expose: ['9000'], ports: ['80']}\n")
+    result = run(app, "import-compose", path, "--id", "web-ports", "--name", "P")
+    assert result.exit_code == 0, result.output
+    challenge = api.get("/api/v1/challenges/web-ports").get_json()
+    assert (challenge["image"], challenge["port"], list(challenge["services"])) == ("x/web:1", 80, ["db"])
+
+
+def test_a_kubernetes_runtime_gets_entrypoint_and_command_as_kubernetes_names_them(app, api, tmp_path):
+    path = write(tmp_path, "services:\n  pwn: {image: x/pwn:1, ports: ['1337'], entrypoint: [/bin/run], command: [--fast]}\n")
+    result = run(app, "import-compose", path, "--id", "pwn-kube", "--name", "K", "--runtime", "kctf")
+    assert result.exit_code == 0, result.output
+    config = json.loads(api.get("/api/v1/challenges/pwn-kube").get_json()["extra_config"])
+    assert (config["command"], config["args"]) == (["/bin/run"], ["--fast"])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("services:\n  a: {image: x/a:1, ports: ['80'], environment: {A: '${HOME}'}}\n", "uses a variable"),
+    ("services:\n  a: {image: x/a:1, ports: ['80'], command: 'echo $USER'}\n", "uses a variable"),
+    ("services:\n  a: {image: x/a:1, ports: ['80']}\n  b: {image: x/b:1, depends_on: {c: {condition: service_completed_successfully}}}\n"
+     "  c: {image: x/c:1}\n", "only `condition: service_started` is honoured"),
+    ("services:\n  a: {image: x/a:1, ports: ['80'], deploy: 5}\n", "`deploy` must be a mapping"),
+    ("services:\n  a: {image: x/a:1, ports: ['80'], deploy: {resources: [1]}}\n", "`resources` must be a mapping"),
+    ("services:\n  a: {image: x/a:1, ports: ['80'], cap_add: 5}\n", "cap_add: must be a list"),
+    ("services:\n  a: {image: x/a:1, ports: ['80'], depends_on: [{b: 1}]}\n", "depends_on: must be a list"),
+    ("services:\n  a: {image: x/a:1, ports: ['80']}\nx-ctfhost: {main: [a]}\n", "x-ctfhost.main: must be a service name"),
+])
+def test_odd_values_are_explained_not_crashed_on(app, tmp_path, text, message):
+    result = run(app, "import-compose", write(tmp_path, text), "--id", "web-odd", "--name", "Odd")
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_scalar_ports_and_doubled_dollars_are_read_as_compose_reads_them(app, api, tmp_path):
+    path = write(tmp_path, "services:\n  a: {image: x/a:1, expose: 3000, environment: {PRICE: '$$5'}}\n")
+    result = run(app, "import-compose", path, "--id", "web-scalar", "--name", "S")
+    assert result.exit_code == 0, result.output
+    challenge = api.get("/api/v1/challenges/web-scalar").get_json()
+    assert challenge["port"] == 3000 and json.loads(challenge["extra_config"])["env"] == {"PRICE": "$5"}

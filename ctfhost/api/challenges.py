@@ -50,16 +50,17 @@ class ExtraConfig(fields.Field):
         return value
 
 
-SERVICE_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+# \Z, not $: `$` also matches before a final newline ("db\n" would pass)
+SERVICE_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 SERVICE_NAME_RULE = "a DNS label: 1-63 lowercase letters, digits and inner hyphens, starting with a letter"
-ENVIRONMENT_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ENVIRONMENT_NAME = r"^[A-Za-z_][A-Za-z0-9_]*\Z"
 PROTOCOLS = ["http", "tcp"]
 CPU_COUNTS = [1, 2, 4]
 MEMORY_SIZES = [512, 1024, 2048]
 
 
 def service_name_problems(name, what="service name"):
-    if not isinstance(name, str) or not SERVICE_NAME.match(name):
+    if not isinstance(name, str) or not SERVICE_NAME.fullmatch(name):
         return [f"{name!r} is not a valid {what}: {SERVICE_NAME_RULE}."]
     if name == "main":
         return [f"`main` is the challenge's own {'service' if what == 'service name' else 'endpoint'} (image, port)."]

@@ -2,7 +2,7 @@
 
     x-ctfhost:                 # optional; what compose cannot say
       main: web                # the service players reach (default: the only service, else the first that
-                               # publishes or exposes a port)
+                               # publishes a port, else the first that exposes one)
       port: 8080               # main's port (default: the first of its `expose`/`ports`)
       protocol: http           # http (default) or tcp
       expose:                  # more endpoints: service -> [{name, port, protocol}]
@@ -77,17 +77,30 @@ class ComposeError(ValueError):
         super().__init__("; ".join(self.problems))
 
 
+VARIABLE = re.compile(r"\$(\{|[A-Za-z_])")
+
+
+def _literal(text, where, problems):
+    """`text` as compose would pass it, `$$` being `$`; a variable (`$NAME`, `${NAME:-x}`) is refused: the
+    importing machine's environment is not read, and an instance would get the text as written."""
+    text = str(text)
+    if VARIABLE.search(text.replace("$$", "")):
+        problems.append(f"{where}: {text!r} uses a variable; ctfhost does not interpolate them: write the value "
+                        "(`$$` for a literal `$`)")
+    return text.replace("$$", "$")
+
+
 def _argv(value, where, problems):
     if value is None:
         return None
     if isinstance(value, str):
         try:
-            return shlex.split(value)
+            return [_literal(part, where, problems) for part in shlex.split(value)]
         except ValueError as exc:
             problems.append(f"{where}: cannot split {value!r} into arguments: {exc}")
             return None
     if isinstance(value, list) and all(isinstance(item, (str, int, float)) for item in value):
-        return [str(item) for item in value]
+        return [_literal(item, where, problems) for item in value]
     problems.append(f"{where}: must be a string or a list of strings")
     return None
 
@@ -115,15 +128,20 @@ def _environment(value, where, problems):
         elif isinstance(item, (dict, list)):
             problems.append(f"{where}: {name} must be a string")
         else:
-            result[str(name)] = ("true" if item is True else "false" if item is False else str(item))
+            result[str(name)] = _literal("true" if item is True else "false" if item is False else item,
+                                         f"{where}.{name}", problems)
     return result
 
 
 def _container_ports(service, where, problems):
-    """The container ports a service's `expose` and `ports` name, in order."""
+    """The container ports a service's `ports` and `expose` name, in order (published ones first: what a
+    compose user means players to reach)."""
     found = []
-    for key in ("expose", "ports"):
-        for entry in service.get(key) or []:
+    for key in ("ports", "expose"):
+        entries = service.get(key) or []
+        if not isinstance(entries, list):
+            entries = [entries]  # `expose: 3000` or `ports: "8080"`
+        for entry in entries:
             if isinstance(entry, dict):  # long syntax: {target: 80, published: 8080}
                 port = entry.get("target")
             else:
@@ -152,7 +170,14 @@ def _bytes(value):
 
 def _limits(service, where, problems):
     """(cpu_count, memory_mb): compose's limits rounded up to what ctfhost offers."""
-    limits = ((service.get("deploy") or {}).get("resources") or {}).get("limits") or {}
+    limits = service.get("deploy") or {}
+    for key in ("deploy", "resources", "limits"):
+        if key != "deploy":
+            limits = limits.get(key) or {}
+        if not isinstance(limits, dict):
+            problems.append(f"{where}.deploy: `{key}` must be a mapping")
+            limits = {}
+            break
     memory = service.get("mem_limit", limits.get("memory"))
     cpus = service.get("cpus", limits.get("cpus"))
     memory_mb = 512
@@ -184,8 +209,13 @@ def _limits(service, where, problems):
 def _depends_on(service, where, names, problems):
     value = service.get("depends_on") or []
     if isinstance(value, dict):
+        for needed, condition in value.items():
+            wanted = (condition or {}).get("condition", "service_started") if isinstance(condition, dict) else None
+            if wanted != "service_started":
+                problems.append(f"{where}.depends_on.{needed}: only `condition: service_started` is honoured "
+                                "(services run for the instance's life; ctfhost checks readiness itself)")
         value = list(value)
-    if not isinstance(value, list):
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
         problems.append(f"{where}.depends_on: must be a list or a mapping of service names")
         return []
     unknown = [name for name in value if name not in names]
@@ -224,7 +254,10 @@ def _options(service, where, problems):
     """The runtime options a service's compose keys give (checked by the runtime when the challenge is saved)."""
     options = {}
     if service.get("cap_add"):
-        options["cap_add"] = [str(cap) for cap in service["cap_add"]]
+        if isinstance(service["cap_add"], list):
+            options["cap_add"] = [str(cap) for cap in service["cap_add"]]
+        else:
+            problems.append(f"{where}.cap_add: must be a list of capabilities")
     # cap_drop: every capability is dropped anyway (those of cap_add are given back)
     if service.get("read_only") is not None:
         options["read_only"] = bool(service["read_only"])
@@ -274,8 +307,12 @@ def challenge_from_compose(text, challenge_id, name, runtime="docker"):
     ports = {service_name: _container_ports(service, f"services.{service_name}", problems)
              for service_name, service in valid.items()}
     main = extension.get("main")
-    if main is None:
-        publishing = [service_name for service_name in valid if ports[service_name]]
+    if main is not None and not isinstance(main, str):
+        problems.append("x-ctfhost.main: must be a service name")
+        main = None
+    elif main is None:
+        # the only service; else the first that publishes a port (`ports`), else the first that exposes one
+        publishing = [name for name in valid if valid[name].get("ports")] or [name for name in valid if ports[name]]
         main = next(iter(valid)) if len(valid) == 1 else (publishing[0] if publishing else None)
         if main is None:
             problems.append("x-ctfhost.main: name the service players reach (no service exposes or publishes a port)")
@@ -323,10 +360,13 @@ def challenge_from_compose(text, challenge_id, name, runtime="docker"):
             config = dict(options)
             if environment:
                 config["env"] = environment
+            # docker's options follow Docker (command: CMD, entrypoint: ENTRYPOINT), the Kubernetes runtimes'
+            # follow Kubernetes (command: ENTRYPOINT, args: CMD)
+            names = ("command", "entrypoint") if runtime == "docker" else ("args", "command")
             if command:
-                config["command"] = command
+                config[names[0]] = command
             if entrypoint:
-                config["entrypoint"] = entrypoint
+                config[names[1]] = entrypoint
             challenge["extra_config"] = config
             challenge["expose"] = endpoints
             continue

@@ -176,6 +176,8 @@ def _create_kwargs(challenge, instance, worker, network=None):
     })
     if network:
         kwargs["labels"]["ctfhost.service"] = MAIN
+        # what state() and reconcile expect beside main
+        kwargs["labels"]["ctfhost.services"] = ",".join(challenge.service_specs)
         kwargs["hostname"] = MAIN
         kwargs["networking_config"] = {network: client().api.create_endpoint_config(aliases=[MAIN])}
     return kwargs
@@ -263,14 +265,26 @@ def run(challenge, instance, worker):
         raise TransientError(f"cannot reach the Docker engine: {exc}") from None
 
 
+def bridge_interface(instance_id):
+    """The host interface of an instance's bridge: `ctfh` and 11 hex digits of its id (15 characters, the most
+    Linux allows), so that one firewall rule on `ctfh+` covers every instance network (docs/security.md)."""
+    return "ctfh" + instance_id.replace("-", "")[:11]
+
+
 def _instance_network(challenge, instance, worker):
     """A fresh bridge for the instance: its services reach each other by name, nothing else reaches them."""
     engine = client()
     labels = {**_labels(challenge, instance, worker)}
     try:
-        return engine.networks.create(instance_network_name(instance.id), driver="bridge", labels=labels,
-                                      check_duplicate=True).name
+        return engine.networks.create(
+            instance_network_name(instance.id), driver="bridge", labels=labels, check_duplicate=True,
+            options={"com.docker.network.bridge.name": bridge_interface(instance.id)},
+        ).name
     except APIError as exc:
+        if "address pool" in _explain(exc):
+            raise LaunchError(
+                "the Docker engine has no address range left for another instance network: give it more, smaller "
+                "ones (`default-address-pools` in daemon.json, see docs/operations.md)") from None
         raise TransientError(f"cannot create the instance's network: {_explain(exc)}") from None
 
 
@@ -324,14 +338,21 @@ def state(instance_id):
         container = engine.containers.get(container_name(instance_id))
     except NotFound:
         return False, "the container is gone"
-    service = (container.labels or {}).get("ctfhost.service")
-    if service is None:
+    labels = container.labels or {}
+    if labels.get("ctfhost.service") is None:
         return _describe_state(container)
-    # several services: the first one down names the instance's state
-    for other in engine.containers.list(all=True, filters={"label": f"ctfhost.instance={instance_id}"}):
-        alive, reason = _describe_state(other)
+    alive, reason = _describe_state(container)
+    if not alive:
+        return False, f"service 'main': {reason}"
+    # several services: the first one down or gone names the instance's state
+    found = {other.labels.get("ctfhost.service"): other
+             for other in engine.containers.list(all=True, filters={"label": f"ctfhost.instance={instance_id}"})}
+    for service in filter(None, labels.get("ctfhost.services", "").split(",")):
+        if service not in found:
+            return False, f"service {service!r}: the container is gone"
+        alive, reason = _describe_state(found[service])
         if not alive:
-            return False, f"service {other.labels.get('ctfhost.service')!r}: {reason}"
+            return False, f"service {service!r}: {reason}"
     return True, None
 
 
@@ -359,9 +380,9 @@ def remove(instance_id):
     except NotFound:
         pass
     except APIError as exc:
-        if "removal of container" in _explain(exc) and "already in progress" in _explain(exc):
-            return
-        raise
+        # another process is removing it: go on with the rest (services, network)
+        if not ("removal of container" in _explain(exc) and "already in progress" in _explain(exc)):
+            raise
     for container in engine.containers.list(
         all=True, sparse=True, filters={"label": f"ctfhost.instance={instance_id}"}
     ):
@@ -386,18 +407,17 @@ def _remove_network(network):
 def reconcile(worker_id, keep_ids):
     """Remove this worker's containers not in keep_ids; return kept ids whose container is not running."""
     engine = client()
-    found = {}
+    found = {}  # instance id -> {service ("main" for a single container): (state, labels)}
     # sparse: no per-container inspect, so a container removed meanwhile is no error
     for container in engine.containers.list(
         all=True,
         sparse=True,
         filters={"label": [f"{LABEL}=true", "ctfhost.runtime=docker", f"ctfhost.worker={worker_id}"]},
     ):
-        instance_id = (container.attrs.get("Labels") or {}).get("ctfhost.instance")
+        labels = container.attrs.get("Labels") or {}
+        instance_id = labels.get("ctfhost.instance")
         if instance_id in keep_ids:
-            # several services: one container down is the instance down
-            if found.get(instance_id) in (None, "created", "running", "restarting"):
-                found[instance_id] = container.status
+            found.setdefault(instance_id, {})[labels.get("ctfhost.service", MAIN)] = (container.status, labels)
             continue
         log.info("reconcile: removing container %s of inactive instance %s", container.name, instance_id)
         try:
@@ -410,4 +430,14 @@ def reconcile(worker_id, keep_ids):
         if (network.attrs.get("Labels") or {}).get("ctfhost.instance") not in keep_ids:
             log.info("reconcile: removing network %s of an inactive instance", network.name)
             _remove_network(network)
-    return [i for i in keep_ids if found.get(i) not in ("created", "running", "restarting")]
+    return [i for i in keep_ids if not _all_up(found.get(i, {}))]
+
+
+def _all_up(services):
+    """Main is up and so is every service its labels name."""
+    up = ("created", "running", "restarting")
+    main = services.get(MAIN)
+    if main is None or main[0] not in up:
+        return False
+    expected = filter(None, main[1].get("ctfhost.services", "").split(","))
+    return all(services.get(name, ("gone",))[0] in up for name in expected)

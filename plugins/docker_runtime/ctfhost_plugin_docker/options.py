@@ -84,6 +84,8 @@ def _non_empty_string(description):
 class DockerOptions(RuntimeOptions):
     """extra_config of a docker challenge."""
 
+    supports_services = True
+
     env = _env(ENV)
     environment = _env("the same as env (docker SDK spelling)")
     command = Checked(_is_command, metadata={"description": "a string or a list of strings", "must_be": "a string or a list of strings"})

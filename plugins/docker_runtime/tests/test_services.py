@@ -202,3 +202,25 @@ def test_reconcile_removes_partial_instances_and_reports_a_dead_service(app, lau
     # one service of a kept instance dies: the instance is reported
     of(docker_client, kept, "db").kill()
     assert containers.reconcile(worker.id, {kept.id}) == [kept.id]
+
+
+def test_a_missing_service_or_main_is_noticed(launch, docker_client):
+    _, instance, worker, _ = launch({"db": db(), "cache": db()})
+    assert containers.state(instance.id) == (True, None)
+    of(docker_client, instance, "cache").remove(force=True)
+    assert containers.state(instance.id) == (False, "service 'cache': the container is gone")
+    assert containers.reconcile(worker.id, {instance.id}) == [instance.id]
+    # main gone while the services run: reconcile reports the instance as well
+    _, other, other_worker, _ = launch({"db": db()})
+    of(docker_client, other, "main").remove(force=True)
+    assert containers.reconcile(other_worker.id, {other.id}) == [other.id]
+
+
+def test_instance_bridges_share_one_interface_prefix_for_the_firewall(launch, docker_client):
+    _, instance, _, _ = launch({"db": db()})
+    network = docker_client.networks.get(containers.instance_network_name(instance.id))
+    interface = network.attrs["Options"]["com.docker.network.bridge.name"]
+    assert interface == containers.bridge_interface(instance.id)
+    assert interface.startswith("ctfh") and len(interface) == 15
+    with open(f"/sys/class/net/{interface}/address"):  # the host really has that interface
+        pass

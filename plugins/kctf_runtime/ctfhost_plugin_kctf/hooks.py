@@ -23,6 +23,7 @@ from ctfhost_plugin_kctf.manifests import (
     POD_SELECTOR,
     SERVICE_COMPONENT,
     SERVICE_LABEL,
+    SERVICES_ANNOTATION,
     build,
     common_labels,
     namespace_name,
@@ -107,16 +108,23 @@ class KubernetesRuntime:
         state = pod_state(pod)
         if state.failure:
             return RuntimeState(False, state.failure)
-        # a challenge of several services: the first of its other pods that failed names the instance's state
+        # a challenge of several services (the pod names them): the first of its other pods failed or gone names
+        # the instance's state
+        expected = [name for name in ((pod.metadata.annotations or {}).get(SERVICES_ANNOTATION) or "").split(",") if name]
+        if not expected:
+            return RuntimeState(True)
         try:
             others = Kube(settings).list_pods(selector({MANAGED_BY_LABEL: MANAGED_BY, INSTANCE_LABEL: instance.id,
                                                         COMPONENT_LABEL: SERVICE_COMPONENT}))
         except API_ERRORS as exc:
             raise translate(exc, "reading the pods") from None
-        for other in sorted(others, key=lambda p: p.metadata.name):
-            failure = pod_state(other).failure
+        found = {(other.metadata.labels or {}).get(SERVICE_LABEL): other for other in others}
+        for service in expected:
+            if service not in found:
+                return RuntimeState(False, f"service {service!r}: the pod is gone")
+            failure = pod_state(found[service]).failure
             if failure:
-                return RuntimeState(False, f"service {(other.metadata.labels or {}).get(SERVICE_LABEL)!r}: {failure}")
+                return RuntimeState(False, f"service {service!r}: {failure}")
         return RuntimeState(True)
 
     @hookimpl
@@ -153,12 +161,19 @@ class KubernetesRuntime:
                 for pod in kube.list_pods(selector(labels | POD_SELECTOR))
                 if _matches(pod, labels)
             }
-            # the other pods of instances of several services: one failed is the instance lost
-            failed = {
-                (pod.metadata.labels or {}).get(INSTANCE_LABEL)
-                for pod in kube.list_pods(selector(labels | {COMPONENT_LABEL: SERVICE_COMPONENT}))
-                if _matches(pod, labels) and pod_state(pod).failure is not None
-            }
+            # the other pods of instances of several services: one failed or gone is the instance lost
+            service_pods = {}
+            for other in kube.list_pods(selector(labels | {COMPONENT_LABEL: SERVICE_COMPONENT})):
+                if _matches(other, labels):
+                    other_labels = other.metadata.labels or {}
+                    service_pods[(other_labels.get(INSTANCE_LABEL), other_labels.get(SERVICE_LABEL))] = other
+            failed = set()
+            for instance_id, pod in pods.items():
+                expected = ((pod.metadata.annotations or {}).get(SERVICES_ANNOTATION) or "").split(",")
+                for service in filter(None, expected):
+                    other = service_pods.get((instance_id, service))
+                    if other is None or pod_state(other).failure is not None:
+                        failed.add(instance_id)
         except API_ERRORS as exc:
             raise translate(exc, "reconciling") from None
         return sorted(

@@ -32,6 +32,7 @@ POD_SELECTOR = {COMPONENT_LABEL: NAME}
 MAIN = "main"
 SERVICE_COMPONENT = "service"
 SERVICE_POD_PREFIX = "service-"
+SERVICES_ANNOTATION = "ctfhost.io/services"  # on the challenge's pod: the services of the instance, comma-separated
 QUOTA_NAME = "ctfhost"
 
 # Where an instance with "internet": true may still not connect: kCTF's list
@@ -247,8 +248,11 @@ def _policy(name, namespace, labels, spec):
     }
 
 
-def network_policies(settings, namespace, labels, port, internet):
-    """Deny all; let the proxy in on the port; let DNS out; the internet only when allowed."""
+def network_policies(settings, namespace, labels, port, internet, internet_pods=None):
+    """Deny all; let the proxy in on the port; let DNS out; the internet only when allowed.
+
+    `internet_pods`: with several services, the pod selectors (matchLabels) of the pods allowed out, each its
+    own policy; otherwise `internet` lets every pod of the namespace out."""
     if settings.nodeport:
         proxy_peers = []  # the proxy is outside the cluster: only addresses identify it
     else:
@@ -276,21 +280,34 @@ def network_policies(settings, namespace, labels, port, internet):
             }],
         }),
     ]
-    if internet:
-        blocked = list(BLOCKED_IPV4 + BLOCKED_IPV6) + list(settings.blocked_cidrs)
+    blocked = list(BLOCKED_IPV4 + BLOCKED_IPV6) + list(settings.blocked_cidrs)
+    egress = [{"to": [
+        {"ipBlock": {"cidr": "0.0.0.0/0", "except": [c for c in blocked if ":" not in c]}},
+        {"ipBlock": {"cidr": "::/0", "except": [c for c in blocked if ":" in c]}},
+    ]}]
+    if internet_pods is None and internet:
         policies.append(_policy("allow-internet", namespace, labels, {
-            "podSelector": {},
-            "policyTypes": ["Egress"],
-            "egress": [{"to": [
-                {"ipBlock": {"cidr": "0.0.0.0/0", "except": [c for c in blocked if ":" not in c]}},
-                {"ipBlock": {"cidr": "::/0", "except": [c for c in blocked if ":" in c]}},
-            ]}],
+            "podSelector": {}, "policyTypes": ["Egress"], "egress": egress,
+        }))
+    for name, pod_labels in (internet_pods or {}).items():
+        policies.append(_policy(f"allow-internet-{name}", namespace, labels, {
+            "podSelector": {"matchLabels": dict(pod_labels)}, "policyTypes": ["Egress"], "egress": egress,
         }))
     return policies
 
 
+# A service beside the challenge (a database, an admin bot) runs no nsjail: it gets none of the privileges kCTF
+# gives the challenge container for it (SYS_ADMIN, unconfined seccomp and AppArmor) but Pod Security's
+# "restricted" container settings, with a writable root filesystem as stock images expect.
+SERVICE_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
 def _service_container(profile, settings, instance, service, spec, sizing):
-    """A service's container: the main container's hardening, its own image, command, environment and size."""
+    """A service's container: restricted privileges, its own image, command, environment and size."""
     options = spec.get("options") or {}
     env = dict(options.get("env") or {})
     env.update(spec.get("environment") or {})
@@ -302,7 +319,7 @@ def _service_container(profile, settings, instance, service, spec, sizing):
         "imagePullPolicy": settings.image_pull_policy,
         "env": [{"name": name, "value": value} for name, value in sorted(env.items())],
         "resources": sizing.container(),
-        "securityContext": profile.container_security,
+        "securityContext": SERVICE_SECURITY,
     }
     # Kubernetes' command replaces the image's ENTRYPOINT, args its CMD
     command = spec.get("entrypoint") or options.get("command")
@@ -434,13 +451,22 @@ def build(profile, settings, challenge, instance, worker):
             "ports": [{"name": NAME, "protocol": "TCP", "port": challenge.port, "targetPort": challenge.port}],
         },
     }
+    main_annotations = _apparmor(profile, NAME) or {}
+    if specs:  # what inspect expects beside this pod
+        main_annotations[SERVICES_ANNOTATION] = ",".join(specs)
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": _meta(NAME, name, labels | POD_SELECTOR, _apparmor(profile, NAME)),
+        "metadata": _meta(NAME, name, labels | POD_SELECTOR, main_annotations or None),
         "spec": _pod_spec(profile, settings, [_container(profile, settings, challenge, instance, sizing)]),
     }
-    policies = network_policies(settings, name, labels, challenge.port, bool(challenge.options.get("internet")))
+    internet_pods = None
+    if specs:  # each pod out only if its own options say so
+        internet_pods = {MAIN: POD_SELECTOR} if challenge.options.get("internet") else {}
+        internet_pods.update({other: {COMPONENT_LABEL: SERVICE_COMPONENT, SERVICE_LABEL: other}
+                              for other, spec in specs.items() if (spec.get("options") or {}).get("internet")})
+    policies = network_policies(settings, name, labels, challenge.port, bool(challenge.options.get("internet")),
+                                internet_pods)
     services, service_pods = [], []
     if specs:
         policies.append(within_instance_policy(name, labels))
@@ -452,7 +478,7 @@ def build(profile, settings, challenge, instance, worker):
             service_pods.append({
                 "apiVersion": "v1",
                 "kind": "Pod",
-                "metadata": _meta(SERVICE_POD_PREFIX + other, name, labels | selected, _apparmor(profile, other)),
+                "metadata": _meta(SERVICE_POD_PREFIX + other, name, labels | selected),
                 "spec": _pod_spec(profile, settings, [container]),
             })
     return InstanceObjects(

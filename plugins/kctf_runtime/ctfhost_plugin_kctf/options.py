@@ -26,6 +26,8 @@ def _field(check, description, must_be=None):
 class KubeOptions(RuntimeOptions):
     """extra_config of a kctf or kata-firecracker challenge."""
 
+    supports_services = True
+
     env = _field(
         _is_env,
         "an object of environment variables (string values)",

@@ -48,11 +48,14 @@ def test_each_service_is_a_pod_behind_a_service_of_its_name_in_the_instance_name
     assert db["image"] == "registry.example/db:2"
     assert {"name": "FLAG", "value": "flag{three}"} in db["env"] and {"name": "POSTGRES_PASSWORD", "value": "pw"} in db["env"]
     assert db["resources"] == {"requests": {"cpu": "2", "memory": "1024Mi"}, "limits": {"cpu": "2", "memory": "1024Mi"}}
-    # the same hardening as the challenge's own container
+    # none of the privileges kCTF gives the nsjail container: Pod Security's restricted settings
     (main,) = pods["challenge"]["spec"]["containers"]
-    assert db["securityContext"] == main["securityContext"]
+    assert "SYS_ADMIN" in str(main["securityContext"])
+    assert db["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                                     "seccompProfile": {"type": "RuntimeDefault"}}
     assert pods["service-db"]["spec"]["automountServiceAccountToken"] is False
-    assert pods["service-db"]["metadata"]["annotations"] == {"container.apparmor.security.beta.kubernetes.io/db": "unconfined"}
+    assert "annotations" not in pods["service-db"]["metadata"]  # no AppArmor unconfined
+    assert pods["challenge"]["metadata"]["annotations"]["ctfhost.io/services"] == "db,bot"
     (bot,) = pods["service-bot"]["spec"]["containers"]
     assert (bot["command"], bot["args"]) == (["/bin/bot"], ["--target", "http://main:1337/"])  # ENTRYPOINT, CMD
     assert {"name": "MODE", "value": "admin"} in bot["env"] and {"name": "FLAG", "value": "flag{three}"} in bot["env"]
@@ -73,6 +76,24 @@ def test_the_pods_of_an_instance_reach_each_other_and_nothing_else_is_opened(kub
                       "ingress": [{"from": [{"podSelector": {}}]}], "egress": [{"to": [{"podSelector": {}}]}]}
     # the proxy still reaches the challenge's own pod only
     assert policies["allow-proxy"]["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/component": "challenge"}}
+
+
+def test_the_internet_is_each_pods_own_option(kube_cluster):
+    services = {**SERVICES, "bot": {**SERVICES["bot"], "options": {"internet": True}}}
+    challenge, instance, worker = rows(services=services)
+    kube_cluster.launch(kctf, challenge, instance, worker)
+    policies = by_name(kube_cluster.objects("NetworkPolicy", namespace_of(instance)))
+    assert "allow-internet" not in policies and "allow-internet-main" not in policies
+    bot = policies["allow-internet-bot"]["spec"]
+    assert bot["podSelector"] == {"matchLabels": {"app.kubernetes.io/component": "service", "ctfhost.io/service": "bot"}}
+    assert "10.0.0.0/8" in str(bot["egress"])  # never the private ranges
+    # main's own option lets main out, and only main
+    challenge, instance, worker = rows(extra_config=json.dumps({"internet": True}))
+    kube_cluster.launch(kctf, challenge, instance, worker)
+    policies = by_name(kube_cluster.objects("NetworkPolicy", namespace_of(instance)))
+    assert policies["allow-internet-main"]["spec"]["podSelector"] == {
+        "matchLabels": {"app.kubernetes.io/component": "challenge"}}
+    assert not [name for name in policies if name.startswith("allow-internet-") and name != "allow-internet-main"]
 
 
 def test_a_single_container_challenge_is_unchanged(kube_cluster):
@@ -114,6 +135,10 @@ def test_inspect_and_reconcile_see_a_failed_service(kube_cluster):
     kube_cluster.set_pod_status(namespace_of(instance), waiting_status("CrashLoopBackOff", "back-off 20s"), "service-bot")
     state = kctf.inspect(instance, worker)
     assert (state.alive, state.reason) == (False, "service 'bot': CrashLoopBackOff: back-off 20s")
+    assert kctf.reconcile(worker, "kctf", [instance]) == [instance.id]
+    # a service pod deleted (evicted) is noticed too
+    kube_cluster.core_api().delete_namespaced_pod("service-bot", namespace_of(instance))
+    assert kctf.inspect(instance, worker).reason == "service 'bot': the pod is gone"
     assert kctf.reconcile(worker, "kctf", [instance]) == [instance.id]
     kctf.destroy(instance, worker)
     assert kube_cluster.objects(namespace=namespace_of(instance)) == []
