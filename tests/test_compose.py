@@ -215,3 +215,20 @@ def test_scalar_ports_and_doubled_dollars_are_read_as_compose_reads_them(app, ap
     assert result.exit_code == 0, result.output
     challenge = api.get("/api/v1/challenges/web-scalar").get_json()
     assert challenge["port"] == 3000 and json.loads(challenge["extra_config"])["env"] == {"PRICE": "$5"}
+
+
+def test_the_examples_of_docs_challenges_md_are_accepted(app, api, tmp_path):
+    """What docs/challenges.md shows works: its JSON challenge through the API, its compose files through the CLI."""
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "challenges.md").read_text()
+    (challenge,) = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text, re.S) if '"services"' in block]
+    answer = api.post("/api/v1/challenges", json=challenge)
+    assert answer.status_code == 201, answer.get_json()
+    composes = [block for block in re.findall(r"```yaml\n(.*?)```", text, re.S) if block.startswith("services:")]
+    assert len(composes) == 2
+    for number, block in enumerate(composes):
+        result = run(app, "import-compose", write(tmp_path, block, f"example-{number}.yml"),
+                     "--id", f"web-example-{number}", "--name", "Example")
+        assert result.exit_code == 0, result.output

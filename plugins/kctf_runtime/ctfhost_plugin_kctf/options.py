@@ -1,7 +1,5 @@
 """The extra_config keys a Kubernetes challenge may set, declared as a schema the core validates with."""
 
-from marshmallow import fields
-
 from ctfhost.plugin_api import Checked, RuntimeOptions
 
 
