@@ -24,6 +24,9 @@ MAX_FLAG_LENGTH = 300
 DEFAULT_MAX_REQUEST_BYTES = 256 * 1024
 # how deep a JSON document may nest (request bodies and extra_config); real ones nest a few levels
 MAX_JSON_DEPTH = 32
+# the sizes a challenge (or each of its services) may ask for
+CPU_COUNTS = (1, 2, 4)
+MEMORY_SIZES = (512, 1024, 2048)
 # services beside the main one, and exposed endpoints besides `main`, a challenge may declare at most, whatever
 # the settings say (settings.max_services_per_challenge / max_endpoints_per_challenge, 8 by default)
 MAX_SERVICES = 32

@@ -55,8 +55,8 @@ SERVICE_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 SERVICE_NAME_RULE = "a DNS label: 1-63 lowercase letters, digits and inner hyphens, starting with a letter"
 ENVIRONMENT_NAME = r"^[A-Za-z_][A-Za-z0-9_]*\Z"
 PROTOCOLS = ["http", "tcp"]
-CPU_COUNTS = [1, 2, 4]
-MEMORY_SIZES = [512, 1024, 2048]
+CPU_COUNTS = list(limits.CPU_COUNTS)
+MEMORY_SIZES = list(limits.MEMORY_SIZES)
 
 
 def service_name_problems(name, what="service name"):
@@ -123,7 +123,18 @@ class ServiceSchema(Schema):
     )
 
 
-class ServicesField(fields.Dict):
+class _StoredAsJSON:
+    """A field whose model attribute is JSON text: parsed to be shown, dumped once loaded."""
+
+    empty = "{}"
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if isinstance(value, str):
+            value = json.loads(value or self.empty)
+        return super()._serialize(value, attr, obj, **kwargs)
+
+
+class ServicesField(_StoredAsJSON, fields.Dict):
     """services: {name: service}, kept as JSON text; errors are keyed by the service's name and field."""
 
     def __init__(self, service_schema=ServiceSchema, **kwargs):
@@ -133,11 +144,6 @@ class ServicesField(fields.Dict):
         )
         self.service_schema = service_schema
         super().__init__(keys=fields.String(), values=fields.Nested(service_schema), **kwargs)
-
-    def _serialize(self, value, attr, obj, **kwargs):
-        if isinstance(value, str):
-            value = json.loads(value or "{}")
-        return super()._serialize(value, attr, obj, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         if not isinstance(value, dict):
@@ -160,19 +166,16 @@ class ServicesField(fields.Dict):
         return json.dumps(result)
 
 
-class ExposeField(fields.List):
+class ExposeField(_StoredAsJSON, fields.List):
     """expose: the main service's extra endpoints, kept as JSON text."""
+
+    empty = "[]"
 
     def __init__(self, **kwargs):
         kwargs.setdefault("metadata", {}).setdefault(
             "description", "Extra endpoints of the main service (its `port` is always exposed, as `main`)",
         )
         super().__init__(fields.Nested(EndpointSchema), **kwargs)
-
-    def _serialize(self, value, attr, obj, **kwargs):
-        if isinstance(value, str):
-            value = json.loads(value or "[]")
-        return super()._serialize(value, attr, obj, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         return json.dumps(super()._deserialize(value, attr, data, **kwargs))
@@ -205,7 +208,7 @@ class ChallengeSchema(Schema):
     port = StrictInteger(required=True, validate=validate.Range(min=1, max=65535))
     protocol = fields.String(
         load_default="http",
-        validate=validate.OneOf(["http", "tcp"]),
+        validate=validate.OneOf(PROTOCOLS),
         metadata={"description": "http: Host routing behind forward-auth; tcp: TLS with SNI on the shared TLS port"},
     )
     cpu_count = StrictInteger(load_default=1, validate=validate.OneOf(CPU_COUNTS))
@@ -266,9 +269,9 @@ class ChallengePatchSchema(ChallengeSchema):
         exclude = ("id",)
 
     # no defaults on PATCH: only the fields given change
-    protocol = fields.String(validate=validate.OneOf(["http", "tcp"]))
-    cpu_count = StrictInteger(validate=validate.OneOf([1, 2, 4]))
-    memory_mb = StrictInteger(validate=validate.OneOf([512, 1024, 2048]))
+    protocol = fields.String(validate=validate.OneOf(PROTOCOLS))
+    cpu_count = StrictInteger(validate=validate.OneOf(CPU_COUNTS))
+    memory_mb = StrictInteger(validate=validate.OneOf(MEMORY_SIZES))
     ttl_seconds = StrictInteger(allow_none=True, validate=TTL_RANGE)
     max_renewals = StrictInteger(allow_none=True, validate=RENEWALS_RANGE)
     flag_template = fields.String(allow_none=True, validate=validate.Length(min=1, max=256))

@@ -100,8 +100,8 @@ def _check_services(challenge, plugins, errors):
             errors.setdefault("expose", []).append(problem)
         else:
             service_errors.setdefault(service, {}).setdefault("expose", []).append(problem)
-    if specs and challenge.runtime in plugins.runtimes() and \
-            not getattr(plugins.options_schema(challenge.runtime), "supports_services", False):
+    known_runtime = challenge.runtime in plugins.runtimes()
+    if specs and known_runtime and not getattr(plugins.options_schema(challenge.runtime), "supports_services", False):
         errors.setdefault("services", {}).setdefault("_schema", []).append(
             f"the {challenge.runtime} runtime does not run challenges of several services")
     for name, spec in specs.items():
@@ -111,7 +111,7 @@ def _check_services(challenge, plugins, errors):
         if "readiness_timeout" in (spec.get("options") or {}):
             service_errors.setdefault(name, {}).setdefault("options", []).append(
                 "readiness_timeout is the instance's: set it in the challenge's extra_config")
-        if spec.get("options") and challenge.runtime in plugins.runtimes():
+        if spec.get("options") and known_runtime:
             option_errors = plugins.option_errors(challenge.runtime, spec["options"])
             if option_errors:
                 service_errors.setdefault(name, {}).setdefault("options", []).extend(option_errors)

@@ -24,8 +24,8 @@ import shlex
 
 import yaml
 
-MEMORY_SIZES = (512, 1024, 2048)
-CPU_COUNTS = (1, 2, 4)
+from ctfhost.limits import CPU_COUNTS, MEMORY_SIZES
+
 # keys of a service that map onto the challenge
 MAPPED = {"image", "command", "entrypoint", "environment", "expose", "ports", "mem_limit", "deploy", "depends_on",
           "cap_add", "cap_drop", "read_only", "tmpfs", "user", "working_dir", "cpus", "x-ctfhost"}
@@ -170,14 +170,14 @@ def _bytes(value):
 
 def _limits(service, where, problems):
     """(cpu_count, memory_mb): compose's limits rounded up to what ctfhost offers."""
-    limits = service.get("deploy") or {}
-    for key in ("deploy", "resources", "limits"):
-        if key != "deploy":
-            limits = limits.get(key) or {}
+    limits, key = service.get("deploy") or {}, "deploy"
+    for inner in ("resources", "limits"):
         if not isinstance(limits, dict):
-            problems.append(f"{where}.deploy: `{key}` must be a mapping")
-            limits = {}
             break
+        limits, key = limits.get(inner) or {}, inner
+    if not isinstance(limits, dict):
+        problems.append(f"{where}.deploy: `{key}` must be a mapping")
+        limits = {}
     memory = service.get("mem_limit", limits.get("memory"))
     cpus = service.get("cpus", limits.get("cpus"))
     memory_mb = 512

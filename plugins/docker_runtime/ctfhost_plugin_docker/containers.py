@@ -44,6 +44,13 @@ def engine_problem():
 
 
 MAIN = "main"
+# on main's container of an instance of several services: the other services, comma-separated
+SERVICES_LABEL = "ctfhost.services"
+
+
+def expected_services(labels):
+    """The services main's labels say the instance has beside it."""
+    return [name for name in (labels or {}).get(SERVICES_LABEL, "").split(",") if name]
 
 
 def container_name(instance_id):
@@ -177,7 +184,7 @@ def _create_kwargs(challenge, instance, worker, network=None):
     if network:
         kwargs["labels"]["ctfhost.service"] = MAIN
         # what state() and reconcile expect beside main
-        kwargs["labels"]["ctfhost.services"] = ",".join(challenge.service_specs)
+        kwargs["labels"][SERVICES_LABEL] = ",".join(challenge.service_specs)
         kwargs["hostname"] = MAIN
         kwargs["networking_config"] = {network: client().api.create_endpoint_config(aliases=[MAIN])}
     return kwargs
@@ -347,7 +354,7 @@ def state(instance_id):
     # several services: the first one down or gone names the instance's state
     found = {other.labels.get("ctfhost.service"): other
              for other in engine.containers.list(all=True, filters={"label": f"ctfhost.instance={instance_id}"})}
-    for service in filter(None, labels.get("ctfhost.services", "").split(",")):
+    for service in expected_services(labels):
         if service not in found:
             return False, f"service {service!r}: the container is gone"
         alive, reason = _describe_state(found[service])
@@ -439,5 +446,4 @@ def _all_up(services):
     main = services.get(MAIN)
     if main is None or main[0] not in up:
         return False
-    expected = filter(None, main[1].get("ctfhost.services", "").split(","))
-    return all(services.get(name, ("gone",))[0] in up for name in expected)
+    return all(services.get(name, ("gone",))[0] in up for name in expected_services(main[1]))

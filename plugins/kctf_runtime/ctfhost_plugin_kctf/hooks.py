@@ -23,9 +23,9 @@ from ctfhost_plugin_kctf.manifests import (
     POD_SELECTOR,
     SERVICE_COMPONENT,
     SERVICE_LABEL,
-    SERVICES_ANNOTATION,
     build,
     common_labels,
+    expected_services,
     namespace_name,
     selector,
 )
@@ -110,7 +110,7 @@ class KubernetesRuntime:
             return RuntimeState(False, state.failure)
         # a challenge of several services (the pod names them): the first of its other pods failed or gone names
         # the instance's state
-        expected = [name for name in ((pod.metadata.annotations or {}).get(SERVICES_ANNOTATION) or "").split(",") if name]
+        expected = expected_services(pod)
         if not expected:
             return RuntimeState(True)
         try:
@@ -169,8 +169,7 @@ class KubernetesRuntime:
                     service_pods[(other_labels.get(INSTANCE_LABEL), other_labels.get(SERVICE_LABEL))] = other
             failed = set()
             for instance_id, pod in pods.items():
-                expected = ((pod.metadata.annotations or {}).get(SERVICES_ANNOTATION) or "").split(",")
-                for service in filter(None, expected):
+                for service in expected_services(pod):
                     other = service_pods.get((instance_id, service))
                     if other is None or pod_state(other).failure is not None:
                         failed.add(instance_id)

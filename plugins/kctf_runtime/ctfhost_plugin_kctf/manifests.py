@@ -33,6 +33,11 @@ MAIN = "main"
 SERVICE_COMPONENT = "service"
 SERVICE_POD_PREFIX = "service-"
 SERVICES_ANNOTATION = "ctfhost.io/services"  # on the challenge's pod: the services of the instance, comma-separated
+
+
+def expected_services(pod):
+    """The services the challenge's pod (a kubernetes client object) says the instance has beside it."""
+    return [name for name in ((pod.metadata.annotations or {}).get(SERVICES_ANNOTATION) or "").split(",") if name]
 QUOTA_NAME = "ctfhost"
 
 # Where an instance with "internet": true may still not connect: kCTF's list
@@ -169,12 +174,16 @@ class Sizing:
 
     @classmethod
     def of(cls, challenge, settings, profile):
-        limit = int(challenge.cpu_count) * 1000
+        return cls.sized(challenge.cpu_count, challenge.memory_mb, settings, profile)
+
+    @classmethod
+    def sized(cls, cpu_count, memory_mb, settings, profile):
+        limit = int(cpu_count) * 1000
         overhead_cpu, overhead_memory = profile.overhead()
         return cls(
             cpu_request=max(1, round(limit * settings.cpu_request_ratio)),
             cpu_limit=limit,
-            memory=int(challenge.memory_mb) * 1024 * 1024,
+            memory=int(memory_mb) * 1024 * 1024,
             overhead_cpu=overhead_cpu,
             overhead_memory=overhead_memory,
         )
@@ -306,18 +315,24 @@ SERVICE_SECURITY = {
 }
 
 
+def _env(instance, *given):
+    """The container's env: the variables given (later ones win), and the instance's own flag over them all."""
+    env = {}
+    for variables in given:
+        env.update(variables or {})
+    if instance.flag:
+        env["FLAG"] = instance.flag  # the instance's own flag wins over a static one in env
+    return [{"name": name, "value": value} for name, value in sorted(env.items())]
+
+
 def _service_container(profile, settings, instance, service, spec, sizing):
     """A service's container: restricted privileges, its own image, command, environment and size."""
     options = spec.get("options") or {}
-    env = dict(options.get("env") or {})
-    env.update(spec.get("environment") or {})
-    if instance.flag:
-        env["FLAG"] = instance.flag
     container = {
         "name": service,
         "image": spec["image"],
         "imagePullPolicy": settings.image_pull_policy,
-        "env": [{"name": name, "value": value} for name, value in sorted(env.items())],
+        "env": _env(instance, options.get("env"), spec.get("environment")),
         "resources": sizing.container(),
         "securityContext": SERVICE_SECURITY,
     }
@@ -375,22 +390,14 @@ def _apparmor(profile, container_name):
     return {f"container.apparmor.security.beta.kubernetes.io/{container_name}": profile.apparmor_annotation}
 
 
-class _Size:
-    def __init__(self, spec):
-        self.cpu_count, self.memory_mb = spec.get("cpu_count", 1), spec.get("memory_mb", 512)
-
-
 def _container(profile, settings, challenge, instance, sizing):
     options = challenge.options
-    env = {name: value for name, value in (options.get("env") or {}).items()}
-    if instance.flag:
-        env["FLAG"] = instance.flag  # the instance's own flag wins over a static one in env
     container = {
         "name": NAME,
         "image": challenge.image,
         "imagePullPolicy": settings.image_pull_policy,
         "ports": [{"name": NAME, "containerPort": challenge.port, "protocol": "TCP"}],
-        "env": [{"name": name, "value": value} for name, value in sorted(env.items())],
+        "env": _env(instance, options.get("env")),
         "resources": sizing.container(),
         # Ready = the port accepts connections; the launch waits for it
         "readinessProbe": {"tcpSocket": {"port": challenge.port}, "periodSeconds": 2, "timeoutSeconds": 1},
@@ -428,7 +435,8 @@ def build(profile, settings, challenge, instance, worker):
         },
     }
     specs = challenge.service_specs
-    service_sizings = {service: Sizing.of(_Size(spec), settings, profile) for service, spec in specs.items()}
+    service_sizings = {service: Sizing.sized(spec.get("cpu_count", 1), spec.get("memory_mb", 512), settings, profile)
+                       for service, spec in specs.items()}
     hard = quota_of([sizing, *service_sizings.values()]) | {
         "pods": str(1 + len(specs)),
         "services": str(1 + (len(specs) + 1 if specs else 0)),

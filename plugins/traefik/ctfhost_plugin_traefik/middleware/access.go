@@ -302,8 +302,9 @@ func New(ctx context.Context, next http.Handler, config *Config, name string) (h
 	others := []string{}
 	shortest := 0
 	for _, name := range config.AuthResponseHeaders {
-		own = append(own, folded(name))
-		if folded(name) != folded(teamHeader) && folded(name) != folded(instanceHeader) {
+		name_ := folded(name)
+		own = append(own, name_)
+		if name_ != folded(teamHeader) && name_ != folded(instanceHeader) {
 			others = append(others, http.CanonicalHeaderKey(name))
 		}
 		if shortest == 0 || len(name) < shortest {
@@ -331,7 +332,7 @@ func (a *Access) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 			header := req.Header
 			if a.config.StripAliases {
 				a.stripOwnHeaders(header)
-			} else if len(a.others) > 0 {
+			} else if len(a.others) > 0 { // usually none: skip even the (interpreted) loop
 				for _, name := range a.others {
 					header.Del(name)
 				}
@@ -351,40 +352,30 @@ func (a *Access) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 // it and sets a fresh one.
 func (a *Access) expect() *expectation {
 	mint := a.ring.current.Load().(*minting)
-	value := ""
-	if mint.key != nil {
-		signed := "c2." + mint.kid + "." + a.config.Instance + "." + a.config.Team
-		sum := hmac.New(sha256.New, mint.key)
-		sum.Write([]byte(macContext + mint.kid + "." + a.config.Instance + "." + a.config.Team))
-		value = signed + "." + base64.RawURLEncoding.EncodeToString(sum.Sum(nil))
-	}
 	cookie := ""
-	if value != "" {
-		cookie = a.config.CookieName + "=" + value
+	if mint.key != nil {
+		signed := mint.kid + "." + a.config.Instance + "." + a.config.Team
+		sum := hmac.New(sha256.New, mint.key)
+		sum.Write([]byte(macContext + signed))
+		cookie = a.config.CookieName + "=c2." + signed + "." + base64.RawURLEncoding.EncodeToString(sum.Sum(nil))
 	}
 	expected := &expectation{mint: mint, cookie: cookie}
 	a.expected.Store(expected)
 	return expected
 }
 
-// dropIfOwn drops the header `name` if it is a client's X-Ctfhost-Team / X-Ctfhost-Instance (or another of
-// the authResponseHeaders) or an alias such as X_Ctfhost_Team or X.Ctfhost.Team that CGI, PHP or WSGI backends
-// read as the same header.
-func (a *Access) dropIfOwn(header http.Header, name string) {
-	folded := folded(name)
-	for _, own := range a.own {
-		if folded == own {
-			delete(header, name)
-			return
-		}
-	}
-}
-
-// stripOwnHeaders drops every header dropIfOwn drops.
+// stripOwnHeaders drops a client's X-Ctfhost-Team / X-Ctfhost-Instance (and the other authResponseHeaders),
+// with aliases such as X_Ctfhost_Team or X.Ctfhost.Team that CGI, PHP or WSGI backends read as the same header.
 func (a *Access) stripOwnHeaders(header http.Header) {
 	for name := range header {
-		if len(name) >= a.shortestOwn {
-			a.dropIfOwn(header, name)
+		if len(name) < a.shortestOwn {
+			continue // shorter than any of ctfhost's own (Host, Accept, Cookie...)
+		}
+		name_ := folded(name)
+		for _, own := range a.own {
+			if name_ == own {
+				delete(header, name)
+			}
 		}
 	}
 }
