@@ -1,4 +1,5 @@
-"""ctfhost runtime "docker": one hardened container per instance on the local engine."""
+"""ctfhost runtime "docker": a hardened container per instance (per service, in a network of the instance's own,
+for a challenge of several services) on the local engine."""
 
 import logging
 

@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 
 class KubernetesRuntime:
-    """A ctfhost runtime whose instances are namespaces holding one pod, its service and its policies."""
+    """A ctfhost runtime whose instances are namespaces holding one pod (one per service of a challenge of several),
+    its Service and its policies."""
 
     def __init__(self, profile):
         self.profile = profile
