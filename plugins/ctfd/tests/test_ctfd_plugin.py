@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import requests
 
 from ctfhost.testing import free_port
 from ctfhost.testing import FlagSharingEvent, Instance, Worker, get_plugins, utcnow
@@ -187,6 +188,8 @@ def test_form_fields_are_typed_defaulted_and_checked():
         (503, "no active worker serves runtime 'docker'; start one with `flask ctfhost worker`", None, "launch", "not_launchable"),
         (503, "the job queue is unavailable; nothing was launched, try again", None, "launch", "unavailable"),
         (500, "boom", None, "launch", "error"),
+        (422, "instance x has no HTTP endpoint named 'nope' (endpoint)", None, "access", "endpoint"),
+        (422, "Unprocessable Entity: next is too long", None, "access", "error"),
     ],
 )
 def test_ctfhost_answers_become_player_messages(status, message, retry_after, action, code):
@@ -217,6 +220,47 @@ def test_public_instance_hides_flags_teams_and_workers():
     assert public_instance(failed, now)["error"] == "it could not be started"
     assert admin_instance(failed, now)["error"] == failed["error"] and admin_instance(failed, now)["team_id"] == 5
     assert public_instance(dict(failed, public_error=None), now)["error"] == messages.FAILED_INSTANCE
+
+
+MAIN_URL, ADMIN_URL = "http://9c2e41d0a7b3.web.localhost:8000", "http://95d1a0c4e2f7.web.localhost:8000"
+SHELL_CONNECTION = {
+    "openssl": "openssl s_client -quiet -connect 97ab33c0d1e2.web.localhost:8443 -servername 97ab33c0d1e2.web.localhost",
+    "pwntools": "remote('97ab33c0d1e2.web.localhost', 8443, ssl=True, sni='97ab33c0d1e2.web.localhost')",
+    "ncat": "ncat --ssl 97ab33c0d1e2.web.localhost 8443",
+}
+ENDPOINTS = [
+    {"name": "main", "service": "main", "port": 80, "protocol": "http", "url": MAIN_URL, "connection": None},
+    {"name": "admin", "service": "main", "port": 8080, "protocol": "http", "url": ADMIN_URL, "connection": None},
+    {"name": "shell", "service": "pwn", "port": 1337, "protocol": "tcp", "url": "tls://97ab33c0d1e2.web.localhost:8443",
+     "connection": SHELL_CONNECTION},
+]
+
+
+def several_endpoints(**changes):
+    """An instance as ctfhost describes one of a challenge with an admin page and a TCP shell besides main."""
+    instance = {
+        "id": str(uuid.UUID(int=1)), "team_id": 5, "challenge_id": "c", "status": "running", "protocol": "http",
+        "endpoint": MAIN_URL, "connection": None, "endpoints": [dict(e) for e in ENDPOINTS], "flag": "flag{secret}",
+        "expires_at": "2030-01-01T00:10:00Z",
+    }
+    instance.update(changes)
+    return instance
+
+
+def test_public_instance_keeps_every_endpoint():
+    now = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
+    instance = several_endpoints()
+    instance["endpoints"][1]["backend"] = "172.18.0.5:8080"  # whatever ctfhost adds later stays out
+    shown = public_instance(instance, now)
+    assert shown["endpoints"] == ENDPOINTS and shown["endpoint"] == MAIN_URL
+    assert admin_instance(instance, now)["endpoints"] == ENDPOINTS
+    # a ctfhost without `endpoints` describes main only: it becomes the one entry
+    older = {key: value for key, value in instance.items() if key != "endpoints"}
+    assert public_instance(older, now)["endpoints"] == [
+        {"name": "main", "service": "main", "port": None, "protocol": "http", "url": MAIN_URL, "connection": None}
+    ]
+    tcp = dict(older, protocol="tcp", endpoint="tls://a.c.localhost:8443", connection={"ncat": "ncat --ssl a.c.localhost 8443"})
+    assert public_instance(tcp, now)["endpoints"][0]["connection"] == tcp["connection"]
 
 
 @pytest.mark.parametrize(
@@ -288,6 +332,28 @@ def test_client_errors_carry_status_message_fields_and_retry_after(ctfhost, live
     with pytest.raises(CtfhostError) as cooldown:
         ctfhost.launch(1, "web-ctfd-1")
     assert cooldown.value.status == 429 and 1 <= cooldown.value.retry_after <= 30
+
+
+class RecordingSession:
+    """A requests session that answers 200 with an access link and keeps the JSON bodies it was sent."""
+
+    def __init__(self):
+        self.bodies = []
+
+    def request(self, method, url, json=None, **kwargs):
+        self.bodies.append(json)
+        response = requests.Response()
+        response.status_code, response._content = 200, b'{"url": "http://x/.ctfhost/access?ticket=t", "expires_in": 60}'
+        return response
+
+
+def test_the_client_names_the_endpoint_only_when_it_is_not_main():
+    session = RecordingSession()
+    client = CtfhostClient("http://ctfhost.invalid", API_KEY, session=session)
+    for endpoint in (None, "main", "admin"):
+        assert client.access_link("i", "/p", endpoint=endpoint)["expires_in"] == 60
+    # a ctfhost that predates several endpoints refuses a field it does not know: main is asked for without it
+    assert session.bodies == [{"next": "/p"}, {"next": "/p"}, {"next": "/p", "endpoint": "admin"}]
 
 
 def test_client_instance_calls(app, ctfhost, challenge, worker_id):
@@ -638,6 +704,82 @@ def decide(client, instance_id, next_url="/", logged_in=True, team_id=1):
 )
 def test_next_becomes_a_path_on_the_instance(next_url, path):
     assert signin.instance_path(next_url, "http://abc.web.localhost:8000") == path
+
+
+@pytest.mark.parametrize(
+    "next_url, endpoint, path",
+    [
+        ("/", "main", "/"),
+        ("/a?b=1", "main", "/a?b=1"),
+        (f"{MAIN_URL}/x?y=1", "main", "/x?y=1"),
+        (f"{ADMIN_URL}/users?page=2", "admin", "/users?page=2"),
+        (ADMIN_URL.upper().replace("HTTP://", "https://") + "/x", "admin", "/x"),
+        (ADMIN_URL, "admin", "/"),
+        # not one of the instance's HTTP endpoints: main's "/", never that host
+        ("http://97ab33c0d1e2.web.localhost:8443/", "main", "/"),
+        ("http://evil.example/x", "main", "/"),
+        ("http://95d1a0c4e2f7.web.localhost.evil.example/x", "main", "/"),
+        ("//evil.example/x", "main", "/"),
+        ("javascript:alert(1)", "main", "/"),
+        ("http://[95d1a0c4e2f7/x", "main", "/"),
+        (None, "main", "/"),
+    ],
+)
+def test_signin_finds_the_endpoint_next_is_on(next_url, endpoint, path):
+    assert signin.signin_target(next_url, several_endpoints()) == (endpoint, path)
+
+
+class OneInstance:
+    """A stand-in for the client: it knows one instance and records the access links asked for."""
+
+    def __init__(self, instance):
+        self.instance, self.links = instance, []
+
+    def get_instance(self, instance_id):
+        if instance_id != self.instance["id"]:
+            raise CtfhostError(404, f"instance {instance_id} not found")
+        return self.instance
+
+    def access_link(self, instance_id, next_path="/", endpoint=None):
+        self.links.append((next_path, endpoint))
+        url = {e["name"]: e["url"] for e in self.instance["endpoints"]}[endpoint or "main"]
+        return {"url": f"{url}/.ctfhost/access?ticket=t", "expires_in": 60}
+
+
+def test_signin_asks_for_the_link_of_the_endpoint_next_is_on():
+    client = OneInstance(several_endpoints())
+    instance_id = client.instance["id"]
+    admin = decide(client, instance_id, f"{ADMIN_URL}/users?page=2", team_id=5)
+    assert admin.is_redirect and admin.location == f"{ADMIN_URL}/.ctfhost/access?ticket=t"
+    foreign = decide(client, instance_id, "http://evil.example/users", team_id=5)
+    assert foreign.is_redirect and foreign.location == f"{MAIN_URL}/.ctfhost/access?ticket=t"
+    assert client.links == [("/users?page=2", "admin"), ("/", "main")]
+    assert decide(client, instance_id, f"{ADMIN_URL}/", team_id=6).status == 403  # still only for the owning team
+
+
+def test_player_access_to_a_named_endpoint():
+    client = OneInstance(several_endpoints())
+    player, instance_id = Player(client, 5), client.instance["id"]
+    admin = player.access(instance_id, "/users", endpoint="admin")
+    assert admin.status == 200 and admin.body["data"]["url"].startswith(ADMIN_URL + "/.ctfhost/access?")
+    assert player.access(instance_id).body["data"]["url"].startswith(MAIN_URL + "/")
+    assert client.links == [("/users", "admin"), ("/", "main")]
+    for name, status, words in [
+        ("nope", 422, "no address named 'nope'"),
+        ("shell", 422, "not a web page"),
+        ("Admin", 400, "endpoint must name"),
+        ("a" * 41, 400, "up to 40"),
+        ("-admin", 400, "endpoint must name"),
+        ("admin.example", 400, "endpoint must name"),
+        (["admin"], 400, "endpoint must name"),
+        ("", 400, "endpoint must name"),
+    ]:
+        reply = player.access(instance_id, "/", endpoint=name)
+        assert reply.status == status and words in reply.body["message"], (name, reply)
+        assert reply.body["code"] == ("invalid" if status == 400 else "endpoint")
+    assert player.access(instance_id, "/", endpoint="a" * 40).body["code"] == "endpoint"  # a valid name, just not there
+    assert len(client.links) == 2  # nothing refused reached ctfhost
+    assert Player(client, 6).access(instance_id, "/", endpoint="admin").body["code"] == "gone"
 
 
 def test_signin_redirects_the_owning_team_into_its_instance(app, ctfhost, challenge, worker_id, live_server):

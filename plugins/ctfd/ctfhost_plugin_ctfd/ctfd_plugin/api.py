@@ -22,7 +22,7 @@ from .client import CtfhostError
 from .context import ctfhost_client, current_account, current_settings
 from .messages import Problem
 from .models import CtfhostChallenge
-from .player import Player, Reply, admin_instance, ok, refused
+from .player import MAIN, Player, Reply, admin_instance, ok, refused
 
 ctfhost_namespace = Namespace("ctfhost", description="ctfhost instances of the current player's team")
 
@@ -148,14 +148,16 @@ class TeamInstanceAction(Resource):
 
     @as_player
     def post(self, player, instance_id, action):
-        """renew, restart, or access (a fresh single-use link into the instance)"""
+        """renew, restart, or access (a fresh single-use link into one HTTP endpoint of the instance)"""
         if action == "renew":
             return player.renew(instance_id)
         if action == "restart":
             return player.restart(instance_id) if ctf_open() else refused(CTF_CLOSED)
         if action == "access":
-            body = request.get_json(silent=True) or {}
-            return player.access(instance_id, body.get("next") or "/")
+            # {"next": path, "endpoint": name}: the link opens that HTTP endpoint's host (default main)
+            body = request.get_json(silent=True)
+            body = body if isinstance(body, dict) else {}
+            return player.access(instance_id, body.get("next") or "/", body.get("endpoint", MAIN))
         return refused(Problem(404, "not_found", f"Unknown action {action!r}."))
 
 

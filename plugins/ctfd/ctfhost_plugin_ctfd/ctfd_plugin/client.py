@@ -214,9 +214,16 @@ class CtfhostClient:
     def destroy(self, instance_id):
         self.call("DELETE", f"/instances/{self._quote(instance_id)}", expect=(204,))
 
-    def access_link(self, instance_id, next_path="/"):
-        """{"url", "expires_in"}: a single-use link that lets a browser into the instance."""
-        return self.call("POST", f"/instances/{self._quote(instance_id)}/access", {"next": next_path})[1]
+    def access_link(self, instance_id, next_path="/", endpoint=None):
+        """{"url", "expires_in"}: a single-use link that lets a browser into one HTTP endpoint of the instance.
+
+        `endpoint` names it (default: main). ``main`` is not sent, so the call
+        works against a ctfhost that predates several endpoints.
+        """
+        body = {"next": next_path}
+        if endpoint and endpoint != "main":
+            body["endpoint"] = endpoint
+        return self.call("POST", f"/instances/{self._quote(instance_id)}/access", body)[1]
 
     # -- flags -------------------------------------------------------------
 

@@ -29,6 +29,11 @@ INCORRECT = "Incorrect"
 ENDED_TOO_LONG_AGO = "Incorrect: that flag belongs to an instance of yours that ended too long ago. Launch a new one."
 PREVIEW_SHARED = "Incorrect for this account: it is the flag of another account's instance."
 FAILED_INSTANCE = "it could not be started"
+INVALID_ENDPOINT = (
+    "endpoint must name one of the instance's addresses: up to 40 lowercase letters, digits and inner hyphens, "
+    "starting with a letter."
+)
+NOT_A_WEB_ENDPOINT = "This address of the instance cannot be opened in the browser."
 
 
 def flag_refused(reasons):
@@ -41,6 +46,14 @@ def renew_too_early(seconds):
     minutes, rest = divmod(max(0, int(seconds)), 60)
     wait = f"{minutes} min {rest} s" if minutes else f"{rest} s"
     return f"Renewing now would add almost nothing. Renew becomes possible in {wait}."
+
+
+def no_endpoint(name):
+    return f"This instance has no address named {name!r}."
+
+
+def tcp_endpoint(name):
+    return f"The address {name!r} is not a web page: connect to it with the commands shown for it."
 
 
 def cooldown(seconds):
@@ -84,6 +97,9 @@ def explain(error, action):
         if action == "renew" and "would not extend" in text:
             return Problem(409, "renew_not_needed", RENEW_NOT_NEEDED)
         return Problem(409, "ended", ENDED)
+    if status == 422 and action == "access" and (error.messages_for("endpoint") or "endpoint" in text):
+        # an endpoint ctfhost does not have, or one that is not HTTP
+        return Problem(422, "endpoint", NOT_A_WEB_ENDPOINT)
     if status == 429:
         # ctfhost sends Retry-After with the cooldown only; the per-team cap lasts until an instance stops
         if error.retry_after is not None or "cooldown" in text:

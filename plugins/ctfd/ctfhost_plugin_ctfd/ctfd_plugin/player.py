@@ -7,6 +7,7 @@ flag, worker or backend ever reaches the browser.
 """
 
 import datetime
+import re
 from dataclasses import dataclass, field
 
 from . import messages
@@ -18,6 +19,10 @@ PUBLIC_FIELDS = (
     "id", "challenge_id", "status", "protocol", "endpoint", "connection",
     "expires_at", "created_at", "started_at", "renewals", "renewals_left",
 )
+ENDPOINT_FIELDS = ("name", "service", "port", "protocol", "url", "connection")
+MAIN = "main"
+# what the browser may send as an endpoint's name: a DNS label, as ctfhost names endpoints, kept short
+ENDPOINT_NAME = re.compile(r"[a-z]([a-z0-9-]{0,38}[a-z0-9])?")
 DEFAULT_RENEW_MIN_SECONDS = 300
 
 
@@ -75,6 +80,36 @@ def renewable_in(instance, min_seconds, now=None):
     return max(0, left - (ttl - least))
 
 
+def instance_endpoints(instance):
+    """Every endpoint of the instance, `main` first, each with only the fields a player may see.
+
+    A ctfhost that predates ``endpoints`` describes only the main one, with
+    ``endpoint``, ``protocol`` and ``connection``: it becomes the one entry.
+    """
+    listed = instance.get("endpoints")
+    if not isinstance(listed, list) or not listed:
+        listed = [{
+            "name": MAIN, "service": MAIN, "port": None, "protocol": instance.get("protocol"),
+            "url": instance.get("endpoint"), "connection": instance.get("connection"),
+        }]
+    return [{key: endpoint.get(key) for key in ENDPOINT_FIELDS} for endpoint in listed if isinstance(endpoint, dict)]
+
+
+def web_endpoint_problem(instance, name):
+    """None when the instance has an HTTP endpoint called `name`, else the Problem to answer (none, or TCP)."""
+    for endpoint in instance_endpoints(instance):
+        if endpoint["name"] == name:
+            return Problem(422, "endpoint", messages.tcp_endpoint(name)) if endpoint["protocol"] == "tcp" else None
+    return Problem(422, "endpoint", messages.no_endpoint(name))
+
+
+def endpoint_name_problem(name):
+    """None when `name` may name an endpoint (a DNS label of at most 40 characters), else the Problem to answer."""
+    if isinstance(name, str) and ENDPOINT_NAME.fullmatch(name):
+        return None
+    return Problem(400, "invalid", messages.INVALID_ENDPOINT)
+
+
 def public_instance(instance, now=None, renew_min_seconds=DEFAULT_RENEW_MIN_SECONDS):
     """The fields a player may see, plus seconds_left (the countdown does not trust the browser's clock).
 
@@ -84,6 +119,7 @@ def public_instance(instance, now=None, renew_min_seconds=DEFAULT_RENEW_MIN_SECO
     if instance is None:
         return None
     shown = {key: instance.get(key) for key in PUBLIC_FIELDS}
+    shown["endpoints"] = instance_endpoints(instance)
     shown["active"] = instance.get("status") in ACTIVE
     shown["seconds_left"] = seconds_left(instance, now)
     shown["renewable_in"] = renewable_in(instance, renew_min_seconds, now)
@@ -151,15 +187,28 @@ class Player:
                     return ok(self._show(existing))
             return refused(explain(exc, "launch"))
 
-    def access(self, instance_id, next_path="/"):
-        """A fresh single-use link into the instance ({"url", "expires_in"})."""
+    def access(self, instance_id, next_path="/", endpoint=MAIN):
+        """A fresh single-use link into one HTTP endpoint of the instance ({"url", "expires_in"}).
+
+        Each endpoint has a host of its own, and a link lets the browser into
+        that host only. `endpoint` comes from the browser: a name that cannot
+        be one is refused before asking ctfhost.
+        """
+        endpoint = MAIN if endpoint is None else endpoint
+        problem = endpoint_name_problem(endpoint)
+        if problem:
+            return refused(problem)
         instance, problem = self._owned(instance_id, "access")
         if problem:
             return refused(problem)
         if instance.get("status") not in ACTIVE:
             return refused(explain(CtfhostError(409, "not active"), "access"))
+        # main is asked for as before there were other endpoints: ctfhost decides, as it always has
+        problem = web_endpoint_problem(instance, endpoint) if endpoint != MAIN else None
+        if problem:
+            return refused(problem)
         try:
-            return ok(self.client.access_link(instance["id"], next_path))
+            return ok(self.client.access_link(instance["id"], next_path, endpoint))
         except CtfhostError as exc:
             return refused(explain(exc, "access"))
 

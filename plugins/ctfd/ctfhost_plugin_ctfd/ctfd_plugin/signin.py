@@ -2,8 +2,9 @@
 
 ctfhost's forward-auth sends a browser without access to
 ``CTFHOST_AUTH_SIGNIN_URL``, here ``<CTFd>/plugins/ctfhost/access?instance=
-{instance_id}&next={next}``. CTFd checks its own session, and only for the
-team owning the instance asks ctfhost for a single-use access link and
+{instance_id}&next={next}``, from any HTTP endpoint of the instance. CTFd
+checks its own session, and only for the team owning the instance asks
+ctfhost for a single-use access link to the endpoint `next` is on and
 redirects there. CTFd's session cookie stays on CTFd's host: the instance
 only ever sees ctfhost's instance-bound cookie.
 """
@@ -15,7 +16,7 @@ from typing import Optional
 
 from . import messages
 from .client import CtfhostError
-from .player import ACTIVE, same_team
+from .player import ACTIVE, MAIN, instance_endpoints, same_team
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,20 @@ def page(status, title, message):
     return Decision(status, title=title, message=message)
 
 
+def _split(url):
+    """urlsplit, or None for what it cannot parse (an unclosed "[" in the host)."""
+    try:
+        return urllib.parse.urlsplit(url)
+    except ValueError:
+        return None
+
+
+def _hostname(url):
+    """The lowercase host name of a URL; "" when it has none."""
+    parts = _split(url) if isinstance(url, str) else None
+    return (parts.hostname or "") if parts else ""
+
+
 def instance_path(next_url, endpoint):
     """The path (and query) of `next_url` to land on inside the instance; "/" when it is not on the instance's host.
 
@@ -48,15 +63,38 @@ def instance_path(next_url, endpoint):
     """
     if not next_url or not isinstance(next_url, str) or any(ord(c) < 32 for c in next_url) or "\\" in next_url:
         return "/"
-    target = urllib.parse.urlsplit(next_url)
+    target = _split(next_url)
+    if target is None:
+        return "/"
     if target.scheme or target.netloc:
-        own = urllib.parse.urlsplit(endpoint or "")
-        if target.scheme not in ("http", "https") or (target.hostname or "") != (own.hostname or "").lower():
+        if target.scheme not in ("http", "https") or not target.hostname or target.hostname != _hostname(endpoint):
             return "/"
     path = target.path or "/"
     if not path.startswith("/") or path.startswith("//"):
         return "/"
     return path + (f"?{target.query}" if target.query else "")
+
+
+def signin_target(next_url, instance):
+    """(endpoint name, path): which HTTP endpoint of the instance `next_url` is on, and the path to land on there.
+
+    Each HTTP endpoint has a host of its own, and an access link opens one
+    host only, so the link asked for is the one of the endpoint whose host
+    `next_url` names. A bare path (the Open button of main sends "/") is on
+    main. A URL on any other host, or on a TCP endpoint's, leads to main's
+    "/": the browser is never sent to a host that is not the instance's.
+    """
+    if not isinstance(next_url, str):
+        return MAIN, "/"
+    target = _split(next_url)
+    if target is None:
+        return MAIN, "/"
+    if not (target.scheme or target.netloc):
+        return MAIN, instance_path(next_url, None)
+    for endpoint in instance_endpoints(instance):
+        if endpoint["protocol"] != "tcp" and target.hostname and _hostname(endpoint["url"]) == target.hostname:
+            return endpoint["name"], instance_path(next_url, endpoint["url"])
+    return MAIN, "/"
 
 
 def login_location(login_url, return_to):
@@ -96,7 +134,8 @@ def decide(client, instance_id, next_url, logged_in, team_id, login_url, return_
     if instance.get("status") not in ACTIVE:
         return page(410, "Instance ended", messages.ENDED)
     try:
-        link = client.access_link(instance_id, instance_path(next_url, instance.get("endpoint")))
+        endpoint, path = signin_target(next_url, instance)
+        link = client.access_link(instance_id, path, endpoint)
     except CtfhostError as exc:
         problem = messages.explain(exc, "access")
         return page(410 if problem.code == "ended" else problem.status, "Cannot open the instance", problem.message)

@@ -1,4 +1,5 @@
-// The instance panel of a ctfhost challenge: status, countdown and Launch / Open / Renew / Restart / Stop.
+// The instance panel of a ctfhost challenge: status, countdown and Launch / Open / Renew / Restart / Stop,
+// and each endpoint besides main (its Open, or its TCP commands).
 // Used in the challenge window (view.js mounts it) and on the "My instances" page. Plain DOM, no
 // framework, so it works with any CTFd theme; requests carry CTFd's CSRF nonce like CTFd's own.
 (function () {
@@ -61,6 +62,18 @@
     if (className) el.className = className;
     if (text !== undefined && text !== null) el.textContent = text;
     return el;
+  }
+
+  function commands(connection, className) {
+    // a TCP endpoint: TLS with SNI on the shared port, reached with these commands (a click selects one whole)
+    const box = node("div", className);
+    Object.keys(connection).sort().forEach((name) => {
+      const line = node("div", "text-break");
+      line.appendChild(node("span", "text-muted", name + ": "));
+      line.appendChild(node("code", "user-select-all", connection[name]));
+      box.appendChild(line);
+    });
+    return box;
   }
 
   class Panel {
@@ -246,9 +259,45 @@
       this.render();
     }
 
-    openHref() {
-      const query = "instance=" + encodeURIComponent(this.instance.id) + "&next=" + encodeURIComponent("/");
+    openHref(next) {
+      // CTFd's sign-in route asks ctfhost for an access link to the endpoint whose host `next` is on (a path: main)
+      const query = "instance=" + encodeURIComponent(this.instance.id) + "&next=" + encodeURIComponent(next || "/");
       return urlRoot() + "/plugins/ctfhost/access?" + query;
+    }
+
+    openLink(className, next) {
+      const running = this.instance.status === "running";
+      const open = node("a", "btn btn-sm " + className + (running && !this.busy ? "" : " disabled"), "Open");
+      open.href = running ? this.openHref(next) : "#";
+      open.target = "_blank";
+      open.rel = "noopener";
+      if (!running) open.setAttribute("aria-disabled", "true");
+      return open;
+    }
+
+    otherEndpoints() {
+      // every endpoint but main, which the panel shows as it always has (address, commands, Open)
+      const endpoints = (this.instance && this.instance.endpoints) || [];
+      return endpoints.filter((endpoint) => endpoint && endpoint.name !== "main");
+    }
+
+    endpointList() {
+      const list = node("div", "small mb-2 ctfhost-endpoints");
+      list.appendChild(node("div", "text-muted", "Other addresses:"));
+      this.otherEndpoints().forEach((endpoint) => {
+        const row = node("div", "border-start ps-2 mt-1 ctfhost-other-endpoint");
+        row.dataset.endpoint = endpoint.name;
+        const line = node("div", "d-flex flex-wrap align-items-center gap-2 text-break");
+        const tcp = endpoint.protocol === "tcp";
+        line.appendChild(node("span", "fw-bold ctfhost-endpoint-name", endpoint.name));
+        if (!tcp || !endpoint.connection) line.appendChild(node("code", "ctfhost-endpoint-url", endpoint.url));
+        // a host of its own: opening it takes an access link of its own, which sign-in finds by the URL
+        if (!tcp && endpoint.url) line.appendChild(this.openLink("btn-outline-success py-0 ctfhost-open-endpoint", endpoint.url + "/"));
+        row.appendChild(line);
+        if (tcp && endpoint.connection) row.appendChild(commands(endpoint.connection, "ctfhost-connection"));
+        list.appendChild(row);
+      });
+      return list;
     }
 
     button(label, style, handler, disabled) {
@@ -332,14 +381,11 @@
 
       if (instance && instance.connection) {
         // a TCP instance: TLS with SNI on the shared port, reached with these commands
-        const commands = node("div", "small mb-2 ctfhost-connection");
-        Object.keys(instance.connection).sort().forEach((name) => {
-          const line = node("div", "text-break");
-          line.appendChild(node("span", "text-muted", name + ": "));
-          line.appendChild(node("code", "user-select-all", instance.connection[name]));
-          commands.appendChild(line);
-        });
-        body.appendChild(commands);
+        body.appendChild(commands(instance.connection, "small mb-2 ctfhost-connection"));
+      }
+
+      if (instance && this.otherEndpoints().length) {
+        body.appendChild(this.endpointList());
       }
 
       if (instance && instance.status === "pending") {
@@ -361,14 +407,7 @@
         }
       } else {
         const running = instance.status === "running";
-        if (instance.protocol !== "tcp") {
-          const open = node("a", "btn btn-sm btn-success ctfhost-open" + (running && !this.busy ? "" : " disabled"), "Open");
-          open.href = running ? this.openHref() : "#";
-          open.target = "_blank";
-          open.rel = "noopener";
-          if (!running) open.setAttribute("aria-disabled", "true");
-          buttons.appendChild(open);
-        }
+        if (instance.protocol !== "tcp") buttons.appendChild(this.openLink("btn-success ctfhost-open", "/"));
         buttons.appendChild(this.button("Renew", "btn-outline-secondary ctfhost-renew", () => this.renew(), !running)); // updateClocks decides
         buttons.appendChild(this.button("Restart", "btn-outline-warning ctfhost-restart", () => this.restart()));
         buttons.appendChild(this.button("Stop", "btn-outline-danger ctfhost-stop", () => this.stop()));
