@@ -66,7 +66,7 @@ from ctfhost.services.placement import choose_worker  # noqa: E402
 from ctfhost.worker.agent import Agent  # noqa: E402
 from ctfhost.plugins import get_plugins  # noqa: E402
 from ctfhost.redis_client import redis_connection  # noqa: E402
-from ctfhost.services.routing import routed_instances  # noqa: E402
+from ctfhost.services.routing import routed_endpoints, routed_instances  # noqa: E402
 from ctfhost.testing import (  # noqa: E402
     app_server, fetch_via_proxy, free_port, http, machine_description, open_access_link, upgrade_database, wait_until,
 )
@@ -154,7 +154,7 @@ class Fleet:
 
     def full_render(self):
         with self.context(), database.connection_context():
-            return dynamic.dumps(dynamic.render(routed_instances(), options(), default_certificate()))
+            return dynamic.dumps(dynamic.render(routed_instances(), options(), default_certificate(), routed_endpoints()))
 
     def close(self):
         try:

@@ -15,11 +15,18 @@ class Backend:
     address from the worker before marking the instance running: the runtime
     has already waited for readiness itself (a Kubernetes readiness probe),
     or the worker cannot reach the address (an in-cluster Service name).
+
+    ``endpoints`` maps the name of each endpoint the challenge exposes
+    beside its main port (``challenge.endpoint_specs``) to its own Backend:
+    a runtime that declares ``supports_endpoints`` returns one for every
+    name. The core records them, probes them like the main one, and the
+    proxy routes each at a hostname of its own.
     """
 
     address: str
     scheme: str = "http"
     probe: bool = True
+    endpoints: dict = field(default_factory=dict, hash=False)
 
     @property
     def url(self):
@@ -79,6 +86,9 @@ class RuntimeOptions(Schema):
     # True when the runtime runs a challenge's `services` (each in the instance's private network, reachable by
     # name, FLAG in each, every one removed with the instance); the core refuses `services` for other runtimes
     supports_services = False
+    # True when the runtime publishes the endpoints a challenge exposes beside its main port (`expose`, and a
+    # service's `expose` where it runs services): its launch returns a Backend for each in Backend.endpoints
+    supports_endpoints = False
 
     class Meta:
         unknown = RAISE

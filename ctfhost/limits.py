@@ -31,6 +31,8 @@ MEMORY_SIZES = (512, 1024, 2048)
 # the settings say (settings.max_services_per_challenge / max_endpoints_per_challenge, 8 by default)
 MAX_SERVICES = 32
 MAX_ENDPOINTS = 32
+# an endpoint's name also names its router in Traefik and its Service on Kubernetes (`endpoint-<name>`)
+MAX_ENDPOINT_NAME_LENGTH = 40
 # a service's command or entrypoint: arguments, and characters of each
 MAX_ARGUMENTS = 128
 MAX_ARGUMENT_LENGTH = 4096

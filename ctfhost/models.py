@@ -70,6 +70,15 @@ class Challenge(BaseModel):
     def is_multi_service(self):
         return bool(self.service_specs)
 
+    @property
+    def endpoint_specs(self):
+        """Every endpoint players reach beside the main port, in a stable order: main's `expose`, then each
+        service's, as [{"name", "service", "port", "protocol"}]."""
+        found = [("main", endpoint) for endpoint in self.exposed]
+        found += [(name, endpoint) for name, spec in self.service_specs.items() for endpoint in spec.get("expose", [])]
+        return [{"name": endpoint["name"], "service": service, "port": endpoint["port"],
+                 "protocol": endpoint.get("protocol", "http")} for service, endpoint in found]
+
 
 class Worker(BaseModel):
     id = peewee.CharField(primary_key=True, max_length=128)
@@ -119,14 +128,46 @@ class Instance(BaseModel):
     @property
     def connection(self):
         """Ready-to-paste commands for a TCP instance (None for HTTP)."""
-        if self.protocol != "tcp":
-            return None
-        host, port = self.hostname, self.endpoint.rsplit(":", 1)[1]
-        return {
-            "openssl": f"openssl s_client -quiet -connect {host}:{port} -servername {host}",
-            "pwntools": f"remote('{host}', {port}, ssl=True, sni='{host}')",
-            "ncat": f"ncat --ssl {host} {port}",
-        }
+        return connection_commands(self.protocol, self.hostname, self.endpoint)
+
+
+def connection_commands(protocol, hostname, url):
+    """Ready-to-paste commands for a TCP endpoint at `url` (tls://host:port); None for HTTP."""
+    if protocol != "tcp":
+        return None
+    port = url.rsplit(":", 1)[1]
+    return {
+        "openssl": f"openssl s_client -quiet -connect {hostname}:{port} -servername {hostname}",
+        "pwntools": f"remote('{hostname}', {port}, ssl=True, sni='{hostname}')",
+        "ncat": f"ncat --ssl {hostname} {port}",
+    }
+
+
+class InstanceEndpoint(BaseModel):
+    """An endpoint of an instance beside `main` (the challenge's `expose`, or a service's): its own hostname,
+    URL and backend. Made with the instance (rotated with it on restart), kept with its history (migration 006)."""
+
+    id = peewee.AutoField()
+    instance_id = peewee.CharField(max_length=36)
+    # the order the challenge gives (Challenge.endpoint_specs): the instance's `endpoints` list, after main
+    position = peewee.IntegerField()
+    name = peewee.CharField(max_length=63)
+    service = peewee.CharField(max_length=63)
+    port = peewee.IntegerField()
+    protocol = peewee.CharField(max_length=8, default="http")
+    hostname = peewee.CharField(max_length=255, unique=True)
+    endpoint = peewee.CharField(max_length=300)
+    backend = peewee.CharField(max_length=300, null=True)
+
+    @property
+    def connection(self):
+        return connection_commands(self.protocol, self.hostname, self.endpoint)
+
+
+InstanceEndpoint.add_index(
+    InstanceEndpoint.index(InstanceEndpoint.instance_id, InstanceEndpoint.name, unique=True,
+                           name="instance_endpoint_instance_id_name")
+)
 
 
 # At most one active instance per team and challenge, held by the database:
@@ -199,5 +240,5 @@ class FlagSharingEvent(BaseModel):
 
 # ctfhost/migrations builds these tables: a change here needs a new migration
 # (tests/test_migrations.py fails while the two differ)
-MODELS = [Challenge, Worker, Instance, Setting, Token, AuditEvent, FlagSharingEvent]
+MODELS = [Challenge, Worker, Instance, InstanceEndpoint, Setting, Token, AuditEvent, FlagSharingEvent]
 

@@ -23,7 +23,7 @@ from ctfhost.hooktypes import (
 )
 from ctfhost.redis_client import redis_connection
 from ctfhost.services.access import encoded_team, keys_file_text
-from ctfhost.services.routing import routed_instances
+from ctfhost.services.routing import routed_endpoints, routed_instances
 from ctfhost.services.settings import stored_value
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "keys_file_text",
     "plugin_setting",
     "redis_connection",
+    "routed_endpoints",
     "routed_instances",
     "stored_value",
 ]

@@ -31,7 +31,7 @@ from ctfhost import hookimpl, schema
 from ctfhost.app import create_app
 from ctfhost.db import database, open_database
 from ctfhost.hooktypes import Backend, LaunchError, RuntimeOptions, RuntimeState
-from ctfhost.models import ACTIVE, MODELS, Challenge, FlagSharingEvent, Instance, Setting, Worker, utcnow
+from ctfhost.models import ACTIVE, MODELS, Challenge, FlagSharingEvent, Instance, InstanceEndpoint, Setting, Worker, utcnow
 from ctfhost.plugins import get_plugins
 from ctfhost.redis_client import redis_connection
 from ctfhost.services import access as _access
@@ -89,6 +89,9 @@ class _Handler(BaseHTTPRequestHandler):
 class FakeOptions(RuntimeOptions):
     """extra_config of a fake challenge."""
 
+    # each endpoint of `expose` gets a server of its own (services are not run: the fake has no network)
+    supports_endpoints = True
+
     fail = fields.String(metadata={"description": "make every launch fail with this reason", "must_be": "a string"})
     die = fields.Boolean(metadata={"description": "true for a server that stops right after starting", "must_be": "true or false"})
     echo_headers = fields.Boolean(
@@ -110,6 +113,7 @@ class FakeRuntime:
 
     def __init__(self):
         self.servers = {}
+        self.endpoint_servers = {}  # instance id -> {endpoint name: server}
         self.launched, self.destroyed = [], []
 
     @hookimpl
@@ -125,20 +129,32 @@ class FakeRuntime:
         self.launched.append(instance.id)
         if challenge.options.get("fail"):
             raise LaunchError(challenge.options["fail"])
-        server = self.server_class(("127.0.0.1", 0), _Handler)
-        server.content = f"fake instance {instance.id} of {challenge.id}\n"
-        server.echo_headers = bool(challenge.options.get("echo_headers"))
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        echo = bool(challenge.options.get("echo_headers"))
+        server = self._serve(f"fake instance {instance.id} of {challenge.id}\n", echo)
         self.servers[instance.id] = server
+        endpoints = {}
+        for spec in challenge.endpoint_specs:
+            # HTTP servers for TCP endpoints too: they hold a connection open, as the readiness probe wants
+            other = self._serve(f"fake instance {instance.id} of {challenge.id}, endpoint {spec['name']}\n", echo)
+            self.endpoint_servers.setdefault(instance.id, {})[spec["name"]] = other
+            endpoints[spec["name"]] = Backend(f"127.0.0.1:{other.server_address[1]}", scheme=spec["protocol"])
         if challenge.options.get("die"):
             self._stop(instance.id)
-        return Backend(f"127.0.0.1:{server.server_address[1]}")
+        return Backend(f"127.0.0.1:{server.server_address[1]}", endpoints=endpoints)
+
+    def _serve(self, content, echo_headers):
+        server = self.server_class(("127.0.0.1", 0), _Handler)
+        server.content = content
+        server.echo_headers = echo_headers
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
 
     def _stop(self, instance_id):
-        server = self.servers.pop(instance_id, None)
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+        servers = [self.servers.pop(instance_id, None), *self.endpoint_servers.pop(instance_id, {}).values()]
+        for server in servers:
+            if server is not None:
+                server.shutdown()
+                server.server_close()
 
     @hookimpl
     def inspect(self, instance, worker):

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from ctfhost.models import Challenge
+from ctfhost.testing import FakeOptions
 
 from test_api_challenges import challenge_body as fake_challenge_body
 from test_api_challenges import field_errors
@@ -90,13 +91,34 @@ def test_a_final_newline_does_not_pass_the_name_checks(api, services, where):
     assert where[1] in errors["services"][where[0]], errors
 
 
-def test_endpoints_besides_main_are_refused_until_they_are_routed(api):
-    """Not silently unreachable: this version routes only the main port."""
+def test_endpoints_besides_main_are_stored_in_order(api):
     body = challenge_body(services={"bot": {"image": "ctf/bot:2", "expose": [{"name": "admin", "port": 9000}]}},
                           expose=[{"name": "api", "port": 8081, "protocol": "tcp"}])
+    response = api.post("/api/v1/challenges", json=body)
+    assert response.status_code == 201, response.get_json()
+    got = api.get(f"/api/v1/challenges/{body['id']}").get_json()
+    assert got["expose"] == [{"name": "api", "port": 8081, "protocol": "tcp"}]
+    assert got["services"]["bot"]["expose"] == [{"name": "admin", "port": 9000, "protocol": "http"}]
+
+
+def test_a_runtime_that_does_not_declare_endpoints_refuses_them(api, monkeypatch):
+    """Not silently unreachable: a runtime must say it publishes them."""
+    monkeypatch.setattr(FakeOptions, "supports_endpoints", False)
+    body = challenge_body(runtime="fake", expose=[{"name": "api", "port": 8081, "protocol": "tcp"}])
     errors = field_errors(api.post("/api/v1/challenges", json=body))
-    assert "endpoint 'api': this version exposes only the main port" in str(errors["expose"])
-    assert "endpoint 'admin': this version exposes only the main port" in str(errors["services"]["bot"]["expose"])
+    assert errors["expose"] == ["the fake runtime exposes no endpoint beside the main port"]
+    monkeypatch.setattr(FakeOptions, "supports_endpoints", True)
+    response = api.post("/api/v1/challenges", json=body)
+    assert response.status_code == 201, response.get_json()
+
+
+def test_endpoint_names_are_dns_labels_of_at_most_40_characters(api):
+    errors = field_errors(api.post("/api/v1/challenges", json=challenge_body(
+        expose=[{"name": "a" * 41, "port": 8081}, {"name": "Admin", "port": 8082}])))
+    assert "Longer than maximum length 40." in str(errors["expose"]["0"]["name"])
+    assert "Must be" in str(errors["expose"]["1"]["name"])
+    response = api.post("/api/v1/challenges", json=challenge_body(expose=[{"name": "a" * 40, "port": 8081}]))
+    assert response.status_code == 201, response.get_json()
 
 
 def test_readiness_timeout_is_the_instances_not_a_services(api):

@@ -10,7 +10,7 @@ from ctfhost.builtin.forward_auth import HTML, page
 from ctfhost.plugins import get_plugins
 from ctfhost.services import access as service
 from ctfhost.services import instances
-from ctfhost.services.errors import Conflict
+from ctfhost.services.errors import Conflict, Invalid
 
 blp = Blueprint("access", __name__, url_prefix="/api/v1", description="Who may reach an instance through the proxy.")
 
@@ -21,10 +21,16 @@ class AccessRequestSchema(Schema):
         validate=validate.Length(max=2000),
         metadata={"description": "Path on the instance to land on (anything else becomes /)"},
     )
+    endpoint = fields.String(
+        load_default="main",
+        validate=validate.Length(min=1, max=63),
+        metadata={"description": "Which HTTP endpoint of the instance to open (its `endpoints`): each has a host of "
+                  "its own, and a link opens the one it is for", "example": "main"},
+    )
 
 
 class AccessLinkSchema(Schema):
-    url = fields.String(metadata={"description": "<endpoint>/.ctfhost/access?ticket=...&next=...: open it in the browser"})
+    url = fields.String(metadata={"description": "<endpoint url>/.ctfhost/access?ticket=...&next=...: open it in the browser"})
     expires_in = fields.Integer(metadata={"description": "Seconds the single-use link stays valid"})
 
 
@@ -35,11 +41,18 @@ class AccessLinkSchema(Schema):
 @blp.alt_response(404, schema=ErrorSchema, description="No such instance (or another team's).")
 @blp.alt_response(409, schema=ErrorSchema, description="The instance is not active.")
 def access_link(data, instance_id):
-    """A single-use, 60-second link that lets a browser into the instance"""
+    """A single-use, 60-second link that lets a browser into one HTTP endpoint of the instance (main by default)"""
+    data = data or {}
     instance = own(instances.get_instance(instance_id))
     if not service.instance_is_active(instance):
         raise Conflict(f"instance {instance.id} is {instance.status}; only an active instance can be opened")
-    url, expires_in = service.issue_ticket(instance, (data or {}).get("next", "/"))
+    endpoint = None
+    if data.get("endpoint", "main") != "main":
+        try:
+            endpoint = service.http_endpoint(instance, data["endpoint"])
+        except LookupError as exc:
+            raise Invalid({"json": {"endpoint": [str(exc)]}}) from None
+    url, expires_in = service.issue_ticket(instance, data.get("next", "/"), endpoint)
     return {"url": url, "expires_in": expires_in}
 
 

@@ -72,8 +72,10 @@ class EndpointSchema(Schema):
 
     name = fields.String(
         required=True,
-        validate=validate.Regexp(SERVICE_NAME, error=f"Must be {SERVICE_NAME_RULE}."),
-        metadata={"description": "Unique within the challenge; `main` is the main port's", "example": "admin"},
+        validate=[validate.Regexp(SERVICE_NAME, error=f"Must be {SERVICE_NAME_RULE}."),
+                  validate.Length(max=limits.MAX_ENDPOINT_NAME_LENGTH)],
+        metadata={"description": "Unique within the challenge; `main` is the main port's. At most "
+                  f"{limits.MAX_ENDPOINT_NAME_LENGTH} characters", "example": "admin"},
     )
     port = StrictInteger(required=True, validate=validate.Range(min=1, max=65535))
     protocol = fields.String(

@@ -21,7 +21,7 @@ from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from ctfhost.db import database, is_postgresql
-from ctfhost.models import ACTIVE, Instance, Setting, utcnow
+from ctfhost.models import ACTIVE, Instance, InstanceEndpoint, Setting, utcnow
 from ctfhost.redis_client import redis_connection
 
 ACCESS_PATH = "/.ctfhost/access"
@@ -77,11 +77,16 @@ def safe_next(value):
     return value
 
 
-def issue_ticket(instance, next_path="/"):
-    """(link, seconds valid): the endpoint's access path carrying a fresh ticket."""
+def issue_ticket(instance, next_path="/", endpoint=None):
+    """(link, seconds valid): the access path of the instance's main endpoint, or of `endpoint` (an
+    InstanceEndpoint of it), carrying a fresh ticket.
+
+    A ticket is bound to the instance and its team; redeemed on any HTTP
+    endpoint of the instance, it sets that host's cookie (cookies are per host).
+    """
     ticket = _serializer("ctfhost-ticket").dumps({"i": instance.id, "t": instance.team_id, "n": secrets.token_urlsafe(12)})
     query = urllib.parse.urlencode({"ticket": ticket, "next": safe_next(next_path)})
-    return f"{instance.endpoint}{ACCESS_PATH}?{query}", TICKET_SECONDS
+    return f"{endpoint.endpoint if endpoint else instance.endpoint}{ACCESS_PATH}?{query}", TICKET_SECONDS
 
 
 def redeem_ticket(ticket, instance):
@@ -259,13 +264,19 @@ def cookie_is_current(value):
 
 
 def instance_url(instance, proto):
-    """`proto`://<the instance's hostname>[:<public port of its endpoint>]: where the browser goes back to."""
+    """`proto`://<the host the request came to>[:<public port of its endpoint>]: where the browser goes back to.
+
+    The host is the instance's own, or that of the endpoint the request was
+    for (`served_hostname`, set by active_instance_for_host).
+    """
     port = urllib.parse.urlsplit(instance.endpoint).port
-    return f"{proto}://{instance.hostname}" + (f":{port}" if port else "")
+    hostname = getattr(instance, "served_hostname", None) or instance.hostname
+    return f"{proto}://{hostname}" + (f":{port}" if port else "")
 
 
 def active_instance_for_host(host):
-    """The active instance serving `host` (a Host header value, port allowed), or None."""
+    """The active instance serving `host` (a Host header value, port allowed) on its main or another HTTP endpoint,
+    or None. For another endpoint, the instance's `served_endpoint` and `served_hostname` name it."""
     hostname = (host or "").strip().lower().split(":", 1)[0]
     if not hostname:
         return None
@@ -273,21 +284,50 @@ def active_instance_for_host(host):
     # skips building SQL, and fromisoformat beats peewee's strptime guessing
     database = Instance._meta.database
     row = database.execute_sql(_BY_HOST_SQL.format(p=database.param), (hostname,)).fetchone()
+    served = None
     if row is None:
-        return None
+        # not a main endpoint (an ended instance's host mostly): one of another endpoint?
+        row = database.execute_sql(_BY_ENDPOINT_HOST_SQL.format(p=database.param), (hostname,)).fetchone()
+        if row is None:
+            return None
+        served, row = row[-1], row[:-1]
     values = dict(zip(_BY_HOST_COLUMNS, row))
     for name in ("created_at", "started_at", "expires_at", "ended_at"):
         if isinstance(values[name], str):
             values[name] = datetime.datetime.fromisoformat(values[name])
     values["team_id_numeric"] = bool(values["team_id_numeric"])
-    return Instance(**values)
+    instance = Instance(**values)
+    if served is not None:
+        instance.served_endpoint, instance.served_hostname = served, hostname
+    return instance
 
 
 _BY_HOST_COLUMNS = [field.column_name for field in Instance._meta.sorted_fields]
+_ACTIVE_SQL = "(" + ", ".join(f"'{s}'" for s in ACTIVE) + ")"
 _BY_HOST_SQL = (
-    "SELECT " + ", ".join(f'"{c}"' for c in _BY_HOST_COLUMNS) + ' FROM "instance" WHERE "hostname" = {p} AND "status" IN ('
-    + ", ".join(f"'{s}'" for s in ACTIVE) + ")"
+    "SELECT " + ", ".join(f'"{c}"' for c in _BY_HOST_COLUMNS) + ' FROM "instance" WHERE "hostname" = {p} AND "status" IN '
+    + _ACTIVE_SQL
 )
+_BY_ENDPOINT_HOST_SQL = (
+    "SELECT " + ", ".join(f'i."{c}"' for c in _BY_HOST_COLUMNS) + ', e."name" FROM "instance_endpoint" AS e '
+    'JOIN "instance" AS i ON i."id" = e."instance_id" WHERE e."hostname" = {p} AND e."protocol" = \'http\' '
+    'AND i."status" IN ' + _ACTIVE_SQL
+)
+
+
+def http_endpoint(instance, name):
+    """The instance's HTTP endpoint `name` beside main, as an InstanceEndpoint; LookupError saying why not."""
+    endpoints = list(InstanceEndpoint.select().where(InstanceEndpoint.instance_id == instance.id)
+                     .order_by(InstanceEndpoint.position))
+    found = next((endpoint for endpoint in endpoints if endpoint.name == name), None)
+    if found is not None and found.protocol == "http":
+        return found
+    opened = ", ".join(["main"] * (instance.protocol == "http") + [e.name for e in endpoints if e.protocol == "http"])
+    if found is None:
+        problem = f"instance {instance.id} has no endpoint named {name!r}"
+    else:
+        problem = f"endpoint {name!r} is a TCP endpoint: connect to it with its connection commands, no link needed"
+    raise LookupError(problem + (f" (its HTTP endpoints: {opened})" if opened else ""))
 
 
 def instance_is_active(instance):

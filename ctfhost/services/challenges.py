@@ -64,9 +64,6 @@ def validate(challenge):
     return errors
 
 
-NOT_ROUTED = "this version exposes only the main port to players (services are reachable inside the instance)"
-
-
 def _check_services(challenge, plugins, errors):
     """The services and endpoints as a whole: counts within the settings, unique endpoint names and ports, each
     service's image and runtime options. Adds {"services": {name: {field: [...]}}} and {"expose": [...]}."""
@@ -94,13 +91,20 @@ def _check_services(challenge, plugins, errors):
             problem = f"port {endpoint['port']} of {'the main service' if service == 'main' else where} is exposed twice"
         seen_names.setdefault(endpoint["name"], f"an endpoint of {'the main service' if service == 'main' else where}")
         seen_ports.add((service, endpoint["port"]))
-        # the endpoints' routes are not built yet: refused rather than silently unreachable
-        problem = problem or f"endpoint {endpoint['name']!r}: {NOT_ROUTED}"
+        if problem is None:
+            continue
         if field == "expose":
             errors.setdefault("expose", []).append(problem)
         else:
             service_errors.setdefault(service, {}).setdefault("expose", []).append(problem)
     known_runtime = challenge.runtime in plugins.runtimes()
+    if extra and known_runtime and not getattr(plugins.options_schema(challenge.runtime), "supports_endpoints", False):
+        errors.setdefault("expose", []).append(
+            f"the {challenge.runtime} runtime exposes no endpoint beside the main port")
+    if (specs and known_runtime and any(spec.get("expose") for spec in specs.values())
+            and not getattr(plugins.options_schema(challenge.runtime), "supports_endpoints", False)):
+        errors.setdefault("services", {}).setdefault("_schema", []).append(
+            f"the {challenge.runtime} runtime exposes no endpoint beside the main port")
     if specs and known_runtime and not getattr(plugins.options_schema(challenge.runtime), "supports_services", False):
         errors.setdefault("services", {}).setdefault("_schema", []).append(
             f"the {challenge.runtime} runtime does not run challenges of several services")

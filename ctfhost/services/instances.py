@@ -12,7 +12,7 @@ from flask import current_app
 
 from ctfhost.worker import queue
 from ctfhost.db import database, is_postgresql
-from ctfhost.models import ACTIVE, Challenge, Instance, Worker, utcnow
+from ctfhost.models import ACTIVE, Challenge, Instance, InstanceEndpoint, Worker, utcnow
 from ctfhost.plugins import get_plugins
 from ctfhost.services import flags, settings, workers
 from ctfhost.services.errors import Conflict, NotFound, TooManyRequests, Unavailable
@@ -22,8 +22,15 @@ from ctfhost.timeutil import to_iso
 log = logging.getLogger(__name__)
 
 
-def new_hostname(challenge_id):
+def new_hostname(challenge_id, first=None):
+    """<12 random lowercase hex>.<challenge>.<base domain>; `first` fixes the first hex digit.
+
+    An instance's other endpoints share its first digit: the Traefik shard
+    that routes an instance is chosen by it, and holds all its routers.
+    """
     prefix = secrets.token_hex(6)  # 12 lowercase hex characters
+    if first is not None:
+        prefix = first + prefix[1:]
     return f"{prefix}.{challenge_id}.{current_app.config['CTFHOST_BASE_DOMAIN']}"
 
 
@@ -104,7 +111,15 @@ def _insert_pending(team_id, challenge, limits, renewals=0):
         created_at=now,
         expires_at=now + datetime.timedelta(seconds=ttl),
     )
-    _set_terms(instance, challenge, ttl)  # what the answer shows, without reading them again
+    endpoints = []
+    for position, spec in enumerate(challenge.endpoint_specs):
+        endpoint_host = new_hostname(challenge.id, first=hostname[0])
+        endpoints.append(InstanceEndpoint.create(
+            instance_id=instance.id, position=position, name=spec["name"], service=spec["service"],
+            port=spec["port"], protocol=spec["protocol"], hostname=endpoint_host,
+            endpoint=endpoint_for(endpoint_host, spec["protocol"], limits["tcp_port"]),
+        ))
+    _set_terms(instance, challenge, ttl, endpoints)  # what the answer shows, without reading them again
     instance.terms_known = True
     return instance
 
@@ -119,7 +134,9 @@ def _start(instance, challenge):
         queue.enqueue_launch(instance, readiness_timeout(challenge))
     except Exception as exc:
         log.error("could not queue launch of %s: %s", instance.id, exc)
-        Instance.delete().where(Instance.id == instance.id, Instance.status == "pending").execute()
+        with database.atomic():
+            if Instance.delete().where(Instance.id == instance.id, Instance.status == "pending").execute():
+                InstanceEndpoint.delete().where(InstanceEndpoint.instance_id == instance.id).execute()
         raise Unavailable("the job queue is unavailable; nothing was launched, try again") from None
 
 
@@ -297,19 +314,36 @@ def renewal_terms(instances):
     ids = {instance.challenge_id for instance in unknown}
     challenges = {c.id: c for c in Challenge.select().where(Challenge.id.in_(list(ids)))} if ids else {}
     default_ttl = settings.default_ttl_seconds() if unknown else None
+    endpoints = endpoints_of([instance.id for instance in unknown])
     for instance in unknown:
         challenge = challenges.get(instance.challenge_id)
-        _set_terms(instance, challenge, (challenge.ttl_seconds if challenge else None) or default_ttl)
+        _set_terms(instance, challenge, (challenge.ttl_seconds if challenge else None) or default_ttl,
+                   endpoints.get(instance.id, ()))
     return instances
 
 
-def _set_terms(instance, challenge, ttl):
+def endpoints_of(instance_ids):
+    """{instance id: [InstanceEndpoint, ...] in the challenge's order} for the instances that have endpoints beside main."""
+    found = {}
+    if not instance_ids:
+        return found
+    query = (InstanceEndpoint.select().where(InstanceEndpoint.instance_id.in_(list(instance_ids)))
+             .order_by(InstanceEndpoint.instance_id, InstanceEndpoint.position))
+    for endpoint in query:
+        found.setdefault(endpoint.instance_id, []).append(endpoint)
+    return found
+
+
+def _set_terms(instance, challenge, ttl, endpoints=()):
     instance.ttl_seconds = ttl
-    # every endpoint players reach, `main` first (the only one this version routes)
+    # every endpoint players reach, `main` first
     instance.endpoint_list = [{
         "name": "main", "service": "main", "port": challenge.port if challenge else None, "protocol": instance.protocol,
         "url": instance.endpoint, "connection": instance.connection,
-    }]
+    }] + [{
+        "name": endpoint.name, "service": endpoint.service, "port": endpoint.port, "protocol": endpoint.protocol,
+        "url": endpoint.endpoint, "connection": endpoint.connection,
+    } for endpoint in endpoints]
     most = challenge.max_renewals if challenge else None
     instance.renewals_left = None if most is None else max(0, most - instance.renewals)
 

@@ -7,7 +7,8 @@ import time
 
 from ctfhost.worker import queue
 from ctfhost.hooktypes import LaunchError, TransientError
-from ctfhost.models import ACTIVE, Challenge, Instance, Worker, utcnow
+from ctfhost.db import database
+from ctfhost.models import ACTIVE, Challenge, Instance, InstanceEndpoint, Worker, utcnow
 from ctfhost.plugins import get_plugins
 from ctfhost.services import workers
 from ctfhost.services.instances import end_instance, lost_worker_reason, readiness_timeout
@@ -42,10 +43,15 @@ def probe(backend, timeout=1.0):
         return False
 
 
-def wait_ready(instance, worker, backend, timeout):
-    """Block until `backend` answers; fail early when the runtime says it died."""
+def wait_ready(instance, worker, backend, timeout, endpoint=None, deadline=None):
+    """Block until `backend` answers; fail early when the runtime says it died.
+
+    `endpoint`: the name of the endpoint beside main that `backend` serves
+    (it is named in the failure); `deadline` (time.monotonic()): the one the
+    whole readiness shares, else now + `timeout`.
+    """
     plugins = get_plugins()
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout if deadline is None else deadline
     next_inspect = time.monotonic() + INSPECT_INTERVAL
     while True:
         if probe(backend):
@@ -60,16 +66,32 @@ def wait_ready(instance, worker, backend, timeout):
             state = plugins.inspect(instance, worker)
             if state is not None and not state.alive:
                 raise LaunchError(state.reason or "the instance stopped while starting")
-            raise LaunchError(f"the instance did not accept connections within {timeout:g} s")
+            where = f" on endpoint {endpoint!r}" if endpoint else ""
+            raise LaunchError(f"the instance did not accept connections{where} within {timeout:g} s")
         time.sleep(PROBE_INTERVAL)
 
 
-def _record_backend(instance, backend):
-    changed = (
-        Instance.update(backend=backend.url)
-        .where(Instance.id == instance.id, Instance.status == "pending")
-        .execute()
-    )
+def _endpoint_backends(instance, started):
+    """[(InstanceEndpoint, Backend)] of the instance's endpoints beside main, from what its runtime returned."""
+    endpoints = list(InstanceEndpoint.select().where(InstanceEndpoint.instance_id == instance.id)
+                     .order_by(InstanceEndpoint.position))
+    missing = [endpoint.name for endpoint in endpoints if endpoint.name not in started.endpoints]
+    if missing:
+        raise LaunchError(f"the {instance.runtime} runtime gave no address for endpoint(s) "
+                          f"{', '.join(map(repr, missing))}")
+    return [(endpoint, started.endpoints[endpoint.name]) for endpoint in endpoints]
+
+
+def _record_backend(instance, backend, endpoints=()):
+    """Record where the instance and each of its `endpoints` ([(InstanceEndpoint, Backend)]) listen, at once."""
+    with database.atomic():
+        changed = (
+            Instance.update(backend=backend.url)
+            .where(Instance.id == instance.id, Instance.status == "pending")
+            .execute()
+        )
+        for endpoint, endpoint_backend in endpoints:
+            InstanceEndpoint.update(backend=endpoint_backend.url).where(InstanceEndpoint.id == endpoint.id).execute()
     instance.backend = backend.url
     return bool(changed)
 
@@ -128,7 +150,9 @@ def launch(instance_id, final_attempt=True):
     try:
         timeout = readiness_timeout(challenge)
         started = plugins.launch(challenge, instance, worker, timeout)
-        _record_backend(instance, started)
+        deadline = time.monotonic() + timeout
+        endpoints = _endpoint_backends(instance, started)
+        _record_backend(instance, started, endpoints)
         # Publish only now: a connection forwarded to a Docker port before the
         # container's network is up stalls for a second (SYN retransmit), and
         # the proxy would forward players' early requests there.
@@ -137,7 +161,10 @@ def launch(instance_id, final_attempt=True):
         if not _still_pending(instance.id):
             raise LaunchError("the instance ended while it was starting")
         if started.probe:
-            wait_ready(instance, worker, started, timeout)
+            wait_ready(instance, worker, started, timeout, deadline=deadline)
+        for endpoint, endpoint_backend in endpoints:
+            if endpoint_backend.probe:
+                wait_ready(instance, worker, endpoint_backend, timeout, endpoint.name, deadline)
         if challenge.is_multi_service:
             # main answers; every other service must still be up (one that crashed at start fails the launch)
             state = plugins.inspect(instance, worker)

@@ -36,8 +36,12 @@ def runtime_options(runtime):
 
 @hookimpl
 def launch(challenge, instance, worker):
-    port = containers.run(challenge, instance, worker)
-    return Backend(f"{worker.address}:{port}", scheme="tcp" if challenge.protocol == "tcp" else "http")
+    port, endpoint_ports = containers.run(challenge, instance, worker)
+    endpoints = {endpoint["name"]: Backend(f"{worker.address}:{endpoint_ports[endpoint['name']]}",
+                                           scheme=endpoint["protocol"])
+                 for endpoint in challenge.endpoint_specs}
+    return Backend(f"{worker.address}:{port}", scheme="tcp" if challenge.protocol == "tcp" else "http",
+                   endpoints=endpoints)
 
 
 @hookimpl

@@ -176,8 +176,8 @@ def _create_kwargs(challenge, instance, worker, network=None):
         "detach": True,
         "labels": _labels(challenge, instance, worker),
         "environment": _environment(options, instance),
-        # the engine picks a free host port; it is read back after start
-        "ports": {f"{challenge.port}/tcp": (publish_ip(), None)},
+        # the engine picks a free host port for each; they are read back after start
+        "ports": _published_ports([challenge.port, *(endpoint["port"] for endpoint in challenge.exposed)]),
         "network": network or ensure_network(),
         "hostname": "challenge",
     })
@@ -190,8 +190,14 @@ def _create_kwargs(challenge, instance, worker, network=None):
     return kwargs
 
 
+def _published_ports(ports):
+    """The `ports` argument publishing each container port on a free host port of CTFHOST_DOCKER_PUBLISH_IP."""
+    return {f"{port}/tcp": (publish_ip(), None) for port in ports}
+
+
 def _service_kwargs(challenge, instance, worker, service, spec, network):
-    """A service beside `main`: in the instance's network only, reachable there by its name, nothing published."""
+    """A service beside `main`: in the instance's network, reachable there by its name; only its exposed ports
+    are published (for the proxy)."""
     options = spec.get("options") or {}
     kwargs = _hardened(options, spec.get("cpu_count", 1), spec.get("memory_mb", 512))
     kwargs.update({
@@ -204,6 +210,8 @@ def _service_kwargs(challenge, instance, worker, service, spec, network):
         "networking_config": {network: client().api.create_endpoint_config(aliases=[service])},
         "hostname": service,
     })
+    if spec.get("expose"):
+        kwargs["ports"] = _published_ports(endpoint["port"] for endpoint in spec["expose"])
     if spec.get("command"):
         kwargs["command"] = spec["command"]
     if spec.get("entrypoint"):
@@ -237,7 +245,8 @@ def _create(challenge, instance, worker, kwargs=None):
 
 
 def run(challenge, instance, worker):
-    """Start the instance's container; returns the host port it is published on.
+    """Start the instance's container; returns (the host port main's port is published on, {endpoint name: host
+    port} of the other endpoints the challenge exposes).
 
     Any container left by an earlier attempt of the same launch is replaced.
     A challenge of several services gets a bridge network of its own; its
@@ -255,13 +264,13 @@ def run(challenge, instance, worker):
                 raise TransientError(f"the container did not start: {_explain(exc)}") from None
             raise LaunchError(f"the container did not start: {_explain(exc)}") from None
         container.reload()
-        bindings = container.ports.get(f"{challenge.port}/tcp") or []
-        if not bindings:
+        try:
+            return _host_ports(challenge, {MAIN: container})
+        except LaunchError:
             alive, reason = _describe_state(container)
             if not alive:
-                raise LaunchError(reason)
-            raise LaunchError(f"the container publishes no port for {challenge.port}/tcp")
-        return int(bindings[0]["HostPort"])
+                raise LaunchError(reason) from None
+            raise
     except (LaunchError, TransientError):
         raise
     except APIError as exc:
@@ -309,20 +318,43 @@ def _run_services(challenge, instance, worker):
     remove(instance.id)  # whatever an earlier attempt of this launch left
     try:
         network = _instance_network(challenge, instance, worker)
+        started = {}
         for service, spec in challenge.service_specs.items():
             kwargs = _service_kwargs(challenge, instance, worker, service, spec, network)
-            _start(_create(challenge, instance, worker, kwargs), service)
+            started[service] = _create(challenge, instance, worker, kwargs)
+            _start(started[service], service)
         main = _create(challenge, instance, worker, _create_kwargs(challenge, instance, worker, network))
         _start(main, MAIN)
-        main.reload()
-        bindings = main.ports.get(f"{challenge.port}/tcp") or []
-        if not bindings:
+        started[MAIN] = main
+        for service, container in started.items():
+            if service == MAIN or challenge.service_specs[service].get("expose"):
+                container.reload()
+        try:
+            return _host_ports(challenge, started)
+        except LaunchError:
             alive, reason = state(instance.id)
-            raise LaunchError(reason if not alive else f"service 'main' publishes no port for {challenge.port}/tcp")
-        return int(bindings[0]["HostPort"])
+            if not alive:
+                raise LaunchError(reason) from None
+            raise
     except BaseException:
         remove(instance.id)
         raise
+
+
+def _host_port(container, port, service):
+    bindings = container.ports.get(f"{port}/tcp") or []
+    if not bindings:
+        where = "the container" if service == MAIN and "ctfhost.service" not in (container.labels or {}) \
+            else f"service {service!r}"
+        raise LaunchError(f"{where} publishes no port for {port}/tcp")
+    return int(bindings[0]["HostPort"])
+
+
+def _host_ports(challenge, containers):
+    """(main's host port, {endpoint name: host port}) read from the started `containers` ({service: container})."""
+    main = _host_port(containers[MAIN], challenge.port, MAIN)
+    return main, {endpoint["name"]: _host_port(containers[endpoint["service"]], endpoint["port"], endpoint["service"])
+                  for endpoint in challenge.endpoint_specs}
 
 
 def _bad_command(exc):

@@ -85,6 +85,7 @@ class DockerOptions(RuntimeOptions):
     """extra_config of a docker challenge."""
 
     supports_services = True
+    supports_endpoints = True
 
     env = _env(ENV)
     environment = _env("the same as env (docker SDK spelling)")

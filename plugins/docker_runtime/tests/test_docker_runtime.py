@@ -31,7 +31,7 @@ def engine(app, docker_client, test_image):
 
 def started(engine, challenge, instance, worker):
     engine.append(instance.id)
-    return containers.run(challenge, instance, worker)
+    return containers.run(challenge, instance, worker)[0]
 
 
 # -- options -------------------------------------------------------------------

@@ -1,13 +1,14 @@
 """Challenges of several services on the real engine: one network per instance, names, hardening, isolation, cleanup."""
 
 import json
+import socket
 import uuid
 from urllib.parse import urlparse
 
 import pytest
 
 from ctfhost.plugin_api import LaunchError
-from ctfhost.testing import Challenge, Instance, Worker
+from ctfhost.testing import Challenge, Instance, Worker, wait_until
 from ctfhost_plugin_docker import containers
 from ctfhost_plugin_docker.testing import TEST_IMAGE, build_image
 
@@ -45,7 +46,7 @@ def launch(app, docker_client, db_image):
     def start(services, options=None):
         challenge, instance, worker = make(services, options)
         started.append(instance.id)
-        return challenge, instance, worker, containers.run(challenge, instance, worker)
+        return challenge, instance, worker, containers.run(challenge, instance, worker)[0]
 
     yield start
     for instance_id in started:
@@ -224,3 +225,62 @@ def test_instance_bridges_share_one_interface_prefix_for_the_firewall(launch, do
     assert interface.startswith("ctfh") and len(interface) == 15
     with open(f"/sys/class/net/{interface}/address"):  # the host really has that interface
         pass
+
+
+def get_from_host(port, payload=b"GET / HTTP/1.0\r\n\r\n"):
+    """What 127.0.0.1:port answers (the host side of a published port); "" when nothing answers yet."""
+    chunks = []
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(payload)
+            conn.settimeout(2)
+            while chunk := conn.recv(4096):
+                chunks.append(chunk)
+    except OSError:
+        pass
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def answers(port, text, payload=b"GET / HTTP/1.0\r\n\r\n"):
+    """Whether 127.0.0.1:port answers `text` within 10 s (a container just started listens a moment later)."""
+    return wait_until(lambda: text in get_from_host(port, payload), timeout=10)
+
+
+# main serves its own page on 8080 and 9000, and an echo on TCP 7000
+MAIN_ENDPOINTS = {"command": ["/bin/sh", "-c", "httpd -p 9000 -h /www && (nc -ll -p 7000 -e /bin/cat &) "
+                                               "&& exec httpd -f -p 8080 -h /www"]}
+
+
+def test_exposed_ports_of_main_and_of_a_service_are_published_on_loopback_only(app, docker_client, db_image):
+    challenge, instance, worker = make({"db": db(expose=[{"name": "dbadmin", "port": 8080, "protocol": "http"}])},
+                                       MAIN_ENDPOINTS)
+    challenge.expose = json.dumps([{"name": "api", "port": 9000, "protocol": "http"},
+                                   {"name": "echo", "port": 7000, "protocol": "tcp"}])
+    try:
+        port, endpoints = containers.run(challenge, instance, worker)
+        assert list(endpoints) == ["api", "echo", "dbadmin"]  # the challenge's order: main's, then each service's
+        assert len({port, *endpoints.values()}) == 4
+        assert answers(port, "hello from a ctfhost test instance")
+        assert answers(endpoints["api"], "hello from a ctfhost test instance")
+        assert answers(endpoints["dbadmin"], DB_CONTENT.strip())
+        assert answers(endpoints["echo"], "ping", b"ping\n")
+        main, database = of(docker_client, instance, "main"), of(docker_client, instance, "db")
+        bound = {**main.attrs["HostConfig"]["PortBindings"], **{
+            f"db {key}": value for key, value in database.attrs["HostConfig"]["PortBindings"].items()}}
+        assert set(bound) == {"8080/tcp", "9000/tcp", "7000/tcp", "db 8080/tcp"}
+        assert {binding[0]["HostIp"] for binding in bound.values()} == {"127.0.0.1"}
+    finally:
+        containers.remove(instance.id)
+
+
+def test_one_container_challenge_publishes_its_exposed_ports_on_the_shared_bridge(app, docker_client, test_image):
+    challenge, instance, worker = make({}, MAIN_ENDPOINTS)
+    challenge.expose = json.dumps([{"name": "api", "port": 9000, "protocol": "http"}])
+    try:
+        port, endpoints = containers.run(challenge, instance, worker)
+        main = of(docker_client, instance, "main")
+        assert set(main.attrs["NetworkSettings"]["Networks"]) == {containers.network_name()}
+        assert answers(endpoints["api"], "hello from a ctfhost test instance")
+        assert endpoints["api"] != port
+    finally:
+        containers.remove(instance.id)

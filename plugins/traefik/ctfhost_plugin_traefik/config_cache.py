@@ -24,7 +24,7 @@ import time
 
 from redis.exceptions import RedisError
 
-from ctfhost.plugin_api import plugin_setting, redis_connection, routed_instances
+from ctfhost.plugin_api import plugin_setting, redis_connection, routed_endpoints, routed_instances
 
 from ctfhost_plugin_traefik import dynamic, shards
 from ctfhost_plugin_traefik.default_certificate import default_certificate
@@ -96,26 +96,29 @@ def invalidate(instance_id=None):
 class _Rendered:
     """One process's config for one set of render options: per-instance fragments and the joined body."""
 
-    def __init__(self, render_options, certificate, epoch, generation, rows, shard=None):
+    def __init__(self, render_options, certificate, epoch, generation, rows, endpoints, shard=None):
         self.options, self.certificate = render_options, certificate
         self.shard = shard  # (index, count): only the instances of that shard, else the whole fleet
         self.epoch, self.generation = epoch, generation
         self.routes = dynamic.start_routes(render_options, dynamic.RouteMap)
-        self.kinds = {}  # instance id -> "http" | "tcp"
-        self.apply({}, rows)
+        self.entries = {}  # instance id -> [(kind, name, middleware name)] of its routers
+        self.apply({}, rows, endpoints)
 
-    def apply(self, changed_ids, rows):
-        """Drop the fragments of `changed_ids`, add those of `rows` (the ones of them still routed), join again."""
+    def apply(self, changed_ids, rows, endpoints=()):
+        """Drop the fragments of `changed_ids`, add those of `rows` (the ones of them still routed) and of their
+        `endpoints` (routed_endpoints() rows), join again."""
         for instance_id in changed_ids:
-            kind = self.kinds.pop(instance_id, None)
-            if kind is not None:
-                dynamic.remove_route(self.routes, kind, instance_id)
+            for entry in self.entries.pop(instance_id, ()):
+                dynamic.remove_route(self.routes, entry)
+        grouped = dynamic.endpoints_by_instance(endpoints)
         for row in rows:
+            # all of an instance's hosts start with the same hex digit: its shard holds every one of its routers
             if self.shard is not None and shards.shard_of(row[1], self.shard[1]) != self.shard[0]:
                 continue
-            entry = dynamic.instance_route(row, self.options)
-            self.kinds[row[0]] = entry[0]
-            dynamic.add_route(self.routes, entry)
+            entries = dynamic.instance_routes(row, self.options, grouped.get(row[0], ()))
+            self.entries[row[0]] = [dynamic.added(entry) for entry in entries]
+            for entry in entries:
+                dynamic.add_route(self.routes, entry)
         self.bodies = {}  # format -> bytes, joined when first asked for
         self.checked_at = time.monotonic()
 
@@ -176,13 +179,14 @@ def body(form=JSON, shard=None):
             epoch, generation, entries, state = None, -1, None, None
         ids = _changed(state, epoch, generation, entries)
         if ids is None:
-            state = _Rendered(render_options, certificate, epoch, generation, routed_instances(), shard)
+            state = _Rendered(render_options, certificate, epoch, generation, routed_instances(), routed_endpoints(),
+                              shard)
             _states.pop(key, None)
             _states[key] = state
             while len(_states) > STATES_KEPT:
                 _states.pop(next(iter(_states)))
         elif ids:
-            state.apply(ids, routed_instances(ids))
+            state.apply(ids, routed_instances(ids), routed_endpoints(ids))
             state.generation = generation
         else:
             state.checked_at = time.monotonic()

@@ -31,8 +31,9 @@ INSTANCE_PRIORITY = 10000
 _MARKER = re.compile(rb'"\\u0000(\d+)\\u0000"')
 
 
-def router_name(instance_id):
-    return f"ctfhost-{instance_id}"
+def router_name(instance_id, endpoint=None):
+    """`ctfhost-<instance id>` for the instance's main endpoint; `ctfhost-<instance id>-<name>` for another."""
+    return f"ctfhost-{instance_id}" + (f"-{endpoint}" if endpoint else "")
 
 
 def access_middleware_name(instance_id):
@@ -116,21 +117,40 @@ def _ended_route(options):
     return router, {"loadBalancer": {"servers": [{"url": UNREACHABLE_BACKEND}]}}
 
 
-def instance_route(row, options):
+def instance_route(row, options, endpoint=None):
     """(kind, name, router, service, middleware) of one routed_instances() row: one instance's share of the config.
 
     `middleware` is (name, definition) of the router's own access check, or None.
+    `endpoint`: a routed_endpoints() row of the instance: the entry of that
+    endpoint instead (its own host and backend, the instance's access check).
     """
     instance_id, hostname, backend, protocol, team_id, expires_at = row
+    name = router_name(instance_id)
+    if endpoint is not None:
+        _, endpoint_name, hostname, backend, protocol = endpoint
+        name = router_name(instance_id, endpoint_name)
     kind = "tcp" if protocol == "tcp" else "http"
     router, service = (_tcp_route if kind == "tcp" else _http_route)(hostname, backend, options)
-    name = router_name(instance_id)
     router["service"] = name
     middleware = None
     if kind == "http" and options.auth_url and options.access_in_traefik:
+        # one per instance: the cookie it checks is bound to the instance, whichever of its hosts holds it
         middleware = (access_middleware_name(instance_id), _access_middleware(instance_id, team_id, expires_at, options))
         router["middlewares"] = [middleware[0]]
     return kind, name, router, service, middleware
+
+
+def instance_routes(row, options, endpoints=()):
+    """Every entry of one instance: its main endpoint's, then one per routed_endpoints() row of it."""
+    return [instance_route(row, options)] + [instance_route(row, options, endpoint) for endpoint in endpoints]
+
+
+def endpoints_by_instance(endpoint_rows):
+    """{instance id: [routed_endpoints() rows]}."""
+    grouped = {}
+    for endpoint in endpoint_rows:
+        grouped.setdefault(endpoint[0], []).append(endpoint)
+    return grouped
 
 
 def fixed_routes(options):
@@ -181,12 +201,22 @@ def add_route(routes, entry):
         routes[kind][2][middleware[0]] = middleware[1]
 
 
-def remove_route(routes, kind, instance_id):
-    """Take one instance's router, service and middleware out of `routes` (maps with `discard`)."""
-    name = router_name(instance_id)
+def remove_route(routes, entry):
+    """Take one entry's router, service and middleware out of `routes` (maps with `discard`).
+
+    `entry` is (kind, name, middleware name or None), as `added` tells of an entry.
+    """
+    kind, name, middleware = entry
     routes[kind][0].discard(name)
     routes[kind][1].discard(name)
-    routes[kind][2].discard(access_middleware_name(instance_id))
+    if middleware is not None:
+        routes[kind][2].discard(middleware)
+
+
+def added(entry):
+    """What remove_route needs of an entry: (kind, name, middleware name or None)."""
+    kind, name, _, _, middleware = entry
+    return kind, name, middleware and middleware[0]
 
 
 def start_routes(options, route_map=dict):
@@ -227,15 +257,17 @@ def document(routes, options, default_certificate=None, one_of_shards=False):
     return config
 
 
-def render(instances, options, default_certificate=None):
-    """The dynamic configuration dict for routed_instances() rows.
+def render(instances, options, default_certificate=None, endpoints=()):
+    """The dynamic configuration dict for routed_instances() rows and their routed_endpoints() rows.
 
     `default_certificate` ({"certFile", "keyFile"}: paths or PEM) goes into
     Traefik's default TLS store; see default_certificate.py for why.
     """
     routes = start_routes(options)
+    grouped = endpoints_by_instance(endpoints)
     for row in instances:
-        add_route(routes, instance_route(row, options))
+        for entry in instance_routes(row, options, grouped.get(row[0], ())):
+            add_route(routes, entry)
     return document(routes, options, default_certificate)
 
 

@@ -13,7 +13,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import ctfhost_plugin_traefik
-from ctfhost.plugin_api import routed_instances
+from ctfhost.plugin_api import routed_endpoints, routed_instances
 from ctfhost.testing import Instance, http, wait_until
 from ctfhost_plugin_traefik import config_cache, dynamic
 from ctfhost_plugin_traefik.default_certificate import default_certificate
@@ -50,7 +50,7 @@ def served(api):
 def full_render(app):
     """What rendering the whole fleet from the database gives, for the test client's address."""
     with app.test_request_context(base_url="http://localhost/"):
-        return dynamic.dumps(dynamic.render(routed_instances(), options(), default_certificate()))
+        return dynamic.dumps(dynamic.render(routed_instances(), options(), default_certificate(), routed_endpoints()))
 
 
 @pytest.fixture
