@@ -439,6 +439,39 @@ def test_tcp_instances_show_their_connection_commands(app, ctfhost, worker_id):
     assert set(shown["connection"]) == {"openssl", "pwntools", "ncat"}
 
 
+EXPOSE = [{"name": "admin", "port": 8080, "protocol": "http"}, {"name": "shell", "port": 1337, "protocol": "tcp"}]
+
+
+def test_several_endpoints_are_shown_and_opened_by_name(app, ctfhost, worker_id):
+    ctfhost.create_challenge(spec("web-multi-1", expose=EXPOSE))
+    player = Player(ctfhost, 3)
+    instance_id = player.launch("web-multi-1").body["data"]["id"]
+    run_jobs(app, worker_id)
+    shown = player.get(instance_id).body["data"]
+    endpoints = {e["name"]: e for e in shown["endpoints"]}
+    assert [e["name"] for e in shown["endpoints"]] == ["main", "admin", "shell"]
+    assert endpoints["main"]["url"] == shown["endpoint"] and endpoints["admin"]["url"] != shown["endpoint"]
+    assert endpoints["admin"]["protocol"] == "http" and endpoints["admin"]["connection"] is None
+    assert endpoints["shell"]["url"].startswith("tls://")
+    assert set(endpoints["shell"]["connection"]) == {"openssl", "pwntools", "ncat"}
+
+    # the client names the endpoint: the link is on its host
+    link = ctfhost.access_link(instance_id, "/users", endpoint="admin")
+    assert link["url"].startswith(endpoints["admin"]["url"] + "/.ctfhost/access?ticket=")
+    assert ctfhost.access_link(instance_id, "/", endpoint="main")["url"].startswith(shown["endpoint"] + "/.ctfhost/access?")
+    for name in ("shell", "nope"):  # ctfhost refuses them too, naming the field; players read a plain sentence
+        with pytest.raises(CtfhostError) as refused:
+            ctfhost.access_link(instance_id, "/", endpoint=name)
+        assert refused.value.status == 422 and refused.value.messages_for("endpoint"), refused.value.describe()
+        assert messages.explain(refused.value, "access").code == "endpoint"
+
+    # the player's Open of a named endpoint
+    opened = player.access(instance_id, "/users", endpoint="admin")
+    assert opened.status == 200 and opened.body["data"]["url"].startswith(endpoints["admin"]["url"] + "/.ctfhost/access?")
+    assert player.access(instance_id, "/", endpoint="shell").body["code"] == "endpoint"
+    assert Player(ctfhost, 4).access(instance_id, "/", endpoint="admin").status == 404
+
+
 def test_a_failed_launch_says_why(app, ctfhost, worker_id):
     ctfhost.create_challenge(spec("web-fail-1", extra_config='{"fail": "image crashed at start"}'))
     player = Player(ctfhost, 3)
@@ -800,6 +833,34 @@ def test_signin_redirects_the_owning_team_into_its_instance(app, ctfhost, challe
     assert status == 302
     assert headers["Location"] == original
     assert headers["Set-Cookie"].startswith("ctfhost_access=") and "HttpOnly" in headers["Set-Cookie"]
+
+
+def test_signin_on_a_second_endpoints_host_opens_that_endpoint(app, ctfhost, worker_id, live_server):
+    ctfhost.create_challenge(spec("web-multi-2", expose=EXPOSE))
+    instance_id = ctfhost.launch(32, "web-multi-2")["id"]
+    instance = running(app, worker_id, ctfhost, instance_id)
+    admin_url = {e["name"]: e["url"] for e in instance["endpoints"]}["admin"]
+    original = f"{admin_url}/users?page=2"
+    decision = decide(ctfhost, instance_id, original, team_id=32)
+    assert decision.is_redirect and decision.location.startswith(admin_url + "/.ctfhost/access?ticket=")
+
+    # forward-auth redeems it on the admin host: that host's cookie, back to the original page
+    link = urllib.parse.urlsplit(decision.location)
+    request = urllib.request.Request(
+        f"{live_server.url}/api/v1/auth/forward",
+        headers={"X-Forwarded-Host": link.netloc, "X-Forwarded-Uri": f"{link.path}?{link.query}", "X-Forwarded-Proto": "http"},
+    )
+    status, headers = forward(request)
+    assert (status, headers["Location"]) == (302, original)
+    assert headers["Set-Cookie"].startswith("ctfhost_access=") and "HttpOnly" in headers["Set-Cookie"]
+
+    # a host that is none of the instance's HTTP endpoints (a stranger's, its TCP one's): main's "/"
+    shell_host = urllib.parse.urlsplit({e["name"]: e["url"] for e in instance["endpoints"]}["shell"]).netloc
+    for elsewhere in ("http://evil.example/users", f"http://{shell_host}/users"):
+        refused = decide(ctfhost, instance_id, elsewhere, team_id=32)
+        assert refused.is_redirect and refused.location.startswith(instance["endpoint"] + "/.ctfhost/access?ticket=")
+        assert urllib.parse.parse_qs(urllib.parse.urlsplit(refused.location).query)["next"] == ["/"]
+    assert decide(ctfhost, instance_id, original, team_id=33).status == 403
 
 
 def forward(request):
