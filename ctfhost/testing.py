@@ -97,6 +97,10 @@ class FakeOptions(RuntimeOptions):
     echo_headers = fields.Boolean(
         metadata={"description": "true for a server that answers with the headers it received", "must_be": "true or false"}
     )
+    endpoints_down = fields.List(
+        fields.String(), metadata={"description": "endpoints (of `expose`) whose address nothing listens on",
+                                   "must_be": "a list of endpoint names"}
+    )
 
 
 class FakeRuntime:
@@ -105,7 +109,9 @@ class FakeRuntime:
     ``extra_config`` may say ``{"fail": "reason"}`` to make launches fail,
     ``{"die": true}`` for a server that stops right after starting, or
     ``{"echo_headers": true}`` for one that answers with the headers it received
-    (:class:`FakeOptions`). The core calls its runtime hooks only for "fake".
+    (:class:`FakeOptions`). Each endpoint of the challenge's ``expose`` gets a
+    server of its own (``{"endpoints_down": ["name"]}``: an address nothing
+    listens on). The core calls its runtime hooks only for "fake".
     """
 
     name = "fake"
@@ -134,6 +140,9 @@ class FakeRuntime:
         self.servers[instance.id] = server
         endpoints = {}
         for spec in challenge.endpoint_specs:
+            if spec["name"] in challenge.options.get("endpoints_down", ()):
+                endpoints[spec["name"]] = Backend(f"127.0.0.1:{free_port()}", scheme=spec["protocol"])
+                continue
             # HTTP servers for TCP endpoints too: they hold a connection open, as the readiness probe wants
             other = self._serve(f"fake instance {instance.id} of {challenge.id}, endpoint {spec['name']}\n", echo)
             self.endpoint_servers.setdefault(instance.id, {})[spec["name"]] = other
