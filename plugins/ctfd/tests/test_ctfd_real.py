@@ -27,7 +27,7 @@ except ImportError:
 from ctfhost.testing import Service, free_port, wait_until
 from ctfhost.testing import ACCESS_COOKIE
 from ctfhost.testing import API_KEY
-from ctfhost_plugin_docker.testing import TEST_CONTENT
+from ctfhost_plugin_docker.testing import TEST_CONTENT, build_image
 
 # read now: the test_env fixture later removes CTFHOST_* variables it does not know
 CTFD_SRC = os.environ.get("CTFHOST_CTFD_SRC", "").strip()
@@ -52,6 +52,8 @@ CHROMIUM = os.environ.get("CTFHOST_CHROMIUM", "/usr/bin/chromium")
 BROWSER = sync_playwright is not None and os.access(CHROMIUM, os.X_OK)
 SCREENSHOTS = os.environ.get("CTFHOST_SCREENSHOT_DIR", "").strip()
 
+ADMIN_IMAGE = "ctfhost-test/ctfd-admin:latest"
+ADMIN_CONTENT = "the admin page of a ctfhost test instance\n"
 NONCE = re.compile(r"""['"]csrfNonce['"]\s*:\s*["']([^"']+)["']""")
 WAIT = 90  # seconds any single step may take at most
 
@@ -228,6 +230,34 @@ def browser_delete(admin, ctfd, challenge_id):
         return alert.inner_text()
 
 
+def browser_endpoint(person, ctfd, challenge, name):
+    """The challenge's instance in chromium (challenge window, then My instances), whose endpoint `name` is
+    opened from My instances as a player does.
+
+    What the challenge window lists besides main, the same on My instances, main's address there, and
+    the page the Open button reached (through CTFd's sign-in, ctfhost's access link and Traefik):
+    {"window", "listed": [names], "address", "url", "text"}.
+    """
+    with chromium_page(person, ctfd) as page:
+        page.goto(f"{ctfd.url}/challenges#{urllib.parse.quote(challenge['name'])}-{challenge['id']}")
+        window = page.wait_for_selector(".modal.show .ctfhost-panel .ctfhost-endpoints")
+        page.wait_for_timeout(1200)
+        screenshot(page, "endpoints-challenge")
+        in_window = [row.get_attribute("data-endpoint") for row in window.query_selector_all(".ctfhost-other-endpoint")]
+        page.goto(f"{ctfd.url}/plugins/ctfhost/instances")
+        panel = page.wait_for_selector(f".ctfhost-card:has(.ctfhost-other-endpoint[data-endpoint='{name}'])")
+        page.wait_for_timeout(1200)  # a tick of the panel's clock
+        screenshot(page, "endpoints")
+        listed = [row.get_attribute("data-endpoint") for row in panel.query_selector_all(".ctfhost-other-endpoint")]
+        with page.context.expect_page() as opened:
+            panel.query_selector(f".ctfhost-other-endpoint[data-endpoint='{name}'] .ctfhost-open-endpoint").click()
+        tab = opened.value
+        tab.wait_for_load_state()
+        screenshot(tab, f"endpoint-{name}")
+        return {"window": in_window, "listed": listed, "address": panel.query_selector(".ctfhost-endpoint").inner_text(),
+                "url": tab.url, "text": tab.inner_text("body")}
+
+
 @pytest.fixture
 def guarded(app, live_server, traefik_proxy, localhost_dns, ctfd):
     """Traefik sends every instance request through ctfhost's forward-auth, which signs browsers in through CTFd."""
@@ -264,7 +294,7 @@ def ctfhost_get(live_server, path):
     return body
 
 
-def test_ctfhost_challenges_in_a_real_ctfd(app, live_server, ctfd, guarded, worker_agent, test_image):
+def test_ctfhost_challenges_in_a_real_ctfd(app, live_server, ctfd, guarded, worker_agent, test_image, docker_client):
     # -- CTFd's setup makes the admin, who configures the plugin on its settings page
     admin = Browser(ctfd)
     setup = admin.form("/setup", {
@@ -396,6 +426,48 @@ def test_ctfhost_challenges_in_a_real_ctfd(app, live_server, ctfd, guarded, work
     # the challenge's admin page says whether players can launch it
     detail = admin.page(f"/admin/challenges/{challenge_id}").text
     assert 'id="ctfhost-launch-check"' in detail and "Players can launch it" in detail, detail[:3000]
+
+    # -- a challenge with a second HTTP endpoint (a service's admin page, on a host of its own): the panel
+    # lists it, its Open reaches it through Traefik, forward-auth on its host signs in through CTFd
+    build_image(ADMIN_IMAGE, content=ADMIN_CONTENT, client=docker_client)
+    doors = admin.api("POST", "/api/v1/challenges", dict(body, name="Web Two Doors", flag_template="")).json()
+    assert doors["success"] is True, doors
+    doors_id, doors_slug = doors["data"]["id"], doors["data"]["slug"]
+    # the CTFd form has no services: the operator adds them in ctfhost, and later CTFd edits leave them alone
+    backoffice = {"backoffice": {"image": ADMIN_IMAGE, "expose": [{"name": "admin", "port": 8080, "protocol": "http"}]}}
+    status, patched = live_server.call("PATCH", f"/api/v1/challenges/{doors_slug}", {"services": backoffice})
+    assert status == 200, patched
+    assert alice.api("POST", f"/api/v1/plugins/ctfhost/challenges/{doors_id}/instance").status_code == 201
+    doors_instance = wait_running(alice, doors_id)
+    endpoints = {e["name"]: e for e in doors_instance["endpoints"]}
+    assert list(endpoints) == ["main", "admin"] and endpoints["main"]["url"] == doors_instance["endpoint"]
+    admin_url = endpoints["admin"]["url"]
+    assert admin_url != doors_instance["endpoint"] and admin_url.endswith(f".{doors_slug}.localhost:{guarded.web_port}")
+    # Open of admin: sign-in with next = its address asks for the admin host's link
+    through = alice.session.get(f"{ctfd.url}/plugins/ctfhost/access",
+                                params={"instance": doors_instance["id"], "next": admin_url + "/"}, timeout=20)
+    assert through.status_code == 200 and through.text == ADMIN_CONTENT, (through.url, through.text[:300])
+    assert urllib.parse.urlsplit(through.url).netloc == urllib.parse.urlsplit(admin_url).netloc
+    # main's host is another host: its own sign-in, its own cookie
+    assert alice.session.get(doors_instance["endpoint"] + "/", timeout=20).text == TEST_CONTENT
+    opened_api = alice.api("POST", f"/api/v1/plugins/ctfhost/instances/{doors_instance['id']}/access",
+                           {"next": "/", "endpoint": "admin"}).json()
+    assert opened_api["success"] is True and opened_api["data"]["url"].startswith(admin_url + "/.ctfhost/access?"), opened_api
+    bad_name = alice.api("POST", f"/api/v1/plugins/ctfhost/instances/{doors_instance['id']}/access", {"endpoint": "Admin!"})
+    assert bad_name.status_code == 400 and bad_name.json()["code"] == "invalid", bad_name.text
+    # straight to the admin host: forward-auth sends the browser to CTFd's sign-in, which brings it back there
+    alice_direct = Browser(ctfd)
+    alice_direct.form("/login", {"name": "alice", "password": "alice-password"})
+    direct_admin = alice_direct.session.get(admin_url + "/index.html?from=bookmark", timeout=20)
+    assert direct_admin.status_code == 200 and direct_admin.text == ADMIN_CONTENT, (direct_admin.url, direct_admin.text[:300])
+    assert direct_admin.url == admin_url + "/index.html?from=bookmark"
+    assert bob.session.get(admin_url + "/", timeout=20).status_code == 403  # another player, another host: still refused
+    assert admin_url in admin.page("/admin/ctfhost").text
+    if BROWSER:
+        seen = browser_endpoint(alice, ctfd, doors["data"], "admin")
+        assert seen["window"] == seen["listed"] == ["admin"] and seen["address"] == doors_instance["endpoint"], seen
+        assert seen["text"].strip() == ADMIN_CONTENT.strip() and seen["url"].startswith(admin_url + "/"), seen
+    assert alice.api("DELETE", f"/api/v1/plugins/ctfhost/instances/{doors_instance['id']}").json()["success"] is True
 
     # -- renew and stop from the player's API; the admin destroys bob's
     renew_path = f"/api/v1/plugins/ctfhost/instances/{instance['id']}/renew"
