@@ -223,9 +223,11 @@ def test_the_examples_of_docs_challenges_md_are_accepted(app, api, tmp_path):
     import re
 
     text = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "challenges.md").read_text()
-    (challenge,) = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text, re.S) if '"services"' in block]
-    answer = api.post("/api/v1/challenges", json=challenge)
-    assert answer.status_code == 201, answer.get_json()
+    challenges = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text, re.S) if '"services"' in block]
+    assert [challenge["id"] for challenge in challenges] == ["web-notes", "pwn-panel"]
+    for challenge in challenges:
+        answer = api.post("/api/v1/challenges", json=challenge)
+        assert answer.status_code == 201, answer.get_json()
     composes = [block for block in re.findall(r"```yaml\n(.*?)```", text, re.S) if block.startswith("services:")]
     assert len(composes) == 2
     for number, block in enumerate(composes):
