@@ -14,7 +14,7 @@ from redis.retry import Retry
 
 import ctfhost_plugin_traefik
 from ctfhost.plugin_api import routed_endpoints, routed_instances
-from ctfhost.testing import Instance, http, wait_until
+from ctfhost.testing import Instance, InstanceEndpoint, http, wait_until
 from ctfhost_plugin_traefik import config_cache, dynamic
 from ctfhost_plugin_traefik.default_certificate import default_certificate
 from ctfhost_plugin_traefik.settings import options
@@ -105,6 +105,45 @@ def test_incremental_body_equals_a_full_render_after_publish_and_withdraw(api, a
     # each change re-read only the instances it named, never the whole fleet
     assert fresh_cache and None not in fresh_cache
     assert set().union(*fresh_cache) == {first.id, second.id, tcp.id}
+
+
+def add_endpoints(instance, *endpoints):
+    """Other endpoints of `instance`, routed: (name, protocol) each, hosts starting with the instance's first digit."""
+    for position, (name, protocol) in enumerate(endpoints):
+        hostname = instance.hostname[0] + f"{position + 1:011x}." + instance.hostname.split(".", 1)[1]
+        scheme = "tcp" if protocol == "tcp" else "http"
+        InstanceEndpoint.create(instance_id=instance.id, position=position, name=name, service="main", port=9000,
+                                protocol=protocol, hostname=hostname, endpoint=f"{scheme}://{hostname}",
+                                backend=f"{scheme}://127.0.0.1:{31000 + position}")
+
+
+def test_an_instances_other_endpoints_come_and_go_with_it(api, app, fresh_cache):
+    first, second = make_instance(0xa000000000a1), make_instance(0x5000000005b2)
+    add_endpoints(first, ("admin", "http"), ("shell", "tcp"))
+    publish(first)
+    publish(second)
+    body = served(api)
+    assert body == full_render(app)
+    config = json.loads(body)
+    admin = config["http"]["routers"][f"ctfhost-{first.id}-admin"]
+    assert admin["rule"] == "Host(`a00000000001.web.localhost`)"
+    assert admin["middlewares"] == config["http"]["routers"][f"ctfhost-{first.id}"]["middlewares"]
+    assert config["tcp"]["routers"][f"ctfhost-{first.id}-shell"]["rule"] == "HostSNI(`a00000000002.web.localhost`)"
+    assert config["http"]["services"][f"ctfhost-{first.id}-admin"]["loadBalancer"]["servers"] == [
+        {"url": "http://127.0.0.1:31000"}]
+    # the shard of the instance's first digit holds every router of it; the other shard none
+    shard_of_first = json.loads(api.get("/api/v1/traefik/config?shard=1&shards=2").data)
+    assert {f"ctfhost-{first.id}", f"ctfhost-{first.id}-admin"} <= set(shard_of_first["http"]["routers"])
+    assert f"ctfhost-{first.id}-shell" in shard_of_first["tcp"]["routers"]
+    other_shard = json.loads(api.get("/api/v1/traefik/config?shard=0&shards=2").data)
+    assert not any(name.startswith(f"ctfhost-{first.id}") for name in other_shard["http"]["routers"])
+    assert f"ctfhost-{second.id}" in other_shard["http"]["routers"]
+    # withdrawn: all of its routers, services and its access check go; the other instance's stay
+    withdraw(first)
+    body = served(api)
+    assert body == full_render(app)
+    assert first.id.encode() not in body and second.id.encode() in body
+    assert b'"tcp"' not in body
 
 
 def test_unchanged_fleet_serves_the_same_bytes_without_reading_the_database(api, app, fresh_cache):
