@@ -238,6 +238,9 @@ class Plugins:
             raise LaunchError(f"no plugin launched runtime {challenge.runtime!r}")
         if not isinstance(result, Backend):
             raise TypeError(f"launch returned {result!r}, expected a Backend")
+        wrong = {name: value for name, value in result.endpoints.items() if not isinstance(value, Backend)}
+        if wrong:
+            raise TypeError(f"launch returned endpoints {wrong!r}, expected a Backend for each")
         return result
 
     def inspect(self, instance, worker):

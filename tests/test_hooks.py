@@ -351,6 +351,21 @@ def test_launch_returning_the_wrong_type_raises_type_error():
         plugins.launch(make_challenge(), make_instance(), make_worker(), 5)
 
 
+def test_launch_returning_an_endpoint_that_is_not_a_backend_raises_type_error():
+    class Sloppy:
+        @hookimpl
+        def register_runtimes(self):
+            return ["alpha"]
+
+        @hookimpl
+        def launch(self, challenge, instance, worker):
+            return Backend("10.0.0.7:4001", endpoints={"admin": Backend("10.0.0.7:4002"), "shell": "10.0.0.7:4003"})
+
+    plugins = bare_plugins(("sloppy", Sloppy()))
+    with pytest.raises(TypeError, match="launch returned endpoints {'shell': '10.0.0.7:4003'}, expected a Backend"):
+        plugins.launch(make_challenge(), make_instance(), make_worker(), 5)
+
+
 def test_launch_with_no_answer_is_a_launch_error():
     class Mute:
         @hookimpl
