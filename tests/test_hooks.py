@@ -256,7 +256,7 @@ def test_validate_challenge_answers_422_through_the_api(api):
     response = api.post("/api/v1/challenges", json=body)
     assert response.status_code == 422, response.get_json()
     (message,) = response.get_json()["errors"]["json"]["extra_config"]
-    assert message == "unknown key 'bogus'; the fake runtime accepts: die, echo_headers, fail, readiness_timeout"
+    assert message == "unknown key 'bogus'; the fake runtime accepts: die, echo_headers, endpoints_down, fail, readiness_timeout"
 
 
 # -- runtime_options ---------------------------------------------------------
