@@ -200,3 +200,20 @@ def test_an_endpoint_that_does_not_answer_fails_the_launch_and_leaves_nothing(ap
     assert failed["public_error"] == "it did not become ready in time"
     assert created["id"] in app.fake_runtime.destroyed and created["id"] not in app.fake_runtime.endpoint_servers
     assert created["id"] not in {row[0] for row in routed_endpoints()}
+
+
+def test_the_redirect_on_an_endpoints_host_keeps_that_endpoints_public_port(api, app, client, worker_id):
+    """A TCP main (tls://host:<tcp port>) with an HTTP endpoint: the browser goes back to the HTTP endpoint's URL."""
+    api.post("/api/v1/challenges", json={"id": "pwn-panel", "name": "p", "runtime": "fake", "image": "i", "port": 1337,
+                                         "protocol": "tcp", "expose": [{"name": "panel", "port": 8080}]})
+    created = api.post("/api/v1/instances", json={"team_id": "red", "challenge_id": "pwn-panel"}).get_json()
+    run_jobs(app, worker_id)
+    panel = endpoint(created, "panel")
+    InstanceEndpoint.update(endpoint=f"http://{host(panel['url'])}:8000").where(
+        InstanceEndpoint.instance_id == created["id"]).execute()
+    link = api.post(f"/api/v1/instances/{created['id']}/access", json={"endpoint": "panel", "next": "/x"}).get_json()
+    assert link["url"].startswith(f"http://{host(panel['url'])}:8000/.ctfhost/access?")
+    parsed = urllib.parse.urlsplit(link["url"])
+    response = forward(client, f"{host(panel['url'])}:9999", f"{parsed.path}?{parsed.query}")
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"http://{host(panel['url'])}:8000/x"

@@ -267,16 +267,17 @@ def instance_url(instance, proto):
     """`proto`://<the host the request came to>[:<public port of its endpoint>]: where the browser goes back to.
 
     The host is the instance's own, or that of the endpoint the request was
-    for (`served_hostname`, set by active_instance_for_host).
+    for (`served_url`, set by active_instance_for_host).
     """
-    port = urllib.parse.urlsplit(instance.endpoint).port
-    hostname = getattr(instance, "served_hostname", None) or instance.hostname
+    served = getattr(instance, "served_url", None)
+    port = urllib.parse.urlsplit(served or instance.endpoint).port
+    hostname = urllib.parse.urlsplit(served).hostname if served else instance.hostname
     return f"{proto}://{hostname}" + (f":{port}" if port else "")
 
 
 def active_instance_for_host(host):
     """The active instance serving `host` (a Host header value, port allowed) on its main or another HTTP endpoint,
-    or None. For another endpoint, the instance's `served_endpoint` and `served_hostname` name it."""
+    or None. For another endpoint, the instance's `served_endpoint` and `served_url` name it."""
     hostname = (host or "").strip().lower().split(":", 1)[0]
     if not hostname:
         return None
@@ -290,7 +291,7 @@ def active_instance_for_host(host):
         row = database.execute_sql(_BY_ENDPOINT_HOST_SQL.format(p=database.param), (hostname,)).fetchone()
         if row is None:
             return None
-        served, row = row[-1], row[:-1]
+        served, row = row[-2:], row[:-2]
     values = dict(zip(_BY_HOST_COLUMNS, row))
     for name in ("created_at", "started_at", "expires_at", "ended_at"):
         if isinstance(values[name], str):
@@ -298,7 +299,7 @@ def active_instance_for_host(host):
     values["team_id_numeric"] = bool(values["team_id_numeric"])
     instance = Instance(**values)
     if served is not None:
-        instance.served_endpoint, instance.served_hostname = served, hostname
+        instance.served_endpoint, instance.served_url = served
     return instance
 
 
@@ -309,7 +310,7 @@ _BY_HOST_SQL = (
     + _ACTIVE_SQL
 )
 _BY_ENDPOINT_HOST_SQL = (
-    "SELECT " + ", ".join(f'i."{c}"' for c in _BY_HOST_COLUMNS) + ', e."name" FROM "instance_endpoint" AS e '
+    "SELECT " + ", ".join(f'i."{c}"' for c in _BY_HOST_COLUMNS) + ', e."name", e."endpoint" FROM "instance_endpoint" AS e '
     'JOIN "instance" AS i ON i."id" = e."instance_id" WHERE e."hostname" = {p} AND e."protocol" = \'http\' '
     'AND i."status" IN ' + _ACTIVE_SQL
 )
