@@ -154,3 +154,34 @@ def test_options_are_checked_for_kata_challenges(api):
             "extra_config": json.dumps({"cap_add": ["SYS_ADMIN"]})}
     (message,) = extra_config_errors(api, body)
     assert message.startswith("unknown key 'cap_add'; the kata-firecracker runtime accepts:")
+
+
+def test_every_exposed_endpoint_is_a_service_of_its_own_in_front_of_its_micro_vm(kube_cluster):
+    expose = [{"name": "admin", "port": 8080, "protocol": "http"}]
+    services = {"db": {"image": "registry.example/db:2", "cpu_count": 1, "memory_mb": 512, "options": {},
+                       "expose": [{"name": "dbwire", "port": 5432, "protocol": "tcp"}]}}
+    challenge, instance, worker = make_rows("kata-firecracker", services=json.dumps(services),
+                                            expose=json.dumps(expose))
+    backend = kube_cluster.launch(kata, challenge, instance, worker)
+    namespace = namespace_of(instance)
+    assert {name: b.url for name, b in backend.endpoints.items()} == {
+        "admin": f"http://endpoint-admin.{namespace}.svc.cluster.local:8080",
+        "dbwire": f"tcp://endpoint-dbwire.{namespace}.svc.cluster.local:5432",
+    }
+    objects = kube_cluster.objects(namespace=namespace)
+    for obj in objects:
+        validate_strict(obj)
+        if obj["kind"] == "Pod":
+            assert obj["spec"]["runtimeClassName"] == "kata-fc"
+    services_made = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "Service"}
+    assert services_made["endpoint-dbwire"]["selector"] == {"app.kubernetes.io/component": "service",
+                                                            "ctfhost.io/service": "db"}
+    policies = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "NetworkPolicy"}
+    assert [p["port"] for p in policies["allow-proxy"]["ingress"][0]["ports"]] == [1337, 8080]
+    assert policies["allow-proxy-db"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 5432}]
+    (db,) = next(o for o in objects if o["metadata"]["name"] == "service-db")["spec"]["containers"]
+    assert db["readinessProbe"]["tcpSocket"] == {"port": 5432}
+    hard = kube_cluster.one("ResourceQuota", namespace)["spec"]["hard"]
+    assert (hard["pods"], hard["services"]) == ("2", "5")  # challenge, 2 endpoints, 2 headless
+    kata.destroy(instance, worker)
+    assert kube_cluster.objects() == []

@@ -25,6 +25,7 @@ from ctfhost_plugin_kctf.manifests import (
     SERVICE_LABEL,
     build,
     common_labels,
+    endpoint_service_name,
     expected_services,
     namespace_name,
     selector,
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 class KubernetesRuntime:
     """A ctfhost runtime whose instances are namespaces holding one pod (one per service of a challenge of several),
-    its Service and its policies."""
+    its Services (one per exposed endpoint) and its policies."""
 
     def __init__(self, profile):
         self.profile = profile
@@ -66,10 +67,18 @@ class KubernetesRuntime:
 
     @hookimpl
     def validate_challenge(self, challenge):
-        if NAME in challenge.service_specs:
-            return {"services": [f"{NAME!r} is the name of the main pod's Service on the {self.profile.runtime} "
-                                 "runtime: name the service otherwise"]}
-        return None
+        # a service's headless Service shares the namespace with `challenge` and the `endpoint-<name>` Services
+        specs = challenge.service_specs
+        problems = []
+        if NAME in specs:
+            problems.append(f"{NAME!r} is the name of the main pod's Service on the {self.profile.runtime} "
+                            "runtime: name the service otherwise")
+        for endpoint in challenge.endpoint_specs:
+            taken = endpoint_service_name(endpoint["name"])
+            if taken in specs:
+                problems.append(f"{taken!r} is the name of endpoint {endpoint['name']!r}'s Service on the "
+                                f"{self.profile.runtime} runtime: name the service or the endpoint otherwise")
+        return {"services": problems} if problems else None
 
     @hookimpl
     def launch(self, challenge, instance, worker, timeout):
@@ -80,22 +89,29 @@ class KubernetesRuntime:
         # someone else's namespace of the same name must survive our failure
         self._create_namespace(kube, objects, instance.id, settings, deadline)
         try:
-            service = None
+            services = {}  # name -> the Service as created (a node port read back from it)
             for manifest in objects.in_namespace():
                 created = self._create(kube, manifest, settings, deadline)
-                if manifest is objects.service:
-                    service = created
+                if manifest["kind"] == "Service":
+                    services[manifest["metadata"]["name"]] = created
             for pod_name, service_name in objects.pod_names():
                 self._wait_ready(kube, objects.name, settings, deadline, timeout, pod_name,
                                  "" if pod_name == NAME else f"service {service_name!r}: ")
-            address = self._address(settings, objects.name, service, challenge.port, worker)
+            address = self._address(settings, objects.name, services, NAME, challenge.port, worker)
+            # Ready already means the port accepts connections (the readiness
+            # probe), and the worker often cannot reach a cluster address at all.
+            endpoints = {
+                endpoint["name"]: Backend(
+                    self._address(settings, objects.name, services, endpoint_service_name(endpoint["name"]),
+                                  endpoint["port"], worker, f" (endpoint {endpoint['name']!r})"),
+                    scheme=endpoint["protocol"], probe=False)
+                for endpoint in challenge.endpoint_specs
+            }
         except Exception:
             self._delete_quietly(kube, objects.name)
             raise
         scheme = "tcp" if getattr(challenge, "protocol", "http") == "tcp" else "http"
-        # Ready already means the port accepts connections (the readiness
-        # probe), and the worker often cannot reach a cluster address at all.
-        return Backend(address, scheme=scheme, probe=False)
+        return Backend(address, scheme=scheme, probe=False, endpoints=endpoints)
 
     @hookimpl
     def inspect(self, instance, worker):
@@ -253,13 +269,16 @@ class KubernetesRuntime:
                 raise LaunchError(f"{service}the pod did not become ready within {timeout:g} s ({waiting})")
             time.sleep(settings.poll_seconds)
 
-    def _address(self, settings, namespace, service, port, worker):
+    def _address(self, settings, namespace, services, name, port, worker, what=""):
+        """Where the proxy reaches the Service `name` (of the created `services`): its cluster DNS name, or its node
+        port on the node address; `what` (" (endpoint 'admin')") ends the error when it has none."""
         if not settings.nodeport:
-            return f"{NAME}.{namespace}.svc.{settings.cluster_domain}:{port}"
+            return f"{name}.{namespace}.svc.{settings.cluster_domain}:{port}"
+        service = services.get(name)
         ports = (service.spec.ports if service is not None and service.spec else None) or []
         node_port = ports[0].node_port if ports else None
         if not node_port:
-            raise LaunchError(f"Kubernetes assigned no node port to service {namespace}/{NAME}")
+            raise LaunchError(f"Kubernetes assigned no node port to service {namespace}/{name}{what}")
         return f"{settings.node_address or worker.address}:{node_port}"
 
     def _delete_quietly(self, kube, name):

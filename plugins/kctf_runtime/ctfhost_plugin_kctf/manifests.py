@@ -1,4 +1,4 @@
-"""The Kubernetes objects of one instance, built from a runtime profile: namespace, quota, policies, service, pod.
+"""The Kubernetes objects of one instance, built from a runtime profile: namespace, quota, policies, services, pods.
 
 Every instance gets a namespace of its own. NetworkPolicies, the
 ResourceQuota and Pod Security admission all work per namespace, and
@@ -33,6 +33,21 @@ MAIN = "main"
 SERVICE_COMPONENT = "service"
 SERVICE_POD_PREFIX = "service-"
 SERVICES_ANNOTATION = "ctfhost.io/services"  # on the challenge's pod: the services of the instance, comma-separated
+# every endpoint a challenge exposes beside the main port (`expose`, a service's `expose`) is a Service
+# `endpoint-<endpoint name>` of its own, published like `challenge`; endpoint names are DNS labels of at most 40
+ENDPOINT_SERVICE_PREFIX = "endpoint-"
+
+
+def endpoint_service_name(endpoint_name):
+    """The name of the Service that publishes the endpoint `endpoint_name`."""
+    return ENDPOINT_SERVICE_PREFIX + endpoint_name
+
+
+def service_selector(service):
+    """The labels that select the pod running `service` of the instance: the challenge's pod for `main`."""
+    if service == MAIN:
+        return dict(POD_SELECTOR)
+    return {COMPONENT_LABEL: SERVICE_COMPONENT, SERVICE_LABEL: service}
 
 
 def expected_services(pod):
@@ -223,6 +238,8 @@ class InstanceObjects:
     # a challenge of several services: the headless Services (`main` and one per service), then their pods
     services: tuple = ()
     service_pods: tuple = ()
+    # the Services `endpoint-<name>` publishing each endpoint of challenge.endpoint_specs, in its order
+    endpoint_services: tuple = ()
 
     @property
     def name(self):
@@ -235,7 +252,8 @@ class InstanceObjects:
 
     def in_namespace(self):
         """The namespaced objects in creation order: limits and policies before the pods, main's pod last."""
-        return [self.quota, *self.policies, self.service, *self.services, *self.service_pods, self.pod]
+        return [self.quota, *self.policies, self.service, *self.endpoint_services, *self.services,
+                *self.service_pods, self.pod]
 
     def all(self):
         return [self.namespace, *self.in_namespace()]
@@ -257,9 +275,11 @@ def _policy(name, namespace, labels, spec):
     }
 
 
-def network_policies(settings, namespace, labels, port, internet, internet_pods=None):
-    """Deny all; let the proxy in on the port; let DNS out; the internet only when allowed.
+def network_policies(settings, namespace, labels, proxy_ports, internet, internet_pods=None):
+    """Deny all; let the proxy in on the exposed ports; let DNS out; the internet only when allowed.
 
+    `proxy_ports`: {service: [port, ...]}, the ports the proxy reaches on the pod of each service (`main`
+    first, always there): `allow-proxy` for main's pod, `allow-proxy-<service>` for another service's pod.
     `internet_pods`: with several services, the pod selectors (matchLabels) of the pods allowed out, each its
     own policy; otherwise `internet` lets every pod of the namespace out."""
     if settings.nodeport:
@@ -270,13 +290,15 @@ def network_policies(settings, namespace, labels, port, internet, internet_pods=
             "podSelector": settings.proxy_pod_selector,
         }]
     proxy_peers += [{"ipBlock": {"cidr": cidr}} for cidr in settings.proxy_cidrs]
-    policies = [
-        _policy("default-deny", namespace, labels, {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
-        _policy("allow-proxy", namespace, labels, {
-            "podSelector": {"matchLabels": dict(POD_SELECTOR)},
+    policies = [_policy("default-deny", namespace, labels, {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})]
+    # the proxy reaches each pod on the ports it exposes, and nothing else of it
+    for service, ports in proxy_ports.items():
+        policies.append(_policy("allow-proxy" if service == MAIN else f"allow-proxy-{service}", namespace, labels, {
+            "podSelector": {"matchLabels": service_selector(service)},
             "policyTypes": ["Ingress"],
-            "ingress": [{"from": proxy_peers, "ports": [{"protocol": "TCP", "port": port}]}],
-        }),
+            "ingress": [{"from": proxy_peers, "ports": [{"protocol": "TCP", "port": port} for port in ports]}],
+        }))
+    policies += [
         _policy("allow-dns", namespace, labels, {
             "podSelector": {},
             "policyTypes": ["Egress"],
@@ -325,6 +347,17 @@ def _env(instance, *given):
     return [{"name": name, "value": value} for name, value in sorted(env.items())]
 
 
+def _readiness(port):
+    """Ready = the port accepts connections; the launch waits for every pod to be Ready."""
+    return {"tcpSocket": {"port": port}, "periodSeconds": 2, "timeoutSeconds": 1}
+
+
+def _exposed_ports(endpoints):
+    """containerPort entries of a container's exposed `endpoints` (unnamed: a port name has at most 15 characters,
+    an endpoint name up to 40)."""
+    return [{"containerPort": endpoint["port"], "protocol": "TCP"} for endpoint in endpoints]
+
+
 def _service_container(profile, settings, instance, service, spec, sizing):
     """A service's container: restricted privileges, its own image, command, environment and size."""
     options = spec.get("options") or {}
@@ -336,6 +369,11 @@ def _service_container(profile, settings, instance, service, spec, sizing):
         "resources": sizing.container(),
         "securityContext": SERVICE_SECURITY,
     }
+    exposed = spec.get("expose") or []
+    if exposed:
+        container["ports"] = _exposed_ports(exposed)
+        # one readiness probe per container: the first exposed port stands for the others of this container
+        container["readinessProbe"] = _readiness(exposed[0]["port"])
     # Kubernetes' command replaces the image's ENTRYPOINT, args its CMD
     command = spec.get("entrypoint") or options.get("command")
     args = spec.get("command") or options.get("args")
@@ -356,6 +394,22 @@ def within_instance_policy(namespace, labels):
         "ingress": [{"from": [{"podSelector": {}}]}],
         "egress": [{"to": [{"podSelector": {}}]}],
     })
+
+
+def _published(settings, name, namespace, labels, selector_labels, port, port_name=None):
+    """A Service the proxy reaches one port of a pod through: ClusterIP, or NodePort in node-port mode."""
+    entry = {"name": port_name} if port_name else {}
+    entry |= {"protocol": "TCP", "port": port, "targetPort": port}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(name, namespace, labels),
+        "spec": {
+            "type": "NodePort" if settings.nodeport else "ClusterIP",
+            "selector": dict(selector_labels),
+            "ports": [entry],
+        },
+    }
 
 
 def _headless(name, namespace, labels, selector_labels):
@@ -396,11 +450,12 @@ def _container(profile, settings, challenge, instance, sizing):
         "name": NAME,
         "image": challenge.image,
         "imagePullPolicy": settings.image_pull_policy,
-        "ports": [{"name": NAME, "containerPort": challenge.port, "protocol": "TCP"}],
+        "ports": [{"name": NAME, "containerPort": challenge.port, "protocol": "TCP"},
+                  *_exposed_ports(challenge.exposed)],
         "env": _env(instance, options.get("env")),
         "resources": sizing.container(),
-        # Ready = the port accepts connections; the launch waits for it
-        "readinessProbe": {"tcpSocket": {"port": challenge.port}, "periodSeconds": 2, "timeoutSeconds": 1},
+        # on the main port only: one readiness probe per container, main's other exposed ports count as ready with it
+        "readinessProbe": _readiness(challenge.port),
         "securityContext": profile.container_security,
     }
     for key in ("command", "args"):
@@ -437,10 +492,12 @@ def build(profile, settings, challenge, instance, worker):
     specs = challenge.service_specs
     service_sizings = {service: Sizing.sized(spec.get("cpu_count", 1), spec.get("memory_mb", 512), settings, profile)
                        for service, spec in specs.items()}
+    endpoints = challenge.endpoint_specs
+    published = 1 + len(endpoints)  # `challenge` and one Service per endpoint: each one port, a node port each
     hard = quota_of([sizing, *service_sizings.values()]) | {
         "pods": str(1 + len(specs)),
-        "services": str(1 + (len(specs) + 1 if specs else 0)),
-        "services.nodeports": "1" if settings.nodeport else "0",
+        "services": str(published + (len(specs) + 1 if specs else 0)),
+        "services.nodeports": str(published) if settings.nodeport else "0",
         "services.loadbalancers": "0",
     }
     quota = {
@@ -449,16 +506,12 @@ def build(profile, settings, challenge, instance, worker):
         "metadata": _meta(QUOTA_NAME, name, labels),
         "spec": {"hard": hard},
     }
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _meta(NAME, name, labels),
-        "spec": {
-            "type": "NodePort" if settings.nodeport else "ClusterIP",
-            "selector": dict(POD_SELECTOR),
-            "ports": [{"name": NAME, "protocol": "TCP", "port": challenge.port, "targetPort": challenge.port}],
-        },
-    }
+    service = _published(settings, NAME, name, labels, POD_SELECTOR, challenge.port, port_name=NAME)
+    endpoint_services = [
+        _published(settings, endpoint_service_name(endpoint["name"]), name, labels,
+                   service_selector(endpoint["service"]), endpoint["port"])
+        for endpoint in endpoints
+    ]
     main_annotations = _apparmor(profile, NAME) or {}
     if specs:  # what inspect expects beside this pod
         main_annotations[SERVICES_ANNOTATION] = ",".join(specs)
@@ -471,16 +524,19 @@ def build(profile, settings, challenge, instance, worker):
     internet_pods = None
     if specs:  # each pod out only if its own options say so
         internet_pods = {MAIN: POD_SELECTOR} if challenge.options.get("internet") else {}
-        internet_pods.update({other: {COMPONENT_LABEL: SERVICE_COMPONENT, SERVICE_LABEL: other}
+        internet_pods.update({other: service_selector(other)
                               for other, spec in specs.items() if (spec.get("options") or {}).get("internet")})
-    policies = network_policies(settings, name, labels, challenge.port, bool(challenge.options.get("internet")),
+    proxy_ports = {MAIN: [challenge.port]}
+    for endpoint in endpoints:
+        proxy_ports.setdefault(endpoint["service"], []).append(endpoint["port"])
+    policies = network_policies(settings, name, labels, proxy_ports, bool(challenge.options.get("internet")),
                                 internet_pods)
     services, service_pods = [], []
     if specs:
         policies.append(within_instance_policy(name, labels))
         services.append(_headless(MAIN, name, labels, POD_SELECTOR))
         for other, spec in specs.items():
-            selected = {COMPONENT_LABEL: SERVICE_COMPONENT, SERVICE_LABEL: other}
+            selected = service_selector(other)
             services.append(_headless(other, name, labels, selected))
             container = _service_container(profile, settings, instance, other, spec, service_sizings[other])
             service_pods.append({
@@ -497,4 +553,5 @@ def build(profile, settings, challenge, instance, worker):
         pod=pod,
         services=tuple(services),
         service_pods=tuple(service_pods),
+        endpoint_services=tuple(endpoint_services),
     )

@@ -25,6 +25,8 @@ class KubeOptions(RuntimeOptions):
     """extra_config of a kctf or kata-firecracker challenge."""
 
     supports_services = True
+    # each endpoint of `expose` (main's, a service's) is a Service `endpoint-<name>` of its own (manifests.build)
+    supports_endpoints = True
 
     env = _field(
         _is_env,

@@ -95,6 +95,8 @@ def cluster_emulator_class():
         namespaces: dict = attrs.field(factory=dict, init=False)
         # [plural, times left (-1: always), KubernetesError]: admission refusals, before anything is stored
         refusals: list = attrs.field(factory=list, init=False)
+        # names of NodePort Services given no node port (as a cluster out of node ports would leave them)
+        withheld_node_ports: set = attrs.field(factory=set, init=False)
         _node_ports: object = attrs.field(factory=lambda: itertools.count(30000), init=False)
         _cluster_ips: object = attrs.field(factory=lambda: itertools.count(10), init=False)
 
@@ -135,12 +137,13 @@ def cluster_emulator_class():
                     raise _status(403, "Forbidden", f"unable to create new content in namespace "
                                                     f"{request.namespace} because it is being terminated")
                 if request.resource.plural == "services" and isinstance(request.data, dict):
-                    self._allocate(request.data.setdefault("spec", {}))
+                    name = (request.data.get("metadata") or {}).get("name")
+                    self._allocate(request.data.setdefault("spec", {}), name)
             return await super()._handle(request)
 
-        def _allocate(self, spec):
+        def _allocate(self, spec, name):
             spec.setdefault("clusterIP", f"10.96.0.{next(self._cluster_ips) % 250 + 2}")
-            if spec.get("type") == "NodePort":
+            if spec.get("type") == "NodePort" and name not in self.withheld_node_ports:
                 for port in spec.get("ports", []):
                     port.setdefault("nodePort", next(self._node_ports))
 
@@ -264,6 +267,10 @@ class KubeCluster:
     def refuse(self, plural, code, reason, message, times=-1):
         """Answer creations of `plural` with a Status, as an admission plugin would; -1: every time."""
         self.run(self.emulator.refusals.append, [plural, times, _status(code, reason, message)])
+
+    def withhold_node_ports(self, *names):
+        """Give the NodePort Services of these names no node port."""
+        self.run(self.emulator.withheld_node_ports.update, names)
 
     def requests(self):
         """(method, path, headers) of every request kmock recorded."""
