@@ -24,6 +24,9 @@ MAX_FLAG_LENGTH = 300
 DEFAULT_MAX_REQUEST_BYTES = 256 * 1024
 # how deep a JSON document may nest (request bodies and extra_config); real ones nest a few levels
 MAX_JSON_DEPTH = 32
+# a challenge's description and its metadata object (as JSON), in characters
+MAX_DESCRIPTION_LENGTH = 20_000
+MAX_METADATA_LENGTH = 16_384
 # the sizes a challenge (or each of its services) may ask for
 CPU_COUNTS = (1, 2, 4)
 MEMORY_SIZES = (512, 1024, 2048)

@@ -8,6 +8,9 @@ import peewee
 from ctfhost.db import database
 
 ACTIVE = ("pending", "running")
+# a challenge's lifecycle: drafts are being written (the admin pages create them), active ones are launched by
+# teams, inactive ones are withdrawn; only the admin launches a challenge that is not active (to test it)
+CHALLENGE_STATUSES = ("draft", "active", "inactive")
 ENDED = ("destroyed", "expired", "error")
 STATUSES = ACTIVE + ENDED
 
@@ -48,6 +51,12 @@ class Challenge(BaseModel):
     services = peewee.TextField(default="{}")
     # extra endpoints of the main service, as JSON: [{name, port, protocol}]
     expose = peewee.TextField(default="[]")
+    # migration 007: the lifecycle (CHALLENGE_STATUSES), and what operators note about the challenge
+    status = peewee.CharField(max_length=16, default="active")
+    version = peewee.CharField(max_length=100, null=True)
+    description = peewee.TextField(null=True)
+    # an object of the operator's own keys, as JSON
+    metadata = peewee.TextField(default="{}")
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
 
@@ -65,6 +74,10 @@ class Challenge(BaseModel):
     def exposed(self):
         """expose parsed: the main service's extra endpoints."""
         return json.loads(self.expose or "[]")
+
+    @property
+    def is_active(self):
+        return self.status == "active"
 
     @property
     def is_multi_service(self):

@@ -50,6 +50,10 @@ def test_create_returns_201_with_defaults(api):
         "extra_config": "{}",
         "services": {},
         "expose": [],
+        "status": "active",
+        "version": None,
+        "description": None,
+        "metadata": {},
     }
 
 

@@ -20,7 +20,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 FLASK = [sys.executable, "-m", "flask", "--app", "ctfhost", "ctfhost"]
 BEHIND = "the database schema is behind: run `flask --app ctfhost ctfhost db upgrade`"
 ALL = ["001_initial", "002_worker_agent_instance", "003_instance_expiry_indexes", "004_instance_worker_status_index",
-       "005_challenge_services", "006_instance_endpoints"]
+       "005_challenge_services", "006_instance_endpoints", "007_challenge_status"]
 T0 = datetime.datetime(2026, 1, 1, 12, 0, 0)
 
 
@@ -82,14 +82,16 @@ def rows(model, fields):
 
 
 # columns later migrations added (the previous release's tables lack them)
-LATER_COLUMNS = {"agent_instance", "services", "expose"}
+LATER_COLUMNS = {"worker": {"agent_instance"},
+                 "challenge": {"services", "expose", "status", "version", "description", "metadata"}}
 # tables later migrations added
 LATER_TABLES = {"instance_endpoint"}
 LEGACY_MODELS = [model for model in MODELS if model._meta.table_name not in LATER_TABLES]
 
 
 def legacy_fields(model):
-    return [field for field in model._meta.sorted_fields if field.name not in LATER_COLUMNS]
+    later = LATER_COLUMNS.get(model._meta.table_name, set())
+    return [field for field in model._meta.sorted_fields if field.name not in later]
 
 
 def test_the_previous_release_database_is_upgraded_and_keeps_every_row(previous_release_database, app, api):

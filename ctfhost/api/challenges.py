@@ -8,10 +8,12 @@ from flask_smorest.error_handler import ErrorSchema
 from marshmallow import Schema, ValidationError, fields, validate
 
 from ctfhost import jsontext, limits
-from ctfhost.api.auth import API_KEY, TEAM, Blueprint, for_caller
+from ctfhost.api.auth import API_KEY, TEAM, Blueprint, current_principal, for_caller
 from ctfhost.api.fields import StrictInteger, UTCDateTime
+from ctfhost.models import CHALLENGE_STATUSES
 from ctfhost.plugins import UnknownRuntime, get_plugins
 from ctfhost.services import challenges as service
+from ctfhost.services.errors import NotFound
 
 blp = Blueprint("challenges", __name__, url_prefix="/api/v1/challenges", description="Challenges that teams can launch.")
 
@@ -183,6 +185,33 @@ class ExposeField(_StoredAsJSON, fields.List):
         return json.dumps(super()._deserialize(value, attr, data, **kwargs))
 
 
+class MetadataField(_StoredAsJSON, fields.Dict):
+    """metadata: an object of the operator's own keys (author, category, tags...), kept as JSON text."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("metadata", {}).setdefault(
+            "description", "The operator's own keys (author, category, tags...): any JSON object, "
+            f"at most {limits.MAX_METADATA_LENGTH} characters as JSON",
+        )
+        super().__init__(keys=fields.String(), **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, dict):
+            raise ValidationError("Must be an object.")
+        if jsontext.depth(value) > limits.MAX_JSON_DEPTH:
+            raise ValidationError(f"Nested more than {limits.MAX_JSON_DEPTH} levels deep.")
+        text = json.dumps(super()._deserialize(value, attr, data, **kwargs), sort_keys=True)
+        if len(text) > limits.MAX_METADATA_LENGTH:
+            raise ValidationError(f"Longer than {limits.MAX_METADATA_LENGTH} characters as JSON.")
+        return text
+
+
+STATUS_DESCRIPTION = (
+    "draft: being written; active: teams launch it; inactive: withdrawn (running instances go on). Only the admin "
+    "launches a challenge that is not active"
+)
+
+
 def installed_runtime(name):
     """Refuse a runtime no installed plugin provides, with the other field errors."""
     try:
@@ -240,6 +269,19 @@ class ChallengeSchema(Schema):
     extra_config = ExtraConfig(load_default="{}")
     services = ServicesField(load_default="{}")
     expose = ExposeField(load_default="[]")
+    status = fields.String(
+        load_default="active", validate=validate.OneOf(CHALLENGE_STATUSES),
+        metadata={"description": STATUS_DESCRIPTION + "; active when a new challenge gives none"},
+    )
+    version = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=1, max=100),
+        metadata={"description": "The operator's version of the challenge", "example": "1.2.0"},
+    )
+    description = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=limits.MAX_DESCRIPTION_LENGTH),
+        metadata={"description": "Notes for operators (players read CTFd's description)"},
+    )
+    metadata = MetadataField(load_default="{}")
     created_at = UTCDateTime(dump_only=True)
     updated_at = UTCDateTime(dump_only=True)
 
@@ -264,6 +306,8 @@ class PublicChallengeSchema(Schema):
     max_renewals = fields.Integer(allow_none=True)
     services = ServicesField(service_schema=PublicServiceSchema)
     expose = ExposeField()
+    status = fields.String()
+    version = fields.String(allow_none=True)
 
 
 class ChallengePatchSchema(ChallengeSchema):
@@ -280,6 +324,20 @@ class ChallengePatchSchema(ChallengeSchema):
     extra_config = ExtraConfig()
     services = ServicesField()
     expose = ExposeField()
+    status = fields.String(validate=validate.OneOf(CHALLENGE_STATUSES), metadata={"description": STATUS_DESCRIPTION})
+    version = fields.String(allow_none=True, validate=validate.Length(min=1, max=100))
+    description = fields.String(allow_none=True, validate=validate.Length(max=limits.MAX_DESCRIPTION_LENGTH))
+    metadata = MetadataField()
+
+
+class ListChallengesArgsSchema(Schema):
+    status = fields.String(validate=validate.OneOf(CHALLENGE_STATUSES),
+                           metadata={"description": "Only challenges in this status (team tokens see active ones only)"})
+
+
+class DeactivateArgsSchema(Schema):
+    destroy_instances = fields.Boolean(
+        load_default=False, metadata={"description": "Also destroy the challenge's active instances (else they run on)"})
 
 
 class DeleteArgsSchema(Schema):
@@ -293,10 +351,17 @@ class WeightsSchema(Schema):
 @blp.route("")
 class Challenges(MethodView):
     @blp.allow(API_KEY, TEAM)
-    @blp.response(200, ChallengeSchema(many=True), description="A team token gets the public fields only.")
-    def get(self):
+    @blp.arguments(ListChallengesArgsSchema, location="query")
+    @blp.response(200, ChallengeSchema(many=True), description="A team token gets the public fields of active challenges only.")
+    def get(self, args):
         """List challenges"""
-        return for_caller(service.list_challenges(), PublicChallengeSchema(many=True))
+        status = args.get("status")
+        if current_principal().is_team:
+            # drafts and withdrawn challenges are the operators' business
+            status = "active" if status in (None, "active") else None
+            if status is None:
+                return for_caller([], PublicChallengeSchema(many=True))
+        return for_caller(service.list_challenges(status), PublicChallengeSchema(many=True))
 
     @blp.api_key_required
     @blp.arguments(ChallengeSchema)
@@ -313,8 +378,11 @@ class ChallengeById(MethodView):
     @blp.response(200, ChallengeSchema, description="A team token gets the public fields only.")
     @blp.alt_response(404, schema=ErrorSchema, description="No such challenge.")
     def get(self, challenge_id):
-        """Get a challenge"""
-        return for_caller(service.get_challenge(challenge_id), PublicChallengeSchema())
+        """Get a challenge (a team token: an active one)"""
+        challenge = service.get_challenge(challenge_id)
+        if current_principal().is_team and not challenge.is_active:
+            raise NotFound(f"challenge {challenge_id!r} not found")
+        return for_caller(challenge, PublicChallengeSchema())
 
     @blp.api_key_required
     @blp.arguments(ChallengePatchSchema(partial=True))
@@ -332,6 +400,25 @@ class ChallengeById(MethodView):
     def delete(self, args, challenge_id):
         """Delete a challenge (force=true destroys its active instances first)"""
         service.delete_challenge(challenge_id, force=args["force"])
+
+
+@blp.route("/<string:challenge_id>/activate", methods=["POST"])
+@blp.api_key_required
+@blp.response(200, ChallengeSchema, description="The challenge, now active: teams may launch it.")
+@blp.alt_response(404, schema=ErrorSchema, description="No such challenge.")
+def activate(challenge_id):
+    """Make a challenge active: teams may launch it"""
+    return service.set_status(challenge_id, "active")
+
+
+@blp.route("/<string:challenge_id>/deactivate", methods=["POST"])
+@blp.api_key_required
+@blp.arguments(DeactivateArgsSchema, location="query")
+@blp.response(200, ChallengeSchema, description="The challenge, now inactive: only the admin may launch it.")
+@blp.alt_response(404, schema=ErrorSchema, description="No such challenge.")
+def deactivate(args, challenge_id):
+    """Withdraw a challenge: no new instances but the admin's; running ones go on unless destroy_instances=true"""
+    return service.set_status(challenge_id, "inactive", destroy_instances=args["destroy_instances"])
 
 
 @blp.route("/<string:challenge_id>/weights")

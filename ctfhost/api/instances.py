@@ -113,7 +113,7 @@ def own(instance):
 
 
 def limited():
-    """Fair-use limits bind everyone but the admin."""
+    """Fair-use limits bind everyone but the admin (who also alone launches challenges that are not active)."""
     return current_principal().kind != ADMIN
 
 
@@ -146,13 +146,14 @@ class Instances(MethodView):
     @blp.arguments(LaunchSchema)
     @blp.response(201, InstanceSchema, description="The pending instance; its endpoint is final.")
     @blp.alt_response(404, schema=ErrorSchema, description="No such challenge.")
-    @blp.alt_response(409, schema=ErrorSchema, description="The team already has an active instance of it.")
+    @blp.alt_response(409, schema=ErrorSchema, description="The team already has an active instance of it, or the challenge is not active (only the admin launches drafts and inactive ones).")
     @blp.alt_response(429, schema=ErrorSchema, description="max_instances_per_team reached, or launch_cooldown_seconds not over (Retry-After).")
     @blp.alt_response(503, schema=ErrorSchema, description="No worker has room, or the queue is down; nothing was created.")
     def post(self, data):
         """Launch an instance for a team"""
         check_team(data["team_id"])
-        return shaped(service.create_instance(data["team_id"], data["challenge_id"], enforce_limits=limited()), 201)
+        return shaped(service.create_instance(data["team_id"], data["challenge_id"], enforce_limits=limited(),
+                                              allow_inactive=not limited()), 201)
 
 
 @blp.route("/<uuid:instance_id>")
@@ -182,7 +183,7 @@ class InstanceById(MethodView):
 def restart(instance_id):
     """Replace an instance with a fresh one"""
     own(service.get_instance(instance_id))
-    return shaped(service.restart_instance(instance_id, enforce_limits=limited()))
+    return shaped(service.restart_instance(instance_id, enforce_limits=limited(), allow_inactive=not limited()))
 
 
 @blp.route("/<uuid:instance_id>/renew", methods=["POST"])

@@ -11,12 +11,30 @@ from ctfhost.services.errors import Conflict, Invalid, NotFound, require_changes
 
 EDITABLE = (
     "name", "runtime", "image", "port", "protocol", "cpu_count", "memory_mb", "ttl_seconds", "max_renewals", "flag_template",
-    "extra_config", "services", "expose",
+    "extra_config", "services", "expose", "status", "version", "description", "metadata",
 )
 
 
-def list_challenges():
-    return list(Challenge.select().order_by(Challenge.id))
+def list_challenges(status=None):
+    query = Challenge.select()
+    if status is not None:
+        query = query.where(Challenge.status == status)
+    return list(query.order_by(Challenge.id))
+
+
+def set_status(challenge_id, status, destroy_instances=False):
+    """Move a challenge to `status`; with `destroy_instances`, also destroy its active instances. Returns it."""
+    with database.atomic():
+        challenge = get_challenge(challenge_id)
+        if challenge.status != status:
+            challenge.status = status
+            challenge.updated_at = utcnow()
+            challenge.save(only=[Challenge.status, Challenge.updated_at])
+    if destroy_instances:
+        for instance in list(Instance.select().where(Instance.challenge_id == challenge.id,
+                                                     Instance.status.in_(list(ACTIVE)))):
+            instances.destroy_instance(instance.id)
+    return challenge
 
 
 def get_challenge(challenge_id):

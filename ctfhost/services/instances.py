@@ -10,6 +10,7 @@ import uuid
 import peewee
 from flask import current_app
 
+from ctfhost import metrics
 from ctfhost.worker import queue
 from ctfhost.db import database, is_postgresql
 from ctfhost.models import ACTIVE, Challenge, Instance, InstanceEndpoint, Worker, utcnow
@@ -181,11 +182,23 @@ def check_fair_use(team_id, challenge_id, limits, replacing=False):
                 )
 
 
-def create_instance(team_id, challenge_id, enforce_limits=True):
-    """Create a pending instance for a team and queue its launch."""
+def not_active(challenge):
+    """The Conflict for launching `challenge` when it is not active (only the admin may, to test it)."""
+    return Conflict(f"challenge {challenge.id!r} is not active (it is {challenge.status}): only the admin may launch "
+                    "it; activate it first (POST /api/v1/challenges/{id}/activate)")
+
+
+def create_instance(team_id, challenge_id, enforce_limits=True, allow_inactive=False):
+    """Create a pending instance for a team and queue its launch.
+
+    A challenge that is not active is launched only with `allow_inactive`
+    (the admin testing a draft); else 409.
+    """
     challenge = Challenge.get_or_none(Challenge.id == challenge_id)
     if challenge is None:
         raise NotFound(f"challenge {challenge_id!r} not found")
+    if not challenge.is_active and not allow_inactive:
+        raise not_active(challenge)
     existing = find_active(team_id, challenge_id)
     if existing is not None and not end_if_worker_lost(existing):
         raise _duplicate(team_id, challenge_id)
@@ -268,12 +281,14 @@ def _get_active(instance_id, action):
     return instance
 
 
-def restart_instance(instance_id, enforce_limits=True):
-    """Replace an active instance with a new one: new id, new hostname, full TTL."""
+def restart_instance(instance_id, enforce_limits=True, allow_inactive=False):
+    """Replace an active instance with a new one: new id, new hostname, full TTL (a launch: see create_instance)."""
     old = _get_active(instance_id, "restarted")
     challenge = Challenge.get_or_none(Challenge.id == old.challenge_id)
     if challenge is None:
         raise NotFound(f"challenge {old.challenge_id!r} no longer exists")
+    if not challenge.is_active and not allow_inactive:
+        raise not_active(challenge)
     ended_at = utcnow()
     with database.atomic():
         if enforce_limits:
@@ -435,6 +450,7 @@ def expire_due(now=None, batch=EXPIRY_BATCH, deadline=None):
         for instance in due:
             if end_instance(instance, "expired"):
                 expired.append(instance.id)
+                metrics.record_expiry(instance, now)
                 _queue_destroy(instance)
         if len(due) < batch or (deadline is not None and time.monotonic() >= deadline):
             return expired

@@ -987,3 +987,23 @@ def test_every_file_of_the_ctfd_side_is_package_data():
         if "/" not in relative and relative.endswith(".py"):
             continue  # modules of the package itself
         assert any(fnmatch.fnmatch(relative, g) for g in globs), f"{relative} is not in package_data"
+
+
+def test_ctfd_state_maps_to_ctfhost_status():
+    assert challenge_spec.status_of("hidden") == "inactive"
+    assert challenge_spec.status_of("visible") == "active"
+    values = challenge_spec.parse_fields({"image": "fake/web", "port": "80", "runtime": "fake"}, creating=True)
+    assert "status" not in challenge_spec.spec("web-x", "X", values)
+    assert challenge_spec.spec("web-x", "X", values, "hidden")["status"] == "inactive"
+
+
+def test_a_hidden_challenge_is_inactive_and_players_are_told_it_is_closed(app, ctfhost, worker_id):
+    hidden = dict(spec("web-hidden"), status=challenge_spec.status_of("hidden"))
+    ctfhost.put_challenge(hidden, create_first=True)
+    assert ctfhost.get_challenge("web-hidden")["status"] == "inactive"
+    reply = Player(ctfhost, 7).launch("web-hidden")
+    assert reply.status == 409
+    assert (reply.body["code"], reply.body["message"]) == ("not_active", messages.NOT_ACTIVE)
+    ctfhost.put_challenge(dict(hidden, status=challenge_spec.status_of("visible")))
+    assert ctfhost.get_challenge("web-hidden")["status"] == "active"
+    assert Player(ctfhost, 7).launch("web-hidden").status == 201

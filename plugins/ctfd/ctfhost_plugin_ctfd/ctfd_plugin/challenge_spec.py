@@ -85,9 +85,17 @@ def without_fields(data):
     return {key: value for key, value in data.items() if key not in FIELDS}
 
 
-def spec(slug, name, values):
-    """The body ctfhost's challenge API takes for this challenge."""
+def status_of(state):
+    """ctfhost's status for CTFd's challenge state: a hidden challenge is inactive (only ctfhost's admin launches
+    it), a visible one active."""
+    return "inactive" if state == "hidden" else "active"
+
+
+def spec(slug, name, values, state=None):
+    """The body ctfhost's challenge API takes for this challenge (with its `status` when CTFd's `state` is given)."""
     body = {"id": slug, "name": (name or slug)[:200]}
+    if state is not None:
+        body["status"] = status_of(state)
     for key in FIELDS:
         body[key] = values.get(key)
     body["extra_config"] = body["extra_config"] or "{}"

@@ -41,12 +41,23 @@ def _check_scoring(challenge, error):
 
 def _sync(challenge, values, error, create_first):
     """Send the challenge to ctfhost; on refusal undo the CTFd change and raise `error` for the admin form."""
-    spec = challenge_spec.spec(challenge.slug, challenge.name, values)
+    spec = challenge_spec.spec(challenge.slug, challenge.name, values, getattr(challenge, "state", None))
     try:
         ctfhost_client().put_challenge(spec, create_first=create_first)
     except CtfhostError as exc:
         db.session.rollback()
         raise error(f"ctfhost refused challenge {spec['id']!r}: {exc.describe()}") from None
+
+
+def _sync_state(challenge):
+    """Hidden -> inactive, visible -> active in ctfhost; best effort: showing or hiding works while ctfhost is down."""
+    client = ctfhost_client()
+    status = challenge_spec.status_of(challenge.state)
+    try:
+        client.update_challenge(challenge.slug, {"status": status})
+    except CtfhostError as exc:
+        log.warning("challenge %s is %s in CTFd but ctfhost was not told (%s): set it %s there",
+                    challenge.slug, challenge.state, exc.describe(), status)
 
 
 class DeleteRefused(HTTPException):
@@ -121,6 +132,7 @@ class CtfhostChallengeType(BaseChallenge):
         except challenge_spec.InvalidField as exc:
             raise ChallengeUpdateException(str(exc)) from None
         before = (challenge.name, challenge_spec.values_of(challenge))
+        state_before = challenge.state
         for attr, value in challenge_spec.without_fields(data).items():
             if attr in ("slug", "id", "type"):
                 continue
@@ -141,9 +153,11 @@ class CtfhostChallengeType(BaseChallenge):
         unsynced = not challenge.slug
         if unsynced:
             challenge.slug = slugs.challenge_slug(challenge.name, challenge.id)
-        # a state or score change alone does not concern ctfhost, and keeps working while it is down
+        # a score change alone does not concern ctfhost, and keeps working while it is down
         if unsynced or (challenge.name, challenge_spec.values_of(challenge)) != before:
             _sync(challenge, challenge_spec.values_of(challenge), ChallengeUpdateException, create_first=False)
+        elif challenge.state != state_before:
+            _sync_state(challenge)
         db.session.commit()
         if challenge.function in DECAY_FUNCTIONS:
             return calculate_value(challenge)

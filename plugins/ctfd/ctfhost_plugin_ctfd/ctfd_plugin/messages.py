@@ -16,6 +16,8 @@ REFUSED_CREDENTIALS = "The instance service refused CTFd's API key. Tell the org
 NOT_SET_UP = "This challenge is not set up on the instance service. Tell the organizers."
 GONE = "This instance does not exist any more. Launch a new one."
 ENDED = "This instance has ended. Launch a new one."
+# ctfhost refuses launches of a challenge that is not active (a hidden one in CTFd) but for its admin
+NOT_ACTIVE = "This challenge is closed for now: no new instance can be started. Ask the organisers if that is unexpected."
 QUOTA = "Your team already runs as many instances as allowed. Stop one (see My instances) to launch another."
 CAPACITY = "No room for a new instance right now: every server is busy. Try again in a minute."
 NOT_LAUNCHABLE = "This challenge cannot be launched right now. Try again later, and tell the organizers if it lasts."
@@ -92,6 +94,8 @@ def explain(error, action):
             return Problem(404, "not_set_up", NOT_SET_UP)
         return Problem(404, "gone", GONE)
     if status == 409:
+        if action in ("launch", "restart") and "is not active" in text:
+            return Problem(409, "not_active", NOT_ACTIVE)
         if action == "renew" and "max_renewals" in text:
             return Problem(409, "renew_limit", RENEW_LIMIT)
         if action == "renew" and "would not extend" in text:
