@@ -11,6 +11,7 @@ ACTIVE = ("pending", "running")
 # a challenge's lifecycle: drafts are being written (the admin pages create them), active ones are launched by
 # teams, inactive ones are withdrawn; only the admin launches a challenge that is not active (to test it)
 CHALLENGE_STATUSES = ("draft", "active", "inactive")
+WORKER_STATES = ("ready", "cordoned", "draining")
 ENDED = ("destroyed", "expired", "error")
 STATUSES = ACTIVE + ENDED
 
@@ -104,6 +105,9 @@ class Worker(BaseModel):
     registered_at = peewee.DateTimeField(default=utcnow)
     # which agent run holds this registration: another one may not take it over while it heartbeats
     agent_instance = peewee.CharField(max_length=128, null=True)
+    # WORKER_STATES (migration 008): ready takes new instances; cordoned and draining take none (draining: the
+    # operator wants it empty); registering again keeps it
+    state = peewee.CharField(max_length=16, default="ready")
 
     @property
     def runtimes(self):

@@ -45,6 +45,7 @@ def test_register_new_worker_is_201(api):
         "runtimes": ["fake"],
         "max_instances": 20,
         "status": "active",
+        "state": "ready",
         "active_instances": 0,
     }
 

@@ -20,7 +20,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 FLASK = [sys.executable, "-m", "flask", "--app", "ctfhost", "ctfhost"]
 BEHIND = "the database schema is behind: run `flask --app ctfhost ctfhost db upgrade`"
 ALL = ["001_initial", "002_worker_agent_instance", "003_instance_expiry_indexes", "004_instance_worker_status_index",
-       "005_challenge_services", "006_instance_endpoints", "007_challenge_status"]
+       "005_challenge_services", "006_instance_endpoints", "007_challenge_status",
+       "008_worker_state"]
 T0 = datetime.datetime(2026, 1, 1, 12, 0, 0)
 
 
@@ -61,8 +62,12 @@ def previous_release_database(empty_database):
     columns = ", ".join(f'"{column}"' for column in old)
     marks = ", ".join([database.param] * len(old))
     database.execute_sql(f'INSERT INTO "challenge" ({columns}) VALUES ({marks})', list(old.values()))
-    Worker.insert(id="old-w", address="10.0.0.7", agent_port=0, runtime="fake", max_instances=20,
-                  last_heartbeat_at=T0, registered_at=T0).execute()
+    # the previous release's columns only (the model's insert would name the later ones, with their defaults)
+    worker = dict(id="old-w", address="10.0.0.7", agent_port=0, runtime="fake", max_instances=20,
+                  last_heartbeat_at=T0, registered_at=T0)
+    columns = ", ".join(f'"{column}"' for column in worker)
+    marks = ", ".join([database.param] * len(worker))
+    database.execute_sql(f'INSERT INTO "worker" ({columns}) VALUES ({marks})', list(worker.values()))
     for n, status in ((1, "destroyed"), (2, "running")):
         Instance.create(id=f"00000000-0000-4000-8000-00000000000{n}", team_id="1", team_id_numeric=True,
                         challenge_id="web-old", runtime="fake", status=status, hostname=f"h{n}.web-old.localhost",
@@ -82,7 +87,7 @@ def rows(model, fields):
 
 
 # columns later migrations added (the previous release's tables lack them)
-LATER_COLUMNS = {"worker": {"agent_instance"},
+LATER_COLUMNS = {"worker": {"agent_instance", "state"},
                  "challenge": {"services", "expose", "status", "version", "description", "metadata"}}
 # tables later migrations added
 LATER_TABLES = {"instance_endpoint"}

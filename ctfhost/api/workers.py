@@ -10,6 +10,8 @@ from marshmallow import Schema, ValidationError, fields, validate
 from ctfhost import limits
 from ctfhost.api.auth import ADMIN, API_KEY, WORKER, Blueprint, authenticate
 from ctfhost.api.fields import StrictInteger, UTCDateTime
+from ctfhost.models import WORKER_STATES
+from ctfhost.services import instances
 from ctfhost.services import workers as service
 from ctfhost.services.errors import Forbidden
 
@@ -92,6 +94,11 @@ class WorkerSchema(Schema):
     runtimes = fields.List(fields.String())
     max_instances = fields.Integer()
     status = fields.String(metadata={"enum": ["active", "inactive"], "description": "active: heartbeat under 60 s old"})
+    state = fields.String(metadata={
+        "enum": list(WORKER_STATES),
+        "description": "ready: takes new instances; cordoned: takes none; draining: takes none, its instances run out "
+        "(or were destroyed)",
+    })
     active_instances = fields.Integer()
     last_heartbeat_at = UTCDateTime()
     registered_at = UTCDateTime()
@@ -139,3 +146,51 @@ def heartbeat(data, worker_id):
     """Record that a worker is alive (the agent re-asserts its address)"""
     data = data or {}
     return service.describe(service.heartbeat(worker_id, data.get("agent_instance"), data.get("address")))
+
+
+class DrainArgsSchema(Schema):
+    destroy = fields.Boolean(load_default=False,
+                             metadata={"description": "Also destroy its active instances now (else they run out)"})
+
+
+@blp.route("/<string:worker_id>", methods=["DELETE"])
+@blp.api_key_required
+@blp.response(204, description="Forgotten (an agent still running registers it again: stop the agent first).")
+@blp.alt_response(404, schema=ErrorSchema, description="No such worker.")
+@blp.alt_response(409, schema=ErrorSchema, description="It still runs active instances.")
+def delete_worker(worker_id):
+    """Forget a worker that runs no active instance"""
+    service.delete_worker(worker_id)
+
+
+@blp.route("/<string:worker_id>/cordon", methods=["POST"])
+@blp.api_key_required
+@blp.response(200, WorkerSchema)
+@blp.alt_response(404, schema=ErrorSchema, description="No such worker.")
+def cordon(worker_id):
+    """Place no new instance on a worker (its instances go on)"""
+    return service.set_state(worker_id, "cordoned")
+
+
+@blp.route("/<string:worker_id>/uncordon", methods=["POST"])
+@blp.api_key_required
+@blp.response(200, WorkerSchema)
+@blp.alt_response(404, schema=ErrorSchema, description="No such worker.")
+def uncordon(worker_id):
+    """Let placement choose a cordoned or draining worker again"""
+    return service.set_state(worker_id, "ready")
+
+
+@blp.route("/<string:worker_id>/drain", methods=["POST"])
+@blp.api_key_required
+@blp.arguments(DrainArgsSchema, location="query")
+@blp.response(200, WorkerSchema)
+@blp.alt_response(404, schema=ErrorSchema, description="No such worker.")
+def drain(args, worker_id):
+    """Cordon a worker to empty it: its instances run out (nothing is moved), or are destroyed with destroy=true"""
+    worker = service.set_state(worker_id, "draining")
+    if args["destroy"]:
+        for instance in service.active_instances_of(worker_id):
+            instances.destroy_instance(instance.id)
+        worker = service.describe(worker)
+    return worker

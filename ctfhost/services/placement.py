@@ -6,8 +6,12 @@ from ctfhost.services.errors import Unavailable
 from ctfhost.services.workers import active_counts, stale_after
 
 
+# what a 503 for lack of room tells clients to wait before trying again: a slot frees when an instance ends
+RETRY_AFTER_SECONDS = 30
+
+
 def choose_worker(runtime):
-    """The active worker serving `runtime` with the most free room.
+    """The active, ready (not cordoned or draining) worker serving `runtime` with the most free room.
 
     Call inside a write transaction: on SQLite the transaction already holds
     the write lock; on PostgreSQL the chosen row is locked so concurrent
@@ -20,15 +24,25 @@ def choose_worker(runtime):
             f"no active worker serves runtime {runtime!r}; start one with `flask ctfhost worker`",
             reason="no_worker",
         )
+    retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    schedulable = [w for w in live if w.state == "ready"]
+    if not schedulable:
+        raise Unavailable(
+            f"every active worker for runtime {runtime!r} ({len(live)}) is cordoned or draining: no new instance "
+            "can be placed; uncordon one (POST /api/v1/workers/{id}/uncordon) or start another",
+            reason="capacity", headers=retry,
+        )
     if is_postgresql():
-        ids = [w.id for w in live]
-        live = list(Worker.select().where(Worker.id.in_(ids)).order_by(Worker.id).for_update())
-    counts = active_counts([w.id for w in live])
-    with_room = [w for w in live if counts.get(w.id, 0) < w.max_instances]
+        ids = [w.id for w in schedulable]
+        schedulable = list(Worker.select().where(Worker.id.in_(ids), Worker.state == "ready")
+                           .order_by(Worker.id).for_update())
+    counts = active_counts([w.id for w in schedulable])
+    with_room = [w for w in schedulable if counts.get(w.id, 0) < w.max_instances]
     if not with_room:
         raise Unavailable(
-            f"all {len(live)} active worker(s) for runtime {runtime!r} are at capacity; try again later",
-            reason="capacity",
+            f"all {len(schedulable)} schedulable worker(s) for runtime {runtime!r} are at capacity; "
+            f"try again in {RETRY_AFTER_SECONDS} s",
+            reason="capacity", headers=retry,
         )
     # least loaded by fraction used, then by id for a stable choice
     return min(with_room, key=lambda w: (counts.get(w.id, 0) / w.max_instances, w.id))

@@ -175,6 +175,68 @@ def is_registered(worker_id):
     return Worker.select().where(Worker.id == worker_id).exists()
 
 
+def set_state(worker_id, state):
+    """Set a worker's placement state (ready, cordoned, draining); returns it described."""
+    worker = get_worker(worker_id)
+    Worker.update(state=state).where(Worker.id == worker.id).execute()
+    worker.state = state
+    return describe(worker)
+
+
+def active_instances_of(worker_id):
+    return list(Instance.select().where(Instance.worker_id == worker_id, Instance.status.in_(list(ACTIVE))))
+
+
+def delete_worker(worker_id):
+    """Forget a worker that runs no active instance (Conflict otherwise)."""
+    worker = get_worker(worker_id)
+    with database.atomic():
+        held = Instance.select().where(Instance.worker_id == worker.id, Instance.status.in_(list(ACTIVE))).count()
+        if held:
+            raise Conflict(f"worker {worker.id!r} still runs {held} active instance(s): drain it first "
+                           "(POST /api/v1/workers/{id}/drain?destroy=true ends them)")
+        Worker.delete().where(Worker.id == worker.id).execute()
+
+
+def cluster(now=None):
+    """Capacity per runtime and in total: {"runtimes": {name: figures}, "total": figures}.
+
+    figures: active_workers (heartbeat fresh), schedulable_workers (active and ready), capacity (their
+    max_instances), active_instances, free_slots (room left on schedulable workers), pending_launches. A worker
+    serving several runtimes counts under each; the total counts it once.
+    """
+    now = now or utcnow()
+    live = [w for w in Worker.select() if is_active(w, now)]
+    counts = active_counts()
+    by_runtime = {}
+    for runtime, status, number in (Instance.select(Instance.runtime, Instance.status,
+                                                    peewee.fn.COUNT(peewee.SQL("*")))
+                                    .where(Instance.status.in_(list(ACTIVE)))
+                                    .group_by(Instance.runtime, Instance.status).tuples()):
+        by_runtime.setdefault(runtime, {})[status] = number
+
+    def figures(workers, instances):
+        schedulable = [w for w in workers if w.state == "ready"]
+        return {
+            "active_workers": len(workers),
+            "schedulable_workers": len(schedulable),
+            "capacity": sum(w.max_instances for w in schedulable),
+            "active_instances": sum(instances.values()),
+            "free_slots": sum(max(0, w.max_instances - counts.get(w.id, 0)) for w in schedulable),
+            "pending_launches": instances.get("pending", 0),
+        }
+
+    names = sorted({name for w in live for name in w.runtimes} | set(by_runtime))
+    totals = {}
+    for statuses in by_runtime.values():
+        for status, number in statuses.items():
+            totals[status] = totals.get(status, 0) + number
+    return {
+        "runtimes": {name: figures([w for w in live if name in w.runtimes], by_runtime.get(name, {})) for name in names},
+        "total": figures(live, totals),
+    }
+
+
 def describe(worker, now=None, counts=None):
     """Annotate `worker` with its liveness `status` and its count of `active_instances`."""
     counts = active_counts([worker.id]) if counts is None else counts
