@@ -48,6 +48,11 @@ SETTINGS = {
     "ALLOWED_REGISTRIES": (str, ""),
     # threads per gunicorn process for requests that change instances (ctfhost.serving.LaneWorker); 0: no lane
     "LAUNCH_LANE_THREADS": (int, 2),
+    # Bearer token Prometheus sends to GET /metrics (the admin token works too); /metrics is 404 while neither is set
+    "METRICS_TOKEN": (str, None),
+    # a worker agent serves its own /metrics on this port (its RQ processes' launches, destroys, expiries); 0: off
+    "WORKER_METRICS_PORT": (int, 0),
+    "WORKER_METRICS_ADDRESS": (str, "127.0.0.1"),
 }
 
 

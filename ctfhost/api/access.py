@@ -1,9 +1,12 @@
 """Forward-auth for the proxy, and access links for teams."""
 
+import time
+
 from flask import Response, request
 from flask_smorest.error_handler import ErrorSchema
 from marshmallow import Schema, fields, validate
 
+from ctfhost import metrics
 from ctfhost.api.auth import API_KEY, TEAM, Blueprint
 from ctfhost.api.instances import own
 from ctfhost.builtin.forward_auth import HTML, page
@@ -68,6 +71,14 @@ def access_link(data, instance_id):
 )
 def forward_auth():
     """Traefik forwardAuth: may this request reach the instance at X-Forwarded-Host?"""
+    started = time.perf_counter()
+    response = _decide()
+    metrics.record_forward_auth(response.status_code, time.perf_counter() - started)
+    return response
+
+
+def _decide():
+    """The forward-auth answer for this request: 404 for an unknown host, else what the `authorize` hook says."""
     instance = service.active_instance_for_host(request.headers.get("X-Forwarded-Host"))
     if instance is None or not service.instance_is_active(instance):
         return Response(page("No such instance", "Nothing runs at this address (any more). Launch a new instance from the scoreboard."), 404, HTML)

@@ -12,6 +12,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from ctfhost.api import access, audit, challenges, cluster, health, instances, settings, submissions, tokens, workers
 from ctfhost.api.auth import SECURITY_SCHEMES
 from ctfhost.api.fields import UTCDateTime
+from ctfhost.api.metrics import register_metrics
 from ctfhost.api.parsing import JSONProvider
 from ctfhost.limits import DEFAULT_MAX_REQUEST_BYTES
 from ctfhost.plugins import get_plugins
@@ -97,6 +98,7 @@ def register_api(app):
     for module in (health, challenges, instances, access, submissions, workers, cluster, settings, tokens, audit):
         api.register_blueprint(module.blp)
     app.after_request(audit.record_request)
+    register_metrics(app)
     get_plugins(app).register_blueprints(app, api)
     register_error_handlers(app)
     return api

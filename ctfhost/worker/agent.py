@@ -5,15 +5,19 @@ import logging
 import multiprocessing
 import os
 import secrets
+import shutil
 import signal
 import socket
+import tempfile
 import time
 
 import redis
+from prometheus_client import start_http_server
 from redis.exceptions import LockError
 from rq import Queue
 from rq.scheduler import RQScheduler
 
+from ctfhost import metrics
 from ctfhost.db import database
 from ctfhost.models import Worker
 from ctfhost.plugins import UnknownRuntime, get_plugins
@@ -156,6 +160,8 @@ class Agent:
         self.stopping = False
         self.agent_instance = agent_identity()
         self.sweeping_without_lock = False
+        self.metrics_server = None
+        self.private_metrics_directory = None
 
     # -- steps, each in its own app context and database connection ---------
 
@@ -311,6 +317,41 @@ class Agent:
         if marked:
             log.warning("reconcile marked %d instance(s) error: %s", len(marked), ", ".join(marked))
 
+    # -- metrics ---------------------------------------------------------
+
+    def serve_metrics(self):
+        """Serve this agent's metrics on CTFHOST_WORKER_METRICS_PORT (0: not at all); returns the port, or None.
+
+        Launches and destroys are recorded in the RQ processes, expiries in
+        this one: the RQ processes write their values to a multiprocess
+        directory, PROMETHEUS_MULTIPROC_DIR when the agent was started with
+        one (files an earlier run left there are removed), else a private one
+        made here; this process's own values come from memory unless it
+        writes to that directory too. Call it before the RQ processes start.
+        """
+        port = self.app.config["CTFHOST_WORKER_METRICS_PORT"]
+        if not port:
+            return None
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if directory:
+            metrics.clear_directory(directory, keep_pid=os.getpid() if metrics.MULTIPROCESS else None)
+        else:
+            directory = self.private_metrics_directory = tempfile.mkdtemp(prefix="ctfhost-agent-metrics-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory  # the RQ processes, spawned next, inherit it
+        address = self.app.config["CTFHOST_WORKER_METRICS_ADDRESS"]
+        self.metrics_server, _ = start_http_server(port, addr=address, registry=metrics.Exposition(*metrics.recorded(directory)))
+        log.info("worker %s serves its metrics at http://%s:%d/metrics", self.worker_id, address, port)
+        return port
+
+    def stop_metrics(self):
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
+        if self.private_metrics_directory:
+            shutil.rmtree(self.private_metrics_directory, ignore_errors=True)
+            if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == self.private_metrics_directory:
+                del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
     # -- processes -------------------------------------------------------
 
     def _child_config(self):
@@ -370,6 +411,7 @@ class Agent:
             self._in_context(self.release)
         except Exception:
             log.exception("could not release worker %s; the next agent waits for its heartbeat to go stale", self.worker_id)
+        self.stop_metrics()
 
     def release(self):
         """Let the next agent run take this worker over at once (a clean stop, e.g. a redeployed pod)."""
@@ -383,6 +425,7 @@ class Agent:
         signal.signal(signal.SIGINT, self.stop)
         self.register()
         self.recover()
+        self.serve_metrics()
         self.start_workers()
         cfg = self.app.config
         every = {

@@ -5,6 +5,7 @@ import logging
 import socket
 import time
 
+from ctfhost import metrics
 from ctfhost.worker import queue
 from ctfhost.hooktypes import LaunchError, TransientError
 from ctfhost.db import database
@@ -120,6 +121,7 @@ def fail_launch(instance, worker, reason):
     failed = end_instance(instance, "error", reason, only_from=("pending",))
     if failed:
         log.warning("launch of instance %s failed: %s", instance.id, reason)
+        metrics.record_launch("error")
     elif Instance.select().where(Instance.id == instance.id, Instance.status == "running").exists():
         log.info("instance %s is running: its launch completed meanwhile; not failing it (%s)", instance.id, reason)
         return False
@@ -146,6 +148,7 @@ def launch(instance_id, final_attempt=True):
         fail_launch(instance, None, f"worker {instance.worker_id!r} is not registered")
         return "error"
     plugins = get_plugins()
+    queued = (utcnow() - instance.created_at).total_seconds()
     marks = [("begin", time.monotonic())]
     try:
         timeout = readiness_timeout(challenge)
@@ -189,6 +192,7 @@ def launch(instance_id, final_attempt=True):
             # our container existed, so clean up here too
             remove_resources(instance, worker)
             return Instance.get_by_id(instance.id).status
+        metrics.record_launch("running", launch_phases(queued, marks))
         return "running"
     except TransientError as exc:
         if not final_attempt:
@@ -199,6 +203,17 @@ def launch(instance_id, final_attempt=True):
     except Exception as exc:
         fail_launch(instance, worker, _reason(exc))
         return "error"
+
+
+# the launch's marks, and the phase of ctfhost_launch_duration_seconds each one ends
+PHASE_ENDED_BY = {"launch": "starting", "ready": "probing", "routed": "routing"}
+
+
+def launch_phases(queued, marks):
+    """[(phase, seconds)] of a launch: `queued` (seconds from created_at to the job's start), then one per mark."""
+    return [("queued", queued)] + [
+        (PHASE_ENDED_BY[name], at - marks[i][1]) for i, (name, at) in enumerate(marks[1:])
+    ]
 
 
 def _reason(exc):
@@ -218,7 +233,13 @@ def destroy(instance_id):
     worker = Worker.get_or_none(Worker.id == instance.worker_id)
     if worker is None:
         worker = Worker(id=instance.worker_id, address="127.0.0.1", runtime=instance.runtime)
-    return get_plugins().destroy(instance, worker)
+    try:
+        removed = get_plugins().destroy(instance, worker)
+    except Exception:
+        metrics.record_destroy("error")
+        raise
+    metrics.record_destroy("ok")
+    return removed
 
 
 WAITING = (queue.JobStatus.QUEUED, queue.JobStatus.SCHEDULED, queue.JobStatus.DEFERRED)

@@ -25,6 +25,8 @@ DEMO_DIR = ".demo"
 APP_PORT, WEB_PORT, TRAEFIK_API_PORT = 5000, 8000, 8080
 # forward-auth in a gunicorn of its own: players' requests Traefik cannot decide never queue behind the API's
 AUTH_PORT = 5001
+# the worker agent's own /metrics (launches, destroys, expiries)
+WORKER_METRICS_PORT = 5002
 
 
 DEMO_WORKER = "demo-worker"
@@ -34,10 +36,12 @@ DEMO_WORKER = "demo-worker"
 DEMO_NETWORK = "ctfhost-demo-instances"
 
 
-def _demo_env(api_key):
+def _demo_env(api_key, metrics_token):
     env = dict(os.environ)
     env.update(
         CTFHOST_API_KEY=api_key,
+        CTFHOST_METRICS_TOKEN=metrics_token,
+        CTFHOST_WORKER_METRICS_PORT=str(WORKER_METRICS_PORT),
         CTFHOST_WORKER_TOKEN=secrets.token_urlsafe(24),  # workers register with it, not the API key
         CTFHOST_PUBLIC_PORT=str(WEB_PORT),
         CTFHOST_TRAEFIK_API_URL=f"http://127.0.0.1:{TRAEFIK_API_PORT}",
@@ -54,9 +58,22 @@ def forward_auth_server(env, port, log_path):
     return service
 
 
+def with_metrics_directory(env, directory, name):
+    """`env` with PROMETHEUS_MULTIPROC_DIR=<directory>/metrics/<name>: one per server (each /metrics sums only its
+    own processes); it must exist before the process starts, and gunicorn's config (or the agent) empties it."""
+    path = os.path.abspath(os.path.join(directory, "metrics", name))
+    os.makedirs(path, exist_ok=True)
+    return dict(env, PROMETHEUS_MULTIPROC_DIR=path)
+
+
 def demo_api_key(directory=DEMO_DIR):
     """The demo's API key from <directory>/api-key (mode 0600), generated on first use."""
-    path = os.path.join(directory, "api-key")
+    return demo_secret(directory, "api-key")
+
+
+def demo_secret(directory, name):
+    """A secret of the demo from <directory>/<name> (mode 0600), generated on first use."""
+    path = os.path.join(directory, name)
     # O_CREAT|O_EXCL with 0600: the key is never readable by others, not even for a moment
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -169,22 +186,25 @@ def demo(directory=DEMO_DIR):
     os.makedirs(directory, exist_ok=True)
     if _demo_pids(directory):
         demo_stop(directory)
-    for port in (APP_PORT, AUTH_PORT, WEB_PORT, TRAEFIK_API_PORT):
+    for port in (APP_PORT, AUTH_PORT, WORKER_METRICS_PORT, WEB_PORT, TRAEFIK_API_PORT):
         if port_open(port):
             raise SystemExit(f"port {port} on 127.0.0.1 is in use; stop what uses it and run `make demo` again")
     api_key = demo_api_key(directory)
-    env = _demo_env(api_key)
+    metrics_token = demo_secret(directory, "metrics-token")
+    env = _demo_env(api_key, metrics_token)
 
     print(f"building the demo image {DEMO_IMAGE} from {busybox_path()} ...")
     build_image(DEMO_IMAGE, content="hello from a ctfhost instance\n")
     upgrade_database(env)
 
     services = [
-        app_server(env, APP_PORT, os.path.join(directory, "app.log")),
-        forward_auth_server(env, AUTH_PORT, os.path.join(directory, "forward-auth.log")),
+        app_server(with_metrics_directory(env, directory, "app"), APP_PORT, os.path.join(directory, "app.log")),
+        forward_auth_server(with_metrics_directory(env, directory, "forward-auth"), AUTH_PORT,
+                            os.path.join(directory, "forward-auth.log")),
         traefik(f"http://127.0.0.1:{APP_PORT}/api/v1/traefik/config", api_key, WEB_PORT, TRAEFIK_API_PORT,
                 os.path.join(directory, "traefik.log"), env=env),
-        worker_process(env, os.path.join(directory, "worker.log"), worker_id=DEMO_WORKER),
+        worker_process(with_metrics_directory(env, directory, "worker"), os.path.join(directory, "worker.log"),
+                       worker_id=DEMO_WORKER),
     ]
     pids = {}
     for service in services:
@@ -234,6 +254,8 @@ def demo(directory=DEMO_DIR):
     print()
     print(f"  open in a browser within 60 s: {link['url']}")
     print(f"  API docs:  http://127.0.0.1:{APP_PORT}/docs   (x-api-key: {api_key})")
+    print(f"  metrics:   curl -H \"Authorization: Bearer $(cat {directory}/metrics-token)\" "
+          f"http://127.0.0.1:{APP_PORT}/metrics; the worker's: http://127.0.0.1:{WORKER_METRICS_PORT}/metrics")
     print(f"  logs in {directory}/; stop everything with `make demo-stop`")
     if code != 200:
         raise SystemExit("the instance did not answer through Traefik")
