@@ -5,7 +5,8 @@ names across hooks: ``app``, ``challenge``, ``instance``, ``request``,
 ``worker``, ``runtime``. An implementation may accept any subset of them.
 
 Runtime hooks (``check_runtime``, ``runtime_options``, ``launch``,
-``inspect``, ``destroy``, ``reconcile``) are called only on the plugin that
+``inspect``, ``destroy``, ``reconcile``, ``prepare_image``,
+``image_state``) are called only on the plugin that
 named the runtime in ``register_runtimes``, so an implementation never checks
 whether it is the one meant.
 """
@@ -160,6 +161,41 @@ def reconcile(worker, runtime, instances):
         worker holds for ``runtime``.
     :return: a list of instance ids whose resources are gone (the core marks
         running ones ``error``).
+    """
+
+
+@hookspec(firstresult=True)
+def prepare_image(runtime, image, worker):
+    """Make ``image`` available to ``runtime`` on ``worker`` ahead of launches (pull it).
+
+    Called in a pull job on that worker's queue: when a challenge is
+    created, activated or changes image, when an operator asks (``POST
+    /api/v1/challenges/{id}/pull``), when a worker registers (for every
+    active challenge of its runtimes), and in a launch whose worker does not
+    hold the image yet (``image_state`` said ``"unpulled"``). Called on the
+    plugin providing ``runtime`` only. Stops at the first non-None result.
+
+    :param runtime: the runtime name.
+    :param image: the image reference, as a challenge or service names it.
+    :param worker: the :class:`ctfhost.models.Worker` whose job calls it.
+    :return: ``True`` once the image is there. Raise
+        :class:`ctfhost.plugin_api.LaunchError` with the reason (the engine's
+        message) when it cannot be; ``None``: the runtime does not pre-pull.
+    """
+
+
+@hookspec(firstresult=True)
+def image_state(runtime, image, worker):
+    """Whether ``worker`` holds ``image`` for ``runtime`` now.
+
+    Called in a launch job before ``launch``, on the plugin providing
+    ``runtime`` only. Stops at the first non-None result.
+
+    :param runtime: the runtime name.
+    :param image: the image reference.
+    :param worker: the :class:`ctfhost.models.Worker` running the job.
+    :return: ``"pulled"`` or ``"unpulled"``; ``None`` when the runtime
+        cannot tell.
     """
 
 

@@ -12,6 +12,8 @@ ACTIVE = ("pending", "running")
 # teams, inactive ones are withdrawn; only the admin launches a challenge that is not active (to test it)
 CHALLENGE_STATUSES = ("draft", "active", "inactive")
 WORKER_STATES = ("ready", "cordoned", "draining")
+# whether a worker holds an image: its pull job has not run, runs, succeeded or failed
+PULL_STATES = ("unpulled", "pulling", "pulled", "failed")
 ENDED = ("destroyed", "expired", "error")
 STATUSES = ACTIVE + ENDED
 
@@ -135,6 +137,9 @@ class Instance(BaseModel):
     started_at = peewee.DateTimeField(null=True)
     expires_at = peewee.DateTimeField(index=True)
     ended_at = peewee.DateTimeField(null=True)
+    # what a pending instance is doing when it is worth saying (migration 009): "pulling" while its worker fetches
+    # the image, then "starting"; null otherwise
+    phase = peewee.CharField(max_length=16, null=True)
 
     @property
     def is_active(self):
@@ -206,6 +211,24 @@ Instance.add_index(
 Instance.add_index(Instance.index(Instance.worker_id, Instance.status, name="instance_worker_id_status"))
 
 
+class ImagePull(BaseModel):
+    """Whether a worker holds an image for a runtime (migration 009): PULL_STATES, and the error of a failed pull."""
+
+    id = peewee.AutoField()
+    worker_id = peewee.CharField(max_length=128)
+    runtime = peewee.CharField(max_length=64)
+    image = peewee.CharField(max_length=500)
+    state = peewee.CharField(max_length=16, default="unpulled")
+    error = peewee.TextField(null=True)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+
+ImagePull.add_index(
+    ImagePull.index(ImagePull.worker_id, ImagePull.runtime, ImagePull.image, unique=True,
+                    name="image_pull_worker_id_runtime_image")
+)
+
+
 class Setting(BaseModel):
     key = peewee.CharField(primary_key=True, max_length=64)
     value = peewee.TextField()
@@ -257,5 +280,5 @@ class FlagSharingEvent(BaseModel):
 
 # ctfhost/migrations builds these tables: a change here needs a new migration
 # (tests/test_migrations.py fails while the two differ)
-MODELS = [Challenge, Worker, Instance, InstanceEndpoint, Setting, Token, AuditEvent, FlagSharingEvent]
+MODELS = [Challenge, Worker, Instance, InstanceEndpoint, ImagePull, Setting, Token, AuditEvent, FlagSharingEvent]
 

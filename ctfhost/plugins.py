@@ -43,7 +43,10 @@ RUNTIME_HOOKS = {
     "inspect": lambda kwargs: kwargs["instance"].runtime,
     "destroy": lambda kwargs: kwargs["instance"].runtime,
     "reconcile": lambda kwargs: kwargs["runtime"],
+    "prepare_image": lambda kwargs: kwargs["runtime"],
+    "image_state": lambda kwargs: kwargs["runtime"],
 }
+IMAGE_STATES = ("pulled", "unpulled")
 
 
 class Plugins:
@@ -241,6 +244,24 @@ class Plugins:
         wrong = {name: value for name, value in result.endpoints.items() if not isinstance(value, Backend)}
         if wrong:
             raise TypeError(f"launch returned endpoints {wrong!r}, expected a Backend for each")
+        return result
+
+    def prepare_image(self, runtime, image, worker):
+        """True once `image` is on `worker` for `runtime`; None when no plugin pre-pulls it (errors propagate)."""
+        if runtime not in self._runtime_plugins:
+            return None
+        result = self._call_runtime("prepare_image", runtime=runtime, image=image, worker=worker)
+        if result is not None and result is not True:
+            raise TypeError(f"prepare_image returned {result!r}, expected True or None")
+        return result
+
+    def image_state(self, runtime, image, worker):
+        """"pulled" or "unpulled" for `image` on `worker`; None when the runtime cannot tell."""
+        if runtime not in self._runtime_plugins:
+            return None
+        result = self._call_runtime("image_state", runtime=runtime, image=image, worker=worker)
+        if result is not None and result not in IMAGE_STATES:
+            raise TypeError(f"image_state returned {result!r}, expected one of {', '.join(IMAGE_STATES)} or None")
         return result
 
     def inspect(self, instance, worker):

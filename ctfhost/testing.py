@@ -121,6 +121,23 @@ class FakeRuntime:
         self.servers = {}
         self.endpoint_servers = {}  # instance id -> {endpoint name: server}
         self.launched, self.destroyed = [], []
+        self.images = set()  # (worker id, image) pulled; an image whose name holds "missing" fails to pull
+        self.pulled = []  # (worker id, image) of every pull, in order
+        self.phases_during_pull = []  # per pull: {pending instance id: phase} of that worker's instances
+
+    @hookimpl
+    def prepare_image(self, runtime, image, worker):
+        self.pulled.append((worker.id, image))
+        self.phases_during_pull.append({row.id: row.phase for row in Instance.select(Instance.id, Instance.phase).where(
+            Instance.worker_id == worker.id, Instance.status == "pending")})
+        if "missing" in image:
+            raise LaunchError(f"pull access denied for {image}, repository does not exist (fake registry)")
+        self.images.add((worker.id, image))
+        return True
+
+    @hookimpl
+    def image_state(self, runtime, image, worker):
+        return "pulled" if (worker.id, image) in self.images else "unpulled"
 
     @hookimpl
     def register_runtimes(self):

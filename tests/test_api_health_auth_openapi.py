@@ -11,8 +11,9 @@ from redis.retry import Retry
 from ctfhost import __version__
 from ctfhost.testing import API_KEY
 
-# routes that are not part of the REST API itself
-NOT_API = ("/docs", "/openapi.json", "/static/")
+# not the REST API: the docs, the Prometheus exposition (its auth: tests/test_metrics.py) and the admin pages
+# (tests/test_admin_pages.py)
+NOT_API = ("/docs", "/openapi.json", "/static/", "/metrics", "/admin")
 PUBLIC = {"/health", "/api/v1/health", "/api/v1/auth/forward"}
 
 

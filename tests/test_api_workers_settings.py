@@ -46,6 +46,7 @@ def test_register_new_worker_is_201(api):
         "max_instances": 20,
         "status": "active",
         "state": "ready",
+        "images": [],
         "active_instances": 0,
     }
 

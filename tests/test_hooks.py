@@ -450,6 +450,69 @@ def test_hook_reconcile():
     assert plugins.reconcile(make_worker(), "gamma", []) == set()
 
 
+# -- prepare_image, image_state -------------------------------------------------
+
+
+class Puller(Runtime):
+    """A runtime that holds images once pulled; "bad" images cannot be pulled."""
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.held = set()
+
+    @hookimpl
+    def prepare_image(self, runtime, image, worker):
+        self.calls.append(("prepare_image", runtime, image, worker.id))
+        if image.startswith("bad/"):
+            raise LaunchError(f"manifest for {image} not found")
+        self.held.add(image)
+        return True
+
+    @hookimpl
+    def image_state(self, runtime, image, worker):
+        self.calls.append(("image_state", runtime, image, worker.id))
+        return "pulled" if image in self.held else "unpulled"
+
+
+def test_hook_prepare_image():
+    alpha, beta = Puller("alpha"), Puller("beta")
+    plugins = bare_plugins(("alpha", alpha), ("beta", beta))
+    assert plugins.prepare_image("alpha", "ctf/web:1", make_worker()) is True
+    assert alpha.calls[-1] == ("prepare_image", "alpha", "ctf/web:1", make_worker().id)
+    assert beta.calls == [("register_runtimes",)]  # never asked about alpha
+    with pytest.raises(LaunchError, match="manifest for bad/web:1 not found"):
+        plugins.prepare_image("alpha", "bad/web:1", make_worker())
+    assert plugins.prepare_image("gamma", "ctf/web:1", make_worker()) is None  # nobody provides gamma
+    # a runtime without the hook does not pull ahead
+    assert bare_plugins(("plain", Runtime("plain"))).prepare_image("plain", "ctf/web:1", make_worker()) is None
+
+
+def test_hook_image_state():
+    alpha = Puller("alpha")
+    plugins = bare_plugins(("alpha", alpha))
+    assert plugins.image_state("alpha", "ctf/web:1", make_worker()) == "unpulled"
+    plugins.prepare_image("alpha", "ctf/web:1", make_worker())
+    assert plugins.image_state("alpha", "ctf/web:1", make_worker()) == "pulled"
+    assert bare_plugins(("plain", Runtime("plain"))).image_state("plain", "x", make_worker()) is None
+
+
+def test_image_hooks_returning_the_wrong_type_raise_type_error():
+    class Sloppy(Runtime):
+        @hookimpl
+        def prepare_image(self, runtime, image, worker):
+            return "done"
+
+        @hookimpl
+        def image_state(self, runtime, image, worker):
+            return "maybe"
+
+    plugins = bare_plugins(("sloppy", Sloppy("alpha")))
+    with pytest.raises(TypeError, match="prepare_image returned 'done', expected True or None"):
+        plugins.prepare_image("alpha", "x", make_worker())
+    with pytest.raises(TypeError, match="image_state returned 'maybe', expected one of pulled, unpulled or None"):
+        plugins.image_state("alpha", "x", make_worker())
+
+
 # -- route -------------------------------------------------------------------
 
 

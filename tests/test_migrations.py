@@ -21,7 +21,7 @@ FLASK = [sys.executable, "-m", "flask", "--app", "ctfhost", "ctfhost"]
 BEHIND = "the database schema is behind: run `flask --app ctfhost ctfhost db upgrade`"
 ALL = ["001_initial", "002_worker_agent_instance", "003_instance_expiry_indexes", "004_instance_worker_status_index",
        "005_challenge_services", "006_instance_endpoints", "007_challenge_status",
-       "008_worker_state"]
+       "008_worker_state", "009_image_pulls"]
 T0 = datetime.datetime(2026, 1, 1, 12, 0, 0)
 
 
@@ -87,10 +87,10 @@ def rows(model, fields):
 
 
 # columns later migrations added (the previous release's tables lack them)
-LATER_COLUMNS = {"worker": {"agent_instance", "state"},
+LATER_COLUMNS = {"worker": {"agent_instance", "state"}, "instance": {"phase"},
                  "challenge": {"services", "expose", "status", "version", "description", "metadata"}}
 # tables later migrations added
-LATER_TABLES = {"instance_endpoint"}
+LATER_TABLES = {"instance_endpoint", "image_pull"}
 LEGACY_MODELS = [model for model in MODELS if model._meta.table_name not in LATER_TABLES]
 
 

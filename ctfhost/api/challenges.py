@@ -13,6 +13,7 @@ from ctfhost.api.fields import StrictInteger, UTCDateTime
 from ctfhost.models import CHALLENGE_STATUSES
 from ctfhost.plugins import UnknownRuntime, get_plugins
 from ctfhost.services import challenges as service
+from ctfhost.services import pulls
 from ctfhost.services.errors import NotFound
 
 blp = Blueprint("challenges", __name__, url_prefix="/api/v1/challenges", description="Challenges that teams can launch.")
@@ -419,6 +420,63 @@ def activate(challenge_id):
 def deactivate(args, challenge_id):
     """Withdraw a challenge: no new instances but the admin's; running ones go on unless destroy_instances=true"""
     return service.set_status(challenge_id, "inactive", destroy_instances=args["destroy_instances"])
+
+
+class OperationSchema(Schema):
+    """What an operation on a challenge's fleet answers (the admin surface's RuntimeOperationResponse)."""
+
+    slug = fields.String(metadata={"description": "The challenge id"})
+    operation = fields.String(metadata={"enum": ["pull", "status", "restart"]})
+    status = fields.String(metadata={
+        "description": "pull: accepted (queued), skipped (no active worker) or failed (the queue is down); status: "
+        "the pulls as one word (pulled, pulling, unpulled, failed); restart: accepted, partial or failed"})
+    detail = fields.String()
+
+
+class PullStateSchema(Schema):
+    worker_id = fields.String()
+    image = fields.String()
+    state = fields.String(metadata={"enum": ["unpulled", "pulling", "pulled", "failed"]})
+    error = fields.String(allow_none=True, metadata={"description": "Why the last pull failed (the engine's words)"})
+    updated_at = UTCDateTime(allow_none=True)
+
+
+class ChallengeStatusSchema(OperationSchema):
+    workers = fields.List(fields.Nested(PullStateSchema), metadata={
+        "description": "Every image of the challenge on every active worker of its runtime"})
+    active_instances = fields.Integer()
+
+
+class RestartOperationSchema(OperationSchema):
+    restarted = fields.Integer(metadata={"description": "Instances replaced by a new one"})
+    failed = fields.Integer(metadata={"description": "Instances that could not be restarted (detail says why)"})
+
+
+@blp.route("/<string:challenge_id>/pull", methods=["POST"])
+@blp.api_key_required
+@blp.response(202, OperationSchema, description="Pulls queued on every active worker of the challenge's runtime.")
+@blp.alt_response(404, schema=ErrorSchema, description="No such challenge.")
+def pull(challenge_id):
+    """Pull every image of the challenge on every active worker serving its runtime, in the background"""
+    return pulls.request_pull(challenge_id)
+
+
+@blp.route("/<string:challenge_id>/status")
+@blp.api_key_required
+@blp.response(200, ChallengeStatusSchema)
+@blp.alt_response(404, schema=ErrorSchema, description="No such challenge.")
+def status(challenge_id):
+    """The challenge's images per worker (pull states) and its active instance count"""
+    return pulls.challenge_status(challenge_id)
+
+
+@blp.route("/<string:challenge_id>/restart", methods=["POST"])
+@blp.api_key_required
+@blp.response(202, RestartOperationSchema, description="Every active instance replaced by a new one (queued).")
+@blp.alt_response(404, schema=ErrorSchema, description="No such challenge.")
+def restart_all(challenge_id):
+    """Restart every active instance of the challenge (new id, new hostnames, full TTL), e.g. after fixing it"""
+    return service.restart_instances(challenge_id)
 
 
 @blp.route("/<string:challenge_id>/weights")

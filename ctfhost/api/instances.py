@@ -46,6 +46,9 @@ class InstanceSchema(Schema):
         metadata={"description": "Every endpoint of the instance in a stable order, `main` first (its url is `endpoint`)"},
     )
     worker_id = fields.String(allow_none=True)
+    phase = fields.String(allow_none=True, metadata={
+        "enum": ["pulling", "starting", None],
+        "description": "A pending instance whose worker lacks its image: `pulling`, then `starting`; null otherwise"})
     expires_at = UTCDateTime()
     started_at = UTCDateTime(allow_none=True, metadata={"description": "null until running"})
     created_at = UTCDateTime()

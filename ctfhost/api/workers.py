@@ -11,7 +11,7 @@ from ctfhost import limits
 from ctfhost.api.auth import ADMIN, API_KEY, WORKER, Blueprint, authenticate
 from ctfhost.api.fields import StrictInteger, UTCDateTime
 from ctfhost.models import WORKER_STATES
-from ctfhost.services import instances
+from ctfhost.services import instances, pulls
 from ctfhost.services import workers as service
 from ctfhost.services.errors import Forbidden
 
@@ -86,6 +86,24 @@ class HeartbeatSchema(Schema):
     address = fields.String(load_default=None, validate=_address, metadata={"description": ADDRESS_DOC})
 
 
+class WorkerImageSchema(Schema):
+    runtime = fields.String()
+    image = fields.String()
+    state = fields.String(metadata={"enum": ["unpulled", "pulling", "pulled", "failed"]})
+    error = fields.String(allow_none=True)
+    updated_at = UTCDateTime(allow_none=True)
+
+
+def with_images(described):
+    """Workers (or one) with their pull states as `images`, one query."""
+    many = isinstance(described, list)
+    rows = described if many else [described]
+    found = pulls.worker_images([worker.id for worker in rows])
+    for worker in rows:
+        worker.images = found.get(worker.id, [])
+    return described
+
+
 class WorkerSchema(Schema):
     id = fields.String()
     address = fields.String()
@@ -100,6 +118,8 @@ class WorkerSchema(Schema):
         "(or were destroyed)",
     })
     active_instances = fields.Integer()
+    images = fields.List(fields.Nested(WorkerImageSchema), metadata={
+        "description": "The images ctfhost asked this worker to hold, with their pull states"})
     last_heartbeat_at = UTCDateTime()
     registered_at = UTCDateTime()
 
@@ -109,8 +129,8 @@ class Workers(MethodView):
     @blp.api_key_required
     @blp.response(200, WorkerSchema(many=True))
     def get(self):
-        """List workers with liveness and load"""
-        return service.describe_workers()
+        """List workers with liveness, placement state, load and pull states"""
+        return with_images(service.describe_workers())
 
     @blp.allow(API_KEY, WORKER)
     @worker_credential
@@ -131,7 +151,8 @@ class Workers(MethodView):
             data["id"], data["address"], data["runtime"], data["agent_port"], data["max_instances"],
             agent_instance=data["agent_instance"], force=args["force"],
         )
-        return service.describe(worker), (200 if existed else 201)
+        pulls.pull_for_worker(worker)  # every active challenge of its runtimes, ahead of their launches
+        return with_images(service.describe(worker)), (200 if existed else 201)
 
 
 @blp.route("/<string:worker_id>/heartbeat", methods=["POST"])
@@ -145,7 +166,7 @@ class Workers(MethodView):
 def heartbeat(data, worker_id):
     """Record that a worker is alive (the agent re-asserts its address)"""
     data = data or {}
-    return service.describe(service.heartbeat(worker_id, data.get("agent_instance"), data.get("address")))
+    return with_images(service.describe(service.heartbeat(worker_id, data.get("agent_instance"), data.get("address"))))
 
 
 class DrainArgsSchema(Schema):
@@ -161,6 +182,7 @@ class DrainArgsSchema(Schema):
 def delete_worker(worker_id):
     """Forget a worker that runs no active instance"""
     service.delete_worker(worker_id)
+    pulls.forget_worker(worker_id)
 
 
 @blp.route("/<string:worker_id>/cordon", methods=["POST"])
@@ -169,7 +191,7 @@ def delete_worker(worker_id):
 @blp.alt_response(404, schema=ErrorSchema, description="No such worker.")
 def cordon(worker_id):
     """Place no new instance on a worker (its instances go on)"""
-    return service.set_state(worker_id, "cordoned")
+    return with_images(service.set_state(worker_id, "cordoned"))
 
 
 @blp.route("/<string:worker_id>/uncordon", methods=["POST"])
@@ -178,7 +200,7 @@ def cordon(worker_id):
 @blp.alt_response(404, schema=ErrorSchema, description="No such worker.")
 def uncordon(worker_id):
     """Let placement choose a cordoned or draining worker again"""
-    return service.set_state(worker_id, "ready")
+    return with_images(service.set_state(worker_id, "ready"))
 
 
 @blp.route("/<string:worker_id>/drain", methods=["POST"])
@@ -193,4 +215,4 @@ def drain(args, worker_id):
         for instance in service.active_instances_of(worker_id):
             instances.destroy_instance(instance.id)
         worker = service.describe(worker)
-    return worker
+    return with_images(worker)

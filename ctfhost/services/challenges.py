@@ -6,8 +6,8 @@ from ctfhost import jsontext
 from ctfhost.db import database
 from ctfhost.models import ACTIVE, Challenge, Instance, utcnow
 from ctfhost.plugins import UnknownRuntime, get_plugins
-from ctfhost.services import flags, images, instances, settings
-from ctfhost.services.errors import Conflict, Invalid, NotFound, require_changes
+from ctfhost.services import flags, images, instances, pulls, settings
+from ctfhost.services.errors import Conflict, Invalid, NotFound, ServiceError, require_changes
 
 EDITABLE = (
     "name", "runtime", "image", "port", "protocol", "cpu_count", "memory_mb", "ttl_seconds", "max_renewals", "flag_template",
@@ -26,10 +26,13 @@ def set_status(challenge_id, status, destroy_instances=False):
     """Move a challenge to `status`; with `destroy_instances`, also destroy its active instances. Returns it."""
     with database.atomic():
         challenge = get_challenge(challenge_id)
-        if challenge.status != status:
+        changed = challenge.status != status
+        if changed:
             challenge.status = status
             challenge.updated_at = utcnow()
             challenge.save(only=[Challenge.status, Challenge.updated_at])
+    if changed:
+        pulls.pull_quietly(challenge)  # activated: the workers fetch its images ahead of the rush
     if destroy_instances:
         for instance in list(Instance.select().where(Instance.challenge_id == challenge.id,
                                                      Instance.status.in_(list(ACTIVE)))):
@@ -158,6 +161,7 @@ def create_challenge(data):
             challenge.save(force_insert=True)
     except peewee.IntegrityError:
         raise Conflict(f"challenge {challenge.id!r} already exists") from None
+    pulls.pull_quietly(challenge)
     return challenge
 
 
@@ -165,6 +169,7 @@ def update_challenge(challenge_id, changes):
     require_changes(changes)
     with database.atomic():
         challenge = get_challenge(challenge_id)
+        before = (pulls.images_of(challenge), challenge.runtime, challenge.status)
         for key, value in changes.items():
             if key not in EDITABLE:
                 raise Invalid({"json": {key: ["cannot be changed"]}})
@@ -172,7 +177,42 @@ def update_challenge(challenge_id, changes):
         _raise_if_invalid(challenge)
         challenge.updated_at = utcnow()
         challenge.save()
+    if (pulls.images_of(challenge), challenge.runtime, challenge.status) != before:
+        pulls.pull_quietly(challenge)  # a new image, runtime or activation: the workers fetch it ahead
     return challenge
+
+
+# restarts asked of the queue in one go; the workers then start them `--concurrency` at a time each
+RESTART_BATCH = 50
+
+
+def restart_instances(challenge_id):
+    """Restart every active instance of a challenge (a fixed challenge mid-CTF): the operation record with counts.
+
+    Each gets a new instance as a restart does (new id, new hostnames, full
+    TTL). The instances active when it starts are restarted in batches of
+    RESTART_BATCH, each batch asked of the queues at once; the workers' own
+    concurrency then meters the launches.
+    """
+    challenge = get_challenge(challenge_id)
+    ids = [row.id for row in Instance.select(Instance.id).where(
+        Instance.challenge_id == challenge.id, Instance.status.in_(list(ACTIVE))).order_by(Instance.id)]
+    restarted, problems = 0, []
+    for start in range(0, len(ids), RESTART_BATCH):
+        for instance_id in ids[start:start + RESTART_BATCH]:
+            try:
+                instances.restart_instance(instance_id, enforce_limits=False, allow_inactive=True)
+            except ServiceError as exc:  # ended meanwhile, no room, queue down: said, and the rest go on
+                problems.append(f"{instance_id}: {exc.message}")
+                continue
+            restarted += 1
+    detail = f"{restarted} of {len(ids)} active instance(s) restarted"
+    if problems:
+        detail += f"; not restarted: {'; '.join(problems[:5])}" + (" ..." if len(problems) > 5 else "")
+    status = "failed" if problems and not restarted else ("partial" if problems else "accepted")
+    answer = pulls.operation(challenge, "restart", status, detail)
+    answer.update(restarted=restarted, failed=len(problems))
+    return answer
 
 
 def collect_weights(challenge_id):

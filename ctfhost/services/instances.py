@@ -92,7 +92,7 @@ def _insert_pending(team_id, challenge, limits, renewals=0):
     passes the old instance's `renewals`, so it cannot reset the challenge's
     max_renewals.
     """
-    worker = choose_worker(challenge.runtime)
+    worker = choose_worker(challenge.runtime, challenge.image)
     now = utcnow()
     hostname = new_hostname(challenge.id)
     ttl = challenge.ttl_seconds or limits["default_ttl_seconds"]

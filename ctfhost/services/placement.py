@@ -3,6 +3,7 @@
 from ctfhost.db import is_postgresql
 from ctfhost.models import Worker, utcnow
 from ctfhost.services.errors import Unavailable
+from ctfhost.services.pulls import pulled_on
 from ctfhost.services.workers import active_counts, stale_after
 
 
@@ -10,8 +11,9 @@ from ctfhost.services.workers import active_counts, stale_after
 RETRY_AFTER_SECONDS = 30
 
 
-def choose_worker(runtime):
-    """The active, ready (not cordoned or draining) worker serving `runtime` with the most free room.
+def choose_worker(runtime, image=None):
+    """The active, ready (not cordoned or draining) worker serving `runtime` with room, preferring those that hold
+    `image` already, then the least loaded.
 
     Call inside a write transaction: on SQLite the transaction already holds
     the write lock; on PostgreSQL the chosen row is locked so concurrent
@@ -44,5 +46,6 @@ def choose_worker(runtime):
             f"try again in {RETRY_AFTER_SECONDS} s",
             reason="capacity", headers=retry,
         )
-    # least loaded by fraction used, then by id for a stable choice
-    return min(with_room, key=lambda w: (counts.get(w.id, 0) / w.max_instances, w.id))
+    # holding the image (no pull before the launch), then least loaded by fraction used, then by id for a stable choice
+    holding = pulled_on([w.id for w in with_room], runtime, image) if image and len(with_room) > 1 else set()
+    return min(with_room, key=lambda w: (w.id not in holding, counts.get(w.id, 0) / w.max_instances, w.id))

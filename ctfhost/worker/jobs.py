@@ -62,6 +62,11 @@ def destroy_instance(instance_id):
         return lifecycle.destroy(instance_id)
 
 
+def pull_image(worker_id, runtime, image):
+    with job_connection():
+        return lifecycle.pull_image(worker_id, runtime, image)
+
+
 def reconcile_worker(worker_id):
     with job_connection():
         return lifecycle.reconcile(worker_id)

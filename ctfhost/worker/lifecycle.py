@@ -11,7 +11,7 @@ from ctfhost.hooktypes import LaunchError, TransientError
 from ctfhost.db import database
 from ctfhost.models import ACTIVE, Challenge, Instance, InstanceEndpoint, Worker, utcnow
 from ctfhost.plugins import get_plugins
-from ctfhost.services import workers
+from ctfhost.services import pulls, workers
 from ctfhost.services.instances import end_instance, lost_worker_reason, readiness_timeout
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,7 @@ def launch(instance_id, final_attempt=True):
     marks = [("begin", time.monotonic())]
     try:
         timeout = readiness_timeout(challenge)
+        _pull_missing(plugins, challenge, instance, worker)
         started = plugins.launch(challenge, instance, worker, timeout)
         deadline = time.monotonic() + timeout
         endpoints = _endpoint_backends(instance, started)
@@ -183,7 +184,7 @@ def launch(instance_id, final_attempt=True):
         )
         now = utcnow()
         running = (
-            Instance.update(status="running", started_at=now)
+            Instance.update(status="running", started_at=now, phase=None)
             .where(Instance.id == instance.id, Instance.status == "pending")
             .execute()
         )
@@ -214,6 +215,44 @@ def launch_phases(queued, marks):
     return [("queued", queued)] + [
         (PHASE_ENDED_BY[name], at - marks[i][1]) for i, (name, at) in enumerate(marks[1:])
     ]
+
+
+def _pull_missing(plugins, challenge, instance, worker):
+    """Pull the images of `challenge` the worker lacks (the instance says `pulling` meanwhile); a failed pull fails
+    the launch with the engine's reason."""
+    missing = [image for image in pulls.images_of(challenge)
+               if plugins.image_state(challenge.runtime, image, worker) == "unpulled"]
+    if not missing:
+        return
+    Instance.update(phase="pulling").where(Instance.id == instance.id, Instance.status == "pending").execute()
+    for image in missing:
+        pulls.record(worker.id, challenge.runtime, image, "pulling")
+        try:
+            done = plugins.prepare_image(challenge.runtime, image, worker)
+        except Exception as exc:
+            pulls.record(worker.id, challenge.runtime, image, "failed", _reason(exc))
+            raise
+        pulls.record(worker.id, challenge.runtime, image, "pulled" if done else "unpulled")
+    Instance.update(phase="starting").where(Instance.id == instance.id, Instance.status == "pending").execute()
+
+
+def pull_image(worker_id, runtime, image):
+    """A pull job: make `image` available on the worker; records pulling, then pulled or failed (with the reason)."""
+    worker = Worker.get_or_none(Worker.id == worker_id)
+    if worker is None:
+        return "gone"
+    pulls.record(worker_id, runtime, image, "pulling")
+    try:
+        done = get_plugins().prepare_image(runtime, image, worker)
+    except Exception as exc:
+        log.warning("pull of %s on %s failed: %s", image, worker_id, _reason(exc))
+        pulls.record(worker_id, runtime, image, "failed", _reason(exc))
+        return "failed"
+    if done is None:
+        pulls.record(worker_id, runtime, image, "failed", f"the {runtime} runtime does not pull images ahead")
+        return "failed"
+    pulls.record(worker_id, runtime, image, "pulled")
+    return "pulled"
 
 
 def _reason(exc):

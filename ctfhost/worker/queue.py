@@ -1,6 +1,7 @@
 """Queue naming and the enqueue helpers for lifecycle jobs (enqueued by dotted name: no import of the jobs)."""
 
 import datetime
+import hashlib
 import logging
 
 from flask import current_app
@@ -41,10 +42,10 @@ def scheduled_for(job_id, worker_id, connection=None):
         return None
 
 
-def _enqueue_once(queue, func, instance_id, job_id, **options):
-    """Enqueue unless the same job is already waiting or running; re-run a finished one."""
+def _enqueue_once(queue, func, args, job_id, **options):
+    """Enqueue func(*args) unless the same job is already waiting or running; re-run a finished one."""
     try:
-        return queue.enqueue(func, instance_id, job_id=job_id, unique=True, **options)
+        return queue.enqueue(func, *args, job_id=job_id, unique=True, **options)
     except DuplicateJobError:
         try:
             job = Job.fetch(job_id, connection=queue.connection)
@@ -54,7 +55,7 @@ def _enqueue_once(queue, func, instance_id, job_id, **options):
             return job
         if job is not None:
             job.delete()
-        return queue.enqueue(func, instance_id, job_id=job_id, unique=True, **options)
+        return queue.enqueue(func, *args, job_id=job_id, unique=True, **options)
 
 
 def launch_job_id(instance_id):
@@ -76,7 +77,7 @@ def enqueue_launch(instance, readiness_timeout):
     return _enqueue_once(
         worker_queue(instance.worker_id),
         LAUNCH_JOB,
-        instance.id,
+        (instance.id,),
         launch_job_id(instance.id),
         job_timeout=timeout,
         retry=Retry(max=2, interval=[1, 3]),
@@ -87,11 +88,35 @@ def enqueue_launch(instance, readiness_timeout):
     )
 
 
+PULL_JOB = "ctfhost.worker.jobs.pull_image"
+# an image may be large and the registry slow: a pull job may take this long, whatever CTFHOST_JOB_TIMEOUT_SECONDS says
+PULL_TIMEOUT_SECONDS = 1800
+
+
+def pull_job_id(worker_id, runtime, image):
+    digest = hashlib.sha256(f"{runtime}\0{image}".encode()).hexdigest()[:20]
+    return f"pull-{worker_id}-{digest}"
+
+
+def enqueue_pull(worker_id, runtime, image):
+    """Queue a pull of `image` for `runtime` on the worker (once: a pull already waiting is that one)."""
+    return _enqueue_once(
+        worker_queue(worker_id),
+        PULL_JOB,
+        (worker_id, runtime, image),
+        pull_job_id(worker_id, runtime, image),
+        job_timeout=max(PULL_TIMEOUT_SECONDS, current_app.config["CTFHOST_JOB_TIMEOUT_SECONDS"]),
+        result_ttl=600,
+        failure_ttl=86400,
+        description=f"pull {image} ({runtime})",
+    )
+
+
 def enqueue_destroy(instance):
     return _enqueue_once(
         worker_queue(instance.worker_id),
         DESTROY_JOB,
-        instance.id,
+        (instance.id,),
         destroy_job_id(instance.id),
         job_timeout=current_app.config["CTFHOST_JOB_TIMEOUT_SECONDS"],
         retry=Retry(max=5, interval=[2, 5, 10, 30, 60]),

@@ -45,6 +45,17 @@ def launch(challenge, instance, worker):
 
 
 @hookimpl
+def prepare_image(runtime, image, worker):
+    containers.ensure_image(image)
+    return True
+
+
+@hookimpl
+def image_state(runtime, image, worker):
+    return "pulled" if containers.has_image(image) else "unpulled"
+
+
+@hookimpl
 def inspect(instance, worker):
     alive, reason = containers.state(instance.id)
     return RuntimeState(alive, reason)

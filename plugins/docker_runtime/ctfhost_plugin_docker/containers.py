@@ -121,6 +121,23 @@ def pull(image):
         raise LaunchError(f"image {image!r} is not on this host and pulling it failed: {detail}") from None
 
 
+def has_image(image):
+    """Whether the engine holds `image`."""
+    try:
+        client().images.get(image)
+    except ImageNotFound:
+        return False
+    except (APIError, requests.exceptions.RequestException) as exc:
+        raise TransientError(f"cannot ask the Docker engine about image {image!r}: {_explain(exc)}") from None
+    return True
+
+
+def ensure_image(image):
+    """Pull `image` unless the engine holds it (CTFHOST_DOCKER_PULL_POLICY applies); LaunchError with the reason."""
+    if not has_image(image):
+        pull(image)
+
+
 def _labels(challenge, instance, worker):
     return {
         LABEL: "true",
