@@ -9,6 +9,7 @@ from flask.cli import run_command
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ctfhost import __version__, config as ctfhost_config
+from ctfhost.admin.pages import bp as admin_pages
 from ctfhost.api.server import register_api
 from ctfhost.builtin import forward_auth
 from ctfhost.cli import command_group
@@ -81,6 +82,7 @@ def create_app(config=None):
             database.close()
 
     register_api(app)
+    app.register_blueprint(admin_pages)
 
     group = command_group()
     app.extensions["ctfhost.plugins"].register_commands(group)

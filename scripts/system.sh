@@ -9,8 +9,9 @@ set -euo pipefail
 
 STATE_DIR="${CTFHOST_STATE_DIR:-${TMPDIR:-/tmp}/ctfhost-system}"
 STARTED="$STATE_DIR/started"
-# The Debian packages the demo and the tests use (python3-venv: `python3 -m venv` needs it on Debian)
-PACKAGES="docker.io redis-server busybox-static postgresql python3-venv docker-registry"
+# The Debian packages the demo and the tests use (python3-venv: `python3 -m venv` needs it on Debian;
+# chromium: the admin pages' browser test drives it with Playwright, which cannot download a browser here)
+PACKAGES="docker.io redis-server busybox-static postgresql python3-venv docker-registry chromium"
 mkdir -p "$STATE_DIR"
 
 say() { echo "ctfhost: $*" >&2; }
@@ -29,6 +30,7 @@ missing_packages() {
     ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$missing postgresql"
     # a local registry for the image pull tests (no public registry is reachable)
     command -v docker-registry >/dev/null 2>&1 || missing="$missing docker-registry"
+    [ -x /usr/bin/chromium ] || missing="$missing chromium"
     # Debian's python3 has the venv module but not ensurepip, without which `python3 -m venv` fails
     python3 -c 'import ensurepip' >/dev/null 2>&1 || missing="$missing python3-venv"
     echo $missing
