@@ -23,7 +23,7 @@ LATENESS_BUCKETS = (0.5, 1, 2, 3, 5, 10, 30, 60, 300)
 # forward-auth answers in about a millisecond
 FORWARD_AUTH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
-LAUNCH_PHASES = ("queued", "starting", "probing", "routing")
+LAUNCH_PHASES = ("queued", "pulling", "starting", "probing", "routing")
 
 launches = Counter("ctfhost_launches", "Launches that ended, by result (running or error)", ["result"])
 launch_duration = Histogram(

@@ -301,3 +301,16 @@ def test_every_metric_is_documented_and_the_dashboard_uses_only_real_ones(client
     assert {"ctfhost_instances", "ctfhost_launches", "ctfhost_launch_duration_seconds", "ctfhost_expiry_lateness_seconds",
             "ctfhost_forward_auth_decisions", "ctfhost_forward_auth_duration_seconds", "ctfhost_http_requests",
             "ctfhost_queue_depth", "ctfhost_worker_heartbeat_age_seconds"} <= used
+
+
+def test_image_pull_states_are_counted_by_runtime_and_state(app, api, client, metrics_token, worker_id):
+    before = scrape(client)
+    create_challenge(api, "metrics-pull")  # queues a pull of its image on the worker
+    queued = scrape(client)
+    run_jobs(app, worker_id)
+    after = scrape(client)
+    assert value(after, "ctfhost_image_pulls", runtime="fake", state="pulled") - value(
+        before, "ctfhost_image_pulls", runtime="fake", state="pulled") == 1
+    assert value(queued, "ctfhost_image_pulls", runtime="fake", state="unpulled") >= 1
+    assert value(after, "ctfhost_image_pulls", runtime="fake", state="failed") == value(
+        before, "ctfhost_image_pulls", runtime="fake", state="failed")

@@ -6,7 +6,7 @@ import peewee
 import redis
 from prometheus_client.core import GaugeMetricFamily
 
-from ctfhost.models import ACTIVE, WORKER_STATES, Instance, Worker, utcnow
+from ctfhost.models import ACTIVE, PULL_STATES, WORKER_STATES, ImagePull, Instance, Worker, utcnow
 from ctfhost.redis_client import redis_connection
 from ctfhost.services import workers
 from ctfhost.worker import queue
@@ -40,7 +40,8 @@ class FleetCollector:
             instances.add_metric([status, challenge], count)
         yield instances
 
-        registered = list(Worker.select(Worker.id, Worker.last_heartbeat_at, Worker.state).order_by(Worker.id))
+        registered = list(Worker.select(Worker.id, Worker.last_heartbeat_at, Worker.state, Worker.runtime)
+                          .order_by(Worker.id))
         by_state = GaugeMetricFamily(
             "ctfhost_workers", "Registered workers, by liveness (active, stale, lost) and state (ready, cordoned, draining)",
             labels=["liveness", "state"])
@@ -55,6 +56,18 @@ class FleetCollector:
             by_state.add_metric(list(labels), count)
         yield by_state
         yield age
+
+        pulls = GaugeMetricFamily("ctfhost_image_pulls", "Images on workers, by runtime and pull state "
+                                  "(unpulled, pulling, pulled, failed)", labels=["runtime", "state"])
+        found = {(runtime, state): 0 for runtime in sorted({r for w in registered for r in w.runtimes})
+                 for state in PULL_STATES}
+        for runtime, state, count in (ImagePull.select(ImagePull.runtime, ImagePull.state,
+                                                       peewee.fn.COUNT(ImagePull.id))
+                                      .group_by(ImagePull.runtime, ImagePull.state).tuples()):
+            found[runtime, state] = count
+        for labels, count in sorted(found.items()):
+            pulls.add_metric(list(labels), count)
+        yield pulls
 
         depths = queue_depths([worker.id for worker in registered])
         if depths is not None:

@@ -153,6 +153,7 @@ def launch(instance_id, final_attempt=True):
     try:
         timeout = readiness_timeout(challenge)
         _pull_missing(plugins, challenge, instance, worker)
+        marks.append(("pulled", time.monotonic()))
         started = plugins.launch(challenge, instance, worker, timeout)
         deadline = time.monotonic() + timeout
         endpoints = _endpoint_backends(instance, started)
@@ -207,7 +208,7 @@ def launch(instance_id, final_attempt=True):
 
 
 # the launch's marks, and the phase of ctfhost_launch_duration_seconds each one ends
-PHASE_ENDED_BY = {"launch": "starting", "ready": "probing", "routed": "routing"}
+PHASE_ENDED_BY = {"pulled": "pulling", "launch": "starting", "ready": "probing", "routed": "routing"}
 
 
 def launch_phases(queued, marks):
