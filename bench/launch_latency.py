@@ -56,7 +56,8 @@ CONTENT = "hello from a ctfhost benchmark instance\n"
 LOG_TIME = r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) "
 JOB_LINE = re.compile(LOG_TIME + r".*: launch instance (?P<id>[0-9a-f-]{36}) \(launch-")
 UP_LINE = re.compile(
-    LOG_TIME + r".*instance (?P<id>[0-9a-f-]{36}) up: launch=(?P<launch>\d+)ms ready=(?P<ready>\d+)ms routed=(?P<routed>\d+)ms"
+    LOG_TIME + r".*instance (?P<id>[0-9a-f-]{36}) up: (?:pulled=(?P<pulled>\d+)ms )?"
+    r"launch=(?P<launch>\d+)ms ready=(?P<ready>\d+)ms routed=(?P<routed>\d+)ms"
 )
 
 
