@@ -85,6 +85,16 @@ def test_a_stranger_is_sent_to_the_sign_in_page_from_every_page(api, client):
     assert client.get("/admin/sign-in").status_code == 200
 
 
+def test_the_challenge_list_filters_by_status(api, signed_in):
+    make_challenge(api)
+    make_challenge(api, "web-live", status="active")
+    for status, shown, hidden in (("draft", "web-admin", "web-live"), ("active", "web-live", "web-admin")):
+        response = signed_in.get(f"/admin/challenges?status={status}")
+        assert response.status_code == 200
+        html = response.get_data(as_text=True)
+        assert f'data-challenge="{shown}"' in html and f'data-challenge="{hidden}"' not in html
+
+
 def test_the_pages_are_not_part_of_the_rest_api(client):
     spec = client.get("/openapi.json").get_json()
     assert not [path for path in spec["paths"] if path.startswith("/admin")]
@@ -307,6 +317,30 @@ def test_the_edit_form_changes_a_challenge_through_the_same_checks(api, signed_i
     assert audit_rows("admin.challenges.update")[-1].result == "ok"
 
 
+def test_images_are_pulled_and_instances_restarted_from_the_pages(app, api, signed_in):
+    worker = register_fake_worker(api, prefix="pulls")
+    make_challenge(api, status="active")
+    first = [api.post("/api/v1/instances", json={"team_id": f"t{n}", "challenge_id": "web-admin"}).get_json()
+             for n in range(2)]
+    run_jobs(app, worker)
+    token = csrf_of(signed_in, "/admin/challenges")
+    pulled = signed_in.post("/admin/challenges/web-admin/pull", data={"csrf_token": token}, follow_redirects=True)
+    assert "Pulling 1 image(s) on 1 worker(s)." in pulled.get_data(as_text=True)
+    run_jobs(app, worker)
+    listed = signed_in.get("/admin/challenges").get_data(as_text=True)
+    assert re.search(rf'class="pull pull-pulled" data-worker="{worker}"', listed)
+    detail = signed_in.get("/admin/challenges/web-admin").get_data(as_text=True)
+    assert re.search(rf'data-worker="{worker}">.*?badge-pulled', detail, re.S)
+    restarted = signed_in.post("/admin/challenges/web-admin/restart", data={"csrf_token": token},
+                               follow_redirects=True)
+    assert "2 of 2 active instance(s) restarted." in restarted.get_data(as_text=True)
+    assert {api.get(f"/api/v1/instances/{i['id']}").get_json()["status"] for i in first} == {"destroyed"}
+    assert [(row.status, row.result) for row in audit_rows("admin.challenges.pull")] == [(202, "ok")]
+    assert [(row.status, row.target) for row in audit_rows("admin.challenges.restart")] == [(202, "web-admin")]
+    workers_page = signed_in.get("/admin/workers").get_data(as_text=True)
+    assert "ctf/web-admin:1 <b>pulled</b>" in workers_page
+
+
 # -- lists ------------------------------------------------------------------------
 
 
@@ -408,7 +442,7 @@ def test_the_console_in_a_browser(app, api, live_server, browser):
     worker = register_fake_worker(api, prefix="console")
     # something to show beside what the test does: a failed launch, a flag shared
     make_challenge(api, "pwn-broken", status="active", extra_config='{"fail": "pull access denied for ctf/pwn-broken"}',
-                   version="0.9")
+                   version="0.9", name="Broken pwn", image="ctf/pwn-broken:0.9")
     api.post("/api/v1/instances", json={"team_id": "team-3", "challenge_id": "pwn-broken"})
     run_jobs(app, worker)
     FlagSharingEvent.create(challenge_id="pwn-broken", submitting_team_id="team-4", owning_team_id="team-3",
@@ -455,6 +489,14 @@ def test_the_console_in_a_browser(app, api, live_server, browser):
     assert page.inner_text('tr[data-challenge="web-console"] .status') == "active"
     assert "Challenge web-console is active" in page.inner_text(".flash.ok")
     screenshot(page, "challenges")
+
+    # pull it: the worker's state turns pulled once its queue has run
+    page.goto(base + "/admin/challenges/web-console")
+    submit(page, "button:has-text('Pull images')")
+    assert "Pulling 1 image(s) on 1 worker(s)." in page.inner_text(".flash.ok")
+    run_jobs(app, worker)
+    page.reload()
+    assert page.inner_text(f'#pulls tr[data-worker="{worker}"] .state') == "pulled"
 
     # an instance launched through the API shows on the instances page, and is destroyed from it
     launched = api.post("/api/v1/instances", json={"team_id": "team-7", "challenge_id": "web-console"}).get_json()

@@ -24,7 +24,7 @@ from ctfhost.api.instances import ListArgsSchema
 from ctfhost.api.submissions import FlagSharingArgsSchema
 from ctfhost.models import CHALLENGE_STATUSES, STATUSES, utcnow
 from ctfhost.plugins import get_plugins
-from ctfhost.services import audit, challenges, console, instances, submissions, workers
+from ctfhost.services import audit, challenges, console, instances, pulls, submissions, workers
 from ctfhost.services.access import safe_next, signing_key
 from ctfhost.services.errors import ServiceError
 
@@ -177,7 +177,7 @@ def _age_filter(value):
     return _age(value)
 
 
-def _render(template, status=200, headers=None, **context):
+def _render(template, http_status=200, headers=None, **context):
     context.setdefault("flash", _flash_in())
     context.update(
         csrf_field=session.CSRF_FIELD,
@@ -186,7 +186,7 @@ def _render(template, status=200, headers=None, **context):
         is_admin=g.get("is_admin", False),
         here=request.full_path.rstrip("?"),
     )
-    return render_template(f"admin/{template}", **context), status, headers or {}
+    return render_template(f"admin/{template}", **context), http_status, headers or {}
 
 
 def _message(status, title, text, link=None, headers=None):
@@ -308,13 +308,16 @@ def overview():
 def challenge_list():
     status = request.args.get("status")
     status = status if status in CHALLENGE_STATUSES else None
-    return _render("challenges.html", challenges=challenges.list_challenges(status), status=status,
-                   statuses=CHALLENGE_STATUSES, active_counts=console.active_counts_by_challenge())
+    rows = challenges.list_challenges(status)
+    serving = {runtime: pulls.serving_workers(runtime) for runtime in {challenge.runtime for challenge in rows}}
+    pull_states = {challenge.id: pulls.states(challenge, serving[challenge.runtime]) for challenge in rows}
+    return _render("challenges.html", challenges=rows, status=status, statuses=CHALLENGE_STATUSES,
+                   active_counts=console.active_counts_by_challenge(), pull_states=pull_states)
 
 
-def _form_page(challenge=None, values=None, errors=None, status=200):
+def _form_page(challenge=None, values=None, errors=None, http_status=200):
     return _render(
-        "challenge_form.html", status, challenge=challenge, values=values or {}, status_default="draft",
+        "challenge_form.html", http_status, challenge=challenge, values=values or {}, status_default="draft",
         errors={key: forms.flat_errors(messages) for key, messages in (errors or {}).items()},
         runtimes=sorted(get_plugins().runtimes()), protocols=PROTOCOLS, cpu_counts=CPU_COUNTS,
         memory_sizes=MEMORY_SIZES, statuses=CHALLENGE_STATUSES,
@@ -332,7 +335,7 @@ def challenge_create():
     if errors:
         _record(status, "; ".join(f"{key}: {line}" for key, messages in errors.items()
                                   for line in forms.flat_errors(messages)), target=request.form.get("id"))
-        return _form_page(values=request.form, errors=errors, status=422)
+        return _form_page(values=request.form, errors=errors, http_status=422)
     _record(status, target=challenge.id)
     _flash("ok", f"Challenge {challenge.id} created ({challenge.status}).")
     return redirect(url_for("admin.challenge_detail", challenge_id=challenge.id))
@@ -351,7 +354,7 @@ def challenge_update(challenge_id):
     if errors:
         _record(status, "; ".join(f"{key}: {line}" for key, messages in errors.items()
                                   for line in forms.flat_errors(messages)))
-        return _form_page(challenge, request.form, errors, status=422)
+        return _form_page(challenge, request.form, errors, http_status=422)
     _record(status)
     _flash("ok", f"Challenge {saved.id} saved.")
     return redirect(url_for("admin.challenge_detail", challenge_id=saved.id))
@@ -362,7 +365,7 @@ def challenge_detail(challenge_id):
     challenge = challenges.get_challenge(challenge_id)
     rows, total = console.list_instances(challenge_id=challenge.id, limit=PAGE_SIZE)
     return _render("challenge.html", challenge=challenge, instances=rows, total=total,
-                   active=challenges.active_instance_count(challenge.id), errors=console.recent_errors(challenge.id),
+                   fleet=pulls.challenge_status(challenge.id), errors=console.recent_errors(challenge.id),
                    values=forms.values_of(challenge))
 
 
@@ -379,6 +382,36 @@ def challenge_deactivate(challenge_id):
                                                       ": its running instances go on.")
     return _carry_out(lambda: challenges.set_status(challenge_id, "inactive", destroy_instances=destroy), done,
                       url_for("admin.challenge_list"))
+
+
+def _operation(do, back):
+    """Run an operation on a challenge's fleet (pull, restart) and show its record's detail.
+
+    Recorded with the status the API answers (202), and the detail when the
+    operation did not simply go ahead (skipped, partial, failed).
+    """
+    try:
+        answer = do()
+    except ServiceError as exc:
+        _record(exc.status, exc.message)
+        _flash("error", exc.message)
+    else:
+        detail = answer["detail"][:1].upper() + answer["detail"][1:] + "."
+        _record(202, None if answer["status"] == "accepted" else f"{answer['status']}: {answer['detail']}")
+        _flash("error" if answer["status"] in ("failed", "partial") else "ok", detail)
+    return redirect(_safe_admin_path(request.form.get("next"), back))
+
+
+@action("/challenges/<string:challenge_id>/pull", "admin.challenges.pull")
+def challenge_pull(challenge_id):
+    return _operation(lambda: pulls.request_pull(challenge_id),
+                      url_for("admin.challenge_detail", challenge_id=challenge_id))
+
+
+@action("/challenges/<string:challenge_id>/restart", "admin.challenges.restart")
+def challenge_restart(challenge_id):
+    return _operation(lambda: challenges.restart_instances(challenge_id),
+                      url_for("admin.challenge_detail", challenge_id=challenge_id))
 
 
 # -- instances ---------------------------------------------------------------------
@@ -407,7 +440,8 @@ def instance_destroy(instance_id):
 
 @bp.get("/workers")
 def worker_list():
-    return _render("workers.html", workers=workers.describe_workers())
+    rows = workers.describe_workers()
+    return _render("workers.html", workers=rows, images=pulls.worker_images([worker.id for worker in rows]))
 
 
 def _set_worker_state(worker_id, state, done):
@@ -442,8 +476,12 @@ def worker_drain(worker_id):
 
 @action("/workers/<string:worker_id>/delete", "admin.workers.delete")
 def worker_delete(worker_id):
-    return _carry_out(lambda: workers.delete_worker(worker_id), f"Worker {worker_id} is forgotten.",
-                      url_for("admin.worker_list"))
+    def delete():
+        # what DELETE /api/v1/workers/{id} does
+        workers.delete_worker(worker_id)
+        pulls.forget_worker(worker_id)
+
+    return _carry_out(delete, f"Worker {worker_id} is forgotten.", url_for("admin.worker_list"))
 
 
 # -- audit trail and flag sharing ------------------------------------------------
