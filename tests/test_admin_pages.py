@@ -11,6 +11,9 @@ import re
 import tempfile
 
 import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from ctfhost.admin import session as admin_session
 from ctfhost.models import AuditEvent, Challenge, FlagSharingEvent, Worker
@@ -121,6 +124,7 @@ def test_the_admin_token_header_opens_every_page_and_needs_no_csrf_token(api, cl
         assert response.status_code == 200, path
         assert response.headers["Content-Security-Policy"].startswith("default-src 'self'")
         assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["X-Frame-Options"] == "DENY"
     changed = client.post("/admin/challenges/web-admin/activate", headers={"X-Admin-Token": ADMIN_TOKEN})
     assert changed.status_code == 302
     assert Challenge.get_by_id("web-admin").status == "active"
@@ -184,6 +188,20 @@ def test_without_an_admin_token_the_pages_are_off(app, browser_client, monkeypat
     assert page.status_code == 503 and "the admin pages are off" in page.get_data(as_text=True)
     assert sign_in(browser_client, "").status_code == 503
     assert browser_client.get("/admin", headers={"X-Admin-Token": ""}).status_code == 401
+
+
+def test_without_redis_the_pages_answer_503(app, signed_in):
+    saved = app.extensions.get("ctfhost.redis")
+    # port 1 on loopback: nothing listens there
+    app.extensions["ctfhost.redis"] = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1,
+                                                  retry=Retry(NoBackoff(), 0))
+    try:
+        page = signed_in.get("/admin")
+        form = sign_in(client_at(app))
+    finally:
+        app.extensions["ctfhost.redis"] = saved
+    assert page.status_code == 503 and "Redis is unavailable" in page.get_data(as_text=True)
+    assert form.status_code == 503
 
 
 def test_sign_in_failures_are_limited_per_client_address(app, browser_client):

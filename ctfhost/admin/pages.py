@@ -39,7 +39,7 @@ FLASH_COOKIE = "ctfhost_admin_flash"
 ACTIONS = {"admin.sign_in": "admin.sign_in"}
 TARGETS = ("challenge_id", "instance_id", "worker_id")
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
 
