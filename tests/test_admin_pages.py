@@ -363,11 +363,10 @@ def test_images_are_pulled_and_instances_restarted_from_the_pages(app, api, sign
 
 
 def test_instances_are_filtered_and_paginated(app, api, signed_in):
-    first = register_fake_worker(api, prefix="page-a")
+    register_fake_worker(api, prefix="page-a")
     make_challenge(api, status="active")
     launched = [api.post("/api/v1/instances", json={"team_id": f"team-{n}", "challenge_id": "web-admin"}).get_json()
                 for n in range(3)]
-    Worker.update(state="cordoned").where(Worker.id != first).execute()
     page = signed_in.get("/admin/instances?limit=2").get_data(as_text=True)
     assert "rows 1–2 of" in page and "offset=2" in page
     by_worker = {instance["worker_id"] for instance in launched}
