@@ -115,3 +115,16 @@ def test_the_cluster_counts_capacity_per_runtime_and_in_total(api, app, only_wor
 def test_cluster_and_worker_control_need_the_api_key(client, team_api):
     assert client.get("/api/v1/cluster").status_code == 401
     assert team_api("t1").get("/api/v1/cluster").status_code == 403
+
+
+def test_instances_can_be_listed_by_worker(api, only_worker):
+    other = register_fake_worker(api, max_instances=5, prefix="control-c")
+    challenge(api)
+    for team in ("t1", "t2", "t3"):
+        launch(api, team)
+    placed = {row.id: row.worker_id for row in Instance.select()}
+    for worker_id in (only_worker, other):
+        listed = api.get(f"/api/v1/instances?worker_id={worker_id}")
+        assert listed.status_code == 200
+        assert {i["id"] for i in listed.get_json()} == {i for i, w in placed.items() if w == worker_id}
+        assert listed.headers["X-Total-Count"] == str(sum(w == worker_id for w in placed.values()))

@@ -13,7 +13,7 @@ import peewee
 import redis
 from flask import Blueprint, g, redirect, render_template, request, url_for
 from itsdangerous import BadSignature, URLSafeSerializer
-from marshmallow import ValidationError, fields, validate
+from marshmallow import ValidationError
 
 from ctfhost import timeutil
 from ctfhost.admin import forms, session
@@ -363,7 +363,7 @@ def challenge_update(challenge_id):
 @bp.get("/challenges/<string:challenge_id>")
 def challenge_detail(challenge_id):
     challenge = challenges.get_challenge(challenge_id)
-    rows, total = console.list_instances(challenge_id=challenge.id, limit=PAGE_SIZE)
+    rows, total = instances.list_instances(challenge_id=challenge.id, limit=PAGE_SIZE)
     return _render("challenge.html", challenge=challenge, instances=rows, total=total,
                    fleet=pulls.challenge_status(challenge.id), errors=console.recent_errors(challenge.id),
                    values=forms.values_of(challenge))
@@ -417,14 +417,10 @@ def challenge_restart(challenge_id):
 # -- instances ---------------------------------------------------------------------
 
 
-class InstanceFiltersSchema(ListArgsSchema):
-    worker_id = fields.String(validate=validate.Length(min=1, max=128))
-
-
 @bp.get("/instances")
 def instance_list():
-    args, errors = _filters(InstanceFiltersSchema())
-    rows, total = console.list_instances(**args)
+    args, errors = _filters(ListArgsSchema())
+    rows, total = instances.list_instances(**args)
     return _render("instances.html", instances=rows, args=args, errors=errors, pages=_page_links(args, total),
                    statuses=STATUSES, challenges=challenges.list_challenges(), workers=workers.describe_workers())
 
@@ -463,11 +459,7 @@ def worker_drain(worker_id):
     destroy = request.form.get("destroy") == "true"
 
     def drain():
-        # what POST /api/v1/workers/{id}/drain does
-        workers.set_state(worker_id, "draining")
-        if destroy:
-            for instance in workers.active_instances_of(worker_id):
-                instances.destroy_instance(instance.id)
+        instances.drain_worker(worker_id, destroy=destroy)
 
     done = f"Worker {worker_id} is draining" + (": its instances are destroyed." if destroy else
                                                 ": its instances run out.")
@@ -477,9 +469,7 @@ def worker_drain(worker_id):
 @action("/workers/<string:worker_id>/delete", "admin.workers.delete")
 def worker_delete(worker_id):
     def delete():
-        # what DELETE /api/v1/workers/{id} does
-        workers.delete_worker(worker_id)
-        pulls.forget_worker(worker_id)
+        pulls.delete_worker(worker_id)
 
     return _carry_out(delete, f"Worker {worker_id} is forgotten.", url_for("admin.worker_list"))
 

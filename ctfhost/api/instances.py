@@ -101,6 +101,8 @@ class ListArgsSchema(PageArgsSchema):
     team_id = fields.String(validate=validate.Length(min=1, max=64))
     challenge_id = fields.String(validate=validate.Length(min=1, max=63))
     status = fields.String(validate=validate.OneOf(STATUSES))
+    worker_id = fields.String(validate=validate.Length(min=1, max=128),
+                              metadata={"description": "Only the instances placed on this worker"})
 
 
 def shaped(value, status=200, headers=None, many=False):

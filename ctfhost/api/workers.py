@@ -181,8 +181,7 @@ class DrainArgsSchema(Schema):
 @blp.alt_response(409, schema=ErrorSchema, description="It still runs active instances.")
 def delete_worker(worker_id):
     """Forget a worker that runs no active instance"""
-    service.delete_worker(worker_id)
-    pulls.forget_worker(worker_id)
+    pulls.delete_worker(worker_id)
 
 
 @blp.route("/<string:worker_id>/cordon", methods=["POST"])
@@ -210,9 +209,4 @@ def uncordon(worker_id):
 @blp.alt_response(404, schema=ErrorSchema, description="No such worker.")
 def drain(args, worker_id):
     """Cordon a worker to empty it: its instances run out (nothing is moved), or are destroyed with destroy=true"""
-    worker = service.set_state(worker_id, "draining")
-    if args["destroy"]:
-        for instance in service.active_instances_of(worker_id):
-            instances.destroy_instance(instance.id)
-        worker = service.describe(worker)
-    return with_images(worker)
+    return with_images(instances.drain_worker(worker_id, destroy=args["destroy"]))

@@ -30,23 +30,6 @@ def active_counts_by_challenge():
     return dict(query)
 
 
-def list_instances(challenge_id=None, team_id=None, status=None, worker_id=None, limit=50, offset=0):
-    """(rows, total) for the filters, newest first, paginated in SQL.
-
-    services.instances.list_instances without the worker filter the console
-    needs; once that one takes `worker_id`, this can go.
-    """
-    query = Instance.select()
-    filters = {Instance.challenge_id: challenge_id, Instance.team_id: team_id, Instance.status: status,
-               Instance.worker_id: worker_id}
-    for column, value in filters.items():
-        if value is not None:
-            query = query.where(column == str(value))
-    total = query.count()
-    rows = list(query.order_by(Instance.created_at.desc(), Instance.id).limit(limit).offset(offset))
-    return rows, total
-
-
 def recent_errors(challenge_id, limit=10):
     """The challenge's latest failed instances, newest first."""
     return list(Instance.select().where(Instance.challenge_id == challenge_id, Instance.status == "error")

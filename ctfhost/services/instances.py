@@ -71,15 +71,14 @@ def get_active(team_id, challenge_id):
     return instance
 
 
-def list_instances(team_id=None, challenge_id=None, status=None, limit=100, offset=0):
+def list_instances(team_id=None, challenge_id=None, status=None, limit=100, offset=0, worker_id=None):
     """(rows, total) for the filters, newest first, paginated in SQL."""
     query = Instance.select()
-    if team_id is not None:
-        query = query.where(Instance.team_id == str(team_id))
-    if challenge_id is not None:
-        query = query.where(Instance.challenge_id == challenge_id)
-    if status is not None:
-        query = query.where(Instance.status == status)
+    filters = {Instance.team_id: team_id, Instance.challenge_id: challenge_id, Instance.status: status,
+               Instance.worker_id: worker_id}
+    for column, value in filters.items():
+        if value is not None:
+            query = query.where(column == str(value))
     total = query.count()
     rows = list(query.order_by(Instance.created_at.desc(), Instance.id).limit(limit).offset(offset))
     return rows, total
@@ -217,6 +216,17 @@ def create_instance(team_id, challenge_id, enforce_limits=True, allow_inactive=F
         raise
     _start(instance, challenge)
     return instance
+
+
+def drain_worker(worker_id, destroy=False):
+    """Cordon a worker as `draining` to empty it: nothing is moved; with `destroy`, its active instances are
+    destroyed now. Returns the worker, described."""
+    worker = workers.set_state(worker_id, "draining")
+    if destroy:
+        for instance in workers.active_instances_of(worker_id):
+            destroy_instance(instance.id)
+        worker = workers.describe(worker)
+    return worker
 
 
 def end_instance(instance, status, error=None, only_from=ACTIVE):

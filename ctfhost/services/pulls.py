@@ -171,7 +171,8 @@ def pulled_on(worker_ids, runtime, image):
         ImagePull.state == "pulled")}
 
 
-def forget_worker(worker_id):
-    """Drop a deleted worker's pull states."""
+def delete_worker(worker_id):
+    """Forget a worker without active instances (Conflict otherwise), and its pull states."""
+    workers.delete_worker(worker_id)
     with database.atomic():
         ImagePull.delete().where(ImagePull.worker_id == worker_id).execute()
