@@ -114,6 +114,7 @@ class Kube:
         client = api_client()
         self.core = kubernetes.client.CoreV1Api(client)
         self.networking = kubernetes.client.NetworkingV1Api(client)
+        self.apps = kubernetes.client.AppsV1Api(client)
         self.timeout = settings.request_timeout
 
     def create(self, manifest):
@@ -151,5 +152,37 @@ class Kube:
     def read_pod(self, namespace, name):
         return self._read(self.core.read_namespaced_pod, name, namespace)
 
-    def list_pods(self, selector):
+    def list_pods(self, selector, namespace=None):
+        """The pods `selector` selects, in `namespace` or in every namespace."""
+        if namespace:
+            return self.core.list_namespaced_pod(namespace, label_selector=selector, _request_timeout=self.timeout).items
         return self.core.list_pod_for_all_namespaces(label_selector=selector, _request_timeout=self.timeout).items
+
+    # the pre-pull DaemonSets (apps/v1), apart from CREATE: instances never hold one
+
+    def create_daemon_set(self, manifest):
+        return self.apps.create_namespaced_daemon_set(manifest["metadata"]["namespace"], manifest,
+                                                      _request_timeout=self.timeout)
+
+    def read_daemon_set(self, namespace, name):
+        return self._read(self.apps.read_namespaced_daemon_set, name, namespace)
+
+    def update_daemon_set(self, manifest):
+        """Bring an existing DaemonSet to `manifest` (a merge patch: its pod template is replaced whole)."""
+        meta = manifest["metadata"]
+        body = {"metadata": {"labels": meta["labels"], "annotations": meta["annotations"]},
+                "spec": {"template": manifest["spec"]["template"]}}
+        return self.apps.patch_namespaced_daemon_set(meta["name"], meta["namespace"], body,
+                                                     _content_type="application/merge-patch+json",
+                                                     _request_timeout=self.timeout)
+
+    def delete_daemon_set(self, namespace, name):
+        """Delete the DaemonSet and (in the background) its pods; False when it was gone."""
+        try:
+            self.apps.delete_namespaced_daemon_set(name, namespace, propagation_policy="Background",
+                                                   _request_timeout=self.timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True

@@ -12,6 +12,7 @@ from kubernetes.client import ApiException
 
 from ctfhost.plugin_api import Backend, LaunchError, RuntimeState, hookimpl
 
+from ctfhost_plugin_kctf import prepull
 from ctfhost_plugin_kctf import settings as kube_settings
 from ctfhost_plugin_kctf.client import API_ERRORS, Kube, api_client, error_message, translate
 from ctfhost_plugin_kctf.manifests import (
@@ -197,6 +198,94 @@ class KubernetesRuntime:
             if instance_id not in pods or pod_state(pods[instance_id]).failure is not None or instance_id in failed
         )
 
+    @hookimpl
+    def prepare_image(self, runtime, image, worker):
+        settings = kube_settings.load()
+        kube = Kube(settings)
+        manifest = prepull.daemon_set(self.profile, settings, image)
+        namespace, name = settings.prepull_namespace, manifest["metadata"]["name"]
+        what = f"DaemonSet {namespace}/{name} pulling {image!r}"
+        try:
+            self._ensure_prepull_namespace(kube, settings)
+            self._apply_daemon_set(kube, manifest)
+        except API_ERRORS as exc:
+            raise _rbac_hint(exc, translate(exc, f"creating {what}")) from None
+        deadline = time.monotonic() + settings.prepull_timeout
+        while True:
+            try:
+                found = self._prepull_progress(kube, settings, image)
+            except API_ERRORS as exc:
+                raise translate(exc, f"reading {what}") from None
+            if found.failure:
+                # its pods would retry the pull on every node until someone deletes them; the next
+                # prepare_image (a pull job, or a launch that finds the image unpulled) makes a new one
+                try:
+                    kube.delete_daemon_set(namespace, name)
+                except API_ERRORS as exc:
+                    log.warning("could not delete %s after a failed pull: %s", what, exc)
+                raise LaunchError(f"cannot pull image {image!r}: {found.failure}")
+            if found.pulled:
+                return True
+            if time.monotonic() >= deadline:
+                raise LaunchError(f"image {image!r} was not pulled on every node within "
+                                  f"{settings.prepull_timeout:g} s ({found.waiting}; {what})")
+            time.sleep(settings.poll_seconds)
+
+    @hookimpl
+    def image_state(self, runtime, image, worker):
+        settings = kube_settings.load()
+        try:
+            found = self._prepull_progress(Kube(settings), settings, image)
+        except ApiException as exc:
+            if exc.status == 403:
+                # a worker whose ClusterRole predates pre-pulls must still launch: the launch pulls as before
+                log.warning("cannot tell whether %s is pulled (%s): does the worker's ClusterRole allow "
+                            "daemonsets (apps)?", image, error_message(exc))
+                return None
+            raise translate(exc, f"reading the pre-pull of {image!r}") from None
+        except API_ERRORS as exc:
+            raise translate(exc, f"reading the pre-pull of {image!r}") from None
+        return "pulled" if found.pulled else "unpulled"
+
+    # -- pre-pull steps ----------------------------------------------------
+
+    def _ensure_prepull_namespace(self, kube, settings):
+        if kube.read_namespace(settings.prepull_namespace) is not None:
+            return
+        try:
+            kube.create(prepull.namespace(settings))
+        except ApiException as exc:
+            if exc.status != 409:  # made meanwhile by another pull
+                raise
+
+    def _apply_daemon_set(self, kube, manifest):
+        """Create the DaemonSet; one made earlier is kept (its pods hold the image), or updated when its pod
+        template differs (another pause image, RuntimeClass)."""
+        meta = manifest["metadata"]
+        try:
+            kube.create_daemon_set(manifest)
+            return
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        existing = kube.read_daemon_set(meta["namespace"], meta["name"])
+        if existing is None:
+            kube.create_daemon_set(manifest)  # deleted meanwhile
+        elif (existing.metadata.annotations or {}).get(prepull.SPEC_ANNOTATION) != meta["annotations"][
+                prepull.SPEC_ANNOTATION]:
+            log.info("pre-pull: updating DaemonSet %s/%s", meta["namespace"], meta["name"])
+            kube.update_daemon_set(manifest)
+
+    def _prepull_progress(self, kube, settings, image):
+        """Two reads: the DaemonSet of `image`, and its pods."""
+        namespace = settings.prepull_namespace
+        found = kube.read_daemon_set(namespace, prepull.daemon_set_name(self.profile.runtime, image))
+        if found is None:
+            return prepull.PullProgress(waiting="no pre-pull DaemonSet")
+        labels = prepull.pod_labels(self.profile.runtime, image)
+        pods = [pod for pod in kube.list_pods(selector(labels), namespace) if _matches(pod, labels)]
+        return prepull.progress(found, pods)
+
     # -- launch steps ------------------------------------------------------
 
     def _create_namespace(self, kube, objects, instance_id, settings, deadline):
@@ -286,6 +375,14 @@ class KubernetesRuntime:
             kube.delete_namespace(name)
         except API_ERRORS as exc:
             log.warning("could not delete namespace %s after a failed launch: %s", name, exc)
+
+
+def _rbac_hint(exc, error):
+    """Point at the ClusterRole when Kubernetes refused (403) a pre-pull call."""
+    if not (isinstance(exc, ApiException) and exc.status == 403):
+        return error
+    return LaunchError(f"{error} (the worker's ClusterRole needs create, get, patch and delete on daemonsets "
+                       "in the apps group for pre-pulls: see docs/kubernetes.md)")
 
 
 def _matches(obj, labels):

@@ -2,6 +2,7 @@
 
 import ipaddress
 import json
+import re
 from dataclasses import dataclass
 
 from ctfhost.plugin_api import LaunchError, plugin_setting
@@ -15,6 +16,11 @@ DEFAULT_PROXY_NAMESPACE_SELECTOR = "kubernetes.io/metadata.name=traefik"
 DEFAULT_PROXY_POD_SELECTOR = "app.kubernetes.io/name=traefik"
 DEFAULT_DNS_NAMESPACE_SELECTOR = "kubernetes.io/metadata.name=kube-system"
 DEFAULT_DNS_POD_SELECTOR = "k8s-app=kube-dns"
+# image pre-pull: the DaemonSets live in a namespace of ctfhost's own; their main container is this tiny image,
+# which every cluster already holds (the kubelet's sandbox image)
+DEFAULT_PREPULL_NAMESPACE = "ctfhost-prepull"
+DEFAULT_PREPULL_PAUSE_IMAGE = "registry.k8s.io/pause:3.9"
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 class SettingError(LaunchError):
@@ -108,6 +114,9 @@ class KubeSettings:
     tmp_size_mb: int
     poll_seconds: float
     request_timeout: float
+    prepull_namespace: str
+    prepull_pause_image: str
+    prepull_timeout: float
 
     @property
     def nodeport(self):
@@ -138,6 +147,10 @@ def load():
     ratio = number("K8S_CPU_REQUEST_RATIO", 1.0, low=0.001)
     if ratio > 1:
         raise SettingError("CTFHOST_K8S_CPU_REQUEST_RATIO must be between 0.001 and 1")
+    prepull_namespace = str(setting("K8S_PREPULL_NAMESPACE", DEFAULT_PREPULL_NAMESPACE)).strip()
+    if not _DNS_LABEL.match(prepull_namespace):
+        raise SettingError(f"CTFHOST_K8S_PREPULL_NAMESPACE={prepull_namespace!r} is not a namespace name "
+                           "(at most 63 lowercase letters, digits or '-')")
     return KubeSettings(
         namespace_prefix=prefix,
         backend_mode=mode,
@@ -154,4 +167,7 @@ def load():
         tmp_size_mb=int(number("K8S_TMP_SIZE_MB", 64)),
         poll_seconds=number("K8S_POLL_SECONDS", 0.5, low=0.001),
         request_timeout=number("K8S_REQUEST_TIMEOUT", 30, low=0.1),
+        prepull_namespace=prepull_namespace,
+        prepull_pause_image=str(setting("K8S_PREPULL_PAUSE_IMAGE", DEFAULT_PREPULL_PAUSE_IMAGE)).strip(),
+        prepull_timeout=number("K8S_PREPULL_TIMEOUT_SECONDS", 600, low=0.001),
     )

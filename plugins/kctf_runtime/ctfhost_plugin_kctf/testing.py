@@ -11,7 +11,11 @@ reaction is matched (POST answers 500), and ``DELETE /api/v1/namespaces/NAME``
 answers 404. :func:`cluster_emulator_class` answers the collection path
 itself and adds reactions for the item path, keeps namespaces, deletes
 what a deleted namespace held, refuses objects in a missing or terminating
-namespace, and assigns cluster IPs and node ports to services.
+namespace, and assigns cluster IPs and node ports to services. Like an API
+server it gives every object it creates a ``metadata.uid``.
+
+There is no controller: :meth:`KubeCluster.daemon_sets` runs a fake
+DaemonSet controller and kubelet for the image pre-pull tests.
 """
 
 import asyncio
@@ -27,6 +31,8 @@ import uuid
 import pytest
 
 from ctfhost.testing import Challenge, Instance, Worker, need
+
+from ctfhost_plugin_kctf.settings import DEFAULT_PREPULL_NAMESPACE
 
 KUBERNETES_VERSION = "1.37.0"  # the schema version objects are validated against
 
@@ -129,6 +135,8 @@ def cluster_emulator_class():
                     if refusal[0] == request.resource.plural and refusal[1] != 0:
                         refusal[1] -= 1
                         raise refusal[2]
+            if request.action == kmock.action.CREATE and isinstance(request.data, dict):
+                request.data.setdefault("metadata", {}).setdefault("uid", str(uuid.uuid4()))
             if request.action == kmock.action.CREATE and request.namespace:
                 namespace = self.namespaces.get(request.namespace)
                 if namespace is None:
@@ -260,6 +268,11 @@ class KubeCluster:
             and (namespace is None or obj["metadata"].get("namespace", obj["metadata"]["name"]) == namespace)
         ]
 
+    def instance_objects(self):
+        """Live objects outside the default pre-pull namespace (what launches and destroys touch)."""
+        return [obj for obj in self.objects()
+                if obj["metadata"].get("namespace", obj["metadata"]["name"]) != DEFAULT_PREPULL_NAMESPACE]
+
     def one(self, kind, namespace):
         (found,) = self.objects(kind, namespace)
         return found
@@ -292,6 +305,10 @@ class KubeCluster:
         finally:
             kubelet.join()
 
+    def daemon_sets(self, nodes=("node-a", "node-b"), pull=True):
+        """A fake DaemonSet controller and kubelet while the `with` block runs (see :class:`FakeDaemonSets`)."""
+        return FakeDaemonSets(self, nodes, pull)
+
     def set_pod_status(self, namespace, status, name="challenge"):
         """PATCH .../pods/NAME/status, as the kubelet would."""
         self.core_api().patch_namespaced_pod_status(name, namespace, {"status": status})
@@ -317,6 +334,123 @@ class KubeCluster:
         thread = threading.Thread(target=kubelet, name="fake-kubelet", daemon=True)
         thread.start()
         return thread
+
+
+class FakeDaemonSets:
+    """A fake DaemonSet controller and kubelet, in a thread, for the pre-pull tests (a context manager).
+
+    The emulator has no controller, so this one does what the real ones do,
+    through the API: for every DaemonSet it sets ``status.desiredNumberScheduled``
+    (the number of fake `nodes`) and creates one pod per node (named
+    ``<daemon set>-<node>``, the template's labels, owned by the DaemonSet,
+    ``spec.nodeName`` set, as if already scheduled); as each node's kubelet it
+    then gives every pod without status the state of its init containers
+    after the pull: terminated with exit code 0 and an ``imageID``, the main
+    container running, or, for an image whose name holds "missing", waiting
+    with ``ErrImagePull`` and a message worded like containerd's. With
+    ``pull=False`` the pods get no status (a pull still under way). Pods of a
+    deleted DaemonSet are deleted (the garbage collector's part). There is no
+    rolling update: the pods of an updated DaemonSet keep their first template.
+    """
+
+    def __init__(self, cluster, nodes=("node-a", "node-b"), pull=True):
+        self.cluster, self.nodes, self.pull = cluster, tuple(nodes), pull
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="fake-daemonsets", daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stopped.set()
+        self.thread.join(5)
+
+    def _run(self):
+        import kubernetes
+
+        apps = kubernetes.client.AppsV1Api(kubernetes.client.ApiClient(
+            kubernetes.client.Configuration(host=self.cluster.url)))
+        core = self.cluster.core_api()
+        while not self.stopped.wait(0.01):
+            for action, args in self._actions(self.cluster.objects("DaemonSet"), self.cluster.objects("Pod")):
+                try:
+                    getattr(apps if action.endswith("daemon_set_status") else core, action)(*args)
+                except kubernetes.client.ApiException as exc:
+                    if exc.status not in (404, 409):  # deleted or made meanwhile, as with real controllers
+                        raise
+
+    def _actions(self, daemon_sets, pods):
+        """(API method, arguments) of what the controller and the kubelets do next."""
+        owners = {ds["metadata"]["uid"] for ds in daemon_sets}
+        names = {(pod["metadata"]["namespace"], pod["metadata"]["name"]) for pod in pods}
+        for ds in daemon_sets:
+            meta = ds["metadata"]
+            if (ds.get("status") or {}).get("desiredNumberScheduled") != len(self.nodes):
+                yield "patch_namespaced_daemon_set_status", (meta["name"], meta["namespace"], {"status": {
+                    "desiredNumberScheduled": len(self.nodes), "currentNumberScheduled": len(self.nodes),
+                    "numberMisscheduled": 0, "numberReady": 0}})
+            for node in self.nodes:
+                if (meta["namespace"], f"{meta['name']}-{node}") not in names:
+                    yield "create_namespaced_pod", (meta["namespace"], self._pod(ds, node))
+        for pod in pods:
+            meta = pod["metadata"]
+            owned = [ref["uid"] for ref in meta.get("ownerReferences") or [] if ref["kind"] == "DaemonSet"]
+            if owned and owned[0] not in owners:
+                yield "delete_namespaced_pod", (meta["name"], meta["namespace"])
+            elif owned and self.pull and not pod.get("status"):
+                yield "patch_namespaced_pod_status", (meta["name"], meta["namespace"], {"status": self._status(pod)})
+
+    @staticmethod
+    def _pod(ds, node):
+        template = ds["spec"]["template"]
+        meta = ds["metadata"]
+        return {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": f"{meta['name']}-{node}", "namespace": meta["namespace"],
+                "labels": dict(template["metadata"]["labels"]),
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": meta["name"],
+                                     "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}],
+            },
+            "spec": dict(template["spec"], nodeName=node),
+        }
+
+    @staticmethod
+    def _status(pod):
+        init, main = pod["spec"]["initContainers"][0], pod["spec"]["containers"][0]
+        if "missing" in init["image"]:
+            reference = init["image"]
+            message = (f'Failed to pull image "{reference}": rpc error: code = NotFound desc = failed to pull and '
+                       f'unpack image "{reference}": failed to resolve reference "{reference}": {reference}: '
+                       "not found")
+            return {
+                "phase": "Pending",
+                "conditions": [{"type": "Initialized", "status": "False", "reason": "ContainersNotInitialized"}],
+                "initContainerStatuses": [{
+                    "name": init["name"], "image": reference, "imageID": "", "ready": False, "restartCount": 0,
+                    "state": {"waiting": {"reason": "ErrImagePull", "message": message}},
+                }],
+                "containerStatuses": [{
+                    "name": main["name"], "image": main["image"], "imageID": "", "ready": False, "restartCount": 0,
+                    "state": {"waiting": {"reason": "PodInitializing"}},
+                }],
+            }
+        digest = uuid.uuid5(uuid.NAMESPACE_URL, init["image"]).hex * 2
+        return {
+            "phase": "Running",
+            "conditions": [{"type": "Initialized", "status": "True"}, {"type": "Ready", "status": "True"}],
+            "initContainerStatuses": [{
+                "name": init["name"], "image": init["image"], "imageID": f"{init['image']}@sha256:{digest}",
+                "ready": True, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+            }],
+            "containerStatuses": [{
+                "name": main["name"], "image": main["image"], "imageID": f"{main['image']}@sha256:{digest}",
+                "ready": True, "restartCount": 0, "started": True,
+                "state": {"running": {"startedAt": _now()}},
+            }],
+        }
 
 
 def validate_strict(obj):

@@ -265,7 +265,8 @@ def test_the_core_records_a_backend_for_every_endpoint(app, api, redis_server, k
     instance_id = response.get_json()["id"]
     namespace = f"ctfhost-{instance_id}"
     kubelet = kube_cluster.when_pod_exists(namespace)
-    assert lifecycle.launch(instance_id) == "running", Instance.get_by_id(instance_id).error
+    with kube_cluster.daemon_sets():  # the launch pulls each image on the (fake) nodes first
+        assert lifecycle.launch(instance_id) == "running", Instance.get_by_id(instance_id).error
     kubelet.join()
 
     recorded = {e.name: e.backend for e in InstanceEndpoint.select().where(InstanceEndpoint.instance_id == instance_id)}
@@ -279,7 +280,7 @@ def test_the_core_records_a_backend_for_every_endpoint(app, api, redis_server, k
 
     assert api.delete(f"/api/v1/instances/{instance_id}").status_code in (200, 202, 204)
     assert lifecycle.destroy(instance_id) is True
-    assert kube_cluster.objects() == []
+    assert kube_cluster.instance_objects() == []
 
 
 def test_a_service_named_like_an_endpoints_service_is_refused(api):

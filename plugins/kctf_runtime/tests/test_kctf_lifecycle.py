@@ -35,12 +35,25 @@ def new_instance(api, team_id):
     return response.get_json()["id"]
 
 
+@pytest.fixture
+def nodes(kube_cluster):
+    """Fake nodes for the pre-pull DaemonSets: a launch pulls its image on every node first (image_state said
+    unpulled), then creates the instance."""
+    with kube_cluster.daemon_sets() as fake:
+        yield fake
+
+
+@pytest.mark.usefixtures("nodes")
 def test_launch_destroy_and_reconcile_through_the_core(api, kube_cluster, kube_worker):
     instance_id = new_instance(api, 7)
     namespace = f"ctfhost-{instance_id}"
     kubelet = kube_cluster.when_pod_exists(namespace)
     assert lifecycle.launch(instance_id) == "running"
     kubelet.join()
+    # the image was pulled on the nodes first, and stays pulled
+    (pulled,) = kube_cluster.objects("DaemonSet", "ctfhost-prepull")
+    assert pulled["metadata"]["annotations"]["ctfhost.io/image"] == "registry.example/pwn:1"
+    assert api.get("/api/v1/challenges/pwn-kube/status").get_json()["status"] == "pulled"
 
     instance = Instance.get_by_id(instance_id)
     assert instance.backend == f"http://challenge.{namespace}.svc.cluster.local:1337"
@@ -53,7 +66,7 @@ def test_launch_destroy_and_reconcile_through_the_core(api, kube_cluster, kube_w
 
     assert api.delete(f"/api/v1/instances/{instance_id}").status_code in (200, 202, 204)
     assert lifecycle.destroy(instance_id) is True
-    assert kube_cluster.objects() == []
+    assert kube_cluster.instance_objects() == []
 
     # reconcile: a running instance whose pod vanished is marked error; its namespace goes
     lost_id = new_instance(api, 8)
@@ -64,9 +77,10 @@ def test_launch_destroy_and_reconcile_through_the_core(api, kube_cluster, kube_w
     assert lifecycle.reconcile(kube_worker) == [lost_id]
     lost = Instance.get_by_id(lost_id)
     assert lost.status == "error" and "disappeared" in lost.error
-    assert kube_cluster.objects() == []
+    assert kube_cluster.instance_objects() == []
 
 
+@pytest.mark.usefixtures("nodes")
 def test_a_failing_pod_marks_the_instance_error_with_the_kubernetes_reason(api, kube_cluster, kube_worker):
     instance_id = new_instance(api, 9)
     status = waiting_status("ImagePullBackOff", 'Back-off pulling image "registry.example/pwn:1"')
@@ -75,4 +89,4 @@ def test_a_failing_pod_marks_the_instance_error_with_the_kubernetes_reason(api, 
     kubelet.join()
     instance = Instance.get_by_id(instance_id)
     assert instance.error == 'ImagePullBackOff: Back-off pulling image "registry.example/pwn:1"'
-    assert kube_cluster.objects() == []
+    assert kube_cluster.instance_objects() == []
