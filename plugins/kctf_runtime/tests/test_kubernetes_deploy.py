@@ -68,8 +68,6 @@ def test_the_worker_role_allows_every_call_the_runtimes_make():
     assert not {resource for _, resource, _ in granted(role)} & {"secrets", "*", "nodes", "clusterroles"}
 
 
-@pytest.mark.xfail(strict=True, reason="deploy/kubernetes/worker-rbac.yaml does not grant daemonsets yet "
-                   "(docs/kubernetes.md, section 2, gives the rule): drop this mark once it does")
 def test_the_worker_role_allows_the_image_pre_pulls():
     needed = {("apps", "daemonsets", verb) for verb in ("create", "get", "patch", "delete")}
     needed |= {("", "namespaces", "create"), ("", "namespaces", "get"), ("", "pods", "list")}
