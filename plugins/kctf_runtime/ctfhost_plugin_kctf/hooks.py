@@ -245,7 +245,9 @@ class KubernetesRuntime:
             raise translate(exc, f"reading the pre-pull of {image!r}") from None
         except API_ERRORS as exc:
             raise translate(exc, f"reading the pre-pull of {image!r}") from None
-        return "pulled" if found.pulled else "unpulled"
+        # not pulled ahead: "cannot tell" rather than "unpulled", so a launch does not pre-pull on every node
+        # (and wait for all of them) before its pod exists; the kubelet pulls what the pod needs on its own node
+        return "pulled" if found.pulled else None
 
     # -- pre-pull steps ----------------------------------------------------
 

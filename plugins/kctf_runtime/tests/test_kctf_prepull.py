@@ -68,9 +68,9 @@ def test_prepare_image_creates_the_namespace_and_a_hardened_daemon_set(kube_clus
     assert len(kube_cluster.objects("Pod", NAMESPACE)) == 2
 
 
-def test_image_state_is_unpulled_until_every_node_has_pulled(kube_cluster, app, monkeypatch):
+def test_image_state_is_pulled_only_once_every_node_has_pulled(kube_cluster, app, monkeypatch):
     worker = worker_of()
-    assert kctf.image_state("kctf", IMAGE, worker) == "unpulled"  # no DaemonSet yet
+    assert kctf.image_state("kctf", IMAGE, worker) is None  # no DaemonSet yet: the kubelet pulls for the pod
     monkeypatch.setitem(app.config, "CTFHOST_K8S_PREPULL_TIMEOUT_SECONDS", "0.3")
     with kube_cluster.daemon_sets(pull=False), pytest.raises(LaunchError) as late:
         kctf.prepare_image("kctf", IMAGE, worker)
@@ -78,7 +78,7 @@ def test_image_state_is_unpulled_until_every_node_has_pulled(kube_cluster, app, 
                                       "pods pulled")
     # the pods exist and no kubelet reported the pull yet
     assert len(kube_cluster.objects("Pod", NAMESPACE)) == 2
-    assert kctf.image_state("kctf", IMAGE, worker) == "unpulled"
+    assert kctf.image_state("kctf", IMAGE, worker) is None
     monkeypatch.setitem(app.config, "CTFHOST_K8S_PREPULL_TIMEOUT_SECONDS", "10")
     with kube_cluster.daemon_sets():
         assert kctf.prepare_image("kctf", IMAGE, worker) is True
@@ -86,9 +86,9 @@ def test_image_state_is_unpulled_until_every_node_has_pulled(kube_cluster, app, 
     # a node that joins: its pod has not pulled yet, so the image is not on every node
     with kube_cluster.daemon_sets(nodes=("node-a", "node-b", "node-c"), pull=False):
         wait_until(lambda: len(kube_cluster.objects("Pod", NAMESPACE)) == 3, 10, what="the new node's pod")
-        assert kctf.image_state("kctf", IMAGE, worker) == "unpulled"
+        assert kctf.image_state("kctf", IMAGE, worker) is None
     # the state is per runtime: kata has not pulled it
-    assert kata.image_state("kata-firecracker", IMAGE, worker) == "unpulled"
+    assert kata.image_state("kata-firecracker", IMAGE, worker) is None
 
 
 def test_image_state_is_two_reads(kube_cluster):
@@ -112,7 +112,7 @@ def test_a_missing_image_fails_with_the_kubelets_message(kube_cluster):
     assert message.endswith(f"{MISSING}: not found")
     # its pods would retry the pull on every node: the DaemonSet goes, the next pull makes a new one
     assert kube_cluster.objects("DaemonSet", NAMESPACE) == []
-    assert kctf.image_state("kctf", MISSING, worker) == "unpulled"
+    assert kctf.image_state("kctf", MISSING, worker) is None
 
 
 def test_a_second_prepare_image_reuses_the_daemon_set(kube_cluster, app, monkeypatch):
