@@ -265,8 +265,7 @@ def test_the_core_records_a_backend_for_every_endpoint(app, api, redis_server, k
     instance_id = response.get_json()["id"]
     namespace = f"ctfhost-{instance_id}"
     kubelet = kube_cluster.when_pod_exists(namespace)
-    with kube_cluster.daemon_sets():  # the launch pulls each image on the (fake) nodes first
-        assert lifecycle.launch(instance_id) == "running", Instance.get_by_id(instance_id).error
+    assert lifecycle.launch(instance_id) == "running", Instance.get_by_id(instance_id).error
     kubelet.join()
 
     recorded = {e.name: e.backend for e in InstanceEndpoint.select().where(InstanceEndpoint.instance_id == instance_id)}
