@@ -200,7 +200,10 @@ def test_gunicorn_workers_add_up_and_start_from_an_empty_directory(app, tmp_path
     directory = tmp_path / "prometheus"
     directory.mkdir()
     (directory / "counter_999999.db").write_bytes(b"left by an earlier run")
-    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(directory), CTFHOST_METRICS_TOKEN=METRICS_TOKEN)
+    # a worker is replaced after 30 requests: however the kernel spreads the connections (one worker may accept
+    # them all), at least two processes count some, and a gone worker's counts must still add up
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(directory), CTFHOST_METRICS_TOKEN=METRICS_TOKEN,
+               GUNICORN_CMD_ARGS="--max-requests 30")
     port = free_port()
     server = app_server(env, port, str(tmp_path / "gunicorn.log"), workers=2, threads=4).start()
     url = f"http://127.0.0.1:{port}"
@@ -226,14 +229,14 @@ def test_gunicorn_workers_add_up_and_start_from_an_empty_directory(app, tmp_path
             return counts
 
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            for _ in range(10):  # until both workers answered some (each connection goes to whichever accepts it)
+            for _ in range(10):  # until two processes answered some (each connection goes to whichever accepts it)
                 codes = list(pool.map(lambda _: http("GET", f"{url}/health", timeout=5)[0], range(40)))
                 assert codes == [200] * 40
                 sent += 40
                 if len(per_process()) >= 2:
                     break
         counts = per_process()
-        assert len(counts) == 2, counts
+        assert len(counts) >= 2, counts
         after = total()
         assert after - before == sent
         assert after == sum(counts.values())
