@@ -357,11 +357,10 @@ class Challenges(MethodView):
     def get(self, args):
         """List challenges"""
         status = args.get("status")
-        if current_principal().is_team:
-            # drafts and withdrawn challenges are the operators' business
-            status = "active" if status in (None, "active") else None
-            if status is None:
+        if current_principal().is_team:  # drafts and withdrawn challenges are the operators' business
+            if status not in (None, "active"):
                 return for_caller([], PublicChallengeSchema(many=True))
+            status = "active"
         return for_caller(service.list_challenges(status), PublicChallengeSchema(many=True))
 
     @blp.api_key_required

@@ -182,30 +182,24 @@ def update_challenge(challenge_id, changes):
     return challenge
 
 
-# restarts asked of the queue in one go; the workers then start them `--concurrency` at a time each
-RESTART_BATCH = 50
-
-
 def restart_instances(challenge_id):
     """Restart every active instance of a challenge (a fixed challenge mid-CTF): the operation record with counts.
 
     Each gets a new instance as a restart does (new id, new hostnames, full
-    TTL). The instances active when it starts are restarted in batches of
-    RESTART_BATCH, each batch asked of the queues at once; the workers' own
-    concurrency then meters the launches.
+    TTL). Their launches go through the workers' queues, so each worker
+    starts them `--concurrency` at a time.
     """
     challenge = get_challenge(challenge_id)
     ids = [row.id for row in Instance.select(Instance.id).where(
         Instance.challenge_id == challenge.id, Instance.status.in_(list(ACTIVE))).order_by(Instance.id)]
     restarted, problems = 0, []
-    for start in range(0, len(ids), RESTART_BATCH):
-        for instance_id in ids[start:start + RESTART_BATCH]:
-            try:
-                instances.restart_instance(instance_id, enforce_limits=False, allow_inactive=True)
-            except ServiceError as exc:  # ended meanwhile, no room, queue down: said, and the rest go on
-                problems.append(f"{instance_id}: {exc.message}")
-                continue
-            restarted += 1
+    for instance_id in ids:
+        try:
+            instances.restart_instance(instance_id, enforce_limits=False, allow_inactive=True)
+        except ServiceError as exc:  # ended meanwhile, no room, queue down: said, and the rest go on
+            problems.append(f"{instance_id}: {exc.message}")
+            continue
+        restarted += 1
     detail = f"{restarted} of {len(ids)} active instance(s) restarted"
     if problems:
         detail += f"; not restarted: {'; '.join(problems[:5])}" + (" ..." if len(problems) > 5 else "")

@@ -56,10 +56,9 @@ def _queue_pulls(challenge, targets):
     queued, problems = 0, []
     for worker in targets:
         for image in images_of(challenge):
-            current = ImagePull.get_or_none(ImagePull.worker_id == worker.id, ImagePull.runtime == challenge.runtime,
-                                            ImagePull.image == image)
-            if current is None:
-                record(worker.id, challenge.runtime, image, "unpulled")
+            # a first pull shows `unpulled` until its job starts; an earlier state stays until then
+            ImagePull.insert(worker_id=worker.id, runtime=challenge.runtime, image=image, state="unpulled",
+                             updated_at=utcnow()).on_conflict_ignore().execute()
             try:
                 queue.enqueue_pull(worker.id, challenge.runtime, image)
                 queued += 1
