@@ -246,6 +246,8 @@ class Token(BaseModel):
     expires_at = peewee.DateTimeField(null=True)
     revoked_at = peewee.DateTimeField(null=True)
     last_used_at = peewee.DateTimeField(null=True)
+    # space-separated; null for tokens made before scopes existed (services.tokens.scopes_of reads it)
+    scopes = peewee.CharField(max_length=200, null=True)
 
     team = property(lambda self: team_as_given(self))
 

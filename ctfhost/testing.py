@@ -399,8 +399,9 @@ def admin(client):
 def team_api(client, admin):
     """A factory: team_api(team_id) issues a team token and returns a client using it."""
 
-    def make(team_id, name="test token"):
-        response = admin.post("/api/v1/tokens", json={"team_id": team_id, "name": name})
+    def make(team_id, name="test token", **fields):
+        """`fields`: more of the token's (scopes, expires_at)."""
+        response = admin.post("/api/v1/tokens", json={"team_id": team_id, "name": name, **fields})
         assert response.status_code == 201, response.get_json()
         caller = Api(client, credentials={"Authorization": f"Bearer {response.get_json()['token']}"})
         caller.token = response.get_json()

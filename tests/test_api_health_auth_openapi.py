@@ -14,7 +14,7 @@ from ctfhost.testing import API_KEY
 # not the REST API: the docs, the Prometheus exposition (its auth: tests/test_metrics.py) and the admin pages
 # (tests/test_admin_pages.py)
 NOT_API = ("/docs", "/openapi.json", "/static/", "/metrics", "/admin")
-PUBLIC = {"/health", "/api/v1/health", "/api/v1/auth/forward"}
+PUBLIC = {"/health", "/api/v1/health", "/api/v1/auth/forward", "/api/v1/meta"}
 
 
 def api_rules(app):

@@ -14,6 +14,7 @@ import pytest
 
 from ctfhost import schema
 from ctfhost.db import database, is_postgresql
+from ctfhost.services.tokens import scopes_of
 from ctfhost.models import MODELS, AuditEvent, Challenge, FlagSharingEvent, Instance, Setting, Token, Worker
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -21,7 +22,7 @@ FLASK = [sys.executable, "-m", "flask", "--app", "ctfhost", "ctfhost"]
 BEHIND = "the database schema is behind: run `flask --app ctfhost ctfhost db upgrade`"
 ALL = ["001_initial", "002_worker_agent_instance", "003_instance_expiry_indexes", "004_instance_worker_status_index",
        "005_challenge_services", "006_instance_endpoints", "007_challenge_status",
-       "008_worker_state", "009_image_pulls"]
+       "008_worker_state", "009_image_pulls", "010_token_scopes"]
 T0 = datetime.datetime(2026, 1, 1, 12, 0, 0)
 
 
@@ -87,7 +88,7 @@ def rows(model, fields):
 
 
 # columns later migrations added (the previous release's tables lack them)
-LATER_COLUMNS = {"worker": {"agent_instance", "state"}, "instance": {"phase"},
+LATER_COLUMNS = {"worker": {"agent_instance", "state"}, "instance": {"phase"}, "token": {"scopes"},
                  "challenge": {"services", "expose", "status", "version", "description", "metadata"}}
 # tables later migrations added
 LATER_TABLES = {"instance_endpoint", "image_pull"}
@@ -113,6 +114,9 @@ def test_the_previous_release_database_is_upgraded_and_keeps_every_row(previous_
 
     assert {model: rows(model, legacy_fields(model)) for model in LEGACY_MODELS} == before
     assert Worker.get_by_id("old-w").agent_instance is None
+    # a token made before scopes keeps every scope but minting tokens
+    assert scopes_of(Token.get_by_id("00000000-0000-4000-8000-0000000000aa")) == (
+        "instances:read", "instances:write", "submissions", "events")
     assert schema.status().applied == ALL
     assert "instance_one_active_per_team" in {index.name for index in database.get_indexes("instance")}
 

@@ -38,7 +38,7 @@ class AccessLinkSchema(Schema):
 
 
 @blp.route("/instances/<uuid:instance_id>/access", methods=["POST"])
-@blp.allow(API_KEY, TEAM)
+@blp.allow(API_KEY, TEAM, scope="instances:read")
 @blp.arguments(AccessRequestSchema(), required=False)
 @blp.response(200, AccessLinkSchema)
 @blp.alt_response(404, schema=ErrorSchema, description="No such instance (or another team's).")

@@ -1,8 +1,9 @@
-"""Who is calling and what they may do: admin token, API key, team tokens.
+"""Who is calling and what they may do: admin token, API key, team tokens and their scopes.
 
 Every control-plane view declares the callers it allows with
-``@blp.allow(...)``; the admin is always allowed. A missing or wrong
-credential is 401, a valid one without permission 403.
+``@blp.allow(...)``, and the scope a team token needs for it with
+``scope=``; the admin is always allowed. A missing or wrong credential is
+401, a valid one without permission (or without the scope) 403.
 """
 
 import functools
@@ -16,6 +17,8 @@ from flask_smorest import abort
 from flask_smorest.error_handler import ErrorSchema
 
 from ctfhost.api.parsing import ArgumentsParser
+from ctfhost.services.errors import Invalid
+from ctfhost.services.tokens import SCOPES, scopes_of
 from ctfhost.services.tokens import authenticate as token_for
 
 ADMIN, API_KEY, TEAM, WORKER = "admin", "api_key", "team", "worker"
@@ -65,10 +68,16 @@ class Principal:
     kind: str
     team_id: str | None = None
     token_id: str | None = None
+    scopes: tuple = SCOPES
+    # the team id as the token's creator gave it (an int for CTFd's numeric ids)
+    team: object = None
 
     @property
     def is_team(self):
         return self.kind == TEAM
+
+    def holds(self, scope):
+        return scope in self.scopes
 
     def may_act_for(self, team_id):
         return not self.is_team or str(team_id) == self.team_id
@@ -132,7 +141,7 @@ def _resolve():
         token = token_for(secret)
         if token is None:
             abort(401, message="unknown, revoked or expired token")
-        return Principal(TEAM, team_id=token.team_id, token_id=token.id)
+        return Principal(TEAM, team_id=token.team_id, token_id=token.id, scopes=scopes_of(token), team=token.team)
     api_key = request.headers.get("x-api-key")
     if api_key is not None:
         expected = current_app.config.get("CTFHOST_API_KEY")
@@ -172,8 +181,11 @@ class Blueprint(SmorestBlueprint):
 
     ARGUMENTS_PARSER = ArgumentsParser()
 
-    def allow(self, *kinds):
-        """Let these kinds of caller (and the admin) call the view; document it in the spec."""
+    def allow(self, *kinds, scope=None):
+        """Let these kinds of caller (and the admin) call the view; document it in the spec.
+
+        `scope`: what a team token must hold to call it (the admin and the API key hold every scope).
+        """
         allowed = {ADMIN, *kinds}
         schemes = []
         for kind in (API_KEY, ADMIN, TEAM, WORKER):
@@ -187,9 +199,19 @@ class Blueprint(SmorestBlueprint):
                 principal = authenticate()
                 if principal.kind not in allowed:
                     abort(403, message=f"{LABELS[principal.kind]} may not call {request.method} {request.path}")
+                if scope is not None and not principal.holds(scope):
+                    abort(403, message=f"this token lacks the scope {scope!r} that {request.method} {request.path} "
+                                       f"needs (it holds: {', '.join(principal.scopes) or 'none'})",
+                          errors={"scope": scope})
                 return func(*args, **kwargs)
 
-            wrapper = self.doc(security=[{scheme: []} for scheme in schemes], description=f"Callers: {who}.")(wrapper)
+            description = f"Callers: {who}."
+            extensions = {}
+            if scope is not None:
+                description += f" Token scope: `{scope}`."
+                extensions["x-ctfhost-scope"] = scope
+            wrapper = self.doc(security=[{scheme: []} for scheme in schemes], description=description,
+                               **extensions)(wrapper)
             wrapper = self.alt_response(401, schema=ErrorSchema, description="Missing or wrong credentials.")(wrapper)
             return self.alt_response(403, schema=ErrorSchema, description="Not allowed for this caller.")(wrapper)
 
@@ -204,3 +226,13 @@ class Blueprint(SmorestBlueprint):
 
     def public(self, func):
         return self.doc(security=[])(func)
+
+
+def team_of_request(team_id):
+    """The team a request acts for: `team_id` as given, or a team token's own team when it names none."""
+    principal = current_principal()
+    if team_id is None:
+        if principal.is_team:
+            return principal.team
+        raise Invalid({"json": {"team_id": ["Missing data for required field (only a team token may leave it out)."]}})
+    return team_id

@@ -351,7 +351,7 @@ class WeightsSchema(Schema):
 
 @blp.route("")
 class Challenges(MethodView):
-    @blp.allow(API_KEY, TEAM)
+    @blp.allow(API_KEY, TEAM, scope="instances:read")
     @blp.arguments(ListChallengesArgsSchema, location="query")
     @blp.response(200, ChallengeSchema(many=True), description="A team token gets the public fields of active challenges only.")
     def get(self, args):
@@ -374,7 +374,7 @@ class Challenges(MethodView):
 
 @blp.route("/<string:challenge_id>")
 class ChallengeById(MethodView):
-    @blp.allow(API_KEY, TEAM)
+    @blp.allow(API_KEY, TEAM, scope="instances:read")
     @blp.response(200, ChallengeSchema, description="A team token gets the public fields only.")
     @blp.alt_response(404, schema=ErrorSchema, description="No such challenge.")
     def get(self, challenge_id):

@@ -4,11 +4,13 @@ from flask.views import MethodView
 from flask_smorest.error_handler import ErrorSchema
 from marshmallow import Schema, fields, validate
 
-from ctfhost.api.auth import ADMIN, API_KEY, TEAM, Blueprint, current_principal, for_caller
+from ctfhost.api.auth import ADMIN, API_KEY, TEAM, Blueprint, current_principal, for_caller, team_of_request
 from ctfhost.api.fields import PageArgsSchema, StrictInteger, TeamId, UTCDateTime
 from ctfhost.models import STATUSES
 from ctfhost.services import instances as service
 from ctfhost.services.errors import Forbidden, NotFound
+
+READ, WRITE = "instances:read", "instances:write"
 
 blp = Blueprint("instances", __name__, url_prefix="/api/v1/instances", description="Per-team challenge instances.")
 
@@ -93,7 +95,7 @@ class TeamInstanceSchema(InstanceSchema):
 
 
 class LaunchSchema(Schema):
-    team_id = TeamId(required=True)
+    team_id = TeamId(load_default=None, metadata={"description": "Required, but for a team token (its own team)"})
     challenge_id = fields.String(required=True, validate=validate.Length(min=1, max=63))
 
 
@@ -134,7 +136,7 @@ class RenewSchema(Schema):
 
 @blp.route("")
 class Instances(MethodView):
-    @blp.allow(API_KEY, TEAM)
+    @blp.allow(API_KEY, TEAM, scope=READ)
     @blp.arguments(ListArgsSchema, location="query")
     @blp.response(200, InstanceSchema(many=True), headers={"X-Total-Count": {"description": "Rows matching the filters", "schema": {"type": "integer"}}})
     def get(self, args):
@@ -147,7 +149,7 @@ class Instances(MethodView):
         rows, total = service.list_instances(**args)
         return shaped(rows, headers={"X-Total-Count": str(total)}, many=True)
 
-    @blp.allow(API_KEY, TEAM)
+    @blp.allow(API_KEY, TEAM, scope=WRITE)
     @blp.arguments(LaunchSchema)
     @blp.response(201, InstanceSchema, description="The pending instance; its endpoint is final.")
     @blp.alt_response(404, schema=ErrorSchema, description="No such challenge.")
@@ -156,21 +158,22 @@ class Instances(MethodView):
     @blp.alt_response(503, schema=ErrorSchema, description="No worker has room, or the queue is down; nothing was created.")
     def post(self, data):
         """Launch an instance for a team"""
-        check_team(data["team_id"])
-        return shaped(service.create_instance(data["team_id"], data["challenge_id"], enforce_limits=limited(),
+        team_id = team_of_request(data["team_id"])
+        check_team(team_id)
+        return shaped(service.create_instance(team_id, data["challenge_id"], enforce_limits=limited(),
                                               allow_inactive=not limited()), 201)
 
 
 @blp.route("/<uuid:instance_id>")
 class InstanceById(MethodView):
-    @blp.allow(API_KEY, TEAM)
+    @blp.allow(API_KEY, TEAM, scope=READ)
     @blp.response(200, InstanceSchema)
     @blp.alt_response(404, schema=ErrorSchema, description="No such instance.")
     def get(self, instance_id):
         """Get an instance"""
         return shaped(own(service.get_instance(instance_id)))
 
-    @blp.allow(API_KEY, TEAM)
+    @blp.allow(API_KEY, TEAM, scope=WRITE)
     @blp.response(204, description="Ended; its route is gone and a job removes its resources.")
     @blp.alt_response(404, schema=ErrorSchema, description="No such instance.")
     def delete(self, instance_id):
@@ -180,7 +183,7 @@ class InstanceById(MethodView):
 
 
 @blp.route("/<uuid:instance_id>/restart", methods=["POST"])
-@blp.allow(API_KEY, TEAM)
+@blp.allow(API_KEY, TEAM, scope=WRITE)
 @blp.response(200, InstanceSchema, description="The new pending instance (new id, new hostname, full TTL).")
 @blp.alt_response(404, schema=ErrorSchema, description="No such instance.")
 @blp.alt_response(409, schema=ErrorSchema, description="The instance is not active.")
@@ -192,7 +195,7 @@ def restart(instance_id):
 
 
 @blp.route("/<uuid:instance_id>/renew", methods=["POST"])
-@blp.allow(API_KEY, TEAM)
+@blp.allow(API_KEY, TEAM, scope=WRITE)
 @blp.response(200, RenewSchema)
 @blp.alt_response(404, schema=ErrorSchema, description="No such instance.")
 @blp.alt_response(409, schema=ErrorSchema, description="Not active, or renewing would not extend it.")
@@ -204,7 +207,7 @@ def renew(instance_id):
 
 
 @blp.route("/team/<string:team_id>/<string:challenge_id>")
-@blp.allow(API_KEY, TEAM)
+@blp.allow(API_KEY, TEAM, scope=READ)
 @blp.response(200, InstanceSchema)
 @blp.alt_response(404, schema=ErrorSchema, description="The team has no active instance of this challenge.")
 def team_instance(team_id, challenge_id):

@@ -3,7 +3,7 @@
 from flask_smorest.error_handler import ErrorSchema
 from marshmallow import Schema, fields, validate
 
-from ctfhost.api.auth import API_KEY, TEAM, Blueprint
+from ctfhost.api.auth import API_KEY, TEAM, Blueprint, team_of_request
 from ctfhost.api.fields import PageArgsSchema, TeamId, UTCDateTime
 from ctfhost.api.instances import check_team
 from ctfhost.services import submissions as service
@@ -12,7 +12,7 @@ blp = Blueprint("submissions", __name__, url_prefix="/api/v1", description="Grad
 
 
 class SubmissionSchema(Schema):
-    team_id = TeamId(required=True)
+    team_id = TeamId(load_default=None, metadata={"description": "Required, but for a team token (its own team)"})
     challenge_id = fields.String(required=True, validate=validate.Length(min=1, max=63))
     flag = fields.String(required=True, validate=validate.Length(min=1, max=1000))
 
@@ -40,12 +40,13 @@ class FlagSharingArgsSchema(PageArgsSchema):
 
 
 def _grade(data, record):
-    check_team(data["team_id"])
-    return service.grade(data["team_id"], data["challenge_id"], data["flag"], record=record)
+    team_id = team_of_request(data["team_id"])
+    check_team(team_id)
+    return service.grade(team_id, data["challenge_id"], data["flag"], record=record)
 
 
 @blp.route("/submissions", methods=["POST"])
-@blp.allow(API_KEY, TEAM)
+@blp.allow(API_KEY, TEAM, scope="submissions")
 @blp.arguments(SubmissionSchema)
 @blp.response(200, VerdictSchema)
 @blp.alt_response(404, schema=ErrorSchema, description="No such challenge.")
@@ -56,7 +57,7 @@ def submit(data):
 
 
 @blp.route("/submissions/verify", methods=["POST"])
-@blp.allow(API_KEY, TEAM)
+@blp.allow(API_KEY, TEAM, scope="submissions")
 @blp.arguments(SubmissionSchema)
 @blp.response(200, VerdictSchema)
 @blp.alt_response(404, schema=ErrorSchema, description="No such challenge.")

@@ -1,4 +1,4 @@
-"""Team tokens: issue (secret shown once), list, revoke, and authenticate."""
+"""Team tokens: issue (secret shown once), list, revoke, and authenticate; the scopes a token holds."""
 
 import datetime
 import hashlib
@@ -6,9 +6,13 @@ import secrets
 import uuid
 
 from ctfhost.models import Token, utcnow
-from ctfhost.services.errors import Invalid, NotFound
+from ctfhost.services.errors import Forbidden, Invalid, NotFound
 
 PREFIX = "cth_"
+# what a team token may do; the admin and the API key may do everything
+SCOPES = ("instances:read", "instances:write", "submissions", "events", "tokens")
+# tokens made without scopes, and those made before scopes existed: everything but minting tokens
+DEFAULT_SCOPES = tuple(scope for scope in SCOPES if scope != "tokens")
 # last_used_at is written at most this often, so busy tokens do not write on every request
 TOUCH_EVERY = datetime.timedelta(seconds=60)
 
@@ -17,10 +21,50 @@ def hash_secret(secret):
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_token(team_id, name, expires_at=None):
-    """A new token for a team; returns (row, secret). The secret is not stored."""
+def scopes_of(token):
+    """The scopes a token row holds, in SCOPES order."""
+    if token.scopes is None:
+        return DEFAULT_SCOPES
+    held = set(token.scopes.split())
+    return tuple(scope for scope in SCOPES if scope in held)
+
+
+def check_scopes(scopes):
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown:
+        raise Invalid({"json": {"scopes": [f"unknown scope(s) {', '.join(map(repr, unknown))}; "
+                                           f"known: {', '.join(SCOPES)}"]}})
+
+
+def create_token(team_id, name, expires_at=None, scopes=None, minted_by=None):
+    """A new token for a team; returns (row, secret). The secret is not stored.
+
+    `scopes`: what the token may do (None: DEFAULT_SCOPES, or the minting
+    token's). `minted_by`: the team token minting it (self-service), which
+    grants only its own team, its own scopes and at most its own lifetime.
+    """
+    if scopes is not None:
+        check_scopes(scopes)
+    if minted_by is not None:
+        if str(team_id) != minted_by.team_id:
+            raise Forbidden(f"a team token mints tokens for its own team only, not for team {team_id}")
+        held = scopes_of(minted_by)
+        if scopes is None:
+            scopes = held
+        beyond = [scope for scope in SCOPES if scope in scopes and scope not in held]
+        if beyond:
+            raise Forbidden(f"this token lacks the scope {beyond[0]!r}: a token grants only scopes it holds "
+                            f"({', '.join(held)})", errors={"scope": beyond[0]})
+        if minted_by.expires_at is not None:
+            if expires_at is None:
+                expires_at = minted_by.expires_at
+            elif expires_at > minted_by.expires_at:
+                raise Invalid({"json": {"expires_at": [
+                    f"must not be later than the minting token's own expiry "
+                    f"({minted_by.expires_at.isoformat(timespec='seconds')}Z)"]}})
     if expires_at is not None and expires_at <= utcnow():
         raise Invalid({"json": {"expires_at": ["must be in the future"]}})
+    scopes = DEFAULT_SCOPES if scopes is None else tuple(scope for scope in SCOPES if scope in set(scopes))
     secret = PREFIX + secrets.token_urlsafe(32)
     token = Token.create(
         id=str(uuid.uuid4()),
@@ -29,6 +73,7 @@ def create_token(team_id, name, expires_at=None):
         name=name,
         secret_hash=hash_secret(secret),
         expires_at=expires_at,
+        scopes=" ".join(scopes),
     )
     return token, secret
 
@@ -42,9 +87,14 @@ def list_tokens(team_id=None, include_revoked=False):
     return list(query)
 
 
-def revoke_token(token_id):
+def get_token(token_id):
+    return Token.get_or_none(Token.id == token_id)
+
+
+def revoke_token(token_id, team_id=None):
+    """Revoke a live token; with `team_id`, only one of that team's (another's is not found)."""
     token = Token.get_or_none(Token.id == token_id)
-    if token is None or token.revoked_at is not None:
+    if token is None or token.revoked_at is not None or (team_id is not None and token.team_id != str(team_id)):
         raise NotFound(f"token {token_id} not found")
     Token.update(revoked_at=utcnow()).where(Token.id == token.id).execute()
 
