@@ -29,6 +29,7 @@ try:
 except ImportError as exc:  # pragma: no cover - a setup problem, said plainly
     raise ImportError(f"{exc}: install the plugin first (pip install -e 'plugins/ctfd[test]')") from exc
 from ctfhost_plugin_ctfd.ctfd_plugin import accounts, challenge_spec, checks, grading, messages, settings, signin, slugs
+from ctfhost_plugin_ctfd.ctfd_plugin import team_tokens
 from ctfhost_plugin_ctfd.ctfd_plugin.client import CtfhostClient, CtfhostError
 from ctfhost_plugin_ctfd.ctfd_plugin.player import Player, admin_instance, public_instance
 
@@ -117,7 +118,8 @@ def test_settings_come_from_ctfd_config_then_the_environment():
     resolved = settings.resolve(config.get, environ)
     assert (resolved.url, resolved.api_key, resolved.public_url) == ("http://ctfhost:5000", "env-key", "https://ctf.example/")
     assert resolved.sources == {
-        "url": "CTFd config", "api_key": "environment", "public_url": "environment", "renew_min_seconds": None
+        "url": "CTFd config", "api_key": "environment", "public_url": "environment", "renew_min_seconds": None,
+        "public_api_url": None, "token_max_days": None, "token_scopes": None,
     }
     assert resolved.configured and resolved.renew_min_seconds == 300
     assert resolved.signin_url() == "https://ctf.example/plugins/ctfhost/access?instance={instance_id}&next={next}"
@@ -135,7 +137,10 @@ def test_settings_form_keeps_a_blank_key_and_refuses_bad_urls():
     changes, problems = settings.changes_from_form({"url": "http://ctfhost:5000/", "api_key": "", "public_url": ""})
     assert problems == []
     # no key change; a blank number falls back to the environment
-    assert changes == {"ctfhost_url": "http://ctfhost:5000", "ctfhost_ctfd_public_url": "", "ctfhost_renew_min_seconds": ""}
+    assert changes == {
+        "ctfhost_url": "http://ctfhost:5000", "ctfhost_ctfd_public_url": "", "ctfhost_renew_min_seconds": "",
+        "ctfhost_public_api_url": "", "ctfhost_token_max_days": "", "ctfhost_token_scopes": "",
+    }
     assert settings.changes_from_form({"renew_min_seconds": " 600 "})[0]["ctfhost_renew_min_seconds"] == "600"
     _, problems = settings.changes_from_form({"renew_min_seconds": "five"})
     assert len(problems) == 1 and "whole number" in problems[0]
@@ -919,7 +924,8 @@ def test_both_halves_carry_the_same_version():
 
 
 def test_deciding_modules_import_without_ctfd_or_flask():
-    modules = ["client", "player", "signin", "grading", "messages", "settings", "slugs", "challenge_spec", "accounts", "checks"]
+    modules = ["client", "player", "signin", "grading", "messages", "settings", "slugs", "challenge_spec", "accounts", "checks",
+               "team_tokens"]
     code = (
         "import sys\n"
         + "".join(f"import ctfhost_plugin_ctfd.ctfd_plugin.{m}\n" for m in modules)
@@ -1007,3 +1013,247 @@ def test_a_hidden_challenge_is_inactive_and_players_are_told_it_is_closed(app, c
     ctfhost.put_challenge(dict(hidden, status=challenge_spec.status_of("visible")))
     assert ctfhost.get_challenge("web-hidden")["status"] == "active"
     assert Player(ctfhost, 7).launch("web-hidden").status == 201
+
+
+# -- the API tokens page ------------------------------------------------------------------
+
+NOW = datetime.datetime(2030, 1, 10, 12, 0, tzinfo=datetime.timezone.utc)
+
+
+def form(**changes):
+    body = {"name": "laptop", "expires": "7", "scopes": ["instances:read", "events"]}
+    body.update(changes)
+    return body
+
+
+def test_token_settings_default_to_thirty_days_and_the_players_scopes():
+    default = settings.resolve({}.get, {})
+    assert default.token_max_days == 30 and default.token_scopes == team_tokens.PLAYER_SCOPES
+    assert "tokens" not in default.token_scopes
+    configured = settings.resolve(
+        {"ctfhost_token_scopes": "events, tokens", "ctfhost_token_max_days": "7"}.get,
+        {"CTFHOST_TOKEN_SCOPES": "events", "CTFHOST_TOKEN_MAX_DAYS": "90", "CTFHOST_URL": "http://ctfhost:5000/"},
+    )
+    assert configured.token_scopes == ("events", "tokens") and configured.token_max_days == 7
+    # players' programs reach ctfhost at its public URL, else where CTFd does
+    assert configured.player_api_url == "http://ctfhost:5000"
+    assert settings.resolve({}.get, {"CTFHOST_URL": "http://ctfhost:5000", "CTFHOST_PUBLIC_API_URL": "https://api.ctf.example/"}) \
+        .player_api_url == "https://api.ctf.example"
+    # a value the setting does not take is skipped, as if unset
+    skipped = settings.resolve({"ctfhost_token_scopes": "everything"}.get, {"CTFHOST_TOKEN_MAX_DAYS": "1000"})
+    assert skipped.token_scopes == team_tokens.PLAYER_SCOPES and skipped.token_max_days == 30
+    assert settings.resolve({}.get, {"CTFHOST_TOKEN_MAX_DAYS": "0"}).token_max_days == 0  # players mint none
+
+    changes, problems = settings.changes_from_form(
+        {"token_scopes": "tokens,instances:read", "token_max_days": "14", "public_api_url": "https://api.ctf.example/"}
+    )
+    assert problems == []
+    assert (changes["ctfhost_token_scopes"], changes["ctfhost_token_max_days"], changes["ctfhost_public_api_url"]) == (
+        "instances:read,tokens", "14", "https://api.ctf.example"
+    )
+    _, problems = settings.changes_from_form({"token_scopes": "instances:read, admin", "token_max_days": "400",
+                                              "public_api_url": "api.ctf.example"})
+    assert len(problems) == 3 and any("name one or more of" in p for p in problems)
+
+
+def test_every_setting_is_documented_in_the_readme():
+    readme = (PLUGIN_ROOT / "README.md").read_text()
+    table = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    for name, (_, variable) in settings.SETTINGS.items():
+        assert f"`{variable}`" in table, f"{variable} ({name}) is not in the README's settings table"
+
+
+@pytest.mark.parametrize(
+    "max_days, values",
+    [(30, ["1", "7", "30", "custom"]), (14, ["1", "7", "14", "custom"]), (1, ["1", "custom"]), (90, ["1", "7", "30", "90", "custom"]),
+     (0, [])],
+)
+def test_expiry_choices_never_pass_the_maximum(max_days, values):
+    assert [value for value, _ in team_tokens.expiry_choices(max_days)] == values
+
+
+@pytest.mark.parametrize(
+    "changes, expires_at, scopes",
+    [
+        ({}, NOW + datetime.timedelta(days=7), ("instances:read", "events")),
+        ({"expires": "1", "scopes": ["events", "instances:read", "events"]}, NOW + datetime.timedelta(days=1),
+         ("instances:read", "events")),
+        ({"expires": "custom", "expires_on": "2030-01-20"}, datetime.datetime(2030, 1, 20, tzinfo=datetime.timezone.utc),
+         ("instances:read", "events")),
+        ({"expires": "30", "scopes": list(team_tokens.PLAYER_SCOPES)}, NOW + datetime.timedelta(days=30), team_tokens.PLAYER_SCOPES),
+    ],
+)
+def test_a_token_request_is_read_from_the_form(changes, expires_at, scopes):
+    wanted, errors = team_tokens.parse_request(form(**changes), team_tokens.PLAYER_SCOPES, 30, NOW)
+    assert errors == {}
+    assert (wanted.name, wanted.expires_at, wanted.scopes) == ("laptop", expires_at, scopes)
+
+
+@pytest.mark.parametrize(
+    "changes, field, words",
+    [
+        ({"name": "  "}, "name", "Give the token a name"),
+        ({"name": "x" * 201}, "name", "At most 200"),
+        ({"name": None}, "name", "Give the token a name"),
+        ({"expires": "31"}, "expires", "at most 30 days"),
+        ({"expires": "0"}, "expires", "at most 30 days"),
+        ({"expires": "never"}, "expires", "at most 30 days"),
+        ({"expires": None}, "expires", "at most 30 days"),
+        ({"expires": "custom", "expires_on": "2030-02-10"}, "expires_on", "At most 30 days"),
+        ({"expires": "custom", "expires_on": "2030-01-10"}, "expires_on", "after today"),
+        ({"expires": "custom", "expires_on": "soon"}, "expires_on", "Pick a date"),
+        ({"scopes": []}, "scopes", "at least one"),
+        ({"scopes": "events"}, "scopes", "at least one"),
+        ({"scopes": ["events", "tokens"]}, "scopes", "Not offered: tokens"),
+        ({"scopes": ["admin"]}, "scopes", "Not offered: admin"),
+    ],
+)
+def test_a_token_request_says_what_to_change(changes, field, words):
+    wanted, errors = team_tokens.parse_request(form(**changes), team_tokens.PLAYER_SCOPES, 30, NOW)
+    assert wanted is None and list(errors) == [field] and words in errors[field], errors
+
+
+def test_a_token_never_outlives_the_ctf():
+    end = NOW + datetime.timedelta(days=2)
+    wanted, _ = team_tokens.parse_request(form(expires="7"), team_tokens.PLAYER_SCOPES, 30, NOW, not_after=end)
+    assert wanted.expires_at == end
+    # an end already past (CTFd lets players in after it) caps nothing
+    past = NOW - datetime.timedelta(days=1)
+    assert team_tokens.parse_request(form(), team_tokens.PLAYER_SCOPES, 30, NOW, not_after=past)[0].expires_at > NOW
+    # the organisers may offer `tokens`
+    offered = team_tokens.PLAYER_SCOPES + ("tokens",)
+    assert team_tokens.parse_request(form(scopes=["tokens"]), offered, 30, NOW)[0].scopes == ("tokens",)
+
+
+class FakeTokens:
+    """A stand-in for the client's token calls, answering as ctfhost's /api/v1/tokens does, recording each call."""
+
+    def __init__(self, fail=None):
+        self.rows, self.calls, self.fail = [], [], fail
+
+    def _maybe_fail(self):
+        if self.fail:
+            raise self.fail
+
+    def create_token(self, team_id, name, expires_at=None, scopes=None):
+        self.calls.append(("create", team_id, name, expires_at, scopes))
+        self._maybe_fail()
+        row = {"id": str(uuid.uuid4()), "team_id": team_id, "name": name, "scopes": scopes, "revoked_at": None,
+               "expires_at": expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"), "created_at": "2030-01-10T12:00:00Z",
+               "last_used_at": None}
+        self.rows.append(row)
+        return dict(row, token="cth_" + row["id"].replace("-", ""))
+
+    def list_tokens(self, team_id):
+        self.calls.append(("list", team_id))
+        self._maybe_fail()
+        return [dict(row) for row in self.rows if str(row["team_id"]) == str(team_id) and not row["revoked_at"]]
+
+    def revoke_token(self, token_id):
+        self.calls.append(("revoke", token_id))
+        for row in self.rows:
+            if row["id"] == token_id and not row["revoked_at"]:
+                row["revoked_at"] = "2030-01-10T12:00:00Z"
+                return
+        raise CtfhostError(404, f"token {token_id} not found")
+
+
+def keeper(client, team_id=5, **options):
+    return team_tokens.TeamTokens(client, team_id, now=lambda: NOW, **options)
+
+
+def test_a_player_mints_for_their_own_team_whatever_the_form_says():
+    client = FakeTokens()
+    minted = keeper(client, "user-5").mint(dict(form(), team_id=6, team="6"))
+    assert minted.status == 201 and minted.body["success"] is True
+    # the team is the signed-in player's; scopes and expiry go to ctfhost as chosen
+    assert client.calls == [("create", "user-5", "laptop", NOW + datetime.timedelta(days=7), ["instances:read", "events"])]
+    data = minted.body["data"]
+    assert data["token"].startswith("cth_") and data["scopes"] == ["instances:read", "events"]
+    assert "team_id" not in data and data["expires_at"] == "2030-01-17T12:00:00Z"
+
+
+def test_the_secret_is_shown_once_and_the_list_has_only_live_tokens():
+    client = FakeTokens()
+    tokens = keeper(client)
+    first = tokens.mint(form(name="first")).body["data"]
+    second = tokens.mint(form(name="second", expires="1")).body["data"]
+    keeper(client, 6).mint(form(name="theirs"))
+    client.rows[1]["created_at"] = "2030-01-10T12:00:01Z"
+    client.rows[0]["last_used_at"] = "2030-01-10T12:30:00Z"
+    listed = tokens.list()
+    assert listed.status == 200
+    assert [t["name"] for t in listed.body["data"]] == ["second", "first"]  # newest first, only the team's
+    assert all("token" not in t and "team_id" not in t for t in listed.body["data"])
+    assert first["token"] not in str(listed.body) and second["token"] not in str(listed.body)
+    assert listed.body["data"][1]["last_used_at"] == "2030-01-10T12:30:00Z"
+    # an expired token is not listed (ctfhost lists it until it is revoked)
+    client.rows[0]["expires_at"] = "2030-01-10T11:59:59Z"
+    assert [t["name"] for t in tokens.list().body["data"]] == ["second"]
+
+
+def test_a_player_revokes_their_teams_token_but_not_another_teams():
+    client = FakeTokens()
+    mine = keeper(client).mint(form()).body["data"]
+    theirs = keeper(client, 6).mint(form()).body["data"]
+    client.calls.clear()
+    refused = keeper(client).revoke(theirs["id"])
+    assert refused.status == 404 and refused.body["code"] == "not_found"
+    assert ("revoke", theirs["id"]) not in client.calls  # checked against the team's list first: no DELETE was sent
+    assert keeper(client).revoke("no-such-token").status == 404
+    assert keeper(client).revoke(mine["id"]).body == {"success": True, "data": None}
+    assert ("revoke", mine["id"]) in client.calls
+    assert keeper(client).list().body["data"] == []
+    assert keeper(client).revoke(mine["id"]).status == 404  # already revoked
+    assert [t["id"] for t in keeper(client, 6).list().body["data"]] == [theirs["id"]]
+
+
+def test_a_refused_form_reaches_no_server_and_tokens_can_be_turned_off():
+    client = FakeTokens()
+    bad = keeper(client).mint(form(name="", scopes=["tokens"]))
+    assert bad.status == 422 and bad.body["code"] == "invalid" and set(bad.body["errors"]) == {"name", "scopes"}
+    off = keeper(client, max_days=0).mint(form())
+    assert off.status == 403 and (off.body["code"], off.body["message"]) == ("disabled", messages.TOKENS_DISABLED)
+    assert client.calls == []
+    assert keeper(client, max_days=0).list().status == 200  # the team can still revoke what it has
+
+
+@pytest.mark.parametrize(
+    "error, status, code, retry_after",
+    [
+        (CtfhostError(None, "ctfhost is unreachable at http://x: ConnectionError"), 503, "unavailable", None),
+        (CtfhostError(None, "the ctfhost URL is not configured (...)"), 503, "not_configured", None),
+        (CtfhostError(401, "wrong API key"), 503, "misconfigured", None),
+        (CtfhostError(403, "this route is for the admin"), 503, "misconfigured", None),
+        (CtfhostError(503, "the database is busy", retry_after=30), 503, "unavailable", 30),
+        (CtfhostError(429, "slow down", retry_after=5), 429, "unavailable", 5),
+        (CtfhostError(500, "boom"), 502, "error", None),
+        (CtfhostError(422, "Unprocessable Entity", errors={"json": {"team_id": ["bad"]}}), 502, "error", None),
+    ],
+)
+def test_token_errors_become_readable_messages(error, status, code, retry_after):
+    for reply in (keeper(FakeTokens(fail=error)).mint(form()), keeper(FakeTokens(fail=error)).list(),
+                  keeper(FakeTokens(fail=error)).revoke("x")):
+        assert (reply.status, reply.body["code"], reply.body["retry_after"]) == (status, code, retry_after), reply
+        assert reply.body["message"] and "ctfhost" not in reply.body["message"] and error.message not in reply.body["message"]
+
+
+def test_ctfhosts_field_errors_are_shown_beside_the_fields():
+    error = CtfhostError(422, "Unprocessable Entity", errors={"json": {"expires_at": ["must be in the future"],
+                                                                       "scopes": {"0": ["Must be one of: events."]}}})
+    reply = keeper(FakeTokens(fail=error)).mint(form())
+    assert reply.status == 422 and reply.body["message"] == messages.TOKEN_REFUSED
+    assert reply.body["errors"] == {"expires": "must be in the future", "scopes": "Must be one of: events."}
+
+
+def test_the_client_sends_scopes_and_an_expiry_in_ctfhosts_format():
+    session = RecordingSession()
+    client = CtfhostClient("http://ctfhost.invalid", API_KEY, session=session)
+    with pytest.raises(CtfhostError):  # the recording session answers 200, not 201: only the body matters here
+        client.create_token("user-5", "n", NOW, ["events"])
+    with pytest.raises(CtfhostError):
+        client.create_token(5, "n")
+    assert session.bodies == [
+        {"team_id": "user-5", "name": "n", "expires_at": "2030-01-10T12:00:00Z", "scopes": ["events"]},
+        {"team_id": 5, "name": "n", "expires_at": None},
+    ]

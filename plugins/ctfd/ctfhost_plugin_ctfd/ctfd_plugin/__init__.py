@@ -39,4 +39,5 @@ def load(app):
     app.register_blueprint(ctfhost_pages)
     app.jinja_env.globals["ctfhost_launch_check"] = launch_check
     register_user_page_menu_bar("My instances", f"plugins/{PLUGIN_NAME}/instances")
+    register_user_page_menu_bar("API tokens", f"plugins/{PLUGIN_NAME}/tokens")
     register_admin_plugin_menu_bar("ctfhost", "/admin/ctfhost")

@@ -7,17 +7,19 @@ pages with the session cookie and the ``CSRF-Token`` header, which CTFd
 checks before any of this runs.
 """
 
+import datetime
 import functools
 
 from flask import request
 from flask_restx import Namespace, Resource
 
 from CTFd.models import Challenges, Solves
+from CTFd.utils import get_config
 from CTFd.utils.dates import ctf_ended, ctftime, view_after_ctf
 from CTFd.utils.decorators import admins_only, require_verified_emails
 from CTFd.utils.user import get_current_user, is_admin
 
-from . import messages
+from . import messages, team_tokens
 from .client import CtfhostError
 from .context import ctfhost_client, current_account, current_settings
 from .messages import Problem
@@ -27,20 +29,40 @@ from .player import MAIN, Player, Reply, admin_instance, ok, refused
 ctfhost_namespace = Namespace("ctfhost", description="ctfhost instances of the current player's team")
 
 CTF_CLOSED = Problem(403, "closed", "The CTF is not running: instances can be launched only while it is.")
+CTF_CLOSED_TOKENS = Problem(403, "closed", "The CTF is not running: API tokens can be created only while it is.")
 
 
 def answer(reply):
     return reply.body, reply.status, {"Cache-Control": "no-store"}
 
 
-def current_player():
-    """(Player, None), or (None, the Problem to answer) for a visitor or a teamless player."""
+def current_team(not_logged_in=messages.NOT_LOGGED_IN, no_team=messages.NO_TEAM):
+    """(ctfhost team id, None), or (None, the Problem to answer) for a visitor or a teamless player."""
     logged_in, team_id = current_account()
     if not logged_in:
-        return None, Problem(401, "login", messages.NOT_LOGGED_IN)
+        return None, Problem(401, "login", not_logged_in)
     if team_id is None:
-        return None, Problem(403, "no_team", messages.NO_TEAM)
+        return None, Problem(403, "no_team", no_team)
+    return team_id, None
+
+
+def current_player():
+    """(Player, None), or (None, the Problem to answer)."""
+    team_id, problem = current_team()
+    if problem:
+        return None, problem
     return Player(ctfhost_client(), team_id, renew_min_seconds=current_settings().renew_min_seconds), None
+
+
+def current_team_tokens():
+    """(TeamTokens of the player's team, None), or (None, the Problem to answer)."""
+    team_id, problem = current_team(messages.TOKENS_NOT_LOGGED_IN, messages.TOKENS_NO_TEAM)
+    if problem:
+        return None, problem
+    configured = current_settings()
+    return team_tokens.TeamTokens(
+        ctfhost_client(), team_id, configured.token_scopes, configured.token_max_days, not_after=ctf_end()
+    ), None
 
 
 def playable_challenge(challenge_id):
@@ -70,17 +92,33 @@ def ctf_open():
     return ctftime() or is_admin() or (ctf_ended() and view_after_ctf())
 
 
-def as_player(view):
-    """Run the view with the current Player (it returns a Reply), or answer why there is none."""
+def ctf_end():
+    """When the CTF ends (aware UTC), or None when CTFd has no end set."""
+    end = get_config("end")
+    try:
+        return datetime.datetime.fromtimestamp(int(end), datetime.timezone.utc) if end else None
+    except (TypeError, ValueError):
+        return None
 
-    @functools.wraps(view)
-    def wrapper(self, *args, **kwargs):
-        player, problem = current_player()
-        if problem:
-            return answer(refused(problem))
-        return answer(view(self, player, *args, **kwargs))
 
-    return wrapper
+def acting_as(find):
+    """Decorator: run the view with what `find()` gives for the signed-in player (it returns a Reply), or answer why not."""
+
+    def decorator(view):
+        @functools.wraps(view)
+        def wrapper(self, *args, **kwargs):
+            actor, problem = find()
+            if problem:
+                return answer(refused(problem))
+            return answer(view(self, actor, *args, **kwargs))
+
+        return wrapper
+
+    return decorator
+
+
+as_player = acting_as(current_player)
+as_team_tokens = acting_as(current_team_tokens)
 
 
 def with_challenges(instances):
@@ -159,6 +197,33 @@ class TeamInstanceAction(Resource):
             body = body if isinstance(body, dict) else {}
             return player.access(instance_id, body.get("next") or "/", body.get("endpoint", MAIN))
         return refused(Problem(404, "not_found", f"Unknown action {action!r}."))
+
+
+@ctfhost_namespace.route("/tokens")
+class TeamTokenList(Resource):
+    method_decorators = [require_verified_emails]
+
+    @as_team_tokens
+    def get(self, tokens):
+        """The team's ctfhost API tokens that still work (never their secrets)"""
+        return tokens.list()
+
+    @as_team_tokens
+    def post(self, tokens):
+        """Create a ctfhost API token for the team: {"name", "expires": days or "custom", "expires_on", "scopes"}"""
+        if not ctf_open():
+            return refused(CTF_CLOSED_TOKENS)
+        return tokens.mint(request.get_json(silent=True))
+
+
+@ctfhost_namespace.route("/tokens/<string:token_id>")
+class TeamToken(Resource):
+    method_decorators = [require_verified_emails]
+
+    @as_team_tokens
+    def delete(self, tokens, token_id):
+        """Revoke one of the team's tokens"""
+        return tokens.revoke(token_id)
 
 
 # -- admin ---------------------------------------------------------------------

@@ -5,6 +5,7 @@ import ctfhost. Every failure becomes a :class:`CtfhostError` carrying the
 status, ctfhost's message, its field errors and ``Retry-After``.
 """
 
+import datetime
 import urllib.parse
 
 import requests
@@ -246,3 +247,30 @@ class CtfhostClient:
     def list_workers(self):
         """Every registered worker: id, runtimes, status ("active"/"inactive"), active_instances, max_instances."""
         return self._get("/workers")
+
+    # -- team tokens ---------------------------------------------------------
+
+    def create_token(self, team_id, name, expires_at=None, scopes=None):
+        """A new token for the team: the row and, this once, its secret (``token``).
+
+        `expires_at` is an aware datetime or None; `scopes` a list, or None
+        for ctfhost's default.
+        """
+        body = {"team_id": team_id, "name": name, "expires_at": _iso(expires_at)}
+        if scopes is not None:
+            body["scopes"] = list(scopes)
+        return self.call("POST", "/tokens", body, expect=(201,))[1]
+
+    def list_tokens(self, team_id):
+        """The team's tokens that are not revoked (expired ones included), newest first; never their secrets."""
+        return self._get("/tokens", params={"team_id": team_id}) or []
+
+    def revoke_token(self, token_id):
+        self.call("DELETE", f"/tokens/{self._quote(token_id)}", expect=(204,))
+
+
+def _iso(moment):
+    """An aware datetime as ctfhost writes times ("...Z"), or None."""
+    if moment is None:
+        return None
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -36,6 +36,15 @@ INVALID_ENDPOINT = (
     "starting with a letter."
 )
 NOT_A_WEB_ENDPOINT = "This address of the instance cannot be opened in the browser."
+# the API tokens page
+TOKENS_NOT_LOGGED_IN = "Log in to manage your team's API tokens."
+TOKENS_NO_TEAM = "You need to join or create a team before you can create API tokens: a token acts for your team."
+TOKENS_DISABLED = "The organizers have turned off API tokens for players."
+TOKENS_UNAVAILABLE = "API tokens are not available right now. Try again in a minute."
+TOKENS_REFUSED_CREDENTIALS = "The instance service refused to manage tokens for CTFd. Tell the organizers."
+TOKEN_FORM = "Check the fields marked below."
+TOKEN_REFUSED = "The instance service refused this token: check the fields marked below."
+NO_SUCH_TOKEN = "No such token: it may have been revoked already."
 
 
 def flag_refused(reasons):
@@ -56,6 +65,22 @@ def no_endpoint(name):
 
 def tcp_endpoint(name):
     return f"The address {name!r} is not a web page: connect to it with the commands shown for it."
+
+
+def explain_tokens(error):
+    """The Problem to show for a CtfhostError raised while listing, creating or revoking a team's tokens."""
+    status = error.status
+    if status is None:
+        if "not configured" in (error.message or "").lower():
+            return Problem(503, "not_configured", NOT_CONFIGURED)
+        return Problem(503, "unavailable", TOKENS_UNAVAILABLE)
+    if status in (401, 403):
+        return Problem(503, "misconfigured", TOKENS_REFUSED_CREDENTIALS)
+    if status == 404:
+        return Problem(404, "not_found", NO_SUCH_TOKEN)
+    if status in (429, 503):
+        return Problem(status, "unavailable", TOKENS_UNAVAILABLE, error.retry_after)
+    return Problem(502, "error", FAILED)
 
 
 def cooldown(seconds):

@@ -3,6 +3,8 @@
 import urllib.parse
 from dataclasses import dataclass, field
 
+from .team_tokens import PLAYER_SCOPES, SCOPES
+
 PLUGIN_NAME = "ctfhost"
 SIGNIN_PATH = f"/plugins/{PLUGIN_NAME}/access"
 
@@ -12,15 +14,30 @@ SETTINGS = {
     "api_key": ("ctfhost_api_key", "CTFHOST_API_KEY"),
     "public_url": ("ctfhost_ctfd_public_url", "CTFHOST_CTFD_PUBLIC_URL"),
     "renew_min_seconds": ("ctfhost_renew_min_seconds", "CTFHOST_RENEW_MIN_SECONDS"),
+    "public_api_url": ("ctfhost_public_api_url", "CTFHOST_PUBLIC_API_URL"),
+    "token_max_days": ("ctfhost_token_max_days", "CTFHOST_TOKEN_MAX_DAYS"),
+    "token_scopes": ("ctfhost_token_scopes", "CTFHOST_TOKEN_SCOPES"),
 }
 LABELS = {
     "url": "ctfhost URL",
     "api_key": "ctfhost API key",
     "public_url": "public URL of CTFd",
     "renew_min_seconds": "least time a renewal adds (seconds)",
+    "public_api_url": "ctfhost URL for players' programs",
+    "token_max_days": "longest life of a player's API token (days)",
+    "token_scopes": "scopes players may give their API tokens",
 }
 # settings that are whole numbers: (default, largest)
-NUMBERS = {"renew_min_seconds": (300, 86400)}
+NUMBERS = {"renew_min_seconds": (300, 86400), "token_max_days": (30, 365)}
+URLS = ("url", "public_api_url", "public_url")
+
+
+def scope_list(value):
+    """The scopes named in "a, b" (ctfhost's own order), or None when it names none or one that is unknown."""
+    names = {part.strip() for part in str(value).split(",") if part.strip()}
+    if not names or not names <= set(SCOPES):
+        return None
+    return tuple(scope for scope in SCOPES if scope in names)
 
 
 def whole_number(value, name):
@@ -38,6 +55,9 @@ class Settings:
     api_key: str = ""
     public_url: str = ""
     renew_min_seconds: int = NUMBERS["renew_min_seconds"][0]
+    public_api_url: str = ""
+    token_max_days: int = NUMBERS["token_max_days"][0]
+    token_scopes: tuple = PLAYER_SCOPES
     # setting -> "CTFd config", "environment" or None (unset)
     sources: dict = field(default_factory=dict)
 
@@ -45,10 +65,20 @@ class Settings:
     def configured(self):
         return bool(self.url and self.api_key)
 
+    @property
+    def player_api_url(self):
+        """Where players' programs (the ctfhost CLI, curl) reach ctfhost: the public URL, else the one CTFd uses."""
+        return (self.public_api_url or self.url).rstrip("/")
+
     def signin_url(self, fallback_base=""):
         """The value for ctfhost's CTFHOST_AUTH_SIGNIN_URL."""
         base = (self.public_url or fallback_base).rstrip("/")
         return f"{base}{SIGNIN_PATH}?instance={{instance_id}}&next={{next}}"
+
+
+# settings that are not plain text: name -> parse(value, name), None for a value it does not take
+PARSERS = dict({name: whole_number for name in NUMBERS}, token_scopes=lambda value, name: scope_list(value))
+DEFAULTS = dict({name: default for name, (default, _) in NUMBERS.items()}, token_scopes=PLAYER_SCOPES)
 
 
 def resolve(get_config, environ):
@@ -58,15 +88,16 @@ def resolve(get_config, environ):
         stored = get_config(config_key)
         stored = str(stored).strip() if stored is not None else ""
         candidates = ((stored, "CTFd config"), ((environ.get(variable) or "").strip(), "environment"))
-        if name in NUMBERS:
-            # a value that is not a number in range is skipped, as if unset
-            candidates = [(whole_number(v, name), source) for v, source in candidates if v]
+        parse = PARSERS.get(name)
+        if parse:
+            # a value that is not one this setting takes is skipped, as if unset
+            candidates = [(parse(v, name), source) for v, source in candidates if v]
             candidates = [(v, source) for v, source in candidates if v is not None]
         found = [(v, source) for v, source in candidates if v != ""]
         if found:
             values[name], sources[name] = found[0]
         else:
-            values[name], sources[name] = NUMBERS[name][0] if name in NUMBERS else "", None
+            values[name], sources[name] = DEFAULTS.get(name, ""), None
     return Settings(sources=sources, **values)
 
 
@@ -89,7 +120,7 @@ def changes_from_form(form):
     checkbox ``clear_api_key`` removes it.
     """
     changes, problems = {}, []
-    for name in ("url", "public_url"):
+    for name in URLS:
         value = (form.get(name) or "").strip().rstrip("/")
         problem = url_problem(value, LABELS[name])
         if problem:
@@ -101,6 +132,11 @@ def changes_from_form(form):
             problems.append(f"{LABELS[name]} must be a whole number from 0 to {NUMBERS[name][1]}, not {value!r}")
         else:
             changes[SETTINGS[name][0]] = str(whole_number(value, name)) if value else ""
+    scopes = (form.get("token_scopes") or "").strip()
+    if scopes and scope_list(scopes) is None:
+        problems.append(f"{LABELS['token_scopes']}: name one or more of {', '.join(SCOPES)}, separated by commas, not {scopes!r}")
+    else:
+        changes[SETTINGS["token_scopes"][0]] = ",".join(scope_list(scopes)) if scopes else ""
     api_key = (form.get("api_key") or "").strip()
     if form.get("clear_api_key"):
         changes[SETTINGS["api_key"][0]] = ""

@@ -1,4 +1,6 @@
-"""Pages: sign-in for forward-auth, the player's "My instances", the admin's instances and settings."""
+"""Pages: sign-in for forward-auth, the player's "My instances" and "API tokens", the admin's instances and settings."""
+
+import datetime
 
 from flask import Blueprint, make_response, redirect, render_template, request, url_for
 
@@ -7,11 +9,11 @@ from CTFd.models import Teams, Users
 from CTFd.utils import set_config
 from CTFd.utils.decorators import admins_only, authed_only
 
-from . import accounts, checks, signin
-from .api import with_challenges
+from . import accounts, checks, messages, signin, team_tokens
+from .api import ctf_end, with_challenges
 from .client import CtfhostError
 from .context import ctfhost_client, current_account, current_settings
-from .player import admin_instance
+from .player import admin_instance, utcnow
 from .settings import LABELS, PLUGIN_NAME, changes_from_form
 
 TEMPLATES = f"plugins/{PLUGIN_NAME}/templates/"
@@ -53,6 +55,38 @@ def access():
 def my_instances():
     """The team's running instances with their buttons (filled in by ctfhost.js)."""
     return render_template(TEMPLATES + "instances.html")
+
+
+@ctfhost_pages.route(f"/plugins/{PLUGIN_NAME}/tokens")
+@authed_only
+def api_tokens():
+    """The team's ctfhost API tokens: create one (its secret shown once), list and revoke them (tokens.js).
+
+    The page only renders the form; the team is found again by the API
+    behind it on every request, from CTFd's session.
+    """
+    _, team_id = current_account()
+    if team_id is None:
+        html = render_template(
+            TEMPLATES + "message.html", title="No team", message=messages.TOKENS_NO_TEAM,
+            action_url=url_for("teams.private"), action_label="Join or create a team",
+        )
+        return no_store(make_response(html, 403))
+    configured = current_settings()
+    now = utcnow()
+    latest = team_tokens.latest_expiry(configured.token_max_days, now, ctf_end())
+    html = render_template(
+        TEMPLATES + "tokens.html",
+        settings=configured,
+        choices=team_tokens.expiry_choices(configured.token_max_days),
+        scopes=[(scope, team_tokens.SCOPE_HELP[scope]) for scope in configured.token_scopes],
+        ticked=set(team_tokens.PLAYER_SCOPES),
+        first_day=(now + datetime.timedelta(days=1)).date().isoformat(),
+        last_day=latest.date().isoformat(),
+        ctf_end=ctf_end(),
+        messages=messages,
+    )
+    return no_store(make_response(html))
 
 
 # -- admin ---------------------------------------------------------------------

@@ -464,5 +464,6 @@
     });
   }
 
-  window.CtfhostPanel = { Panel: Panel, mountAll: mountAll, mountList: mountList, clock: clock };
+  // call and node serve the API tokens page too (tokens.js)
+  window.CtfhostPanel = { Panel: Panel, mountAll: mountAll, mountList: mountList, clock: clock, call: call, node: node };
 })();
