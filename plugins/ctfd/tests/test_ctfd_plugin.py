@@ -1257,3 +1257,38 @@ def test_the_client_sends_scopes_and_an_expiry_in_ctfhosts_format():
         {"team_id": "user-5", "name": "n", "expires_at": "2030-01-10T12:00:00Z", "scopes": ["events"]},
         {"team_id": 5, "name": "n", "expires_at": None},
     ]
+
+
+def needs_scoped_tokens(live_server):
+    status, meta = live_server.call("GET", "/api/v1/meta")
+    if status != 200 or "scoped_tokens" not in (meta or {}).get("features", []):
+        pytest.skip("this ctfhost has no scoped tokens (issue 14 part 2's server side): GET /api/v1/meta lists no scoped_tokens")
+
+
+def test_a_minted_token_acts_for_its_team_with_its_scopes_only(app, ctfhost, challenge, worker_id, live_server):
+    needs_scoped_tokens(live_server)
+    tokens = team_tokens.TeamTokens(ctfhost, 5)
+    minted = tokens.mint(form(name="exploit", expires="1", scopes=["instances:read"], team_id=6))
+    assert minted.status == 201, minted
+    token = minted.body["data"]
+    bearer = {"Authorization": f"Bearer {token['token']}"}
+    assert token["scopes"] == ["instances:read"] and "team_id" not in token
+    row = ctfhost.list_tokens(5)[0]
+    assert (row["id"], row["team_id"], row["scopes"]) == (token["id"], 5, ["instances:read"])  # the player's team, not 6
+    expires = datetime.datetime.fromisoformat(row["expires_at"].replace("Z", "+00:00"))
+    assert abs((expires - utcnow().replace(tzinfo=datetime.timezone.utc)) - datetime.timedelta(days=1)) < datetime.timedelta(minutes=1)
+
+    mine = ctfhost.launch(5, challenge["id"])
+    ctfhost.launch(6, challenge["id"])
+    status, rows = live_server.call("GET", "/api/v1/instances", key=None, headers=bearer)
+    assert status == 200 and [r["id"] for r in rows] == [mine["id"]], rows
+    status, body = live_server.call("POST", "/api/v1/instances", {"challenge_id": challenge["id"]}, key=None, headers=bearer)
+    assert status == 403 and body["errors"]["scope"] == "instances:write", body
+
+    listed = tokens.list().body["data"]
+    assert [t["id"] for t in listed] == [token["id"]] and listed[0]["last_used_at"] and "token" not in listed[0]
+    assert team_tokens.TeamTokens(ctfhost, "user-5").list().body["data"] == []  # user 5 is not team 5
+    assert team_tokens.TeamTokens(ctfhost, 6).revoke(token["id"]).status == 404
+    assert tokens.revoke(token["id"]).body == {"success": True, "data": None}
+    assert live_server.call("GET", "/api/v1/instances", key=None, headers=bearer)[0] == 401
+    assert tokens.list().body["data"] == []
