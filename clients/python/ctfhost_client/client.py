@@ -190,7 +190,7 @@ class Instances(Resource):
         stream = self._client.events(instance_id=instance.id, last_event_id=since, max_duration=remaining)
         try:
             for event in stream:
-                if event.instance_id not in (None, instance.id):
+                if event.instance_id not in (None, "", instance.id):
                     continue
                 on_progress(event)
                 if event.type in ("instance.running", "instance.error", "instance.expired", "instance.destroyed"):
