@@ -10,7 +10,7 @@ from flask import current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
 
-from ctfhost import schema
+from ctfhost import mcp_server, schema
 from ctfhost.api.challenges import ChallengeSchema
 from ctfhost.api.instances import InstanceSchema
 from ctfhost.db import database
@@ -277,6 +277,25 @@ def instances_destroy(instance_id):
         except ServiceError as exc:
             _fail(exc)
     click.echo(f"instance {instance.id} is {instance.status}; its resources are being removed")
+
+
+# -- MCP for agent harnesses -----------------------------------------------------
+
+
+@ctfhost_group.command("mcp")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=mcp_server.DEFAULT_PORT, show_default=True,
+              help="Port to listen on.")
+def mcp_command(host, port):
+    """Serve MCP (streamable HTTP) at /api/v1/mcp for agent harnesses, beside the API.
+
+    A companion ASGI process: route /api/v1/mcp to it and the rest to the API.
+    It needs the optional MCP SDK (pip install 'ctfhost[mcp]').
+    """
+    try:
+        mcp_server.serve(current_app._get_current_object(), host=host, port=port)
+    except mcp_server.MissingDependency as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 # -- access -------------------------------------------------------------------
