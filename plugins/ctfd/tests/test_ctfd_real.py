@@ -258,6 +258,39 @@ def browser_endpoint(person, ctfd, challenge, name):
                 "url": tab.url, "text": tab.inner_text("body")}
 
 
+def browser_tokens(person, ctfd, name):
+    """Create a token on the API tokens page in chromium (7 days, instances:read only), after a refused try.
+
+    {"refused": the name field's message for an empty name, "secret", "usage": the how-to-use text,
+    "listed": the names in the team's list, "reloaded": the page's HTML after a reload}
+    """
+    with chromium_page(person, ctfd) as page:
+        page.goto(f"{ctfd.url}/plugins/ctfhost/tokens")
+        page.wait_for_selector("#ctfhost-tokens tbody td:not(:has-text('Loading'))")
+        page.click("#ctfhost-token-create")
+        refused = page.wait_for_selector("[data-ctfhost-field='name']:not(:empty)").inner_text()
+        screenshot(page, "tokens-refused")
+        page.fill("#ctfhost-token-name", name)
+        page.select_option("#ctfhost-token-expires", "7")
+        for box in page.query_selector_all("#ctfhost-token-form input[name='scopes']"):
+            box.set_checked(box.get_attribute("value") == "instances:read")
+        page.click("#ctfhost-token-create")
+        page.wait_for_selector("#ctfhost-token-new:not(.d-none)")
+        page.wait_for_selector(f"#ctfhost-tokens .ctfhost-token-name:has-text('{name}')")
+        screenshot(page, "tokens-created")
+        found = {
+            "refused": refused,
+            "secret": page.input_value("#ctfhost-token-secret"),
+            "usage": page.inner_text("#ctfhost-token-usage"),
+            "listed": [cell.inner_text() for cell in page.query_selector_all("#ctfhost-tokens .ctfhost-token-name")],
+        }
+        page.reload()
+        page.wait_for_selector(".ctfhost-token")
+        screenshot(page, "tokens-reloaded")
+        found["reloaded"] = page.content()
+        return found
+
+
 @pytest.fixture
 def guarded(app, live_server, traefik_proxy, localhost_dns, ctfd):
     """Traefik sends every instance request through ctfhost's forward-auth, which signs browsers in through CTFd."""
@@ -414,6 +447,52 @@ def test_ctfhost_challenges_in_a_real_ctfd(app, live_server, ctfd, guarded, work
     mine = alice.api("GET", "/api/v1/plugins/ctfhost/instances").json()["data"]
     assert [(i["id"], i["challenge_name"], i["ctfd_challenge_id"]) for i in mine] == [(instance["id"], "Web Private", challenge_id)]
     assert "My instances" in alice.page("/plugins/ctfhost/instances").text
+
+    # -- API tokens: alice mints one for her own account on the page, sees it once, and uses it on ctfhost
+    tokens_api = "/api/v1/plugins/ctfhost/tokens"
+    visitor = requests.get(f"{ctfd.url}/plugins/ctfhost/tokens", timeout=20, allow_redirects=False)
+    assert visitor.status_code == 302 and urllib.parse.urlsplit(visitor.headers["Location"]).path == "/login"
+    assert requests.get(ctfd.url + tokens_api, timeout=20).status_code in (401, 403)
+    tokens_page = alice.page("/plugins/ctfhost/tokens")
+    assert tokens_page.status_code == 200 and 'id="ctfhost-token-form"' in tokens_page.text
+    assert 'href="/plugins/ctfhost/tokens"' in alice.page("/challenges").text  # in the navigation bar
+    # the browser names no team: one it sends anyway is ignored
+    wanted = {"name": "alice laptop", "expires": "7", "scopes": ["instances:read"], "team_id": bob_id}
+    assert alice.api("POST", tokens_api, wanted, csrf=False).status_code == 403  # CTFd's CSRF nonce is needed
+    if BROWSER:
+        made = browser_tokens(alice, ctfd, "alice laptop")
+        assert made["refused"].startswith("Give the token a name") and made["listed"] == ["alice laptop"], made
+        secret = made["secret"]
+        assert f"export CTFHOST_URL={live_server.url}" in made["usage"] and f"export CTFHOST_TOKEN={secret}" in made["usage"]
+        assert secret not in made["reloaded"] and "alice laptop" in made["reloaded"]
+    else:
+        secret = alice.api("POST", tokens_api, wanted).json()["data"]["token"]
+    assert secret.startswith("cth_")
+    bearer = {"Authorization": f"Bearer {secret}"}
+    seen = requests.get(f"{live_server.url}/api/v1/instances", headers=bearer, timeout=20)
+    assert seen.status_code == 200 and instance["id"] in [i["id"] for i in seen.json()], seen.text
+    assert {i["team_id"] for i in seen.json()} == {f"user-{alice_id}"}  # bob's instance is not hers
+    launch_with_token = requests.post(f"{live_server.url}/api/v1/instances", json={"challenge_id": slug}, headers=bearer, timeout=20)
+    assert launch_with_token.status_code == 403 and launch_with_token.json()["errors"]["scope"] == "instances:write"
+    listed = alice.api("GET", tokens_api).json()["data"]
+    assert [(t["name"], t["scopes"]) for t in listed] == [("alice laptop", ["instances:read"])] and "token" not in listed[0]
+    assert listed[0]["last_used_at"] and secret not in alice.page("/plugins/ctfhost/tokens").text
+    in_ctfhost = ctfhost_get(live_server, f"/api/v1/tokens?team_id=user-{alice_id}")
+    assert [t["id"] for t in in_ctfhost] == [listed[0]["id"]] and in_ctfhost[0]["team_id"] == f"user-{alice_id}"
+    # bob sees none of them and cannot revoke hers
+    assert bob.api("GET", tokens_api).json()["data"] == []
+    assert bob.api("DELETE", f"{tokens_api}/{listed[0]['id']}").status_code == 404
+    assert requests.get(f"{live_server.url}/api/v1/instances", headers=bearer, timeout=20).status_code == 200
+    too_long = alice.api("POST", tokens_api, dict(wanted, expires="90"))
+    assert too_long.status_code == 422 and "at most 30 days" in too_long.json()["errors"]["expires"], too_long.text
+    # ctfhost down: a readable message, no traceback
+    admin.form("/admin/ctfhost/settings", {"url": down, "public_url": ctfd.url})
+    unavailable = alice.api("GET", tokens_api)
+    assert unavailable.status_code == 503 and unavailable.json()["message"] == "API tokens are not available right now. Try again in a minute."
+    admin.form("/admin/ctfhost/settings", {"url": live_server.url, "public_url": ctfd.url})
+    assert alice.api("DELETE", f"{tokens_api}/{listed[0]['id']}").json()["success"] is True
+    assert requests.get(f"{live_server.url}/api/v1/instances", headers=bearer, timeout=20).status_code == 401
+    assert alice.api("GET", tokens_api).json()["data"] == []
     overview = admin.page("/admin/ctfhost").text
     assert instance["id"] in overview and bob_instance["id"] in overview and "bob (user)" in overview and "alice (user)" in overview
     # the flag-sharing table shows what ctfhost sends, and no column that stays empty
@@ -530,6 +609,9 @@ def test_ctfhost_challenges_in_a_real_ctfd(app, live_server, ctfd, guarded, work
     switched = admin.api("PATCH", "/api/v1/configs", {"user_mode": "teams"})
     assert switched.status_code == 200, switched.text
     assert alice.api("GET", teams_path).json()["code"] == "no_team"
+    teamless = alice.page("/plugins/ctfhost/tokens")
+    assert teamless.status_code == 403 and "join or create a team before you can create API tokens" in teamless.text
+    assert alice.api("POST", "/api/v1/plugins/ctfhost/tokens", {"name": "x", "expires": "1", "scopes": ["events"]}).json()["code"] == "no_team"
     team_ids = {}
     for name, player in (("bob", bob), ("alice", alice)):  # CTFd numbers teams 1, 2: team 2 has alice's user id
         made = player.form("/teams/new", {"name": f"team-{name}", "password": "team-password"})

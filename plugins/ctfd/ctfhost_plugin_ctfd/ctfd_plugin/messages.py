@@ -42,8 +42,8 @@ TOKENS_NO_TEAM = "You need to join or create a team before you can create API to
 TOKENS_DISABLED = "The organizers have turned off API tokens for players."
 TOKENS_UNAVAILABLE = "API tokens are not available right now. Try again in a minute."
 TOKENS_REFUSED_CREDENTIALS = "The instance service refused to manage tokens for CTFd. Tell the organizers."
-TOKEN_FORM = "Check the fields marked below."
-TOKEN_REFUSED = "The instance service refused this token: check the fields marked below."
+TOKEN_FORM = "Check the marked fields."
+TOKEN_REFUSED = "The instance service refused this token: check the marked fields."
 NO_SUCH_TOKEN = "No such token: it may have been revoked already."
 
 
