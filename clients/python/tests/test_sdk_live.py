@@ -35,8 +35,9 @@ def test_start_waits_until_running_then_get_list_renew_open_and_stop(scenario, d
     assert [i.id for i in listed] == [instance.id] and listed.total == 1
     assert client.instances.find(scenario.challenge_id).id == instance.id
 
+    time.sleep(1.1)  # a renew must extend the expiry: now + TTL must pass the launch's own by a second
     renewal = client.instances.renew(instance.id)
-    assert isinstance(renewal, Renewal) and renewal.expires_at >= instance.expires_at
+    assert isinstance(renewal, Renewal) and renewal.expires_at > instance.expires_at and renewal.seconds_added >= 1
 
     link = client.instances.access_link(instance.id)
     assert isinstance(link, AccessLink)
