@@ -83,7 +83,7 @@ class Caller:
     """The team behind an MCP request: its token as sent, and what the API should see of the request."""
 
     authorization: str
-    team: object  # the team id as the token holds it (an int for CTFd's numeric ids)
+    team_id: str
     token_id: str
     remote_addr: str = "127.0.0.1"
     headers: dict = field(default_factory=dict)
@@ -116,7 +116,7 @@ class Gateway:
                                "not the admin token")
         return Caller(
             authorization=authorization,
-            team=getattr(principal, "team", None) or principal.team_id,
+            team_id=principal.team_id,
             token_id=principal.token_id,
             remote_addr=remote_addr,
             headers={name: headers[name] for name in PASSED_HEADERS if headers.get(name)},
@@ -191,26 +191,27 @@ def add_access_links(gateway, caller, view):
 
 def launch(gateway, caller, challenge_id, wait):
     """POST /api/v1/instances (asking the server to wait when it can); the team's active instance if it has one."""
-    body = {"team_id": caller.team, "challenge_id": challenge_id}
+    # no team_id: a team token's launch is for its own team
     try:
-        _, instance = gateway.call(caller, "POST", "/api/v1/instances", body=body, query={"wait": wait})
+        _, instance = gateway.call(caller, "POST", "/api/v1/instances", body={"challenge_id": challenge_id},
+                                   query={"wait": wait})
         return instance, False
     except RestError as exc:
         if exc.status != 409:
             raise
         # already running one (an agent retrying a start, or a harness reusing it); else the 409 stands
         try:
-            _, instance = gateway.call(caller, "GET", f"/api/v1/instances/team/{caller.team}/{challenge_id}")
+            _, instance = gateway.call(caller, "GET", f"/api/v1/instances/team/{caller.team_id}/{challenge_id}")
         except RestError:
             raise exc from None
         return instance, True
 
 
-def start_and_wait(gateway, caller, challenge_id, timeout_seconds, progress=None):
+def start_and_wait(gateway, caller, challenge_id, timeout_seconds):
     """Launch (or find) the team's instance of a challenge and wait until it runs: its view with access links."""
     deadline = time.monotonic() + timeout_seconds
     instance, reused = launch(gateway, caller, challenge_id, min(timeout_seconds, MAX_SERVER_WAIT_SECONDS))
-    instance = wait_while_pending(gateway, caller, instance, deadline, progress)
+    instance = wait_while_pending(gateway, caller, instance, deadline)
     view = instance_view(instance)
     view["reused"] = reused
     if view["status"] == "pending":
@@ -224,7 +225,7 @@ def start_and_wait(gateway, caller, challenge_id, timeout_seconds, progress=None
     return add_access_links(gateway, caller, view)
 
 
-def wait_while_pending(gateway, caller, instance, deadline, progress=None):
+def wait_while_pending(gateway, caller, instance, deadline):
     """Read the instance until it is no longer pending or the deadline passes.
 
     Asks the server to wait for a change (GET ...?wait=); a server that
@@ -234,8 +235,6 @@ def wait_while_pending(gateway, caller, instance, deadline, progress=None):
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        if progress is not None:
-            progress(f"instance {instance['id']} is pending (phase {instance.get('phase') or 'queued'})")
         asked = time.monotonic()
         _, instance = gateway.call(caller, "GET", f"/api/v1/instances/{instance['id']}",
                                    query={"wait": max(1, min(int(left), MAX_SERVER_WAIT_SECONDS))})
@@ -264,8 +263,7 @@ def stop(gateway, caller, instance_id):
 
 def grade_flag(gateway, caller, challenge_id, flag, record):
     path = "/api/v1/submissions" if record else "/api/v1/submissions/verify"
-    _, verdict = gateway.call(caller, "POST", path, body={"team_id": caller.team, "challenge_id": challenge_id,
-                                                          "flag": flag})
+    _, verdict = gateway.call(caller, "POST", path, body={"challenge_id": challenge_id, "flag": flag})
     return verdict
 
 
@@ -303,21 +301,29 @@ def require_sdk():
     )
 
 
-def build_server(gateway):
+def thread_runner(anyio):
+    """`await in_thread(fn, *args)`: fn(*args) in a worker thread, at most THREADS at once in this process."""
+    limiter = []  # made on first use, inside the server's event loop
+
+    async def in_thread(fn, *args):
+        if not limiter:
+            limiter.append(anyio.CapacityLimiter(THREADS))
+        return await anyio.to_thread.run_sync(fn, *args, limiter=limiter[0])
+
+    return in_thread
+
+
+def build_server(gateway, in_thread):
     """The MCPServer with ctfhost's seven tools, each dispatching its REST request as the HTTP request's caller."""
     sdk = require_sdk()
-    anyio, Context, ToolError, ToolAnnotations, Field = sdk.anyio, sdk.Context, sdk.ToolError, sdk.ToolAnnotations, sdk.Field
-    limiter = {}
+    Context, ToolError, ToolAnnotations, Field = sdk.Context, sdk.ToolError, sdk.ToolAnnotations, sdk.Field
 
     async def run(ctx, operation, *args, **kwargs):
         caller = ctx.request_context.request.scope.get(CALLER_KEY)
         if caller is None:  # only the HTTP app below serves this server, and it always sets the caller
             raise ToolError("401 Unauthorized: no team token on this request")
-        if "threads" not in limiter:
-            limiter["threads"] = anyio.CapacityLimiter(THREADS)
         try:
-            return await anyio.to_thread.run_sync(lambda: operation(gateway, caller, *args, **kwargs),
-                                                  limiter=limiter["threads"])
+            return await in_thread(lambda: operation(gateway, caller, *args, **kwargs))
         except RestError as exc:
             raise ToolError(exc.describe()) from None
 
@@ -351,10 +357,7 @@ def build_server(gateway):
         (openssl, ncat, pwntools). If your team already runs an instance of this challenge, returns that one
         (reused: true). Fails with the instance's error if it cannot start, and with its id if it is still
         starting after timeout_seconds. Needs the token scope `instances:write` (and `instances:read`)."""
-        def progress(message):
-            anyio.from_thread.run(ctx.report_progress, 0, None, message)
-
-        return await run(ctx, start_and_wait, challenge_id, timeout_seconds, progress=progress)
+        return await run(ctx, start_and_wait, challenge_id, timeout_seconds)
 
     @server.tool(annotations=ToolAnnotations(readOnlyHint=True, idempotentHint=True, openWorldHint=False))
     async def instance_status(
@@ -404,7 +407,8 @@ def build_asgi_app(app, host="127.0.0.1"):
     """The ASGI app serving MCP at MCP_PATH for `app`'s API; refuses a request without a team token with 401."""
     sdk = require_sdk()
     gateway = Gateway(app)
-    server = build_server(gateway)
+    in_thread = thread_runner(sdk.anyio)
+    server = build_server(gateway, in_thread)
     # Stateless: every request stands alone, so replicas need no sticky sessions. The SDK's DNS-rebinding
     # check (Host must be localhost) would refuse every request through a proxy; it guards servers that
     # trust any local caller, and this one trusts none without a bearer token a browser cannot attach.
@@ -428,7 +432,7 @@ def build_asgi_app(app, host="127.0.0.1"):
             headers = {key.decode("latin-1").title(): value.decode("latin-1") for key, value in scope["headers"]}
             client = scope.get("client") or ("127.0.0.1", 0)
             try:
-                scope[CALLER_KEY] = await sdk.anyio.to_thread.run_sync(gateway.identify, headers, client[0])
+                scope[CALLER_KEY] = await in_thread(gateway.identify, headers, client[0])
             except Refused as refused:
                 return await reply(send, refused.status, refused.body(),
                                    [(b"www-authenticate", b'Bearer realm="ctfhost"')] if refused.status == 401 else [])
