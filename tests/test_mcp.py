@@ -232,6 +232,12 @@ def test_tool_errors_carry_the_apis_answer(mcp_url, api, admin, challenge, worke
     assert error and "instance_id" in text, text
 
 
+def test_starting_a_closed_challenge_is_the_apis_409(mcp_url, api, admin, challenge, worker_id):
+    assert api.post(f"/api/v1/challenges/{CHALLENGE}/deactivate").status_code == 200
+    error, text = in_session(mcp_url, token(admin, "red"), call("start_instance", challenge_id=CHALLENGE))
+    assert error and "409 Conflict: " in text, text
+
+
 def test_a_token_without_the_scope_gets_a_tool_error_naming_it(mcp_url, admin, challenge):
     secret = token(admin, "red", scopes=["instances:read", "instances:write"])
     error, text = in_session(mcp_url, secret, call("submit_flag", challenge_id=CHALLENGE, flag="flag{x}"))
@@ -291,3 +297,23 @@ def test_flask_ctfhost_mcp_serves_the_endpoint(app, tmp_path):
         assert status == 401 and "Bearer" in body["message"]
     finally:
         service.stop()
+
+
+class ImpatientServer:
+    """A gateway whose server ignores ?wait= (as before it could wait): the instance runs at its third read."""
+
+    def __init__(self):
+        self.reads = []
+
+    def call(self, caller, method, path, body=None, query=None):
+        self.reads.append((time.monotonic(), query))
+        return 200, {"id": "i-1", "status": "running" if len(self.reads) >= 3 else "pending", "phase": None}
+
+
+def test_waiting_reads_again_every_half_second_when_the_server_answers_at_once():
+    gateway = ImpatientServer()
+    instance = mcp_server.wait_while_pending(gateway, None, {"id": "i-1", "status": "pending"}, time.monotonic() + 10)
+    assert instance["status"] == "running" and len(gateway.reads) == 3
+    (first, query), (second, _), _ = gateway.reads
+    assert 1 <= query["wait"] <= mcp_server.MAX_SERVER_WAIT_SECONDS
+    assert second - first >= mcp_server.POLL_SECONDS * 0.9
