@@ -58,7 +58,14 @@ class Refused(Exception):
         return {"code": self.status, "status": HTTPStatus(self.status).phrase, "message": self.message}
 
 
-class RestError(Exception):
+class ToolFailure(Exception):
+    """A tool's anticipated failure: the agent reads describe()."""
+
+    def describe(self):
+        return str(self)
+
+
+class RestError(ToolFailure):
     """The API answered a tool's request with an error; its message is what the agent reads."""
 
     def __init__(self, status, body=None, retry_after=None):
@@ -215,13 +222,12 @@ def start_and_wait(gateway, caller, challenge_id, timeout_seconds):
     view = instance_view(instance)
     view["reused"] = reused
     if view["status"] == "pending":
-        raise RestError(504, {"message": f"instance {view['id']} of {challenge_id} is still pending after "
-                                         f"{timeout_seconds} s (phase {view['phase'] or 'queued'}); call "
-                                         f"instance_status('{view['id']}') to follow it, or stop_instance"})
+        raise ToolFailure(f"instance {view['id']} of {challenge_id} is still pending after {timeout_seconds} s "
+                          f"(phase {view['phase'] or 'queued'}); it keeps starting: call "
+                          f"instance_status('{view['id']}') to follow it, or stop_instance")
     if view["status"] != "running":
-        reason = view.get("error") or "no reason given"
-        raise RestError(502, {"message": f"instance {view['id']} of {challenge_id} failed to start "
-                                         f"(status {view['status']}): {reason}"})
+        raise ToolFailure(f"instance {view['id']} of {challenge_id} failed to start (status {view['status']}): "
+                          f"{view.get('error') or 'no reason given'}")
     return add_access_links(gateway, caller, view)
 
 
@@ -324,7 +330,7 @@ def build_server(gateway, in_thread):
             raise ToolError("401 Unauthorized: no team token on this request")
         try:
             return await in_thread(lambda: operation(gateway, caller, *args, **kwargs))
-        except RestError as exc:
+        except ToolFailure as exc:
             raise ToolError(exc.describe()) from None
 
     server = sdk.MCPServer("ctfhost", title="ctfhost", version=__version__, instructions=INSTRUCTIONS)
