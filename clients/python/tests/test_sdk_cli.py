@@ -2,6 +2,7 @@
 
 import io
 import json
+import pathlib
 import subprocess
 import time
 
@@ -121,3 +122,30 @@ def test_the_console_script(scenario):
     assert done.returncode == 4 and done.stderr.startswith("ctfhost: error: 404")
     done = subprocess.run([venv_bin("ctfhost"), "--help"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "exit codes:" in done.stdout
+
+
+def test_the_readme_quick_start_runs(scenario, api, drive, monkeypatch):
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0].replace("web-babysql", scenario.challenge_id)
+    assert len(code.strip().splitlines()) <= 10
+    monkeypatch.setenv("CTFHOST_URL", scenario.url)
+    monkeypatch.setenv("CTFHOST_TOKEN", scenario.token)
+    operator = scenario.key_client()
+
+    def solve(endpoint):
+        (instance,) = operator.instances.list(challenge_id=scenario.challenge_id, status="running")
+        assert instance.endpoint == endpoint
+        return instance.flag
+
+    namespace = {"solve": solve, "print": lambda *args: None}
+    drive(scenario.worker_id, exec, code, namespace)
+    assert namespace["instance"].status == "running"
+    assert operator.instances.get(namespace["instance"].id).status == "destroyed"
+
+
+@pytest.mark.parametrize("document", ["clients/python/README.md", "docs/automation.md"])
+def test_the_documented_exit_codes_are_the_commands(document):
+    text = (pathlib.Path(__file__).parents[3] / document).read_text()
+    table = text.split("| exit code | meaning |", 1)[1].split("\n\n", 1)[0]
+    documented = {int(line.split("|")[1]) for line in table.splitlines()[2:] if line.startswith("| ")}
+    assert documented == set(cli.EXIT_CODES) | {cli.INTERRUPTED}

@@ -1,12 +1,15 @@
 """Live events through the SDK: a launch's phases, Last-Event-ID replay, team isolation, reconnects; and ?wait=."""
 
+import io
+import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
 
+import httpx
 import pytest
 
-from ctfhost_client import Client, Event, Forbidden
+from ctfhost_client import Client, Event, Forbidden, cli
 from sdk_stubs import LosingProxy, _Server
 from sdk_support import FAST, TEAM, mint_token
 
@@ -49,6 +52,17 @@ def test_reconnecting_with_last_event_id_replays_what_was_missed_and_only_the_te
     # the API key sees every team's, filtered as asked
     with other.events(team_id="99", last_event_id=since, max_duration=3) as stream:
         assert {event.team_id for event in stream} == {"99"}
+
+
+def test_the_event_model_has_the_fields_the_server_sends(scenario, drive):
+    since = f"{int(time.time() * 1000) - 1000}-0"
+    drive(scenario.worker_id, scenario.team_client().instances.start, scenario.challenge_id)
+    headers = {"Authorization": f"Bearer {scenario.token}", "Last-Event-ID": since}
+    with httpx.stream("GET", f"{scenario.url}/api/v1/events", headers=headers, timeout=10) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        line = next(line for line in response.iter_lines() if line.startswith("data: "))
+    sent = json.loads(line[len("data: "):])
+    assert set(sent) == set(Event.field_names())
 
 
 def test_the_events_scope_is_needed(scenario, admin):
@@ -134,3 +148,19 @@ def test_the_iterator_reconnects_with_last_event_id_and_skips_heartbeats():
     finally:
         stub.server.shutdown()
         stub.server.server_close()
+
+
+def test_the_events_command(scenario, drive):
+    since = f"{int(time.time() * 1000) - 1000}-0"
+    instance = drive(scenario.worker_id, scenario.team_client().instances.start, scenario.challenge_id)
+    env = {"CTFHOST_URL": scenario.url, "CTFHOST_TOKEN": scenario.token}
+    out = io.StringIO()
+    code = cli.main(["events", "--json", "--instance", instance.id, "--last-event-id", since, "--duration", "2"],
+                    stdout=out, stderr=io.StringIO(), environ=env)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert code == 0 and lines[0]["type"] == "instance.created" and lines[-1]["type"] == "instance.running"
+    out = io.StringIO()
+    cli.main(["events", "--challenge", scenario.challenge_id, "--type", "instance.running", "--last-event-id", since,
+              "--duration", "2"], stdout=out, stderr=io.StringIO(), environ=env)
+    assert "instance.running" in out.getvalue() and instance.id in out.getvalue()
+    assert "instance.phase" not in out.getvalue()

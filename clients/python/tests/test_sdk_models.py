@@ -11,13 +11,18 @@ def schemas(app):
     return spec["components"]["schemas"]
 
 
-@pytest.mark.parametrize("model", MODELS, ids=lambda model: model.__name__)
+@pytest.mark.parametrize("model", [m for m in MODELS if m.SCHEMA], ids=lambda model: model.__name__)
 def test_model_fields_match_the_openapi_schema(model, schemas):
     assert model.SCHEMA in schemas, f"/openapi.json has no schema {model.SCHEMA!r} for {model.__name__}"
     properties = set(schemas[model.SCHEMA].get("properties", {}))
     fields = set(model.field_names())
     assert not fields - properties, f"{model.__name__} has fields the server's {model.SCHEMA} lacks"
     assert not properties - fields, f"the server's {model.SCHEMA} has properties {model.__name__} lacks"
+
+
+def test_only_the_event_has_no_schema():
+    # the event stream is text/event-stream in the spec: Event is checked against the live JSON instead
+    assert [m.__name__ for m in MODELS if not m.SCHEMA] == ["Event"]
 
 
 def test_every_answer_schema_of_the_sdks_routes_has_a_model(schemas):
