@@ -91,7 +91,8 @@ class Instances(Resource):
         if on_progress is not None and not use_events:
             on_progress(instance)
         if instance.status == "pending" and use_events:
-            instance = self._follow_events(instance, deadline, on_progress)
+            instance, followed = self._follow_events(instance, deadline, on_progress)
+            use_events = followed  # without the stream, polling passes on the snapshots
         return self._await(instance, deadline, timeout, on_progress if not use_events else None)
 
     def wait(self, instance_id, timeout=300.0, on_progress=None):
@@ -183,11 +184,16 @@ class Instances(Resource):
                 time.sleep(MIN_POLL_SECONDS)
 
     def _follow_events(self, instance, deadline, on_progress):
-        """Pass the instance's events to on_progress until it runs or fails; its latest state (polling takes over on trouble)."""
+        """Pass the instance's events to on_progress until it runs or fails: (its latest state, whether the stream served).
+
+        On trouble with the stream (no events scope, an older server, Redis
+        down) polling with ?wait= takes over.
+        """
         # the stream replays events after this id: one just before the instance was created, in the server's clock
         since = f"{int(instance.created_at.timestamp() * 1000) - 1000}-0" if instance.created_at else None
         remaining = None if deadline is None else max(0.1, deadline - time.monotonic())
         stream = self._client.events(instance_id=instance.id, last_event_id=since, max_duration=remaining)
+        followed = True
         try:
             for event in stream:
                 if event.instance_id not in (None, "", instance.id):
@@ -196,10 +202,10 @@ class Instances(Resource):
                 if event.type in ("instance.running", "instance.error", "instance.expired", "instance.destroyed"):
                     break
         except (errors.Forbidden, errors.NotFound, errors.Invalid, errors.Unavailable, errors.ConnectionFailed):
-            pass  # no stream for this caller or server now: polling with ?wait= finishes the wait
+            followed = False
         finally:
             stream.close()
-        return self.get(instance.id)
+        return self.get(instance.id), followed
 
 
 class Submissions(Resource):
