@@ -6,10 +6,10 @@ PIP := $(VENV)/bin/pip
 
 .PHONY: demo demo-system demo-stop test test-sqlite test-postgresql system venv clean
 
-$(VENV)/.installed: setup.cfg pyproject.toml plugins/docker_runtime/setup.cfg plugins/traefik/setup.cfg plugins/ctfd/setup.cfg plugins/kctf_runtime/setup.cfg plugins/kata_runtime/setup.cfg dev/setup.cfg
+$(VENV)/.installed: setup.cfg pyproject.toml plugins/docker_runtime/setup.cfg plugins/traefik/setup.cfg plugins/ctfd/setup.cfg plugins/kctf_runtime/setup.cfg plugins/kata_runtime/setup.cfg dev/setup.cfg clients/python/setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[postgresql,serve,test]' -e 'plugins/docker_runtime[test]' -e 'plugins/traefik[test]' -e 'plugins/ctfd[test]' -e 'plugins/kctf_runtime[test]' -e 'plugins/kata_runtime[test]' -e dev
+	$(PIP) install -q -e '.[postgresql,serve,test,mcp]' -e 'plugins/docker_runtime[test]' -e 'plugins/traefik[test]' -e 'plugins/ctfd[test]' -e 'plugins/kctf_runtime[test]' -e 'plugins/kata_runtime[test]' -e 'clients/python[test]' -e dev
 	touch $@
 
 venv: $(VENV)/.installed

@@ -53,6 +53,15 @@ SETTINGS = {
     # a worker agent serves its own /metrics on this port (its RQ processes' launches, destroys, expiries); 0: off
     "WORKER_METRICS_PORT": (int, 0),
     "WORKER_METRICS_ADDRESS": (str, "127.0.0.1"),
+    # live events (GET /api/v1/events): how many and how long the Redis Stream keeps them for reconnecting clients
+    "EVENTS_MAX_LENGTH": (int, 100000),
+    "EVENTS_RETENTION_SECONDS": (int, 3600),
+    # event streams and ?wait= requests one serving process holds at once (503 beyond; the LaneWorker's stream lane)
+    "EVENTS_MAX_STREAMS": (int, 1000),
+    # a comment line on an idle stream this often, so proxies keep it open
+    "EVENTS_HEARTBEAT_SECONDS": (float, 15.0),
+    # instance.expiring is sent this long before an instance expires
+    "EVENTS_EXPIRING_SECONDS": (int, 300),
 }
 
 

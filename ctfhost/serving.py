@@ -13,6 +13,13 @@ request that changes instances (POST, PUT, PATCH or DELETE under
 database one at a time anyway), in the order they arrived; everything else
 keeps the `--threads` pool. The request line is read with MSG_PEEK, so
 nothing is consumed before gunicorn parses the request as usual.
+
+Requests that wait — an event stream (GET /api/v1/events) or a `?wait=`
+on /api/v1/instances — hold their thread for minutes, so they get a lane of
+their own too: CTFHOST_EVENTS_MAX_STREAMS threads, made as needed. A
+thousand open streams never take a thread of the `--threads` pool, and the
+API answers beside them. (gunicorn's `--worker-connections`, default 1000,
+bounds the connections of a process: raise it with the streams.)
 """
 
 import selectors
@@ -27,6 +34,7 @@ from ctfhost.config import from_environment
 
 LANE_METHODS = (b"POST", b"PUT", b"PATCH", b"DELETE")
 LANE_PATH = b"/api/v1/instances"
+STREAM_PATH = b"/api/v1/events"
 # enough for the longest request line the lane cares about
 PEEK_BYTES = 256
 
@@ -40,6 +48,18 @@ def in_launch_lane(head):
     return path == LANE_PATH or path.startswith(LANE_PATH + b"/")
 
 
+def in_stream_lane(head):
+    """Whether a request whose first bytes are `head` may wait long: the event stream, or a `?wait=` on instances."""
+    _method, _, rest = head.partition(b" ")
+    target = rest.split(b" ", 1)[0]
+    path, _, query = target.partition(b"?")
+    if path == STREAM_PATH:
+        return True
+    if not (path == LANE_PATH or path.startswith(LANE_PATH + b"/")):
+        return False
+    return any(part.startswith(b"wait=") and part not in (b"wait=", b"wait=0") for part in query.split(b"&"))
+
+
 class LaneWorker(ThreadWorker):
     """gunicorn's threaded worker with a separate, first-come-first-served lane for instance changes."""
 
@@ -48,6 +68,9 @@ class LaneWorker(ThreadWorker):
         self.lane_pool = (
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="launch-lane") if threads > 0 else None
         )
+        streams = from_environment()["CTFHOST_EVENTS_MAX_STREAMS"]
+        # one more than the app admits: the one beyond is answered 503 instead of waiting for a thread
+        self.stream_pool = futures.ThreadPoolExecutor(max_workers=streams + 1, thread_name_prefix="stream-lane")
         super().init_process()
 
     def request_head(self, conn):
@@ -67,18 +90,21 @@ class LaneWorker(ThreadWorker):
             return b""  # gunicorn's own handling meets the error
 
     def enqueue_req(self, conn):
-        if self.lane_pool is None:
-            return super().enqueue_req(conn)
         head = self.request_head(conn)
         if head is None and self.wait_for_request_line(conn):
             return
-        if head and in_launch_lane(head):
-            main, self.tpool = self.tpool, self.lane_pool  # the base class submits to self.tpool
-            try:
-                return super().enqueue_req(conn)
-            finally:
-                self.tpool = main
+        if head and in_stream_lane(head):
+            return self._enqueue_in(self.stream_pool, conn)
+        if head and self.lane_pool is not None and in_launch_lane(head):
+            return self._enqueue_in(self.lane_pool, conn)
         return super().enqueue_req(conn)
+
+    def _enqueue_in(self, pool, conn):
+        main, self.tpool = self.tpool, pool  # the base class submits to self.tpool
+        try:
+            return super().enqueue_req(conn)
+        finally:
+            self.tpool = main
 
     def wait_for_request_line(self, conn):
         """Park a connection that sent nothing yet until it does; False when this gunicorn cannot.
@@ -100,14 +126,17 @@ class LaneWorker(ThreadWorker):
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(readable, conn))
         return True
 
+    def _shutdown_lanes(self):
+        for pool in (self.lane_pool, self.stream_pool):
+            if pool is not None:
+                pool.shutdown(wait=False)
+
     def handle_quit(self, sig, frame):
-        if self.lane_pool is not None:
-            self.lane_pool.shutdown(wait=False)
+        self._shutdown_lanes()
         super().handle_quit(sig, frame)
 
     def run(self):
         try:
             super().run()
         finally:
-            if self.lane_pool is not None:
-                self.lane_pool.shutdown(wait=False)
+            self._shutdown_lanes()

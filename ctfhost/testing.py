@@ -7,6 +7,7 @@ A test needing a part this machine lacks is skipped with the reason; with
 ``CI=true`` it fails instead, so CI never reports a skipped test as passing.
 """
 
+import http.client as http_client
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import json
 import os
@@ -573,6 +574,63 @@ def http(method, url, body=None, headers=None, timeout=10):
         return status, json.loads(raw) if raw else None
     except ValueError:
         return status, raw.decode("utf-8", "replace")
+
+
+class EventStream:
+    """A client of GET /api/v1/events: reads Server-Sent Events one at a time (and the comment lines, counted)."""
+
+    def __init__(self, url, headers, path="/api/v1/events", timeout=10):
+        parts = urllib.parse.urlsplit(url)
+        self.connection = http_client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        self.connection.request("GET", path, headers={"Accept": "text/event-stream", **headers})
+        self.sock = self.connection.sock  # the connection forgets it once the answer says it will close
+        self.response = self.connection.getresponse()
+        self.status = self.response.status
+        self.comments = []
+
+    def next(self, timeout=10):
+        """The next event as {"id", "event", "data"} (data parsed), or None when the stream ends; TimeoutError if none
+        comes within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        fields = {}
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no event within {timeout} s")
+            self.sock.settimeout(left)
+            try:
+                line = self.response.readline()
+            except (socket.timeout, TimeoutError):
+                raise TimeoutError(f"no event within {timeout} s") from None
+            if not line:
+                return None
+            line = line.decode().rstrip("\r\n")
+            if not line:
+                if "data" in fields:
+                    fields["data"] = json.loads(fields["data"])
+                    return fields
+                continue
+            if line.startswith(":"):
+                self.comments.append(line[1:].strip())
+                continue
+            name, _, value = line.partition(":")
+            fields[name] = value[1:] if value.startswith(" ") else value
+
+    def until(self, predicate, timeout=10):
+        """Events read until one satisfies `predicate` (it included)."""
+        seen, deadline = [], time.monotonic() + timeout
+        while True:
+            event = self.next(max(0.05, deadline - time.monotonic()))
+            if event is None:
+                raise AssertionError(f"the stream ended; events so far: {[e['event'] for e in seen]}")
+            seen.append(event)
+            if predicate(event):
+                return seen
+
+    def close(self):
+        self.response.close()
+        self.connection.close()
+        self.sock.close()
 
 
 def fetch_via_proxy(proxy_port, hostname, path="/", timeout=5, headers=None):

@@ -11,6 +11,15 @@ def to_iso(value):
     return value.replace(microsecond=0).isoformat() + "Z"
 
 
+def to_iso_ms(value):
+    """ISO 8601 UTC with milliseconds (event times, which clients compare and measure)."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return value.isoformat(timespec="milliseconds") + "Z"
+
+
 def parse_iso(text):
     """Parse ISO 8601 (with Z or an offset) into naive UTC."""
     value = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))

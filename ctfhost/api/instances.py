@@ -129,6 +129,23 @@ def check_team(team_id):
         raise Forbidden(f"a team token acts for its own team only, not for team {team_id}")
 
 
+MAX_WAIT_SECONDS = 120
+
+
+class LaunchWaitSchema(Schema):
+    wait = fields.Integer(
+        strict=False, validate=validate.Range(min=0, max=MAX_WAIT_SECONDS),
+        metadata={"description": "Answer once the instance is running or failed (201), or after this many seconds "
+                  "with it still pending (202); 0 or absent: at once"})
+
+
+class GetWaitSchema(Schema):
+    wait = fields.Integer(
+        strict=False, validate=validate.Range(min=0, max=MAX_WAIT_SECONDS),
+        metadata={"description": "Answer once the instance's status differs from its status when the request "
+                  "arrived, or after this many seconds; 0 or absent: at once"})
+
+
 class RenewSchema(Schema):
     expires_at = UTCDateTime()
     seconds_added = StrictInteger()
@@ -151,27 +168,39 @@ class Instances(MethodView):
 
     @blp.allow(API_KEY, TEAM, scope=WRITE)
     @blp.arguments(LaunchSchema)
-    @blp.response(201, InstanceSchema, description="The pending instance; its endpoint is final.")
+    @blp.arguments(LaunchWaitSchema, location="query", as_kwargs=True)
+    @blp.response(201, InstanceSchema, description="The pending instance (its endpoint is final); with `wait`, "
+                  "the instance once running or failed.")
+    @blp.alt_response(202, schema=InstanceSchema, description="With `wait`: still pending when the wait ran out.")
     @blp.alt_response(404, schema=ErrorSchema, description="No such challenge.")
     @blp.alt_response(409, schema=ErrorSchema, description="The team already has an active instance of it, or the challenge is not active (only the admin launches drafts and inactive ones).")
     @blp.alt_response(429, schema=ErrorSchema, description="max_instances_per_team reached, or launch_cooldown_seconds not over (Retry-After).")
     @blp.alt_response(503, schema=ErrorSchema, description="No worker has room, or the queue is down; nothing was created.")
-    def post(self, data):
-        """Launch an instance for a team"""
+    def post(self, data, wait=0):
+        """Launch an instance for a team (`?wait=` to answer once it runs)"""
         team_id = team_of_request(data["team_id"])
         check_team(team_id)
-        return shaped(service.create_instance(team_id, data["challenge_id"], enforce_limits=limited(),
-                                              allow_inactive=not limited()), 201)
+        instance = service.create_instance(team_id, data["challenge_id"], enforce_limits=limited(),
+                                           allow_inactive=not limited())
+        if wait:
+            instance = service.wait_for_change(instance.id, "pending", wait)
+            if instance.status == "pending":
+                return shaped(instance, 202)
+        return shaped(instance, 201)
 
 
 @blp.route("/<uuid:instance_id>")
 class InstanceById(MethodView):
     @blp.allow(API_KEY, TEAM, scope=READ)
+    @blp.arguments(GetWaitSchema, location="query", as_kwargs=True)
     @blp.response(200, InstanceSchema)
     @blp.alt_response(404, schema=ErrorSchema, description="No such instance.")
-    def get(self, instance_id):
-        """Get an instance"""
-        return shaped(own(service.get_instance(instance_id)))
+    def get(self, instance_id, wait=0):
+        """Get an instance (`?wait=` to answer once its status changes)"""
+        instance = own(service.get_instance(instance_id))
+        if wait:
+            instance = service.wait_for_change(instance.id, instance.status, wait)
+        return shaped(instance)
 
     @blp.allow(API_KEY, TEAM, scope=WRITE)
     @blp.response(204, description="Ended; its route is gone and a job removes its resources.")

@@ -9,7 +9,8 @@ import swagger_ui_bundle
 from flask_smorest import Api
 from werkzeug.http import HTTP_STATUS_CODES
 
-from ctfhost.api import access, audit, challenges, cluster, health, instances, meta, settings, submissions, tokens, workers
+from ctfhost.api import (access, audit, challenges, cluster, events, health, instances, meta, settings, submissions,
+                         tokens, workers)
 from ctfhost.api.auth import SECURITY_SCHEMES
 from ctfhost.api.fields import UTCDateTime
 from ctfhost.api.metrics import register_metrics
@@ -95,7 +96,8 @@ def register_api(app):
     )
     app.register_blueprint(assets)
 
-    for module in (health, meta, challenges, instances, access, submissions, workers, cluster, settings, tokens, audit):
+    for module in (health, meta, challenges, instances, access, submissions, events, workers, cluster, settings, tokens,
+                   audit):
         api.register_blueprint(module.blp)
     app.after_request(audit.record_request)
     register_metrics(app)

@@ -15,7 +15,7 @@ from ctfhost.worker import queue
 from ctfhost.db import database, is_postgresql
 from ctfhost.models import ACTIVE, Challenge, Instance, InstanceEndpoint, Worker, utcnow
 from ctfhost.plugins import get_plugins
-from ctfhost.services import flags, settings, workers
+from ctfhost.services import events, flags, settings, workers
 from ctfhost.services.errors import Conflict, NotFound, TooManyRequests, Unavailable
 from ctfhost.services.placement import choose_worker
 from ctfhost.timeutil import to_iso
@@ -129,7 +129,7 @@ def _duplicate(team_id, challenge_id):
 
 
 def _start(instance, challenge):
-    """Queue the launch of a freshly committed instance; undo it if the queue is down."""
+    """Queue the launch of a freshly committed instance (and tell listeners); undo it if the queue is down."""
     try:
         queue.enqueue_launch(instance, readiness_timeout(challenge))
     except Exception as exc:
@@ -138,6 +138,9 @@ def _start(instance, challenge):
             if Instance.delete().where(Instance.id == instance.id, Instance.status == "pending").execute():
                 InstanceEndpoint.delete().where(InstanceEndpoint.instance_id == instance.id).execute()
         raise Unavailable("the job queue is unavailable; nothing was launched, try again") from None
+    events.publish("instance.created", instance, {"status": instance.status, "endpoint": instance.endpoint,
+                                                  "expires_at": to_iso(instance.expires_at)})
+    events.phase(instance, "queued", events.launch_eta(instance))
 
 
 def _lock_team(team_id):
@@ -246,6 +249,10 @@ def end_instance(instance, status, error=None, only_from=ACTIVE):
     if changed:
         instance.status, instance.error, instance.ended_at = status, error, now
         get_plugins().route(instance, "withdraw")
+        if status == "error":
+            events.instance_error(instance, public_error(error), error)
+        else:
+            events.publish(f"instance.{status}", instance)
     return bool(changed)
 
 
@@ -325,6 +332,7 @@ def restart_instance(instance_id, enforce_limits=True, allow_inactive=False):
     old = get_instance(old.id)
     get_plugins().route(old, "withdraw")
     _queue_destroy(old)
+    events.publish("instance.restarted", old, {"replaced_by": str(new.id)})
     return new
 
 
@@ -433,6 +441,7 @@ def renew_instance(instance_id, enforce_limits=True):
         # the proxy may check access itself against the instance's expiry (the Traefik plugin's middleware)
         instance.expires_at, instance.renewals = new_expiry, instance.renewals + 1
         get_plugins().route(instance, "publish")
+    events.publish("instance.renewed", instance, {"expires_at": to_iso(new_expiry), "seconds_added": added})
     return new_expiry, added
 
 
@@ -464,3 +473,47 @@ def expire_due(now=None, batch=EXPIRY_BATCH, deadline=None):
                 _queue_destroy(instance)
         if len(due) < batch or (deadline is not None and time.monotonic() >= deadline):
             return expired
+
+
+def warn_expiring(within_seconds, now=None, batch=EXPIRY_BATCH):
+    """Publish `instance.expiring` once per expiry for running instances that end within `within_seconds`."""
+    now = now or utcnow()
+    soon = list(
+        Instance.select()
+        .where(Instance.status == "running", Instance.expires_at > now,
+               Instance.expires_at <= now + datetime.timedelta(seconds=within_seconds))
+        .order_by(Instance.expires_at)
+        .limit(batch)
+    )
+    return [instance.id for instance in soon
+            if events.warn_once(instance, (instance.expires_at - now).total_seconds())]
+
+
+def wait_for_change(instance_id, status, seconds):
+    """The instance once its status is no longer `status`, or when `seconds` have passed.
+
+    It wakes on the instance's events (one shared reader of the stream per
+    process) and looks at the database at least every 2 s, so a lost event
+    only delays the answer. It gives its database connection back while it
+    waits: hundreds of waiting requests hold none.
+    """
+    deadline = time.monotonic() + seconds
+    try:
+        listener = events.hub().listen(events.Filter(instance_id=instance_id))
+    except events.TooManyListeners:
+        listener = None
+    try:
+        while True:
+            instance = get_instance(instance_id)
+            remaining = deadline - time.monotonic()
+            if instance.status != status or remaining <= 0:
+                return instance
+            if not database.is_closed() and not database.in_transaction():
+                database.close()
+            if listener is not None:
+                listener.next(min(remaining, 2.0))
+            else:
+                time.sleep(min(remaining, 0.5))
+    finally:
+        if listener is not None:
+            events.hub().forget(listener)

@@ -5,6 +5,7 @@ import datetime
 from flask import current_app
 
 from ctfhost.models import ACTIVE, Challenge, FlagSharingEvent, Instance, utcnow
+from ctfhost.services import events
 from ctfhost.services.errors import Conflict, NotFound
 
 
@@ -34,6 +35,8 @@ def grade(team_id, challenge_id, flag, record=True):
     if own:
         instance = own[0]
         if instance.status in ACTIVE or (instance.ended_at and utcnow() - instance.ended_at <= _grace()):
+            if record:
+                events.publish("submission.correct", instance, {"instance_id": str(instance.id)})
             return {"correct": True, "message": "correct", "instance_id": instance.id, "shared": False}
         return {
             "correct": False,

@@ -23,7 +23,7 @@ from ctfhost.models import Worker
 from ctfhost.plugins import UnknownRuntime, get_plugins
 from ctfhost.redis_client import connect, redis_connection
 from ctfhost.services.errors import Conflict, NotFound
-from ctfhost.services.instances import expire_due
+from ctfhost.services.instances import expire_due, warn_expiring
 from ctfhost.services import workers as worker_service
 from ctfhost.worker import lifecycle
 from ctfhost.worker.jobs import JobWorker
@@ -291,7 +291,9 @@ class Agent:
 
         def _sweep():
             deadline = time.monotonic() + SWEEP_BUDGET_SECONDS
-            return expire_due(deadline=deadline), lifecycle.fail_instances_of_lost_workers()
+            expired = expire_due(deadline=deadline)
+            warn_expiring(self.app.config["CTFHOST_EVENTS_EXPIRING_SECONDS"])
+            return expired, lifecycle.fail_instances_of_lost_workers()
 
         try:
             expired, lost = self._in_context(_sweep)

@@ -9,10 +9,11 @@ from ctfhost import metrics
 from ctfhost.worker import queue
 from ctfhost.hooktypes import LaunchError, TransientError
 from ctfhost.db import database
+from ctfhost.timeutil import to_iso, to_iso_ms
 from ctfhost.models import ACTIVE, Challenge, Instance, InstanceEndpoint, Worker, utcnow
 from ctfhost.plugins import get_plugins
-from ctfhost.services import pulls, workers
-from ctfhost.services.instances import end_instance, lost_worker_reason, readiness_timeout
+from ctfhost.services import events, pulls, workers
+from ctfhost.services.instances import end_instance, lost_worker_reason, readiness_timeout, renewal_terms
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +151,13 @@ def launch(instance_id, final_attempt=True):
     plugins = get_plugins()
     queued = (utcnow() - instance.created_at).total_seconds()
     marks = [("begin", time.monotonic())]
+    eta = _Eta(instance)
+    events.phase(instance, "placed", eta())
     try:
         timeout = readiness_timeout(challenge)
-        _pull_missing(plugins, challenge, instance, worker)
+        _pull_missing(plugins, challenge, instance, worker, eta)
         marks.append(("pulled", time.monotonic()))
+        events.phase(instance, "starting", eta())
         started = plugins.launch(challenge, instance, worker, timeout)
         deadline = time.monotonic() + timeout
         endpoints = _endpoint_backends(instance, started)
@@ -165,6 +169,7 @@ def launch(instance_id, final_attempt=True):
         marks.append(("launch", time.monotonic()))
         if not _still_pending(instance.id):
             raise LaunchError("the instance ended while it was starting")
+        events.phase(instance, "probing", eta())
         if started.probe:
             wait_ready(instance, worker, started, timeout, deadline=deadline)
         for endpoint, endpoint_backend in endpoints:
@@ -176,6 +181,7 @@ def launch(instance_id, final_attempt=True):
             if state is not None and not state.alive:
                 raise LaunchError(state.reason or "a service of the instance stopped while starting")
         marks.append(("ready", time.monotonic()))
+        events.phase(instance, "routing", eta())
         plugins.wait_routed(instance, timeout)
         marks.append(("routed", time.monotonic()))
         log.info(
@@ -195,6 +201,7 @@ def launch(instance_id, final_attempt=True):
             remove_resources(instance, worker)
             return Instance.get_by_id(instance.id).status
         metrics.record_launch("running", launch_phases(queued, marks))
+        _announce_running(instance, now)
         return "running"
     except TransientError as exc:
         if not final_attempt:
@@ -205,6 +212,28 @@ def launch(instance_id, final_attempt=True):
     except Exception as exc:
         fail_launch(instance, worker, _reason(exc))
         return "error"
+
+
+class _Eta:
+    """A launch's ETA (seconds until running) from its challenge's recent launches: read once, counted down."""
+
+    def __init__(self, instance):
+        self.remaining = events.launch_eta(instance)
+        self.at = time.monotonic()
+
+    def __call__(self):
+        if self.remaining is None:
+            return None
+        return round(max(0.0, self.remaining - (time.monotonic() - self.at)), 2)
+
+
+def _announce_running(instance, started_at):
+    instance.status, instance.started_at = "running", started_at
+    renewal_terms([instance])
+    events.publish("instance.running", instance, {
+        "endpoint": instance.endpoint, "endpoints": instance.endpoint_list, "expires_at": to_iso(instance.expires_at),
+        "started_at": to_iso_ms(started_at)})
+    events.record_launch_seconds(instance.challenge_id, (started_at - instance.created_at).total_seconds())
 
 
 # the launch's marks, and the phase of ctfhost_launch_duration_seconds each one ends
@@ -218,7 +247,7 @@ def launch_phases(queued, marks):
     ]
 
 
-def _pull_missing(plugins, challenge, instance, worker):
+def _pull_missing(plugins, challenge, instance, worker, eta):
     """Pull the images of `challenge` the worker lacks (the instance says `pulling` meanwhile); a failed pull fails
     the launch with the engine's reason."""
     missing = [image for image in pulls.images_of(challenge)
@@ -226,6 +255,7 @@ def _pull_missing(plugins, challenge, instance, worker):
     if not missing:
         return
     Instance.update(phase="pulling").where(Instance.id == instance.id, Instance.status == "pending").execute()
+    events.phase(instance, "pulling", eta())
     for image in missing:
         pulls.record(worker.id, challenge.runtime, image, "pulling")
         try:

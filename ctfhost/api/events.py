@@ -1,0 +1,110 @@
+"""GET /api/v1/events: live instance events as Server-Sent Events, replayed after a Last-Event-ID."""
+
+import json
+
+from flask import Response, current_app, request
+from marshmallow import Schema, ValidationError, fields, validate, validates
+from redis.exceptions import RedisError
+
+from ctfhost.api.auth import API_KEY, TEAM, Blueprint, current_principal
+from ctfhost.api.instances import check_team
+from ctfhost.redis_client import redis_connection
+from ctfhost.services import events as service
+from ctfhost.services.errors import Invalid, Unavailable
+
+blp = Blueprint("events", __name__, url_prefix="/api/v1", description="Live instance events (Server-Sent Events).")
+
+# how long a client waits before reconnecting after the stream drops (the SSE `retry:` field)
+RECONNECT_MS = 3000
+# replayed at most this many events after a Last-Event-ID
+REPLAY_LIMIT = 10000
+
+
+class EventArgsSchema(Schema):
+    team_id = fields.String(validate=validate.Length(min=1, max=64),
+                            metadata={"description": "Only this team's events (a team token: always its own team)"})
+    challenge_id = fields.String(validate=validate.Length(min=1, max=63))
+    instance_id = fields.UUID()
+    types = fields.String(
+        validate=validate.Length(min=1, max=500),
+        metadata={"description": f"Comma-separated event types (any of: {', '.join(service.TYPES)})"})
+    last_event_id = fields.String(
+        validate=validate.Length(min=3, max=40),
+        metadata={"description": "Replay the kept events after this id, as the Last-Event-ID header does "
+                  "(for clients that cannot set headers)"})
+
+    @validates("types")
+    def _known_types(self, value, **kwargs):
+        unknown = sorted({t.strip() for t in value.split(",")} - set(service.TYPES))
+        if unknown:
+            raise ValidationError(f"unknown event type(s) {', '.join(map(repr, unknown))}; "
+                                  f"known: {', '.join(service.TYPES)}")
+
+
+def sse(event, private):
+    body = json.dumps(event.as_dict(private), sort_keys=True, separators=(",", ":"))
+    return f"id: {event.id}\nevent: {event.type}\ndata: {body}\n\n"
+
+
+def _stream(hub, listener, replay, private, heartbeat):
+    """The response body: replayed events, then live ones, with a comment line whenever it is idle."""
+    try:
+        yield f"retry: {RECONNECT_MS}\n: connected\n\n"
+        seen = (-1, -1)
+        for event in replay:
+            if listener.wants(event):
+                seen = event.order
+                yield sse(event, private)
+        while True:
+            event = listener.next(heartbeat)
+            if event is None:
+                yield ": keepalive\n\n"
+            elif event.order > seen:
+                yield sse(event, private)
+    finally:
+        hub.forget(listener)
+
+
+@blp.route("/events")
+@blp.allow(API_KEY, TEAM, scope="events")
+@blp.arguments(EventArgsSchema, location="query")
+@blp.doc(responses={"200": {
+    "description": "`text/event-stream`: each event has `id`, `event` (its type) and `data` (JSON: id, type, time, "
+                   "team_id, challenge_id, instance_id, data); `: keepalive` comments while idle. Reconnect with "
+                   "`Last-Event-ID` to receive what was missed (kept for CTFHOST_EVENTS_RETENTION_SECONDS).",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
+@blp.alt_response(422, description="A bad filter or Last-Event-ID.")
+@blp.alt_response(503, description="Redis is unreachable, or this process holds its most streams (Retry-After).")
+def stream(args):
+    """Follow instance events live: a team token gets its own team's; the API key and the admin everyone's, filtered"""
+    principal = current_principal()
+    team_id = args.get("team_id")
+    if principal.is_team:
+        if team_id is not None:
+            check_team(team_id)
+        team_id = principal.team_id
+    types = {t.strip() for t in args["types"].split(",")} if args.get("types") else None
+    wants = service.Filter(team_id, args.get("challenge_id"), args.get("instance_id"), types)
+    after = request.headers.get("Last-Event-ID") or args.get("last_event_id")
+    if after is not None and not service.valid_id(after):
+        raise Invalid({"headers": {"Last-Event-ID": [f"{after[:40]!r} is not an event id (like 1764745200000-0)"]}})
+    try:
+        redis_connection().ping()
+    except RedisError:
+        raise Unavailable("the event stream (Redis) is unavailable; try again", headers={"Retry-After": "5"}) from None
+    hub = service.hub()
+    try:
+        listener = hub.listen(wants)
+    except service.TooManyListeners as exc:
+        raise Unavailable(f"{exc}; try again", headers={"Retry-After": "5"}) from None
+    try:
+        # after listening: an event published while the replay is read reaches the listener too
+        replay = service.read_after(redis_connection(), after, REPLAY_LIMIT) if after else []
+    except Exception:
+        hub.forget(listener)
+        raise
+    heartbeat = current_app.config["CTFHOST_EVENTS_HEARTBEAT_SECONDS"]
+    # no stream_with_context: the request (and its database connection) ends here, the body streams without it
+    body = _stream(hub, listener, replay, private=not principal.is_team, heartbeat=heartbeat)
+    return Response(body, mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

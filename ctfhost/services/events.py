@@ -1,0 +1,302 @@
+"""Live instance events: published to a Redis Stream, replayed after a Last-Event-ID, fanned out to local listeners.
+
+Every process that changes an instance (the API, worker jobs, the expiry
+sweep) appends an event to one Redis Stream, capped in length
+(CTFHOST_EVENTS_MAX_LENGTH) and age (CTFHOST_EVENTS_RETENTION_SECONDS). A
+stream's entry id is the event's id, so a client reconnecting with the last
+id it saw gets every later entry still kept.
+
+A serving process reads the stream once, in one thread (`EventHub`), and
+hands each entry to the listeners registered in that process: open SSE
+streams and requests waiting (`?wait=`) for an instance to change. However
+many clients listen, a process holds one blocking read on Redis.
+
+Publishing never fails the change it reports: the database is the source of
+truth, and an event lost while Redis is down is only a late notice.
+"""
+
+import json
+import logging
+import queue
+import threading
+import time
+
+import redis
+from flask import current_app
+
+from ctfhost.models import utcnow
+from ctfhost.redis_client import connect, redis_connection
+from ctfhost.timeutil import to_iso, to_iso_ms
+
+log = logging.getLogger(__name__)
+
+STREAM = "ctfhost:events"
+# each challenge's recent launch time (created to running), for the ETA of a launch's phases
+LAUNCH_SECONDS = "ctfhost:events:launch-seconds"
+WARNED = "ctfhost:events:expiring:"
+
+TYPES = (
+    "instance.created", "instance.phase", "instance.running", "instance.renewed", "instance.restarted",
+    "instance.expiring", "instance.expired", "instance.destroyed", "instance.error", "submission.correct",
+)
+# a launch's phases, in order
+PHASES = ("queued", "placed", "pulling", "starting", "probing", "routing")
+# what only operators read: a failure's detail (team tokens get its public message)
+PRIVATE_DATA = ("detail",)
+# how often a publishing process trims entries older than the retention
+TRIM_EVERY_SECONDS = 10.0
+_last_trim = [0.0]
+
+
+def _settings(app=None):
+    config = (app or current_app).config
+    return config["CTFHOST_EVENTS_MAX_LENGTH"], config["CTFHOST_EVENTS_RETENTION_SECONDS"]
+
+
+def publish(kind, instance=None, data=None, *, team_id=None, challenge_id=None):
+    """Append an event about `instance` (or a team and challenge) to the stream; its id, or None when Redis is down."""
+    if instance is not None:
+        team_id, challenge_id = instance.team_id, instance.challenge_id
+    fields = {
+        "type": kind,
+        "time": to_iso_ms(utcnow()),
+        "team_id": "" if team_id is None else str(team_id),
+        "challenge_id": challenge_id or "",
+        "instance_id": "" if instance is None else str(instance.id),
+        "data": json.dumps(data or {}, sort_keys=True, default=str),
+    }
+    max_length, retention = _settings()
+    try:
+        conn = redis_connection()
+        event_id = conn.xadd(STREAM, fields, maxlen=max_length, approximate=True)
+        now = time.monotonic()
+        if now - _last_trim[0] >= TRIM_EVERY_SECONDS:
+            _last_trim[0] = now
+            oldest = int(time.time() * 1000) - int(retention * 1000)
+            conn.xtrim(STREAM, minid=f"{oldest}-0", approximate=True)
+        return event_id.decode()
+    except redis.exceptions.RedisError as exc:
+        log.warning("event %s of instance %s not published (Redis: %s)", kind, fields["instance_id"] or "-", exc)
+        return None
+
+
+def instance_error(instance, message, detail):
+    publish("instance.error", instance, {"message": message, "detail": detail})
+
+
+def phase(instance, name, eta_seconds=None):
+    """The launch of `instance` entered phase `name` (one of PHASES)."""
+    publish("instance.phase", instance, {"phase": name, "at": to_iso_ms(utcnow()), "eta_seconds": eta_seconds})
+
+
+def launch_eta(instance):
+    """Seconds until `instance` (pending) should be running, from its challenge's recent launches; None if unknown."""
+    try:
+        recent = redis_connection().hget(LAUNCH_SECONDS, instance.challenge_id)
+    except redis.exceptions.RedisError:
+        return None
+    if recent is None:
+        return None
+    elapsed = (utcnow() - instance.created_at).total_seconds()
+    return round(max(0.0, float(recent) - elapsed), 2)
+
+
+def record_launch_seconds(challenge_id, seconds):
+    """Fold one launch's created-to-running time into its challenge's recent figure (a moving average)."""
+    try:
+        conn = redis_connection()
+        recent = conn.hget(LAUNCH_SECONDS, challenge_id)
+        value = seconds if recent is None else 0.7 * float(recent) + 0.3 * seconds
+        conn.hset(LAUNCH_SECONDS, challenge_id, f"{value:.3f}")
+    except redis.exceptions.RedisError:
+        pass
+
+
+def warn_once(instance, seconds_left):
+    """Publish `instance.expiring` for this expiry of the instance unless done already (a renew makes a new expiry)."""
+    key = f"{WARNED}{instance.id}:{int(instance.expires_at.timestamp())}"
+    try:
+        first = redis_connection().set(key, "1", nx=True, ex=max(60, int(seconds_left) + 60))
+    except redis.exceptions.RedisError:
+        return False
+    if first:
+        publish("instance.expiring", instance,
+                {"expires_at": to_iso(instance.expires_at), "seconds_left": max(0, int(seconds_left))})
+    return bool(first)
+
+
+# -- reading ----------------------------------------------------------------------------------------
+
+
+class Event:
+    """One event as read from the stream."""
+
+    __slots__ = ("id", "type", "time", "team_id", "challenge_id", "instance_id", "data", "order")
+
+    def __init__(self, event_id, fields):
+        self.id = event_id
+        self.order = id_order(event_id)
+        self.type = fields.get("type", "")
+        self.time = fields.get("time")
+        self.team_id = fields.get("team_id") or None
+        self.challenge_id = fields.get("challenge_id") or None
+        self.instance_id = fields.get("instance_id") or None
+        try:
+            self.data = json.loads(fields.get("data") or "{}")
+        except ValueError:
+            self.data = {}
+
+    @classmethod
+    def from_entry(cls, entry):
+        event_id, raw = entry
+        return cls(_text(event_id), {_text(k): _text(v) for k, v in raw.items()})
+
+    def as_dict(self, private=True):
+        data = self.data if private else {k: v for k, v in self.data.items() if k not in PRIVATE_DATA}
+        return {"id": self.id, "type": self.type, "time": self.time, "team_id": self.team_id,
+                "challenge_id": self.challenge_id, "instance_id": self.instance_id, "data": data}
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def id_order(event_id):
+    """A stream id ("ms-seq") as a tuple that sorts as Redis does; (-1, -1) for anything else."""
+    ms, _, seq = str(event_id).partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return -1, -1
+
+
+def valid_id(event_id):
+    return id_order(event_id) != (-1, -1)
+
+
+def read_after(conn, event_id, count=10000):
+    """The kept events after `event_id`, oldest first (at most `count`)."""
+    return [Event.from_entry(entry) for entry in conn.xrange(STREAM, min=f"({event_id}", max="+", count=count)]
+
+
+def last_id(conn):
+    """The id of the newest kept event, or "0-0"."""
+    entries = conn.xrevrange(STREAM, count=1)
+    return _text(entries[0][0]) if entries else "0-0"
+
+
+class Filter:
+    """Which events a listener wants: by team, challenge, instance and type (None: any)."""
+
+    def __init__(self, team_id=None, challenge_id=None, instance_id=None, types=None):
+        self.team_id = None if team_id is None else str(team_id)
+        self.challenge_id = challenge_id
+        self.instance_id = None if instance_id is None else str(instance_id)
+        self.types = frozenset(types) if types else None
+
+    def __call__(self, event):
+        return ((self.team_id is None or event.team_id == self.team_id)
+                and (self.challenge_id is None or event.challenge_id == self.challenge_id)
+                and (self.instance_id is None or event.instance_id == self.instance_id)
+                and (self.types is None or event.type in self.types))
+
+
+class Listener:
+    """A queue of the events one client wants, fed by the hub's thread."""
+
+    def __init__(self, wants):
+        self.wants = wants
+        self.events = queue.SimpleQueue()
+
+    def offer(self, event):
+        if self.wants(event):
+            self.events.put(event)
+
+    def next(self, timeout):
+        """The next event, or None after `timeout` seconds without one."""
+        try:
+            return self.events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
+class TooManyListeners(Exception):
+    """This process holds as many listeners as CTFHOST_EVENTS_MAX_STREAMS allows."""
+
+
+class EventHub:
+    """One process's reader of the stream: one thread, one blocking read, any number of listeners."""
+
+    BLOCK_MS = 5000
+    RETRY_SECONDS = 1.0
+
+    def __init__(self, redis_url, max_listeners):
+        self.redis_url = redis_url
+        self.max_listeners = max_listeners
+        self.listeners = set()
+        self.lock = threading.Lock()
+        self.thread = None
+        self.connected = threading.Event()
+
+    def listen(self, wants):
+        """A new Listener; TooManyListeners when the process holds its most."""
+        listener = Listener(wants)
+        with self.lock:
+            if len(self.listeners) >= self.max_listeners:
+                raise TooManyListeners(f"this server process holds {len(self.listeners)} event listeners, its most "
+                                       f"(CTFHOST_EVENTS_MAX_STREAMS)")
+            self.listeners.add(listener)
+            if self.thread is None or not self.thread.is_alive():
+                self.connected.clear()
+                self.thread = threading.Thread(target=self._run, name="ctfhost-event-hub", daemon=True)
+                self.thread.start()
+        # events published from now on reach the listener once the reader has its position
+        self.connected.wait(timeout=2)
+        return listener
+
+    def forget(self, listener):
+        with self.lock:
+            self.listeners.discard(listener)
+
+    def count(self):
+        with self.lock:
+            return len(self.listeners)
+
+    def _run(self):
+        # a connection of its own: the read blocks for BLOCK_MS at a time
+        conn = connect(self.redis_url)
+        conn.connection_pool.connection_kwargs["socket_timeout"] = self.BLOCK_MS / 1000 + 5
+        position = None
+        while True:
+            with self.lock:
+                if not self.listeners:
+                    self.thread = None
+                    return
+            try:
+                if position is None:
+                    position = last_id(conn)
+                    self.connected.set()
+                found = conn.xread({STREAM: position}, block=self.BLOCK_MS, count=1000)
+            except redis.exceptions.RedisError as exc:
+                log.warning("event hub: Redis unreachable (%s); retrying", exc)
+                self.connected.set()  # listeners go on with heartbeats and their own checks
+                time.sleep(self.RETRY_SECONDS)
+                continue
+            for _stream, entries in found or ():
+                for entry in entries:
+                    event = Event.from_entry(entry)
+                    position = event.id
+                    with self.lock:
+                        listeners = list(self.listeners)
+                    for listener in listeners:
+                        listener.offer(event)
+
+
+def hub(app=None):
+    """This process's EventHub (made on first use)."""
+    app = app or current_app
+    found = app.extensions.get("ctfhost.event_hub")
+    if found is None:
+        found = app.extensions["ctfhost.event_hub"] = EventHub(
+            app.config["CTFHOST_REDIS_URL"], app.config["CTFHOST_EVENTS_MAX_STREAMS"])
+    return found
