@@ -71,16 +71,16 @@ def measure_latency(bench, launches):
 
 
 class Streams:
-    """S raw SSE connections, drained by one selector thread that counts the events each receives."""
+    """Raw SSE connections (one per credentials header), drained by one selector thread counting each one's events."""
 
-    def __init__(self, port, api_key, count):
+    def __init__(self, port, credentials):
         self.selector = selectors.DefaultSelector()
         self.events = {}
         self.refused = 0
         self.stop = threading.Event()
-        request = (f"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: {api_key}\r\n"
-                   "Accept: text/event-stream\r\n\r\n").encode()
-        for _ in range(count):
+        for header in credentials:
+            request = (f"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n{header}\r\n"
+                       "Accept: text/event-stream\r\n\r\n").encode()
             sock = socket.create_connection(("127.0.0.1", port), timeout=30)
             sock.sendall(request)
             head = b""
@@ -114,6 +114,9 @@ class Streams:
     def open(self):
         return len(self.selector.get_map())
 
+    def received(self):
+        return sorted(self.events.values())
+
     def close(self):
         self.stop.set()
         self.thread.join(timeout=5)
@@ -137,29 +140,8 @@ def app_process_stats(bench):
     return None, None, None
 
 
-def measure_streams(bench, count, rate, reads):
-    import redis
-
-    from ctfhost.services.events import STREAM
-
-    conn = redis.Redis.from_url(bench.args.redis_url)
-    before = app_process_stats(bench)
-    opened_at = time.monotonic()
-    streams = Streams(bench.app_port, bench.api_key, count)
-    opened_in = time.monotonic() - opened_at
-    publishing = threading.Event()
-
-    def publish():
-        sent = 0
-        while not publishing.is_set():
-            conn.xadd(STREAM, {"type": "submission.correct", "time": "", "team_id": "bench", "challenge_id": "bench",
-                               "instance_id": "", "data": "{}"}, maxlen=10000, approximate=True)
-            sent += 1
-            time.sleep(1 / rate)
-        publish.sent = sent
-
-    publisher = threading.Thread(target=publish, daemon=True)
-    publisher.start()
+def api_reads(bench, reads):
+    """(p50, p95, max, failures) of `reads` paced GET /api/v1/instances?limit=20, ms."""
     latencies, failures = [], 0
     for _ in range(reads):
         started = time.perf_counter()
@@ -167,26 +149,87 @@ def measure_streams(bench, count, rate, reads):
         latencies.append((time.perf_counter() - started) * 1000)
         failures += status != 200
         time.sleep(0.05)
-    publishing.set()
+    return percentile(latencies, 50), percentile(latencies, 95), max(latencies), failures
+
+
+def publishing(conn, rate, teams):
+    """A thread XADDing events at `rate` per second, each for one of `teams` in turn, until .stop is set."""
+    from ctfhost.services.events import STREAM
+
+    stop = threading.Event()
+
+    def run():
+        sent = 0
+        while not stop.is_set():
+            conn.xadd(STREAM, {"type": "submission.correct", "time": "", "team_id": teams[sent % len(teams)],
+                               "challenge_id": "bench", "instance_id": "", "data": "{}"},
+                      maxlen=10000, approximate=True)
+            sent += 1
+            thread.sent = sent
+            time.sleep(1 / rate)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.sent = 0
+    thread.stop = stop
+    thread.start()
+    return thread
+
+
+def report(label, figures):
+    p50, p95, top, failures = figures
+    say(f"    {label}: GET /api/v1/instances p50 {p50:.1f} ms, p95 {p95:.1f} ms, max {top:.1f} ms, {failures} failed")
+
+
+def measure_streams(bench, count, rate, reads):
+    import redis
+
+    conn = redis.Redis.from_url(bench.args.redis_url)
+    report("no stream open", api_reads(bench, reads))
+    before = app_process_stats(bench)
+    # one team token per stream: each follows its own team, as players' and harnesses' clients do
+    teams, credentials = [], []
+    for number in range(count):
+        team = f"stream-{number}"
+        status, body = http("POST", f"{bench.api}/tokens", {"team_id": team, "name": "bench"}, bench.headers)
+        if status != 201:
+            raise RuntimeError(f"minting a token: {status} {body}")
+        teams.append(team)
+        credentials.append(f"Authorization: Bearer {body['token']}")
+    opened_at = time.monotonic()
+    streams = Streams(bench.app_port, credentials)
+    say(f"    {streams.open()} of {count} team streams open in {time.monotonic() - opened_at:.1f} s "
+        f"(refused {streams.refused}); the gunicorn worker: {before[1]} -> {app_process_stats(bench)[1]} threads, "
+        f"RSS {before[2]:.0f} -> {app_process_stats(bench)[2]:.0f} MiB")
+    report(f"{streams.open()} idle streams", api_reads(bench, reads))
+    publisher = publishing(conn, rate, teams)
+    figures = api_reads(bench, reads)
+    publisher.stop.set()
     publisher.join()
     time.sleep(1)
-    during = app_process_stats(bench)
-    received = sorted(streams.events[s] for s in streams.events)
-    result = {
-        "asked": count, "open": streams.open(), "refused": streams.refused, "opened_in_s": opened_in,
-        "published": publish.sent, "events_min": received[0] if received else 0,
-        "events_median": statistics.median(received) if received else 0,
-        "api_p50": percentile(latencies, 50), "api_p95": percentile(latencies, 95), "api_max": max(latencies),
-        "api_failures": failures, "threads_before": before[1], "threads": during[1], "rss_before": before[2],
-        "rss": during[2],
-    }
+    report(f"{streams.open()} streams, {rate:g} events/s each to its team's stream", figures)
+    received = streams.received()
+    say(f"    delivered: {sum(received)} of {publisher.sent} published (each event reaches its team's stream); "
+        f"streams still open {streams.open()}")
     streams.close()
-    return result
+    time.sleep(16)  # the server ends a closed stream at its next write: the keepalive (15 s)
+    # the worst case: every stream receives every event (the API key's unfiltered view)
+    everyone = Streams(bench.app_port, [f"x-api-key: {bench.api_key}"] * count)
+    publisher = publishing(conn, rate, teams)
+    figures = api_reads(bench, reads)
+    publisher.stop.set()
+    publisher.join()
+    time.sleep(1)
+    report(f"{everyone.open()} API-key streams, {rate:g} events/s each to EVERY stream", figures)
+    received = everyone.received()
+    say(f"    delivered: min {received[0] if received else 0}, median "
+        f"{statistics.median(received) if received else 0:g} per stream of {publisher.sent} published; "
+        f"the worker: {app_process_stats(bench)[1]} threads, RSS {app_process_stats(bench)[2]:.0f} MiB")
+    everyone.close()
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--launches", type=int, default=50, help="sequential launches timed for (a)")
+    parser.add_argument("--launches", type=int, default=50, help="sequential launches timed for (a); 0: skip (a)")
     parser.add_argument("--streams", type=int, default=500, help="event streams held open for (b)")
     parser.add_argument("--rate", type=float, default=20.0, help="events published per second during (b)")
     parser.add_argument("--reads", type=int, default=200, help="paced GET /api/v1/instances during (b)")
@@ -199,20 +242,14 @@ def main(argv=None):
     bench = launch_latency.Bench(args)
     try:
         bench.start()
-        say(f"(a) {ours.launches} launches, time from running in the database to the event at a client ...")
-        delays = measure_latency(bench, ours.launches)
-        say(f"    event delay: p50 {percentile(delays, 50):.1f} ms, p95 {percentile(delays, 95):.1f} ms, "
-            f"max {max(delays):.1f} ms over {len(delays)} launches")
+        if ours.launches:
+            say(f"(a) {ours.launches} launches, time from running in the database to the event at a client ...")
+            delays = measure_latency(bench, ours.launches)
+            say(f"    event delay: p50 {percentile(delays, 50):.1f} ms, p95 {percentile(delays, 95):.1f} ms, "
+                f"max {max(delays):.1f} ms over {len(delays)} launches")
         say(f"(b) {ours.streams} event streams on one gunicorn process (LaneWorker, --threads 8), "
             f"{ours.rate:g} events/s published, {ours.reads} paced API reads ...")
-        result = measure_streams(bench, ours.streams, ours.rate, ours.reads)
-        say(f"    streams open {result['open']} of {result['asked']} (refused {result['refused']}), opened in "
-            f"{result['opened_in_s']:.1f} s; events per stream: min {result['events_min']}, median "
-            f"{result['events_median']:g} of {result['published']} published")
-        say(f"    GET /api/v1/instances meanwhile: p50 {result['api_p50']:.1f} ms, p95 {result['api_p95']:.1f} ms, "
-            f"max {result['api_max']:.1f} ms, {result['api_failures']} failed")
-        say(f"    the gunicorn worker: {result['threads_before']} -> {result['threads']} threads, RSS "
-            f"{result['rss_before']:.0f} -> {result['rss']:.0f} MiB")
+        measure_streams(bench, ours.streams, ours.rate, ours.reads)
     finally:
         bench.stop()
 

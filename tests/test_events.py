@@ -7,12 +7,14 @@ import time
 
 import pytest
 
+from ctfhost.api.events import _stream
 from ctfhost.models import Instance, utcnow
 from ctfhost.redis_client import redis_connection
 from ctfhost.serving import in_stream_lane
 from ctfhost.services import events
-from ctfhost.services.instances import warn_expiring
+from ctfhost.services.instances import expire_due, warn_expiring
 from ctfhost.testing import API_KEY, EventStream, http, run_jobs
+from ctfhost.worker.agent import Agent
 
 pytestmark = pytest.mark.usefixtures("redis_server")
 
@@ -160,7 +162,6 @@ def test_errors_expiry_renewals_restarts_and_correct_flags_are_events(app, api, 
         "correct"]
     Instance.update(expires_at=utcnow() - datetime.timedelta(seconds=1)).where(
         Instance.id == restarted["id"]).execute()
-    from ctfhost.services.instances import expire_due
     assert expire_due() == [restarted["id"]]
     seen = stream.until(of_instance(restarted["id"], "instance.expired"))
     by_kind = {}
@@ -207,7 +208,6 @@ def test_the_expiring_warning_fires_once_per_expiry(app, api, team_api, challeng
 
 def test_the_agents_sweep_sends_the_warning(app, api, team_api, challenge, worker_id, streams):
     """The worker agent's expiry sweep is what calls warn_expiring, with CTFHOST_EVENTS_EXPIRING_SECONDS."""
-    from ctfhost.worker.agent import Agent
     team = team_api("red")
     stream = streams(bearer(team), "?types=instance.expiring")
     launched = team.post("/api/v1/instances", json={"challenge_id": "web-events"}).get_json()
@@ -345,3 +345,19 @@ def test_a_wait_out_of_range_is_named(api, challenge, worker_id, wait):
 ])
 def test_waiting_requests_take_the_stream_lane(head, expected):
     assert in_stream_lane(head) is expected
+
+
+def test_a_client_that_stops_reading_is_cut_off_not_buffered_forever(app, team_api, streams, monkeypatch):
+    monkeypatch.setattr(events.Listener, "BACKLOG", 5)
+    listener = events.Listener(events.Filter(team_id="red"))
+    for _ in range(7):
+        listener.offer(events.Event("1-0", {"type": "submission.correct", "team_id": "red"}))
+    assert listener.overflowed and listener.events.qsize() == 5
+    # a stream whose listener overflowed ends (its client reconnects with Last-Event-ID)
+    hub = events.hub(app)
+    stream = events.Listener(events.Filter())
+    stream.overflowed = True
+    hub.listeners.add(stream)
+    body = list(_stream(hub, stream, [], private=False, heartbeat=0.1))
+    assert body == [b"retry: 3000\n: connected\n\n"]
+    assert stream not in hub.listeners

@@ -5,12 +5,14 @@ import contextlib
 import os
 import sqlite3
 import time
+import uuid
 
 import psycopg2
 import pytest
 
 from ctfhost.serving import in_launch_lane
-from ctfhost.testing import API_KEY, app_server, free_port, http
+from ctfhost.services import events
+from ctfhost.testing import API_KEY, EventStream, app_server, free_port, http
 
 pytestmark = pytest.mark.usefixtures("redis_server")
 
@@ -133,4 +135,51 @@ def test_the_lane_can_be_turned_off(challenge, tmp_path):
         assert status is None  # one thread, busy with the launch
         assert statuses == [201]
     finally:
+        server.stop()
+
+
+def open_streams(url, count, token):
+    """`count` event streams held open on the server at `url` (ending in /api/v1): their readers."""
+    base = url.rsplit("/api/v1", 1)[0]
+    return [EventStream(base, {"Authorization": f"Bearer {token}"}) for _ in range(count)]
+
+
+def test_event_streams_hold_no_thread_of_the_api(team_api, tmp_path):
+    """With ONE --threads thread, 60 open event streams (and a waiting read) leave the API answering at once."""
+    token = team_api("streams").token["token"]
+    server, url = served("ctfhost.serving.LaneWorker", tmp_path, threads=1)
+    streams = []
+    try:
+        streams = open_streams(url, 60, token)
+        assert [stream.status for stream in streams] == [200] * 60
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(http, "GET", f"{url}/instances/{uuid.uuid4()}?wait=30", None,
+                                  {"Authorization": f"Bearer {token}"}, 40)
+            started = time.monotonic()
+            assert http("GET", f"{url}/health", timeout=5)[0] == 200
+            assert http("GET", f"{url}/instances", headers={"x-api-key": API_KEY}, timeout=5)[0] == 200
+            assert time.monotonic() - started < 3
+            assert waiting.result()[0] == 404  # no such instance: answered at once, nothing to wait for
+        # each stream is live: an event published now reaches all of them
+        events.publish("submission.correct", team_id="streams", challenge_id="lane")
+        for stream in streams:
+            assert stream.next(timeout=10)["event"] == "submission.correct"
+    finally:
+        for stream in streams:
+            stream.close()
+        server.stop()
+
+
+def test_without_the_stream_lane_one_stream_takes_the_only_thread(team_api, tmp_path):
+    """The control for the test above: in gunicorn's own threaded worker an open stream holds a pool thread."""
+    token = team_api("streams").token["token"]
+    server, url = served("gthread", tmp_path, threads=1)
+    streams = []
+    try:
+        streams = open_streams(url, 1, token)
+        assert streams[0].status == 200
+        assert http("GET", f"{url}/health", timeout=2)[0] is None  # timed out behind the stream
+    finally:
+        for stream in streams:
+            stream.close()
         server.stop()

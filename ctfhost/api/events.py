@@ -1,7 +1,5 @@
 """GET /api/v1/events: live instance events as Server-Sent Events, replayed after a Last-Event-ID."""
 
-import json
-
 from flask import Response, current_app, request
 from marshmallow import Schema, ValidationError, fields, validate, validates
 from redis.exceptions import RedisError
@@ -16,6 +14,7 @@ blp = Blueprint("events", __name__, url_prefix="/api/v1", description="Live inst
 
 # how long a client waits before reconnecting after the stream drops (the SSE `retry:` field)
 RECONNECT_MS = 3000
+KEEPALIVE = b": keepalive\n\n"
 # replayed at most this many events after a Last-Event-ID
 REPLAY_LIMIT = 10000
 
@@ -41,26 +40,21 @@ class EventArgsSchema(Schema):
                                   f"known: {', '.join(service.TYPES)}")
 
 
-def sse(event, private):
-    body = json.dumps(event.as_dict(private), sort_keys=True, separators=(",", ":"))
-    return f"id: {event.id}\nevent: {event.type}\ndata: {body}\n\n"
-
-
 def _stream(hub, listener, replay, private, heartbeat):
     """The response body: replayed events, then live ones, with a comment line whenever it is idle."""
     try:
-        yield f"retry: {RECONNECT_MS}\n: connected\n\n"
+        yield f"retry: {RECONNECT_MS}\n: connected\n\n".encode()
         seen = (-1, -1)
         for event in replay:
             if listener.wants(event):
                 seen = event.order
-                yield sse(event, private)
-        while True:
+                yield event.as_sse(private)
+        while not listener.overflowed:
             event = listener.next(heartbeat)
             if event is None:
-                yield ": keepalive\n\n"
+                yield KEEPALIVE
             elif event.order > seen:
-                yield sse(event, private)
+                yield event.as_sse(private)
     finally:
         hub.forget(listener)
 

@@ -131,7 +131,7 @@ def warn_once(instance, seconds_left):
 class Event:
     """One event as read from the stream."""
 
-    __slots__ = ("id", "type", "time", "team_id", "challenge_id", "instance_id", "data", "order")
+    __slots__ = ("id", "type", "time", "team_id", "challenge_id", "instance_id", "data", "order", "rendered")
 
     def __init__(self, event_id, fields):
         self.id = event_id
@@ -145,6 +145,7 @@ class Event:
             self.data = json.loads(fields.get("data") or "{}")
         except ValueError:
             self.data = {}
+        self.rendered = {}
 
     @classmethod
     def from_entry(cls, entry):
@@ -155,6 +156,14 @@ class Event:
         data = self.data if private else {k: v for k, v in self.data.items() if k not in PRIVATE_DATA}
         return {"id": self.id, "type": self.type, "time": self.time, "team_id": self.team_id,
                 "challenge_id": self.challenge_id, "instance_id": self.instance_id, "data": data}
+
+    def as_sse(self, private=True):
+        """The event as a Server-Sent Events message; rendered once, however many streams send it."""
+        found = self.rendered.get(private)
+        if found is None:
+            body = json.dumps(self.as_dict(private), sort_keys=True, separators=(",", ":"))
+            found = self.rendered[private] = f"id: {self.id}\nevent: {self.type}\ndata: {body}\n\n".encode()
+        return found
 
 
 def _text(value):
@@ -202,15 +211,30 @@ class Filter:
 
 
 class Listener:
-    """A queue of the events one client wants, fed by the hub's thread."""
+    """A queue of the events one client wants, fed by the hub's thread.
+
+    A client that stops reading while its connection stays open would make
+    the queue grow without end: past BACKLOG waiting events the listener is
+    `overflowed`, gets nothing more, and its stream ends (the client
+    reconnects with its Last-Event-ID and is replayed what it missed).
+    """
+
+    BACKLOG = 10000
 
     def __init__(self, wants):
         self.wants = wants
+        # SimpleQueue: a waiting thread wakes in C; queue.Queue's Python-level condition costs several times more
+        # with hundreds of streams
         self.events = queue.SimpleQueue()
+        self.overflowed = False
 
     def offer(self, event):
-        if self.wants(event):
-            self.events.put(event)
+        if self.overflowed or not self.wants(event):
+            return
+        if self.events.qsize() >= self.BACKLOG:
+            self.overflowed = True
+            return
+        self.events.put(event)
 
     def next(self, timeout):
         """The next event, or None after `timeout` seconds without one."""
