@@ -28,7 +28,7 @@ from ctfhost.api.auth import TEAM, authenticate
 
 MCP_PATH = "/api/v1/mcp"
 INSTALL_HINT = "pip install 'ctfhost[mcp]'"
-DEFAULT_PORT = 5002
+DEFAULT_PORT = 5003
 # what POST /api/v1/instances?wait= and GET /api/v1/instances/{id}?wait= accept
 MAX_SERVER_WAIT_SECONDS = 120
 # between two reads of a pending instance, when the server answers without waiting
