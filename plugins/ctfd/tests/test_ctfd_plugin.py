@@ -9,9 +9,11 @@ real HTTP server, with fake-runtime workers whose jobs run in-process.
 import configparser
 import datetime
 import fnmatch
+import importlib
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -1117,9 +1119,15 @@ def test_a_token_never_outlives_the_ctf():
     end = NOW + datetime.timedelta(days=2)
     wanted, _ = team_tokens.parse_request(form(expires="7"), team_tokens.PLAYER_SCOPES, 30, NOW, not_after=end)
     assert wanted.expires_at == end
-    # an end already past (CTFd lets players in after it) caps nothing
+    custom = form(expires="custom", expires_on="2030-01-20")
+    assert team_tokens.parse_request(custom, team_tokens.PLAYER_SCOPES, 30, NOW, not_after=end)[0].expires_at == end
+    # an end already past (CTFd's "view after CTF" lets players in after it): no token at all, not a 30-day one
     past = NOW - datetime.timedelta(days=1)
-    assert team_tokens.parse_request(form(), team_tokens.PLAYER_SCOPES, 30, NOW, not_after=past)[0].expires_at > NOW
+    assert team_tokens.latest_expiry(30, NOW, past) == past
+    for asked in (form(), form(expires="30"), custom):
+        wanted, errors = team_tokens.parse_request(asked, team_tokens.PLAYER_SCOPES, 30, NOW, not_after=past)
+        assert wanted is None and errors == {"expires": messages.TOKENS_CTF_ENDED}
+    assert team_tokens.parse_request(form(), team_tokens.PLAYER_SCOPES, 30, NOW, not_after=NOW)[0] is None  # ends now
     # the organisers may offer `tokens`
     offered = team_tokens.PLAYER_SCOPES + ("tokens",)
     assert team_tokens.parse_request(form(scopes=["tokens"]), offered, 30, NOW)[0].scopes == ("tokens",)
@@ -1160,6 +1168,140 @@ class FakeTokens:
 
 def keeper(client, team_id=5, **options):
     return team_tokens.TeamTokens(client, team_id, now=lambda: NOW, **options)
+
+
+def test_nobody_mints_once_the_ctf_has_ended():
+    client = FakeTokens()
+    past = NOW - datetime.timedelta(minutes=1)
+    ended = keeper(client, not_after=past).mint(form())
+    assert ended.status == 403 and (ended.body["code"], ended.body["message"]) == ("closed", messages.TOKENS_CTF_ENDED)
+    assert client.calls == []
+    assert keeper(client, not_after=past).list().status == 200  # the team still sees (and may revoke) what it has
+    soon = NOW + datetime.timedelta(hours=3)
+    minted = keeper(client, not_after=soon).mint(form(expires="30"))
+    assert minted.status == 201 and client.calls[-1][3] == soon  # capped at the end, never later
+
+
+@pytest.mark.parametrize(
+    "end, running, admin, message",
+    [
+        (NOW - datetime.timedelta(days=1), False, False, messages.TOKENS_CTF_ENDED),  # "view after CTF" changes nothing
+        (NOW - datetime.timedelta(days=1), True, True, messages.TOKENS_CTF_ENDED),  # not even an admin
+        (NOW, False, True, messages.TOKENS_CTF_ENDED),
+        (NOW + datetime.timedelta(days=1), False, False, messages.TOKENS_CTF_NOT_RUNNING),  # not started yet
+        (NOW + datetime.timedelta(days=1), False, True, None),  # an admin tries the page before the start
+        (NOW + datetime.timedelta(days=1), True, False, None),
+        (None, True, False, None),
+        (None, False, False, messages.TOKENS_CTF_NOT_RUNNING),
+    ],
+)
+def test_tokens_are_minted_only_before_the_ctfs_end(end, running, admin, message):
+    problem = team_tokens.minting_closed(NOW, end, running, admin)
+    assert (problem.body()["message"] if problem else None) == message
+    if problem:
+        assert (problem.status, problem.body()["code"]) == (403, "closed")
+
+
+class FakeCtfd:
+    """Just enough of CTFd (and flask_restx) for api.py to import and serve a view, with settable CTF times."""
+
+    def __init__(self, monkeypatch):
+        import types
+        from unittest import mock
+
+        self.config = {}
+        self.admin = False
+        self.view_after = False
+        self.user = types.SimpleNamespace(id=5, team_id=None, type="user")
+        now = time.time
+
+        def ctftime():  # as CTFd's: between start and end, either unset meaning open
+            start, end = int(self.config.get("start") or 0), int(self.config.get("end") or 0)
+            return (not start or start < now()) and (not end or now() < end)
+
+        def module(name, **names):
+            made = types.ModuleType(name)
+            made.__dict__.update(names)
+            monkeypatch.setitem(sys.modules, name, made)
+
+        class Namespace:
+            def __init__(self, *args, **kwargs):
+                pass
+
+            def route(self, *args, **kwargs):
+                return lambda resource: resource
+
+        module("flask_restx", Namespace=Namespace, Resource=object)
+        module("CTFd")
+        module("CTFd.models", Challenges=object, Solves=object, db=mock.MagicMock())
+        module("CTFd.utils", get_config=self.config.get)
+        module("CTFd.utils.config", is_teams_mode=lambda: False)
+        module("CTFd.utils.dates", ctftime=ctftime, view_after_ctf=lambda: self.view_after,
+               ctf_ended=lambda: bool(self.config.get("end")) and now() > int(self.config["end"]))
+        module("CTFd.utils.decorators", admins_only=lambda view: view, require_verified_emails=lambda view: view)
+        module("CTFd.utils.user", get_current_user=lambda: self.user, is_admin=lambda: self.admin)
+        self.forget()
+        self.api = importlib.import_module("ctfhost_plugin_ctfd.ctfd_plugin.api")
+        self.tokens = FakeTokens()
+        monkeypatch.setattr(self.api, "ctfhost_client", lambda: self.tokens)
+
+    MODULES = ("api", "context", "models")
+
+    @classmethod
+    def forget(cls):
+        """The modules importing CTFd are imported afresh against the stand-ins, and forgotten afterwards."""
+        package = importlib.import_module("ctfhost_plugin_ctfd.ctfd_plugin")
+        for name in cls.MODULES:
+            sys.modules.pop(f"ctfhost_plugin_ctfd.ctfd_plugin.{name}", None)
+            package.__dict__.pop(name, None)
+
+    def mint(self, body):
+        import flask
+
+        with flask.Flask(__name__).test_request_context(method="POST", json=body):
+            return self.api.TeamTokenList().post()
+
+
+@pytest.fixture
+def ctfd(monkeypatch):
+    try:
+        yield FakeCtfd(monkeypatch)
+    finally:
+        FakeCtfd.forget()
+
+
+def test_the_tokens_api_refuses_minting_after_the_ctf_even_with_view_after_ctf(ctfd):
+    ctfd.config.update(start=str(int(time.time()) - 7 * 86400), end=str(int(time.time()) - 3600))
+    ctfd.view_after = True  # players may still open challenges and launch instances
+    assert ctfd.api.ctf_open()
+    for admin in (False, True):
+        ctfd.admin = admin
+        body, status, _ = ctfd.mint(form(expires="30"))
+        assert (status, body["code"], body["message"]) == (403, "closed", messages.TOKENS_CTF_ENDED)
+    assert ctfd.tokens.calls == []
+
+    # while it runs: minted for the player's own account, and the expiry stops at the end
+    ctfd.admin = False
+    end = int(time.time()) + 3600
+    ctfd.config["end"] = str(end)
+    body, status, _ = ctfd.mint(form(expires="30", team_id=6))
+    assert status == 201 and body["data"]["token"].startswith("cth_")
+    (_, team_id, _, expires_at, _), = ctfd.tokens.calls
+    assert team_id == "user-5" and expires_at == datetime.datetime.fromtimestamp(end, datetime.timezone.utc)
+
+    # before the start: refused, as before
+    ctfd.config.update(start=str(int(time.time()) + 3600), end=str(int(time.time()) + 7200))
+    body, status, _ = ctfd.mint(form())
+    assert (status, body["message"]) == (403, messages.TOKENS_CTF_NOT_RUNNING)
+
+
+def test_the_revoke_wording_promises_no_instant_end_of_event_streams():
+    """ctfhost ends a revoked token's open event streams at the next keepalive (seconds), not at once."""
+    script = (Path(install.SOURCE) / "assets" / "tokens.js").read_text()
+    confirm = next(line for line in script.splitlines() if "window.confirm(" in line and "Revoke" in line)
+    assert "at once." not in confirm and "event streams end within seconds" in confirm
+    readme = (PLUGIN_ROOT / "README.md").read_text()
+    assert "ends within seconds" in readme and "stop working at once" not in readme
 
 
 def test_a_player_mints_for_their_own_team_whatever_the_form_says():

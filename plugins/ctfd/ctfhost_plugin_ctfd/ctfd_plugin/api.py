@@ -29,7 +29,6 @@ from .player import MAIN, Player, Reply, admin_instance, ok, refused
 ctfhost_namespace = Namespace("ctfhost", description="ctfhost instances of the current player's team")
 
 CTF_CLOSED = Problem(403, "closed", "The CTF is not running: instances can be launched only while it is.")
-CTF_CLOSED_TOKENS = Problem(403, "closed", "The CTF is not running: API tokens can be created only while it is.")
 
 
 def answer(reply):
@@ -211,8 +210,10 @@ class TeamTokenList(Resource):
     @as_team_tokens
     def post(self, tokens):
         """Create a ctfhost API token for the team: {"name", "expires": days or "custom", "expires_on", "scopes"}"""
-        if not ctf_open():
-            return refused(CTF_CLOSED_TOKENS)
+        # not ctf_open(): CTFd's "view after CTF" reopens the challenges, never token minting
+        problem = team_tokens.minting_closed(tokens.now(), tokens.not_after, ctftime(), is_admin())
+        if problem:
+            return refused(problem)
         return tokens.mint(request.get_json(silent=True))
 
 

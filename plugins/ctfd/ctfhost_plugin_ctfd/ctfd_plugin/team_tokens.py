@@ -51,10 +51,32 @@ class TokenRequest:
     scopes: tuple
 
 
+def ended(now, not_after):
+    """Whether the CTF's end (aware UTC, or None when there is none) has passed."""
+    return not_after is not None and not_after <= now
+
+
+def minting_closed(now, not_after, running, admin):
+    """The Problem to answer when no token may be created now, else None.
+
+    Never once the CTF's end has passed, whoever asks and whatever CTFd's
+    "view after CTF" says: a token never outlives the CTF. Before that, while
+    the CTF runs (`running`: CTFd's ctftime()), or for an admin.
+    """
+    if ended(now, not_after):
+        return Problem(403, "closed", messages.TOKENS_CTF_ENDED)
+    if not (running or admin):
+        return Problem(403, "closed", messages.TOKENS_CTF_NOT_RUNNING)
+    return None
+
+
 def latest_expiry(max_days, now, not_after=None):
-    """The latest a new token may live until: `max_days` from now, and not after the CTF's end when there is one."""
+    """The latest a new token may live until: `max_days` from now, and never after the CTF's end when there is one.
+
+    Once that end has passed this is in the past: no token may be created (:func:`minting_closed`).
+    """
     latest = now + datetime.timedelta(days=max_days)
-    return min(latest, not_after) if not_after is not None and not_after > now else latest
+    return min(latest, not_after) if not_after is not None else latest
 
 
 def parse_request(body, offered, max_days, now, not_after=None):
@@ -77,6 +99,9 @@ def parse_request(body, offered, max_days, now, not_after=None):
         errors["name"] = f"At most {NAME_MAX} characters."
 
     latest = latest_expiry(max_days, now, not_after)
+    if latest <= now:
+        errors["expires"] = messages.TOKENS_CTF_ENDED
+        return None, errors
     expires_at = None
     choice = str(body.get("expires") or "").strip()
     if choice == CUSTOM:
@@ -178,7 +203,10 @@ class TeamTokens:
         """Create a token for the team from the page's form; the answer carries its secret, this once."""
         if self.max_days <= 0:
             return refused(Problem(403, "disabled", messages.TOKENS_DISABLED))
-        wanted, errors = parse_request(body, self.offered, self.max_days, self.now(), self.not_after)
+        now = self.now()
+        if ended(now, self.not_after):
+            return refused(Problem(403, "closed", messages.TOKENS_CTF_ENDED))
+        wanted, errors = parse_request(body, self.offered, self.max_days, now, self.not_after)
         if errors:
             return invalid(errors)
         try:

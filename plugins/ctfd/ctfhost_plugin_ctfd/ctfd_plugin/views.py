@@ -74,7 +74,8 @@ def api_tokens():
         return no_store(make_response(html, 403))
     configured = current_settings()
     now = utcnow()
-    latest = team_tokens.latest_expiry(configured.token_max_days, now, ctf_end())
+    end = ctf_end()
+    latest = team_tokens.latest_expiry(configured.token_max_days, now, end)
     html = render_template(
         TEMPLATES + "tokens.html",
         settings=configured,
@@ -83,7 +84,8 @@ def api_tokens():
         ticked=set(team_tokens.PLAYER_SCOPES),
         first_day=(now + datetime.timedelta(days=1)).date().isoformat(),
         last_day=latest.date().isoformat(),
-        ctf_end=ctf_end(),
+        ctf_end=end,
+        ended=team_tokens.ended(now, end),
         messages=messages,
     )
     return no_store(make_response(html))

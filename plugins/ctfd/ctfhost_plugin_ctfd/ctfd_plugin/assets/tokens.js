@@ -60,7 +60,7 @@
   }
 
   async function revokeToken(token, button) {
-    if (!window.confirm("Revoke the token \u201c" + token.name + "\u201d? Programs using it stop working at once.")) return;
+    if (!window.confirm("Revoke the token \u201c" + token.name + "\u201d? Programs using it stop working: new requests are refused at once, and open event streams end within seconds.")) return;
     button.disabled = true;
     const reply = await call("DELETE", "/tokens/" + encodeURIComponent(token.id));
     if (!reply.success) {
