@@ -6,7 +6,10 @@ runs the SDK under uvicorn beside the API, at the same path prefix
 (`/api/v1/mcp`), so one proxy rule routes it. Each tool is the REST request an
 agent would otherwise send, dispatched through the Flask app in a worker
 thread with the caller's own `Authorization` header: authentication, scopes,
-validation, fair-use limits and audit stay in one place, the API.
+validation, fair-use limits and audit stay in one place, the API. A thread is
+held for one REST call only: start_instance waits between its reads on the
+event loop, and the bearer-token check has threads of its own, so agents
+waiting for launches never keep another request from being answered.
 
 Only this module's functions touch the SDK (`mcp`, with `anyio`, `pydantic`,
 `starlette` and `uvicorn` beside it), and they import it when called: the core
@@ -29,13 +32,15 @@ from ctfhost.api.auth import TEAM, authenticate
 MCP_PATH = "/api/v1/mcp"
 INSTALL_HINT = "pip install 'ctfhost[mcp]'"
 DEFAULT_PORT = 5003
-# what POST /api/v1/instances?wait= and GET /api/v1/instances/{id}?wait= accept
-MAX_SERVER_WAIT_SECONDS = 120
-# between two reads of a pending instance, when the server answers without waiting
+# between two reads of a pending instance: start_instance waits on the event loop, never in a worker thread
+# (it does not use the API's ?wait=, which would hold a thread for the whole wait)
 POLL_SECONDS = 0.5
 MAX_START_TIMEOUT_SECONDS = 600
-# REST calls running at once in one MCP process (a waiting start_instance holds one)
+# REST calls running at once in one MCP process (each tool holds a thread for one REST call at a time)
 THREADS = 100
+# bearer-token checks running at once, on threads of their own: busy tools never delay authentication
+AUTH_THREADS = 20
+READ_SCOPE = "instances:read"
 SLUG = r"^[a-z0-9][a-z0-9-]*[a-z0-9]$"
 # headers of the MCP request that go on to the API: the proxy's (for CTFHOST_PROXY_COUNT) and the client's name
 PASSED_HEADERS = ("User-Agent", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port",
@@ -143,7 +148,7 @@ class Gateway:
         return response.status_code, data
 
 
-# -- what each tool does, synchronously (in a worker thread) -----------------------
+# -- what each tool does: its REST calls, each in a worker thread, awaited on the event loop ----------
 
 
 def _endpoint_view(endpoint):
@@ -181,13 +186,33 @@ ACCESS_NOTE = ("HTTP endpoints sit behind the team's access check: open an endpo
                "fresh links. TCP endpoints: use the `connect` commands (TLS with SNI).")
 
 
-def add_access_links(gateway, caller, view):
+class Rest:
+    """A tool call's REST requests, as its caller: each runs in a worker thread, awaited on the event loop."""
+
+    def __init__(self, gateway, caller, in_thread, sleep):
+        self.gateway, self.caller, self.in_thread, self.sleep = gateway, caller, in_thread, sleep
+
+    async def __call__(self, method, path, body=None, query=None):
+        return await self.in_thread(self.gateway.call, self.caller, method, path, body, query)
+
+
+def lacks_read(exc):
+    """Whether a RestError is the API's 403 for a token without `instances:read`."""
+    return exc.status == 403 and (exc.errors or {}).get("scope") == READ_SCOPE
+
+
+WRITE_ONLY_NOTE = (f"This token lacks the scope '{READ_SCOPE}', which start_instance needs to wait for the "
+                   "instance to run and to mint access links: here is the launched instance as it stands, without "
+                   f"access links (HTTP endpoints need one). With a token holding '{READ_SCOPE}' as well, "
+                   "instance_status(id, access_links=true) follows it and mints them.")
+
+
+async def add_access_links(rest, view):
     """Mint a single-use access link for each HTTP endpoint of a running instance."""
     expires_in = None
     for endpoint in view["endpoints"]:
         if endpoint["protocol"] == "http":
-            _, link = gateway.call(caller, "POST", f"/api/v1/instances/{view['id']}/access",
-                                   body={"endpoint": endpoint["name"]})
+            _, link = await rest("POST", f"/api/v1/instances/{view['id']}/access", body={"endpoint": endpoint["name"]})
             endpoint["access_link"] = link["url"]
             expires_in = link.get("expires_in")
     if expires_in is not None:
@@ -196,29 +221,41 @@ def add_access_links(gateway, caller, view):
     return view
 
 
-def launch(gateway, caller, challenge_id, wait):
-    """POST /api/v1/instances (asking the server to wait when it can); the team's active instance if it has one."""
+async def launch(rest, challenge_id):
+    """POST /api/v1/instances (answered at once); the team's active instance if it has one."""
     # no team_id: a team token's launch is for its own team
     try:
-        _, instance = gateway.call(caller, "POST", "/api/v1/instances", body={"challenge_id": challenge_id},
-                                   query={"wait": wait})
+        _, instance = await rest("POST", "/api/v1/instances", body={"challenge_id": challenge_id})
         return instance, False
     except RestError as exc:
         if exc.status != 409:
             raise
         # already running one (an agent retrying a start, or a harness reusing it); else the 409 stands
         try:
-            _, instance = gateway.call(caller, "GET", f"/api/v1/instances/team/{caller.team_id}/{challenge_id}")
-        except RestError:
+            _, instance = await rest("GET", f"/api/v1/instances/team/{rest.caller.team_id}/{challenge_id}")
+        except RestError as lookup:
+            if lacks_read(lookup):
+                raise ToolFailure(f"{exc.describe()} (this token lacks the scope '{READ_SCOPE}' that start_instance "
+                                  "needs to return the team's active instance)") from None
             raise exc from None
         return instance, True
 
 
-def start_and_wait(gateway, caller, challenge_id, timeout_seconds):
-    """Launch (or find) the team's instance of a challenge and wait until it runs: its view with access links."""
+async def start_and_wait(rest, challenge_id, timeout_seconds):
+    """Launch (or find) the team's instance of a challenge and wait until it runs: its view with access links.
+
+    Without `instances:read` (a token with `instances:write` only), the
+    launched instance's view as the launch answered it, with a note: the
+    launch succeeded, so this is no tool error.
+    """
     deadline = time.monotonic() + timeout_seconds
-    instance, reused = launch(gateway, caller, challenge_id, min(timeout_seconds, MAX_SERVER_WAIT_SECONDS))
-    instance = wait_while_pending(gateway, caller, instance, deadline)
+    instance, reused = await launch(rest, challenge_id)
+    try:
+        instance = await wait_while_pending(rest, instance, deadline)
+    except RestError as exc:
+        if not lacks_read(exc):
+            raise
+        return {**instance_view(instance), "reused": reused, "note": WRITE_ONLY_NOTE}
     view = instance_view(instance)
     view["reused"] = reused
     if view["status"] == "pending":
@@ -228,53 +265,55 @@ def start_and_wait(gateway, caller, challenge_id, timeout_seconds):
     if view["status"] != "running":
         raise ToolFailure(f"instance {view['id']} of {challenge_id} failed to start (status {view['status']}): "
                           f"{view.get('error') or 'no reason given'}")
-    return add_access_links(gateway, caller, view)
+    try:
+        return await add_access_links(rest, view)
+    except RestError as exc:
+        if not lacks_read(exc):
+            raise
+        return {**instance_view(instance), "reused": reused, "note": WRITE_ONLY_NOTE}
 
 
-def wait_while_pending(gateway, caller, instance, deadline):
-    """Read the instance until it is no longer pending or the deadline passes.
+async def wait_while_pending(rest, instance, deadline):
+    """Read the instance every POLL_SECONDS until it is no longer pending or the deadline passes.
 
-    Asks the server to wait for a change (GET ...?wait=); a server that
-    answers at once is read again every POLL_SECONDS.
+    The waiting is on the event loop (rest.sleep): each read holds a worker
+    thread for its own length only, and the API is asked for no wait.
     """
     while instance["status"] == "pending":
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        asked = time.monotonic()
-        _, instance = gateway.call(caller, "GET", f"/api/v1/instances/{instance['id']}",
-                                   query={"wait": max(1, min(int(left), MAX_SERVER_WAIT_SECONDS))})
-        if instance["status"] == "pending":
-            time.sleep(max(0.0, min(POLL_SECONDS - (time.monotonic() - asked), deadline - time.monotonic())))
+        await rest.sleep(min(POLL_SECONDS, left))
+        _, instance = await rest("GET", f"/api/v1/instances/{instance['id']}")
     return instance
 
 
-def read_instance(gateway, caller, instance_id, access_links=False):
-    _, instance = gateway.call(caller, "GET", f"/api/v1/instances/{instance_id}")
+async def read_instance(rest, instance_id, access_links=False):
+    _, instance = await rest("GET", f"/api/v1/instances/{instance_id}")
     view = instance_view(instance)
     if access_links and view["status"] == "running":
-        add_access_links(gateway, caller, view)
+        await add_access_links(rest, view)
     return view
 
 
-def renew(gateway, caller, instance_id):
-    _, renewed = gateway.call(caller, "POST", f"/api/v1/instances/{instance_id}/renew")
+async def renew(rest, instance_id):
+    _, renewed = await rest("POST", f"/api/v1/instances/{instance_id}/renew")
     return {"id": str(instance_id), **renewed}
 
 
-def stop(gateway, caller, instance_id):
-    gateway.call(caller, "DELETE", f"/api/v1/instances/{instance_id}")
+async def stop(rest, instance_id):
+    await rest("DELETE", f"/api/v1/instances/{instance_id}")
     return {"id": str(instance_id), "stopped": True}
 
 
-def grade_flag(gateway, caller, challenge_id, flag, record):
+async def grade_flag(rest, challenge_id, flag, record):
     path = "/api/v1/submissions" if record else "/api/v1/submissions/verify"
-    _, verdict = gateway.call(caller, "POST", path, body={"challenge_id": challenge_id, "flag": flag})
+    _, verdict = await rest("POST", path, body={"challenge_id": challenge_id, "flag": flag})
     return verdict
 
 
-def read_challenges(gateway, caller):
-    _, challenges = gateway.call(caller, "GET", "/api/v1/challenges")
+async def read_challenges(rest):
+    _, challenges = await rest("GET", "/api/v1/challenges")
     return {"challenges": challenges}
 
 
@@ -307,20 +346,20 @@ def require_sdk():
     )
 
 
-def thread_runner(anyio):
-    """`await in_thread(fn, *args)`: fn(*args) in a worker thread, at most THREADS at once in this process."""
+def thread_runner(anyio, threads):
+    """`await in_thread(fn, *args)`: fn(*args) in a worker thread, at most `threads` at once for this runner."""
     limiter = []  # made on first use, inside the server's event loop
 
     async def in_thread(fn, *args):
         if not limiter:
-            limiter.append(anyio.CapacityLimiter(THREADS))
+            limiter.append(anyio.CapacityLimiter(threads))
         return await anyio.to_thread.run_sync(fn, *args, limiter=limiter[0])
 
     return in_thread
 
 
 def build_server(gateway, in_thread):
-    """The MCPServer with ctfhost's seven tools, each dispatching its REST request as the HTTP request's caller."""
+    """The MCPServer with ctfhost's seven tools, each dispatching its REST requests as the HTTP request's caller."""
     sdk = require_sdk()
     Context, ToolError, ToolAnnotations, Field = sdk.Context, sdk.ToolError, sdk.ToolAnnotations, sdk.Field
 
@@ -329,7 +368,7 @@ def build_server(gateway, in_thread):
         if caller is None:  # only the HTTP app below serves this server, and it always sets the caller
             raise ToolError("401 Unauthorized: no team token on this request")
         try:
-            return await in_thread(lambda: operation(gateway, caller, *args, **kwargs))
+            return await operation(Rest(gateway, caller, in_thread, sdk.anyio.sleep), *args, **kwargs)
         except ToolFailure as exc:
             raise ToolError(exc.describe()) from None
 
@@ -362,7 +401,8 @@ def build_server(gateway, in_thread):
         access_link (open it once to get the access cookie), TCP endpoints with ready-to-run `connect` commands
         (openssl, ncat, pwntools). If your team already runs an instance of this challenge, returns that one
         (reused: true). Fails with the instance's error if it cannot start, and with its id if it is still
-        starting after timeout_seconds. Needs the token scope `instances:write` (and `instances:read`)."""
+        starting after timeout_seconds. Needs the token scope `instances:write`; waiting and access links need
+        `instances:read` too (without it: the launched instance as it stands, with a note)."""
         return await run(ctx, start_and_wait, challenge_id, timeout_seconds)
 
     @server.tool(annotations=ToolAnnotations(readOnlyHint=True, idempotentHint=True, openWorldHint=False))
@@ -413,8 +453,8 @@ def build_asgi_app(app, host="127.0.0.1"):
     """The ASGI app serving MCP at MCP_PATH for `app`'s API; refuses a request without a team token with 401."""
     sdk = require_sdk()
     gateway = Gateway(app)
-    in_thread = thread_runner(sdk.anyio)
-    server = build_server(gateway, in_thread)
+    server = build_server(gateway, thread_runner(sdk.anyio, THREADS))
+    authenticating = thread_runner(sdk.anyio, AUTH_THREADS)  # its own threads: waiting tools never delay it
     # Stateless: every request stands alone, so replicas need no sticky sessions. The SDK's DNS-rebinding
     # check (Host must be localhost) would refuse every request through a proxy; it guards servers that
     # trust any local caller, and this one trusts none without a bearer token a browser cannot attach.
@@ -438,7 +478,7 @@ def build_asgi_app(app, host="127.0.0.1"):
             headers = {key.decode("latin-1").title(): value.decode("latin-1") for key, value in scope["headers"]}
             client = scope.get("client") or ("127.0.0.1", 0)
             try:
-                scope[CALLER_KEY] = await in_thread(gateway.identify, headers, client[0])
+                scope[CALLER_KEY] = await authenticating(gateway.identify, headers, client[0])
             except Refused as refused:
                 return await reply(send, refused.status, refused.body(),
                                    [(b"www-authenticate", b'Bearer realm="ctfhost"')] if refused.status == 401 else [])

@@ -7,6 +7,7 @@ agent would, so start_instance sees its instance turn running.
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -36,8 +37,9 @@ TOOLS = {"list_challenges", "start_instance", "instance_status", "renew_instance
 CHALLENGE = "mcp-flags"
 
 
-@pytest.fixture(scope="module")
-def mcp_url(app):
+@contextlib.contextmanager
+def serving(app):
+    """The URL of the MCP endpoint for `app`, served by uvicorn in a thread of this process."""
     need(SDK_MISSING is None, SDK_MISSING)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(mcp_server.build_asgi_app(app), host="127.0.0.1", port=port,
@@ -45,9 +47,17 @@ def mcp_url(app):
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_until(lambda: server.started, 15, what="the MCP server to start")
-    yield f"http://127.0.0.1:{port}{mcp_server.MCP_PATH}"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}{mcp_server.MCP_PATH}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def mcp_url(app):
+    with serving(app) as url:
+        yield url
 
 
 @pytest.fixture
@@ -246,6 +256,65 @@ def test_a_token_without_the_scope_gets_a_tool_error_naming_it(mcp_url, admin, c
     assert not error and listed["challenges"][0]["id"] == CHALLENGE
 
 
+def test_a_write_only_token_gets_its_launched_instance_without_access_links(mcp_url, app, api, admin, challenge,
+                                                                            worker_id):
+    # instances:write is start_instance's scope (its REST route's); waiting and access links read
+    secret = token(admin, "red", scopes=["instances:write"])
+    error, started = in_session(mcp_url, secret, call("start_instance", challenge_id=CHALLENGE),
+                                app=app, worker_id=worker_id)
+    assert not error, started  # the launch succeeded: never a tool error
+    instance = api.get(f"/api/v1/instances/{started['id']}").get_json()
+    assert instance["team_id"] == "red" and instance["challenge_id"] == CHALLENGE
+    assert started["status"] in ("pending", "running") and started["reused"] is False
+    main, shell = started["endpoints"]
+    assert main["url"] == instance["endpoint"] and shell["url"].startswith("tls://") and shell["connect"]
+    assert "access_link" not in main and "access_link_expires_in" not in started
+    assert "'instances:read'" in started["note"] and "access link" in started["note"]
+    # a retry cannot look the running instance up: the API's 409 stands, saying why
+    error, text = in_session(mcp_url, secret, call("start_instance", challenge_id=CHALLENGE))
+    assert error and "409 Conflict: " in text and "'instances:read'" in text, text
+    assert len(api.get("/api/v1/instances", query_string={"team_id": "red"}).get_json()) == 1
+
+
+def test_waiting_starts_hold_no_thread_another_team_is_answered_at_once(app, api, admin, challenge, worker_id,
+                                                                         monkeypatch):
+    # two threads for REST calls: both would be held by the two waiting starts if a wait held one
+    monkeypatch.setattr(mcp_server, "THREADS", 2)
+    with serving(app) as url:
+        starts = {}
+
+        def start(team, secret):
+            try:
+                starts[team] = asyncio.run(_in_session(url, secret, call("start_instance", challenge_id=CHALLENGE,
+                                                                         timeout_seconds=60)))
+            except BaseException as exc:
+                starts[team] = exc
+
+        threads = [threading.Thread(target=start, args=(team, token(admin, team)), daemon=True)
+                   for team in ("red", "blue")]
+        green = token(admin, "green")
+        for thread in threads:
+            thread.start()
+        try:
+            # no job runs yet: both instances stay pending and both starts wait for them
+            wait_until(lambda: len(api.get("/api/v1/instances", query_string={"status": "pending"}).get_json()) == 2,
+                       15, what="both launches")
+            time.sleep(1.5)
+            began = time.monotonic()
+            error, listed = in_session(url, green, call("list_challenges"), timeout=8)
+            assert not error and [c["id"] for c in listed["challenges"]] == [CHALLENGE]
+            assert time.monotonic() - began < 3
+            assert not starts  # still waiting
+        finally:
+            deadline = time.monotonic() + 30
+            while any(thread.is_alive() for thread in threads) and time.monotonic() < deadline:
+                run_jobs(app, worker_id)
+                time.sleep(0.05)
+    for team in ("red", "blue"):
+        error, started = starts[team]
+        assert not error and started["status"] == "running" and started["endpoints"][0]["access_link"], started
+
+
 MCP_INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}}}
 MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
@@ -299,8 +368,8 @@ def test_flask_ctfhost_mcp_serves_the_endpoint(app, tmp_path):
         service.stop()
 
 
-class ImpatientServer:
-    """A gateway whose server ignores ?wait= (as before it could wait): the instance runs at its third read."""
+class CountingServer:
+    """A gateway whose instance runs at its third read, recording when each read came and what it asked."""
 
     def __init__(self):
         self.reads = []
@@ -310,10 +379,46 @@ class ImpatientServer:
         return 200, {"id": "i-1", "status": "running" if len(self.reads) >= 3 else "pending", "phase": None}
 
 
-def test_waiting_reads_again_every_half_second_when_the_server_answers_at_once():
-    gateway = ImpatientServer()
-    instance = mcp_server.wait_while_pending(gateway, None, {"id": "i-1", "status": "pending"}, time.monotonic() + 10)
-    assert instance["status"] == "running" and len(gateway.reads) == 3
-    (first, query), (second, _), _ = gateway.reads
-    assert 1 <= query["wait"] <= mcp_server.MAX_SERVER_WAIT_SECONDS
+def test_waiting_reads_every_half_second_sleeping_on_the_event_loop_not_in_a_thread():
+    gateway, threads, sleeps = CountingServer(), [], []
+
+    async def in_thread(fn, *args):  # what holds a worker thread: one REST call at a time
+        threads.append(fn)
+        return fn(*args)
+
+    async def sleep(seconds):
+        sleeps.append(seconds)
+        await asyncio.sleep(seconds)
+
+    rest = mcp_server.Rest(gateway, None, in_thread, sleep)
+    instance = asyncio.run(mcp_server.wait_while_pending(rest, {"id": "i-1", "status": "pending"},
+                                                         time.monotonic() + 10))
+    assert instance["status"] == "running" and len(gateway.reads) == 3 == len(threads)
+    assert sleeps == [mcp_server.POLL_SECONDS] * 3
+    assert all(query is None for _, query in gateway.reads)  # no server-side wait holding the thread
+    (first, _), (second, _), _ = gateway.reads
     assert second - first >= mcp_server.POLL_SECONDS * 0.9
+
+
+class WriteOnlyServer:
+    """A gateway for a token with instances:write only, whose launch answers with the instance running."""
+
+    INSTANCE = {"id": "i-1", "challenge_id": "web", "status": "running", "phase": None,
+                "endpoint": "https://abc.web.example", "protocol": "http"}
+
+    def call(self, caller, method, path, body=None, query=None):
+        if method == "POST" and path == "/api/v1/instances":
+            return 201, dict(self.INSTANCE)
+        raise mcp_server.RestError(403, {"message": f"this token lacks the scope 'instances:read' that {method} "
+                                                    f"{path} needs", "errors": {"scope": "instances:read"}})
+
+
+def test_a_write_only_token_whose_launch_answers_running_gets_it_without_links():
+    async def in_thread(fn, *args):
+        return fn(*args)
+
+    rest = mcp_server.Rest(WriteOnlyServer(), None, in_thread, asyncio.sleep)
+    view = asyncio.run(mcp_server.start_and_wait(rest, "web", 5))
+    assert view["id"] == "i-1" and view["status"] == "running" and view["reused"] is False
+    assert view["endpoints"] == [{"name": "main", "protocol": "http", "url": "https://abc.web.example"}]
+    assert "access_link_expires_in" not in view and "'instances:read'" in view["note"]
