@@ -58,6 +58,8 @@ SETTINGS = {
     "EVENTS_RETENTION_SECONDS": (int, 3600),
     # event streams and ?wait= requests one serving process holds at once (503 beyond; the LaneWorker's stream lane)
     "EVENTS_MAX_STREAMS": (int, 1000),
+    # of which one team's tokens may hold at most (429 beyond)
+    "EVENTS_MAX_STREAMS_PER_TEAM": (int, 20),
     # a comment line on an idle stream this often, so proxies keep it open
     "EVENTS_HEARTBEAT_SECONDS": (float, 15.0),
     # instance.expiring is sent this long before an instance expires

@@ -248,6 +248,8 @@ class Token(BaseModel):
     last_used_at = peewee.DateTimeField(null=True)
     # space-separated; null for tokens made before scopes existed (services.tokens.scopes_of reads it)
     scopes = peewee.CharField(max_length=200, null=True)
+    # the token that minted this one (self-service): revoking it revokes this one too
+    parent_id = peewee.CharField(max_length=36, null=True, index=True)
 
     team = property(lambda self: team_as_given(self))
 

@@ -27,6 +27,7 @@ import socket
 import time
 from concurrent import futures
 from functools import partial
+from urllib.parse import unquote_to_bytes
 
 from gunicorn.workers.gthread import ThreadWorker
 
@@ -35,29 +36,37 @@ from ctfhost.config import from_environment
 LANE_METHODS = (b"POST", b"PUT", b"PATCH", b"DELETE")
 LANE_PATH = b"/api/v1/instances"
 STREAM_PATH = b"/api/v1/events"
-# enough for the longest request line the lane cares about
-PEEK_BYTES = 256
+# the longest request line gunicorn accepts (limit_request_line, 4094, plus CRLF): the whole target is seen
+PEEK_BYTES = 4096
 
 
 def in_launch_lane(head):
     """Whether a request whose first bytes are `head` changes instances (a launch, renew, restart or stop)."""
-    method, _, rest = head.partition(b" ")
-    if method not in LANE_METHODS:
+    if head.partition(b" ")[0] not in LANE_METHODS:
         return False
-    path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
+    path = _target(head)[0]
     return path == LANE_PATH or path.startswith(LANE_PATH + b"/")
+
+
+def _target(head):
+    """(path, query) of a request line's target as the app will read them: percent-decoded, origin form."""
+    _method, _, rest = head.partition(b" ")
+    target = rest.split(b" ", 1)[0].split(b"\r", 1)[0]
+    if b"://" in target.split(b"?", 1)[0]:  # absolute form: http://host/path?query
+        target = b"/" + target.split(b"://", 1)[1].partition(b"/")[2]
+    path, _, query = target.partition(b"?")
+    return unquote_to_bytes(path), [unquote_to_bytes(part.replace(b"+", b" ")) for part in query.split(b"&")]
 
 
 def in_stream_lane(head):
     """Whether a request whose first bytes are `head` may wait long: the event stream, or a `?wait=` on instances."""
-    _method, _, rest = head.partition(b" ")
-    target = rest.split(b" ", 1)[0]
-    path, _, query = target.partition(b"?")
+    path, query = _target(head)
+    path = path.rstrip(b"/") or b"/"
     if path == STREAM_PATH:
         return True
     if not (path == LANE_PATH or path.startswith(LANE_PATH + b"/")):
         return False
-    return any(part.startswith(b"wait=") and part not in (b"wait=", b"wait=0") for part in query.split(b"&"))
+    return any(part.startswith(b"wait=") and part.strip() not in (b"wait=", b"wait=0") for part in query)
 
 
 class LaneWorker(ThreadWorker):
@@ -71,6 +80,9 @@ class LaneWorker(ThreadWorker):
         streams = from_environment()["CTFHOST_EVENTS_MAX_STREAMS"]
         # one more than the app admits: the one beyond is answered 503 instead of waiting for a thread
         self.stream_pool = futures.ThreadPoolExecutor(max_workers=streams + 1, thread_name_prefix="stream-lane")
+        # gunicorn stops accepting at worker_connections (default 1000): streams must not use up every connection
+        self.worker_connections = max(self.worker_connections, streams + 2 * self.cfg.threads + max(threads, 0) + 64)
+        self.max_keepalived = self.worker_connections - self.cfg.threads
         super().init_process()
 
     def request_head(self, conn):

@@ -522,13 +522,13 @@ def venv_bin(name):
     return os.path.join(os.path.dirname(sys.executable), name)
 
 
-def app_server(env, port, log_path, workers=2, threads=8, worker_class="ctfhost.serving.LaneWorker"):
+def app_server(env, port, log_path, workers=2, threads=8, worker_class="ctfhost.serving.LaneWorker", extra=()):
     # gunicorn's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl),
     # shared by every gunicorn that user runs: this one goes without
     argv = [
         venv_bin("gunicorn"), "--workers", str(workers), "--threads", str(threads), "--bind", f"127.0.0.1:{port}",
         "--worker-class", worker_class, "--graceful-timeout", "5", "--timeout", "60", "--no-control-socket",
-        "--config", "python:ctfhost.gunicorn_config", "ctfhost:create_app()",
+        "--config", "python:ctfhost.gunicorn_config", *extra, "ctfhost:create_app()",
     ]
     return Service("app", argv, env, log_path)
 

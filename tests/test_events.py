@@ -1,6 +1,7 @@
 """Live instance events (GET /api/v1/events) on real Redis, and `?wait=` on launches and reads."""
 
 import concurrent.futures
+import contextlib
 import datetime
 import threading
 import time
@@ -8,12 +9,13 @@ import time
 import pytest
 
 from ctfhost.api.events import _stream
-from ctfhost.models import Instance, utcnow
+from ctfhost.models import Instance, Token, utcnow
 from ctfhost.redis_client import redis_connection
 from ctfhost.serving import in_stream_lane
 from ctfhost.services import events
 from ctfhost.services.instances import expire_due, warn_expiring
 from ctfhost.testing import API_KEY, EventStream, http, run_jobs
+from ctfhost.worker import queue as job_queue
 from ctfhost.worker.agent import Agent
 
 pytestmark = pytest.mark.usefixtures("redis_server")
@@ -361,3 +363,136 @@ def test_a_client_that_stops_reading_is_cut_off_not_buffered_forever(app, team_a
     body = list(_stream(hub, stream, [], private=False, heartbeat=0.1))
     assert body == [b"retry: 3000\n: connected\n\n"]
     assert stream not in hub.listeners
+
+
+# -- what a review found ------------------------------------------------------------------------------
+
+
+def test_a_head_request_leaves_no_listener_behind(app, live_server, team_api):
+    hub = events.hub(app)
+    before = hub.count()
+    for _ in range(5):
+        status, _ = http("HEAD", f"{live_server.url}/api/v1/events", None, bearer(team_api("red")))
+        assert status == 200
+    deadline = time.monotonic() + 5
+    while hub.count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert hub.count() == before
+
+
+@pytest.mark.parametrize("value", ["1_0-0", "99999999999999999999999-0", "18446744073709551616-0", "-1", "1-2-3",
+                                   "1764745200000"])
+def test_a_bad_last_event_id_is_named_never_a_500(team_api, streams, value):
+    stream = streams(bearer(team_api("red")), last_event_id=value)
+    assert stream.status == 422
+
+
+def test_the_replay_finds_a_teams_events_behind_any_number_of_others(team_api, streams, monkeypatch):
+    monkeypatch.setattr(events, "REPLAY_PAGE", 5)
+    start = events.publish("submission.correct", team_id="blue", challenge_id="c")
+    for _ in range(12):
+        events.publish("submission.correct", team_id="blue", challenge_id="c")
+    mine = events.publish("instance.expired", team_id="red", challenge_id="c")
+    stream = streams(bearer(team_api("red")), last_event_id=start)
+    assert stream.next(timeout=5)["id"] == mine
+
+
+def test_a_revoked_or_expired_tokens_stream_ends(app, admin, team_api, streams, monkeypatch):
+    monkeypatch.setitem(app.config, "CTFHOST_EVENTS_HEARTBEAT_SECONDS", 0.2)
+    revoked, expiring = team_api("red"), team_api("red")
+    revoked_stream, expiring_stream = streams(bearer(revoked)), streams(bearer(expiring))
+    # the control: both streams stay open while their tokens live, and get the team's events
+    events.publish("submission.correct", team_id="red", challenge_id="c")
+    assert revoked_stream.next(timeout=5)["event"] == expiring_stream.next(timeout=5)["event"] == "submission.correct"
+    assert admin.delete(f"/api/v1/tokens/{revoked.token['id']}").status_code == 204
+    Token.update(expires_at=utcnow() - datetime.timedelta(seconds=1)).where(
+        Token.id == expiring.token["id"]).execute()
+    for stream in (revoked_stream, expiring_stream):
+        started = time.monotonic()
+        with contextlib.suppress(TimeoutError):
+            while stream.next(timeout=3) is not None:  # events still in flight, then the end
+                pass
+        assert time.monotonic() - started < 3, "the stream did not end"
+
+
+def test_a_stream_flooded_with_events_still_notices_a_revoke(app, admin, team_api, streams, monkeypatch):
+    monkeypatch.setitem(app.config, "CTFHOST_EVENTS_HEARTBEAT_SECONDS", 0.3)
+    team = team_api("red")
+    stream = streams(bearer(team))
+    admin.delete(f"/api/v1/tokens/{team.token['id']}")
+    stop = time.monotonic() + 3
+    ended = False
+    while time.monotonic() < stop:
+        events.publish("submission.correct", team_id="red", challenge_id="c")  # never idle: no keepalive
+        try:
+            if stream.next(timeout=0.2) is None:
+                ended = True
+                break
+        except TimeoutError:
+            pass
+    assert ended
+
+
+def test_one_team_holds_at_most_its_streams_and_waits(app, api, team_api, challenge, worker_id, streams,
+                                                      live_server, monkeypatch):
+    hub = events.hub(app)
+    monkeypatch.setattr(hub, "max_per_owner", 2)
+    red = team_api("crowded")
+    assert [streams(bearer(red)).status for _ in range(2)] == [200, 200]
+    third = streams(bearer(red))
+    assert third.status == 429 and third.response.getheader("Retry-After") == "5"
+    # another team is not held back, nor the API key
+    assert streams(bearer(team_api("calm"))).status == 200
+    assert streams({"x-api-key": API_KEY}).status == 200
+    # a wait beyond the team's streams answers at once, with the instance as it is
+    started = time.monotonic()
+    status, body = http("POST", f"{live_server.url}/api/v1/instances?wait=30", {"challenge_id": "web-events"},
+                        bearer(red))
+    assert (status, body["status"]) == (202, "pending") and time.monotonic() - started < 5
+
+
+def test_the_expiring_warning_reaches_every_instance_of_a_large_window(app, api, team_api, challenge, worker_id):
+    team = team_api("red")
+    ids = []
+    for number in range(5):
+        api.post("/api/v1/challenges", json={**CHALLENGE, "id": f"web-window-{number}"})
+        ids.append(team.post("/api/v1/instances", json={"challenge_id": f"web-window-{number}"}).get_json()["id"])
+    run_jobs(app, worker_id)
+    soon = utcnow() + datetime.timedelta(seconds=60)
+    Instance.update(expires_at=soon).where(Instance.id.in_(ids)).execute()
+    assert sorted(warn_expiring(300, batch=2)) == sorted(ids)  # pages of 2: none hidden behind the warned
+    assert warn_expiring(300, batch=2) == []
+
+
+def test_queued_is_published_before_the_launch_job_exists(app, api, team_api, challenge, worker_id, monkeypatch):
+    seen_at_enqueue = []
+    real = job_queue.enqueue_launch
+
+    def enqueue(instance, timeout):
+        kept = events.read_after(redis_connection(app), "0-0", events.Filter(instance_id=instance.id))
+        seen_at_enqueue.append([(e.type, e.data.get("phase")) for e in kept])
+        return real(instance, timeout)
+
+    monkeypatch.setattr(job_queue, "enqueue_launch", enqueue)
+    team_api("red").post("/api/v1/instances", json={"challenge_id": "web-events"})
+    assert seen_at_enqueue == [[("instance.created", None), ("instance.phase", "queued")]]
+
+
+def test_team_id_keeps_its_type_in_the_spec(client):
+    schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
+    for name in ("Launch", "Submission", "TokenCreate"):
+        team_id = schemas[name]["properties"]["team_id"]
+        assert [kind["type"] for kind in team_id["oneOf"]] == ["integer", "string"], name
+        assert "team token" in team_id["description"]
+
+
+@pytest.mark.parametrize("head", [
+    b"GET /api/v1/%65vents HTTP/1.1\r\n",
+    b"GET http://h/api/v1/events HTTP/1.1\r\n",
+    b"GET /api/v1/events/ HTTP/1.1\r\n",
+    b"POST /api/v1/instances?w%61it=120 HTTP/1.1\r\n",
+    b"GET /api/v1/instances/x?x=" + b"a" * 250 + b"&wait=120 HTTP/1.1\r\n",
+    b"POST /api/v1/%69nstances?wait=9 HTTP/1.1\r\n",
+])
+def test_encoded_and_long_request_lines_still_take_the_stream_lane(head):
+    assert in_stream_lane(head)

@@ -88,7 +88,7 @@ def rows(model, fields):
 
 
 # columns later migrations added (the previous release's tables lack them)
-LATER_COLUMNS = {"worker": {"agent_instance", "state"}, "instance": {"phase"}, "token": {"scopes"},
+LATER_COLUMNS = {"worker": {"agent_instance", "state"}, "instance": {"phase"}, "token": {"scopes", "parent_id"},
                  "challenge": {"services", "expose", "status", "version", "description", "metadata"}}
 # tables later migrations added
 LATER_TABLES = {"instance_endpoint", "image_pull"}

@@ -138,47 +138,74 @@ def test_the_lane_can_be_turned_off(challenge, tmp_path):
         server.stop()
 
 
-def open_streams(url, count, token):
+def open_streams(url, count, headers):
     """`count` event streams held open on the server at `url` (ending in /api/v1): their readers."""
     base = url.rsplit("/api/v1", 1)[0]
-    return [EventStream(base, {"Authorization": f"Bearer {token}"}) for _ in range(count)]
+    return [EventStream(base, headers) for _ in range(count)]
 
 
-def test_event_streams_hold_no_thread_of_the_api(team_api, tmp_path):
-    """With ONE --threads thread, 500 open event streams (the figure docs/automation.md promises) (and a waiting read) leave the API answering at once."""
-    token = team_api("streams").token["token"]
+def test_event_streams_hold_no_thread_of_the_api(challenge, tmp_path):
+    """With ONE --threads thread, 500 open event streams (the figure docs/automation.md promises) and a waiting read
+    leave the API answering at once."""
     server, url = served("ctfhost.serving.LaneWorker", tmp_path, threads=1)
+    key = {"x-api-key": API_KEY}
     streams = []
     try:
-        streams = open_streams(url, 500, token)
+        streams = open_streams(url, 500, key)
         assert [stream.status for stream in streams] == [200] * 500
+        pending = http("POST", f"{url}/instances", {"team_id": "streams", "challenge_id": challenge}, key)[1]
+        assert pending["status"] == "pending"  # no agent runs its job: it stays pending
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            waiting = pool.submit(http, "GET", f"{url}/instances/{uuid.uuid4()}?wait=30", None,
-                                  {"Authorization": f"Bearer {token}"}, 40)
+            waiting = pool.submit(http, "GET", f"{url}/instances/{pending['id']}?wait=30", None, key, 40)
+            time.sleep(0.5)
             started = time.monotonic()
             assert http("GET", f"{url}/health", timeout=5)[0] == 200
-            assert http("GET", f"{url}/instances", headers={"x-api-key": API_KEY}, timeout=5)[0] == 200
+            assert http("GET", f"{url}/instances", headers=key, timeout=5)[0] == 200
             assert time.monotonic() - started < 3
-            assert waiting.result()[0] == 404  # no such instance: answered at once, nothing to wait for
+            assert not waiting.done()  # still waiting for the instance to change
+            assert http("DELETE", f"{url}/instances/{pending['id']}", None, key)[0] == 204
+            assert waiting.result()[1]["status"] == "destroyed"  # the wait answered the change
         # each stream is live: an event published now reaches all of them
         events.publish("submission.correct", team_id="streams", challenge_id="lane")
         for stream in streams:
-            assert stream.next(timeout=10)["event"] == "submission.correct"
+            assert stream.until(lambda event: event["event"] == "submission.correct")
     finally:
         for stream in streams:
             stream.close()
         server.stop()
 
 
-def test_without_the_stream_lane_one_stream_takes_the_only_thread(team_api, tmp_path):
+def test_without_the_stream_lane_one_stream_takes_the_only_thread(tmp_path):
     """The control for the test above: in gunicorn's own threaded worker an open stream holds a pool thread."""
-    token = team_api("streams").token["token"]
     server, url = served("gthread", tmp_path, threads=1)
     streams = []
     try:
-        streams = open_streams(url, 1, token)
+        streams = open_streams(url, 1, {"x-api-key": API_KEY})
         assert streams[0].status == 200
         assert http("GET", f"{url}/health", timeout=2)[0] is None  # timed out behind the stream
+    finally:
+        for stream in streams:
+            stream.close()
+        server.stop()
+
+
+def test_the_stream_cap_answers_503_before_gunicorn_stops_accepting(tmp_path):
+    """gunicorn stops accepting connections at --worker-connections; the LaneWorker raises it above the stream cap,
+    so streams beyond CTFHOST_EVENTS_MAX_STREAMS are refused (503) and the rest of the API still gets in."""
+    env = dict(os.environ, CTFHOST_EVENTS_MAX_STREAMS="10")
+    port = free_port()
+    server = app_server(env, port, str(tmp_path / "cap.log"), workers=1, threads=2,
+                        extra=["--worker-connections", "10"]).start()
+    url = f"http://127.0.0.1:{port}/api/v1"
+    streams = []
+    try:
+        server.wait_for(lambda: http("GET", f"{url}/health", timeout=2)[0] == 200, 60, "the API")
+        streams = open_streams(url, 10, {"x-api-key": API_KEY})
+        assert [stream.status for stream in streams] == [200] * 10
+        beyond = open_streams(url, 1, {"x-api-key": API_KEY})
+        streams += beyond
+        assert beyond[0].status == 503
+        assert http("GET", f"{url}/health", timeout=5)[0] == 200
     finally:
         for stream in streams:
             stream.close()

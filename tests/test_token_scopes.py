@@ -6,6 +6,7 @@ import pytest
 
 from ctfhost import __version__
 from ctfhost.models import utcnow
+from ctfhost.services import tokens
 from ctfhost.testing import ADMIN_TOKEN, Api, run_jobs
 from ctfhost.timeutil import to_iso
 
@@ -198,3 +199,28 @@ def test_meta_tells_the_server_and_the_caller(client, api, admin, team_api):
         "kind": "team", "team_id": "t9", "token_id": team.token["id"], "scopes": ["events"]}
     wrong = client.get("/api/v1/meta", headers={"Authorization": "Bearer cth_nope"})
     assert wrong.status_code == 401
+
+
+def test_revoking_a_token_revokes_every_token_minted_from_it(client, team_api, admin):
+    parent = team_api("t1", scopes=["tokens", "instances:read"])
+    child = parent.post("/api/v1/tokens", json={"name": "child"}).get_json()
+    grandchild = bearer(client, child["token"]).post("/api/v1/tokens", json={"name": "grandchild"}).get_json()
+    sibling = team_api("t1", scopes=["instances:read"])  # minted by the admin: not a descendant
+    assert bearer(client, grandchild["token"]).get("/api/v1/instances").status_code == 200
+    assert admin.delete(f"/api/v1/tokens/{parent.token['id']}").status_code == 204
+    for secret in (child["token"], grandchild["token"]):
+        assert bearer(client, secret).get("/api/v1/instances").status_code == 401
+    assert sibling.get("/api/v1/instances").status_code == 200
+
+
+def test_a_team_token_whose_row_is_gone_cannot_mint(team_api, monkeypatch):
+    parent = team_api("t1", scopes=["tokens"])
+    monkeypatch.setattr(tokens, "get_token", lambda token_id: None)
+    response = parent.post("/api/v1/tokens", json={"name": "x", "team_id": "t2", "scopes": ["tokens"]})
+    assert response.status_code == 403
+
+
+def test_meta_gives_the_worker_token_no_scope(app, client, monkeypatch):
+    monkeypatch.setitem(app.config, "CTFHOST_WORKER_TOKEN", "worker-secret")
+    caller = client.get("/api/v1/meta", headers={"X-Worker-Token": "worker-secret"}).get_json()["caller"]
+    assert caller == {"kind": "worker", "team_id": None, "token_id": None, "scopes": []}

@@ -128,7 +128,7 @@ def _resolve():
     worker_header = request.headers.get("X-Worker-Token")
     if worker_header is not None:
         if _same(worker_header, current_app.config.get("CTFHOST_WORKER_TOKEN")):
-            return Principal(WORKER)
+            return Principal(WORKER, scopes=())
         abort(401, message="wrong worker token (or the server has no CTFHOST_WORKER_TOKEN set)")
     authorization = request.headers.get("Authorization", "")
     if authorization:

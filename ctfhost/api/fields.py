@@ -46,15 +46,14 @@ class TeamId(fields.Field):
     """
 
     def __init__(self, **kwargs):
-        kwargs.setdefault(
-            "metadata",
-            {
-                "oneOf": [
-                    {"type": "integer", "minimum": 0, "maximum": MAX_TEAM_NUMBER},
-                    {"type": "string", "pattern": TEAM_ID_PATTERN.pattern},
-                ]
-            },
-        )
+        # the type always, beside whatever else the caller documents
+        kwargs["metadata"] = {
+            **kwargs.get("metadata", {}),
+            "oneOf": [
+                {"type": "integer", "minimum": 0, "maximum": MAX_TEAM_NUMBER},
+                {"type": "string", "pattern": TEAM_ID_PATTERN.pattern},
+            ],
+        }
         super().__init__(**kwargs)
 
     def _serialize(self, value, attr, obj, **kwargs):

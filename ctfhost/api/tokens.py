@@ -76,7 +76,11 @@ class Tokens(MethodView):
     def post(self, data):
         """Issue a team token with scopes; the secret is in this answer only"""
         principal = current_principal()
-        minted_by = service.get_token(principal.token_id) if principal.is_team else None
+        minted_by = None
+        if principal.is_team:
+            minted_by = service.get_token(principal.token_id)
+            if minted_by is None:  # never unrestricted: a team token's mint is bounded by its own row
+                raise Forbidden("this token is gone; it cannot mint tokens")
         token, secret = service.create_token(team_of_request(data["team_id"]), data["name"], data["expires_at"],
                                              scopes=data["scopes"], minted_by=minted_by)
         token.token = secret

@@ -18,6 +18,7 @@ truth, and an event lost while Redis is down is only a late notice.
 import json
 import logging
 import queue
+import re
 import threading
 import time
 
@@ -112,17 +113,28 @@ def record_launch_seconds(challenge_id, seconds):
         pass
 
 
-def warn_once(instance, seconds_left):
-    """Publish `instance.expiring` for this expiry of the instance unless done already (a renew makes a new expiry)."""
-    key = f"{WARNED}{instance.id}:{int(instance.expires_at.timestamp())}"
+def warn_each(instances, now):
+    """Publish `instance.expiring` for each instance whose present expiry was not warned about yet (one Redis round
+    trip marks them all; a renew makes a new expiry); returns the ids warned now."""
+    if not instances:
+        return []
     try:
-        first = redis_connection().set(key, "1", nx=True, ex=max(60, int(seconds_left) + 60))
+        pipe = redis_connection().pipeline(transaction=False)
+        for instance in instances:
+            left = (instance.expires_at - now).total_seconds()
+            pipe.set(f"{WARNED}{instance.id}:{int(instance.expires_at.timestamp())}", "1", nx=True,
+                     ex=max(60, int(left) + 60))
+        firsts = pipe.execute()
     except redis.exceptions.RedisError:
-        return False
-    if first:
-        publish("instance.expiring", instance,
-                {"expires_at": to_iso(instance.expires_at), "seconds_left": max(0, int(seconds_left))})
-    return bool(first)
+        return []
+    warned = []
+    for instance, first in zip(instances, firsts):
+        if first:
+            left = (instance.expires_at - now).total_seconds()
+            publish("instance.expiring", instance,
+                    {"expires_at": to_iso(instance.expires_at), "seconds_left": max(0, int(left))})
+            warned.append(instance.id)
+    return warned
 
 
 # -- reading ----------------------------------------------------------------------------------------
@@ -179,13 +191,36 @@ def id_order(event_id):
         return -1, -1
 
 
+EVENT_ID = re.compile(r"\A(\d{1,20})-(\d{1,20})\Z")
+MAX_ID_PART = 2 ** 64 - 1
+
+
 def valid_id(event_id):
-    return id_order(event_id) != (-1, -1)
+    """Whether `event_id` is a Redis Stream id ("ms-seq", each part below 2**64)."""
+    found = EVENT_ID.match(str(event_id))
+    return bool(found) and all(int(part) <= MAX_ID_PART for part in found.groups())
 
 
-def read_after(conn, event_id, count=10000):
-    """The kept events after `event_id`, oldest first (at most `count`)."""
-    return [Event.from_entry(entry) for entry in conn.xrange(STREAM, min=f"({event_id}", max="+", count=count)]
+REPLAY_PAGE = 1000
+
+
+def read_after(conn, event_id, wants, limit=10000):
+    """The kept events after `event_id` that `wants` takes, oldest first: at most `limit` of them.
+
+    Pages through the stream, so a team's own events are found however many
+    of other teams' lie between.
+    """
+    found, position = [], event_id
+    while len(found) < limit:
+        entries = conn.xrange(STREAM, min=f"({position}", max="+", count=REPLAY_PAGE)
+        for entry in entries:
+            event = Event.from_entry(entry)
+            if wants(event):
+                found.append(event)
+        if len(entries) < REPLAY_PAGE:
+            break
+        position = _text(entries[-1][0])
+    return found[:limit]
 
 
 def last_id(conn):
@@ -248,27 +283,39 @@ class TooManyListeners(Exception):
     """This process holds as many listeners as CTFHOST_EVENTS_MAX_STREAMS allows."""
 
 
+class TooManyForTeam(Exception):
+    """This process holds as many listeners for one team as CTFHOST_EVENTS_MAX_STREAMS_PER_TEAM allows."""
+
+
 class EventHub:
     """One process's reader of the stream: one thread, one blocking read, any number of listeners."""
 
     BLOCK_MS = 5000
     RETRY_SECONDS = 1.0
 
-    def __init__(self, redis_url, max_listeners):
+    def __init__(self, redis_url, max_listeners, max_per_owner=None):
         self.redis_url = redis_url
         self.max_listeners = max_listeners
+        self.max_per_owner = max_per_owner
+        self.owners = {}  # listener -> its owner (a team), for those that have one
         self.listeners = set()
         self.lock = threading.Lock()
         self.thread = None
         self.connected = threading.Event()
 
-    def listen(self, wants):
-        """A new Listener; TooManyListeners when the process holds its most."""
+    def listen(self, wants, owner=None):
+        """A new Listener; TooManyListeners when the process holds its most, TooManyForTeam when `owner` does."""
         listener = Listener(wants)
         with self.lock:
             if len(self.listeners) >= self.max_listeners:
                 raise TooManyListeners(f"this server process holds {len(self.listeners)} event listeners, its most "
                                        f"(CTFHOST_EVENTS_MAX_STREAMS)")
+            if owner is not None and self.max_per_owner is not None:
+                held = sum(1 for other in self.owners.values() if other == owner)
+                if held >= self.max_per_owner:
+                    raise TooManyForTeam(f"team {owner} holds {held} event streams and waiting requests on this "
+                                         f"server process, its most (CTFHOST_EVENTS_MAX_STREAMS_PER_TEAM)")
+                self.owners[listener] = owner
             self.listeners.add(listener)
             if self.thread is None or not self.thread.is_alive():
                 self.connected.clear()
@@ -281,6 +328,7 @@ class EventHub:
     def forget(self, listener):
         with self.lock:
             self.listeners.discard(listener)
+            self.owners.pop(listener, None)
 
     def count(self):
         with self.lock:
@@ -321,6 +369,7 @@ def hub(app=None):
     app = app or current_app
     found = app.extensions.get("ctfhost.event_hub")
     if found is None:
-        found = app.extensions["ctfhost.event_hub"] = EventHub(
-            app.config["CTFHOST_REDIS_URL"], app.config["CTFHOST_EVENTS_MAX_STREAMS"])
+        found = app.extensions.setdefault("ctfhost.event_hub", EventHub(
+            app.config["CTFHOST_REDIS_URL"], app.config["CTFHOST_EVENTS_MAX_STREAMS"],
+            app.config["CTFHOST_EVENTS_MAX_STREAMS_PER_TEAM"]))
     return found

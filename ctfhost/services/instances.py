@@ -130,6 +130,10 @@ def _duplicate(team_id, challenge_id):
 
 def _start(instance, challenge):
     """Queue the launch of a freshly committed instance (and tell listeners); undo it if the queue is down."""
+    # told before the job may run: a fast worker's `placed` must not precede `queued`
+    events.publish("instance.created", instance, {"status": instance.status, "endpoint": instance.endpoint,
+                                                  "expires_at": to_iso(instance.expires_at)})
+    events.phase(instance, "queued", events.launch_eta(instance))
     try:
         queue.enqueue_launch(instance, readiness_timeout(challenge))
     except Exception as exc:
@@ -137,10 +141,8 @@ def _start(instance, challenge):
         with database.atomic():
             if Instance.delete().where(Instance.id == instance.id, Instance.status == "pending").execute():
                 InstanceEndpoint.delete().where(InstanceEndpoint.instance_id == instance.id).execute()
+        events.instance_error(instance, "it could not be started", "the job queue is unavailable; nothing was launched")
         raise Unavailable("the job queue is unavailable; nothing was launched, try again") from None
-    events.publish("instance.created", instance, {"status": instance.status, "endpoint": instance.endpoint,
-                                                  "expires_at": to_iso(instance.expires_at)})
-    events.phase(instance, "queued", events.launch_eta(instance))
 
 
 def _lock_team(team_id):
@@ -475,33 +477,46 @@ def expire_due(now=None, batch=EXPIRY_BATCH, deadline=None):
             return expired
 
 
-def warn_expiring(within_seconds, now=None, batch=EXPIRY_BATCH):
-    """Publish `instance.expiring` once per expiry for running instances that end within `within_seconds`."""
+def warn_expiring(within_seconds, now=None, batch=EXPIRY_BATCH, deadline=None):
+    """Publish `instance.expiring` once per expiry for running instances that end within `within_seconds`.
+
+    Pages through the whole window (by expiry, then id), so instances warned
+    already never hide the ones after them; no new page after `deadline`
+    (time.monotonic()). Returns the ids warned now.
+    """
     now = now or utcnow()
-    soon = list(
-        Instance.select()
-        .where(Instance.status == "running", Instance.expires_at > now,
-               Instance.expires_at <= now + datetime.timedelta(seconds=within_seconds))
-        .order_by(Instance.expires_at)
-        .limit(batch)
-    )
-    return [instance.id for instance in soon
-            if events.warn_once(instance, (instance.expires_at - now).total_seconds())]
+    window = (Instance.status == "running") & (Instance.expires_at > now) & (
+        Instance.expires_at <= now + datetime.timedelta(seconds=within_seconds))
+    warned, after = [], None
+    while True:
+        query = Instance.select().where(window)
+        if after is not None:
+            query = query.where((Instance.expires_at > after[0]) | (
+                (Instance.expires_at == after[0]) & (Instance.id > after[1])))
+        page = list(query.order_by(Instance.expires_at, Instance.id).limit(batch))
+        warned += events.warn_each(page, now)
+        if len(page) < batch or (deadline is not None and time.monotonic() >= deadline):
+            return warned
+        after = (page[-1].expires_at, page[-1].id)
 
 
-def wait_for_change(instance_id, status, seconds):
+def wait_for_change(instance_id, status, seconds, team_id=None):
     """The instance once its status is no longer `status`, or when `seconds` have passed.
 
     It wakes on the instance's events (one shared reader of the stream per
     process) and looks at the database at least every 2 s, so a lost event
     only delays the answer. It gives its database connection back while it
-    waits: hundreds of waiting requests hold none.
+    waits: hundreds of waiting requests hold none. A wait counts among the
+    streams of `team_id` (a team token's caller); when the process (or the
+    team) holds its most, it answers at once.
     """
     deadline = time.monotonic() + seconds
+    hub = events.hub()
     try:
-        listener = events.hub().listen(events.Filter(instance_id=instance_id))
-    except events.TooManyListeners:
-        listener = None
+        listener = hub.listen(events.Filter(instance_id=instance_id), owner=team_id)
+    except (events.TooManyListeners, events.TooManyForTeam) as exc:
+        log.info("not waiting for instance %s: %s", instance_id, exc)
+        return get_instance(instance_id)
     try:
         while True:
             instance = get_instance(instance_id)
@@ -510,10 +525,6 @@ def wait_for_change(instance_id, status, seconds):
                 return instance
             if not database.is_closed() and not database.in_transaction():
                 database.close()
-            if listener is not None:
-                listener.next(min(remaining, 2.0))
-            else:
-                time.sleep(min(remaining, 0.5))
+            listener.next(min(remaining, 2.0))
     finally:
-        if listener is not None:
-            events.hub().forget(listener)
+        hub.forget(listener)

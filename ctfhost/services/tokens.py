@@ -5,6 +5,7 @@ import hashlib
 import secrets
 import uuid
 
+from ctfhost.db import database
 from ctfhost.models import Token, utcnow
 from ctfhost.services.errors import Forbidden, Invalid, NotFound
 
@@ -74,6 +75,7 @@ def create_token(team_id, name, expires_at=None, scopes=None, minted_by=None):
         secret_hash=hash_secret(secret),
         expires_at=expires_at,
         scopes=" ".join(scopes),
+        parent_id=minted_by.id if minted_by is not None else None,
     )
     return token, secret
 
@@ -92,11 +94,32 @@ def get_token(token_id):
 
 
 def revoke_token(token_id, team_id=None):
-    """Revoke a live token; with `team_id`, only one of that team's (another's is not found)."""
+    """Revoke a live token and every token minted from it, at any depth; with `team_id`, only one of that team's
+    (another's is not found). Returns the ids revoked."""
     token = Token.get_or_none(Token.id == token_id)
     if token is None or token.revoked_at is not None or (team_id is not None and token.team_id != str(team_id)):
         raise NotFound(f"token {token_id} not found")
-    Token.update(revoked_at=utcnow()).where(Token.id == token.id).execute()
+    revoked, generation = [token.id], [token.id]
+    while generation:
+        generation = [row.id for row in Token.select(Token.id).where(Token.parent_id.in_(generation),
+                                                                      Token.revoked_at.is_null())]
+        revoked.extend(generation)
+    Token.update(revoked_at=utcnow()).where(Token.id.in_(revoked), Token.revoked_at.is_null()).execute()
+    return revoked
+
+
+def is_live(token_id):
+    """Whether the token is still unrevoked and unexpired (an open event stream asks now and then).
+
+    Gives the database connection back at once: the caller is a stream that holds none between asks.
+    """
+    try:
+        token = Token.get_or_none(Token.id == token_id)
+        return (token is not None and token.revoked_at is None
+                and (token.expires_at is None or token.expires_at > utcnow()))
+    finally:
+        if not database.is_closed() and not database.in_transaction():
+            database.close()
 
 
 def authenticate(secret):

@@ -292,7 +292,7 @@ class Agent:
         def _sweep():
             deadline = time.monotonic() + SWEEP_BUDGET_SECONDS
             expired = expire_due(deadline=deadline)
-            warn_expiring(self.app.config["CTFHOST_EVENTS_EXPIRING_SECONDS"])
+            warn_expiring(self.app.config["CTFHOST_EVENTS_EXPIRING_SECONDS"], deadline=deadline)
             return expired, lifecycle.fail_instances_of_lost_workers()
 
         try:
