@@ -63,8 +63,11 @@ def build_parser():
         epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"ctfhost-client {__version__}")
     parser.add_argument("--url", help="ctfhost's URL (default: $CTFHOST_URL)")
-    parser.add_argument("--token", help="team token (default: $CTFHOST_TOKEN)")
-    parser.add_argument("--api-key", help="the scoreboard's API key instead of a token (default: $CTFHOST_API_KEY)")
+    parser.add_argument("--token", help="team token (default: $CTFHOST_TOKEN). Insecure: an option is on the "
+                        "command line, which every local user can read (ps, /proc) and your shell history keeps; "
+                        "prefer setting CTFHOST_TOKEN")
+    parser.add_argument("--api-key", help="the scoreboard's API key instead of a token (default: $CTFHOST_API_KEY); "
+                        "like --token, readable by every local user: prefer CTFHOST_API_KEY")
     parser.add_argument("--team", help="the team to act for (needed with the API key; a token knows its team)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

@@ -4,11 +4,13 @@ import io
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
 
+from ctfhost.testing import run_jobs
 from ctfhost_client import Client, Event, Forbidden, cli
 from sdk_stubs import LosingProxy, _Server
 from sdk_support import FAST, TEAM, mint_token
@@ -164,3 +166,32 @@ def test_the_events_command(scenario, drive):
               "--duration", "2"], stdout=out, stderr=io.StringIO(), environ=env)
     assert "instance.running" in out.getvalue() and instance.id in out.getvalue()
     assert "instance.phase" not in out.getvalue()
+
+
+def test_start_follows_the_replacement_when_someone_restarts_the_instance(scenario, app, api):
+    """A teammate (here the scoreboard's key) restarts the instance while start follows its events: start
+    passes on instance.restarted and returns the replacement once it runs, rather than waiting for the old one."""
+    client = scenario.team_client()
+    seen = []
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(client.instances.start, scenario.challenge_id, timeout=20, on_progress=seen.append,
+                             use_events=True)
+        deadline = time.monotonic() + 15
+        while not any(event.type == "instance.created" for event in list(seen)):
+            assert time.monotonic() < deadline and not future.done(), "start followed no event"
+            time.sleep(0.05)
+        old_id = seen[0].instance_id
+        answer = api.post(f"/api/v1/instances/{old_id}/restart")  # no job ran: the old one is still pending
+        assert answer.status_code in (200, 201, 202), answer.get_json()
+        new_id = answer.get_json()["id"]
+        while not future.done():
+            assert time.monotonic() < deadline + 20, "start did not return"
+            run_jobs(app, scenario.worker_id)
+            time.sleep(0.05)
+        instance = future.result()
+    assert (instance.id, instance.status) == (new_id, "running")
+    restarted = [event for event in seen if event.type == "instance.restarted"]
+    assert [(e.instance_id, e.data["replaced_by"]) for e in restarted] == [(old_id, new_id)]
+    after = seen[seen.index(restarted[0]) + 1:]
+    assert after and all(event.instance_id == new_id for event in after)
+    assert after[-1].type == "instance.running"
