@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.parse
 
 from ctfhost_client import errors
 from ctfhost_client.events import EventStream
@@ -17,6 +18,27 @@ MAX_SERVER_WAIT = 120  # the most ?wait= the server accepts
 FAILED_STATUSES = ("error", "expired", "destroyed")
 # a GET ?wait= that answers sooner than this without a change is an older server ignoring wait: pause instead
 MIN_POLL_SECONDS = 0.5
+
+
+def _path(*parts):
+    """An API path from literal parts and ids: ``_path("instances", instance_id, "renew")``.
+
+    Every part is percent-encoded as one path segment (``/``, ``?``, ``#``
+    and ``%`` included), and a part that is only dots is encoded too, so an
+    id such as ``"../tokens"`` or ``".."`` cannot reach another route. A
+    part with a ``/`` raises NotFound without a request: servers decode
+    ``%2F`` before routing (WSGI's PATH_INFO), so no encoding keeps it one
+    segment, and no ctfhost id (challenge, instance, team, token, worker)
+    contains one.
+    """
+    segments = []
+    for part in parts:
+        if "/" in str(part):
+            raise errors.NotFound(f"{str(part)!r} is not a ctfhost id (ids never contain '/'); nothing was sent",
+                                  status=404)
+        segment = urllib.parse.quote(str(part), safe="")
+        segments.append(segment.replace(".", "%2E") if segment in (".", "..") else segment)
+    return "/api/v1/" + "/".join(segments)
 
 
 def _total(response):
@@ -51,7 +73,7 @@ class Challenges(Resource):
 
     def get(self, challenge_id):
         """One challenge; NotFound if there is none (or, for a team token, it is not active)."""
-        return Challenge.from_json(self._http.json("GET", f"/api/v1/challenges/{challenge_id}"))
+        return Challenge.from_json(self._http.json("GET", _path("challenges", challenge_id)))
 
 
 class Instances(Resource):
@@ -75,6 +97,15 @@ class Instances(Resource):
         was sent), the team's instance is looked up rather than launched
         twice; a retry answered 409 ("already has an active instance")
         likewise returns the existing instance.
+
+        If the instance is restarted while the event stream is followed
+        (someone else restarted it: an ``instance.restarted`` event, passed
+        to `on_progress`, whose ``data["replaced_by"]`` names the new
+        instance), ``start`` follows the replacement and returns it once
+        running: the instance returned then has another ``id`` than the one
+        launched (compare with ``event.data["replaced_by"]``). While polling
+        (no event stream), a restart shows as the launched instance being
+        destroyed: :class:`InstanceFailed`.
 
         Raises :class:`InstanceFailed` (with ``.instance`` and ``.error``)
         when it ends in error (or is destroyed or expires) before running,
@@ -103,7 +134,7 @@ class Instances(Resource):
     def get(self, instance_id, *, wait=None):
         """One instance. ``wait`` (seconds, at most 120): answer as soon as its status changes, or when it ends."""
         timeout = None if not wait else wait + self._http.timeout
-        return Instance.from_json(self._http.json("GET", f"/api/v1/instances/{instance_id}",
+        return Instance.from_json(self._http.json("GET", _path("instances", instance_id),
                                                   params={"wait": wait or None}, timeout=timeout))
 
     def find(self, challenge_id, team_id=None):
@@ -112,7 +143,7 @@ class Instances(Resource):
         if team is None:
             raise ValueError("team_id is needed to look an instance up with the API key or the admin token")
         try:
-            return Instance.from_json(self._http.json("GET", f"/api/v1/instances/team/{team}/{challenge_id}"))
+            return Instance.from_json(self._http.json("GET", _path("instances", "team", team, challenge_id)))
         except errors.NotFound:
             return None
 
@@ -124,21 +155,21 @@ class Instances(Resource):
 
     def renew(self, instance_id):
         """Extend the instance to now + its challenge's TTL: a :class:`Renewal` (new ``expires_at``, ``seconds_added``)."""
-        return Renewal.from_json(self._http.json("POST", f"/api/v1/instances/{instance_id}/renew"))
+        return Renewal.from_json(self._http.json("POST", _path("instances", instance_id, "renew")))
 
     def restart(self, instance_id):
         """Replace the instance by a fresh one (new id, new hostname, full TTL): the new, pending Instance."""
-        return Instance.from_json(self._http.json("POST", f"/api/v1/instances/{instance_id}/restart"))
+        return Instance.from_json(self._http.json("POST", _path("instances", instance_id, "restart")))
 
     def stop(self, instance_id):
         """Stop and remove the instance (stopping an ended one is no error, so a retry after a lost answer is safe)."""
-        self._http.call("DELETE", f"/api/v1/instances/{instance_id}")
+        self._http.call("DELETE", _path("instances", instance_id))
 
     def access_link(self, instance_id, endpoint=None, next_path=None):
         """A single-use, 60-second link that lets a browser into the instance (its `endpoint`, ``main`` by default)."""
         body = {key: value for key, value in (("endpoint", endpoint), ("next", next_path)) if value is not None}
         # a lost answer only leaves an unused ticket behind, which expires: safe to send again
-        return AccessLink.from_json(self._http.json("POST", f"/api/v1/instances/{instance_id}/access", json=body,
+        return AccessLink.from_json(self._http.json("POST", _path("instances", instance_id, "access"), json=body,
                                                     idempotent=True))
 
     # -- launching and waiting ---------------------------------------------
@@ -186,26 +217,39 @@ class Instances(Resource):
     def _follow_events(self, instance, deadline, on_progress):
         """Pass the instance's events to on_progress until it runs or fails: (its latest state, whether the stream served).
 
+        When the instance is restarted meanwhile (``instance.restarted``, by
+        a teammate, the console or an operator), the replacement it names
+        (``data["replaced_by"]``) is followed from then on, its launch
+        events passed on as well: the state returned is the replacement's.
         On trouble with the stream (no events scope, an older server, Redis
         down) polling with ?wait= takes over.
         """
-        # the stream replays events after this id: one just before the instance was created, in the server's clock
-        since = f"{int(instance.created_at.timestamp() * 1000) - 1000}-0" if instance.created_at else None
-        remaining = None if deadline is None else max(0.1, deadline - time.monotonic())
-        stream = self._client.events(instance_id=instance.id, last_event_id=since, max_duration=remaining)
-        followed = True
-        try:
-            for event in stream:
-                if event.instance_id not in (None, "", instance.id):
-                    continue
-                on_progress(event)
-                if event.type in ("instance.running", "instance.error", "instance.expired", "instance.destroyed"):
-                    break
-        except (errors.Forbidden, errors.NotFound, errors.Invalid, errors.Unavailable, errors.ConnectionFailed):
-            followed = False
-        finally:
-            stream.close()
-        return self.get(instance.id), followed
+        while True:
+            # the stream replays events after this id: one just before the instance was created, in the server's clock
+            since = f"{int(instance.created_at.timestamp() * 1000) - 1000}-0" if instance.created_at else None
+            remaining = None if deadline is None else max(0.1, deadline - time.monotonic())
+            stream = self._client.events(instance_id=instance.id, last_event_id=since, max_duration=remaining)
+            replaced_by = None
+            try:
+                for event in stream:
+                    if event.instance_id not in (None, "", instance.id):
+                        continue
+                    on_progress(event)
+                    if event.type == "instance.restarted":
+                        replaced_by = (event.data or {}).get("replaced_by")
+                        if replaced_by:
+                            break
+                    if event.type in ("instance.running", "instance.error", "instance.expired", "instance.destroyed"):
+                        break
+            except (errors.Forbidden, errors.NotFound, errors.Invalid, errors.Unavailable, errors.ConnectionFailed):
+                return self.get(instance.id), False
+            finally:
+                stream.close()
+            if not replaced_by:
+                return self.get(instance.id), True
+            instance = self.get(replaced_by)
+            if instance.status != "pending" or (deadline is not None and time.monotonic() >= deadline):
+                return instance, True
 
 
 class Submissions(Resource):
@@ -254,7 +298,7 @@ class Tokens(Resource):
 
     def revoke(self, token_id):
         """Revoke a token (a team token: its own team's only)."""
-        self._http.call("DELETE", f"/api/v1/tokens/{token_id}")
+        self._http.call("DELETE", _path("tokens", token_id))
 
 
 class Client:
@@ -358,39 +402,39 @@ class AdminChallenges(Challenges):
     def update(self, challenge_id, changes=None, **fields):
         """Change some fields of a challenge: the challenge as changed."""
         body = {**(changes or {}), **fields}
-        return Challenge.from_json(self._http.json("PATCH", f"/api/v1/challenges/{challenge_id}", json=body,
+        return Challenge.from_json(self._http.json("PATCH", _path("challenges", challenge_id), json=body,
                                                    idempotent=True))
 
     def delete(self, challenge_id, force=False):
         """Remove a challenge (Conflict while it has active instances, unless `force` destroys them first)."""
-        self._http.call("DELETE", f"/api/v1/challenges/{challenge_id}", params={"force": "true" if force else None})
+        self._http.call("DELETE", _path("challenges", challenge_id), params={"force": "true" if force else None})
 
     def activate(self, challenge_id):
         """Let teams launch the challenge."""
-        return Challenge.from_json(self._http.json("POST", f"/api/v1/challenges/{challenge_id}/activate",
+        return Challenge.from_json(self._http.json("POST", _path("challenges", challenge_id, "activate"),
                                                    idempotent=True))
 
     def deactivate(self, challenge_id, destroy_instances=False):
         """Withdraw the challenge (running instances go on unless `destroy_instances`)."""
         return Challenge.from_json(self._http.json(
-            "POST", f"/api/v1/challenges/{challenge_id}/deactivate",
+            "POST", _path("challenges", challenge_id, "deactivate"),
             params={"destroy_instances": "true" if destroy_instances else None}, idempotent=True))
 
     def pull(self, challenge_id):
         """Pull the challenge's images on every active worker of its runtime, in the background (:class:`Operation`)."""
-        return Operation.from_json(self._http.json("POST", f"/api/v1/challenges/{challenge_id}/pull", idempotent=True))
+        return Operation.from_json(self._http.json("POST", _path("challenges", challenge_id, "pull"), idempotent=True))
 
     def restart(self, challenge_id):
         """Restart every active instance of the challenge (:class:`RestartOperation`)."""
-        return RestartOperation.from_json(self._http.json("POST", f"/api/v1/challenges/{challenge_id}/restart"))
+        return RestartOperation.from_json(self._http.json("POST", _path("challenges", challenge_id, "restart")))
 
     def status(self, challenge_id):
         """The challenge's image pull states per worker and its active instances (:class:`ChallengeStatus`)."""
-        return ChallengeStatus.from_json(self._http.json("GET", f"/api/v1/challenges/{challenge_id}/status"))
+        return ChallengeStatus.from_json(self._http.json("GET", _path("challenges", challenge_id, "status")))
 
     def weights(self, challenge_id):
         """Per-team weights plugins report for the challenge: {team: weight}."""
-        return self._http.json("GET", f"/api/v1/challenges/{challenge_id}/weights")["weights"]
+        return self._http.json("GET", _path("challenges", challenge_id, "weights"))["weights"]
 
 
 class Workers(Resource):
@@ -421,10 +465,10 @@ class Workers(Resource):
 
     def delete(self, worker_id):
         """Forget a worker that runs no active instance (Conflict otherwise)."""
-        self._http.call("DELETE", f"/api/v1/workers/{worker_id}")
+        self._http.call("DELETE", _path("workers", worker_id))
 
     def _state(self, worker_id, action, params=None):
-        return Worker.from_json(self._http.json("POST", f"/api/v1/workers/{worker_id}/{action}", params=params,
+        return Worker.from_json(self._http.json("POST", _path("workers", worker_id, action), params=params,
                                                 idempotent=True))
 
 

@@ -173,7 +173,8 @@ def test_start_follows_the_replacement_when_someone_restarts_the_instance(scenar
     passes on instance.restarted and returns the replacement once it runs, rather than waiting for the old one."""
     client = scenario.team_client()
     seen = []
-    with ThreadPoolExecutor(1) as pool:
+    pool = ThreadPoolExecutor(1)
+    try:
         future = pool.submit(client.instances.start, scenario.challenge_id, timeout=20, on_progress=seen.append,
                              use_events=True)
         deadline = time.monotonic() + 15
@@ -189,6 +190,8 @@ def test_start_follows_the_replacement_when_someone_restarts_the_instance(scenar
             run_jobs(app, scenario.worker_id)
             time.sleep(0.05)
         instance = future.result()
+    finally:
+        pool.shutdown(wait=False)  # a start that never returns fails the test rather than holding it
     assert (instance.id, instance.status) == (new_id, "running")
     restarted = [event for event in seen if event.type == "instance.restarted"]
     assert [(e.instance_id, e.data["replaced_by"]) for e in restarted] == [(old_id, new_id)]
