@@ -149,3 +149,11 @@ def test_the_documented_exit_codes_are_the_commands(document):
     table = text.split("| exit code | meaning |", 1)[1].split("\n\n", 1)[0]
     documented = {int(line.split("|")[1]) for line in table.splitlines()[2:] if line.startswith("| ")}
     assert documented == set(cli.EXIT_CODES) | {cli.INTERRUPTED}
+
+
+def test_the_token_option_warns_that_the_command_line_is_readable():
+    """--token (and --api-key) put the secret in argv, which every local user reads with ps: help and README say so."""
+    words = " ".join(cli.build_parser().format_help().split())
+    assert "every local user" in words and "prefer setting CTFHOST_TOKEN" in words
+    readme = " ".join((pathlib.Path(cli.__file__).parent.parent / "README.md").read_text().split())
+    assert "every user of the machine can read" in readme and "`ps`" in readme and "`CTFHOST_TOKEN` is not" in readme
