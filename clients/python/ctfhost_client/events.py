@@ -26,8 +26,9 @@ def parse_sse(lines):
 
     As the SSE specification says: ``id`` carries over to later events,
     ``event`` and ``data`` do not; several ``data:`` lines join with newlines;
-    a line starting with ``:`` is a comment. ``retry:`` yields
-    ``("retry", milliseconds)`` for the reconnection delay.
+    a line starting with ``:`` is a comment, yielded as ``(":", text, None)``
+    (a heartbeat: the reader checks its time limits on it). ``retry:`` yields
+    ``("retry", milliseconds, None)`` for the reconnection delay.
     """
     event_id, event_type, data = None, None, []
     for line in lines:
@@ -37,6 +38,7 @@ def parse_sse(lines):
             event_type, data = None, []
             continue
         if line.startswith(":"):
+            yield ":", line[1:].strip(), None
             continue
         name, _, value = line.partition(":")
         if value.startswith(" "):
@@ -140,6 +142,13 @@ class EventStream:
                         with self._lock:
                             self._response = response
                         for item in parse_sse(response.iter_lines()):
+                            if item[0] == ":":
+                                # a heartbeat: it keeps the connection's read timeout from firing, so the
+                                # iteration's own time limit is checked here too
+                                remaining = self._remaining(deadline)
+                                if self._closed or (remaining is not None and remaining <= 0):
+                                    return
+                                continue
                             if item[0] == "retry":
                                 server_delay = item[1] / 1000
                                 continue

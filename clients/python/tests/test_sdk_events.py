@@ -198,3 +198,53 @@ def test_start_follows_the_replacement_when_someone_restarts_the_instance(scenar
     after = seen[seen.index(restarted[0]) + 1:]
     assert after and all(event.instance_id == new_id for event in after)
     assert after[-1].type == "instance.running"
+
+
+class KeepaliveStub:
+    """GET /api/v1/events that never sends an event: a keepalive comment every 0.1 s, for as long as it is read."""
+
+    def __init__(self):
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):  # noqa: N802 - http.server API
+                if self.path.startswith("/api/v1/meta"):
+                    body = b'{"server_version": "0.1.0", "api_version": "1.1"}'
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                try:
+                    for _ in range(600):  # at most a minute
+                        self.wfile.write(b": keepalive\n\n")
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                except OSError:
+                    pass
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.server = _Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_a_stream_of_only_keepalives_still_ends_at_its_time_limit():
+    """Keepalives keep the connection's read timeout from firing: the iterator's own limit must end it."""
+    stub = KeepaliveStub()
+    try:
+        started = time.monotonic()
+        with Client(stub.url, "cth_x").events(max_duration=1) as stream:
+            assert list(stream) == []
+        assert time.monotonic() - started < 5
+    finally:
+        stub.server.shutdown()
+        stub.server.server_close()
