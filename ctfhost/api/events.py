@@ -22,6 +22,11 @@ KEEPALIVE = b": keepalive\n\n"
 REPLAY_LIMIT = 10000
 
 
+_TYPE = "(" + "|".join(t.replace(".", "\\.") for t in service.TYPES) + ")"
+# what `types` accepts, for clients reading the spec (the validator below names the unknown ones)
+TYPES_PATTERN = f"^ *{_TYPE} *(, *{_TYPE} *)*$"
+
+
 class EventArgsSchema(Schema):
     team_id = fields.String(validate=validate.Length(min=1, max=64),
                             metadata={"description": "Only this team's events (a team token: always its own team)"})
@@ -29,11 +34,13 @@ class EventArgsSchema(Schema):
     instance_id = fields.UUID()
     types = fields.String(
         validate=validate.Length(min=1, max=500),
-        metadata={"description": f"Comma-separated event types (any of: {', '.join(service.TYPES)})"})
+        metadata={"description": f"Comma-separated event types (any of: {', '.join(service.TYPES)})",
+                  "pattern": TYPES_PATTERN})
     last_event_id = fields.String(
-        validate=validate.Length(min=3, max=40),
+        validate=validate.Length(min=3, max=41),
         metadata={"description": "Replay the kept events after this id, as the Last-Event-ID header does "
-                  "(for clients that cannot set headers)"})
+                  "(for clients that cannot set headers)", "pattern": service.EVENT_ID.pattern.replace("\\A", "^")
+                  .replace("\\Z", "$"), "example": "1764745200000-0"})
 
     @validates("types")
     def _known_types(self, value, **kwargs):
