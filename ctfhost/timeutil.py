@@ -3,21 +3,17 @@
 import datetime
 
 
-def to_iso(value):
+def to_iso(value, timespec="seconds"):
     if value is None:
         return None
     if value.tzinfo is not None:
         value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-    return value.replace(microsecond=0).isoformat() + "Z"
+    return value.isoformat(timespec=timespec) + "Z"
 
 
 def to_iso_ms(value):
     """ISO 8601 UTC with milliseconds (event times, which clients compare and measure)."""
-    if value is None:
-        return None
-    if value.tzinfo is not None:
-        value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-    return value.isoformat(timespec="milliseconds") + "Z"
+    return to_iso(value, "milliseconds")
 
 
 def parse_iso(text):

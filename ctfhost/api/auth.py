@@ -79,6 +79,11 @@ class Principal:
     def holds(self, scope):
         return scope in self.scopes
 
+    @property
+    def own_team_id(self):
+        """A team token's team, to which it is confined; None for callers that act for any team."""
+        return self.team_id if self.is_team else None
+
     def may_act_for(self, team_id):
         return not self.is_team or str(team_id) == self.team_id
 

@@ -115,7 +115,7 @@ def stream(args):
         raise Unavailable("the event stream (Redis) is unavailable; try again", headers={"Retry-After": "5"}) from None
     hub = service.hub()
     try:
-        listener = hub.listen(wants, owner=principal.team_id if principal.is_team else None)
+        listener = hub.listen(wants, owner=principal.own_team_id)
     except service.TooManyListeners as exc:
         raise Unavailable(f"{exc}; try again", headers={"Retry-After": "5"}) from None
     except service.TooManyForTeam as exc:

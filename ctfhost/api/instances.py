@@ -119,12 +119,6 @@ def own(instance):
     return instance
 
 
-def waiter():
-    """Whose streams a `?wait=` counts among: a team token's team (the API key and the admin are not limited)."""
-    principal = current_principal()
-    return principal.team_id if principal.is_team else None
-
-
 def limited():
     """Fair-use limits bind everyone but the admin (who also alone launches challenges that are not active)."""
     return current_principal().kind != ADMIN
@@ -189,7 +183,7 @@ class Instances(MethodView):
         instance = service.create_instance(team_id, data["challenge_id"], enforce_limits=limited(),
                                            allow_inactive=not limited())
         if wait:
-            instance = service.wait_for_change(instance.id, "pending", wait, waiter())
+            instance = service.wait_for_change(instance.id, "pending", wait, current_principal().own_team_id)
             if instance.status == "pending":
                 return shaped(instance, 202)
         return shaped(instance, 201)
@@ -205,7 +199,8 @@ class InstanceById(MethodView):
         """Get an instance (`?wait=` to answer once its status changes)"""
         instance = own(service.get_instance(instance_id))
         if wait:
-            instance = service.wait_for_change(instance.id, instance.status, wait, waiter())
+            instance = service.wait_for_change(instance.id, instance.status, wait,
+                                                current_principal().own_team_id)
         return shaped(instance)
 
     @blp.allow(API_KEY, TEAM, scope=WRITE)

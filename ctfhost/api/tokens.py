@@ -49,12 +49,6 @@ class TokenListArgsSchema(Schema):
     include_revoked = fields.Boolean(load_default=False)
 
 
-def _own_team():
-    """A team token's team (it manages only its own team's tokens); None for the admin and the API key."""
-    principal = current_principal()
-    return principal.team_id if principal.is_team else None
-
-
 @blp.route("")
 class Tokens(MethodView):
     @blp.allow(API_KEY, TEAM, scope="tokens")
@@ -62,7 +56,7 @@ class Tokens(MethodView):
     @blp.response(200, TokenSchema(many=True))
     def get(self, args):
         """List team tokens (never their secrets); a team token sees its own team's"""
-        team = _own_team()
+        team = current_principal().own_team_id
         if team is not None:
             if args.get("team_id") not in (None, team):
                 raise Forbidden(f"a team token lists its own team's tokens only, not team {args['team_id']}'s")
@@ -93,4 +87,4 @@ class Tokens(MethodView):
 @blp.alt_response(404, schema=ErrorSchema, description="No such token (a team token: none of its team's).")
 def revoke(token_id):
     """Revoke a team token"""
-    service.revoke_token(token_id, team_id=_own_team())
+    service.revoke_token(token_id, team_id=current_principal().own_team_id)

@@ -54,11 +54,10 @@ def _settings(app=None):
     return config["CTFHOST_EVENTS_MAX_LENGTH"], config["CTFHOST_EVENTS_RETENTION_SECONDS"]
 
 
-def publish(kind, instance=None, data=None, *, team_id=None, challenge_id=None):
-    """Append an event about `instance` (or a team and challenge) to the stream; its id, or None when Redis is down."""
+def _fields(kind, instance, data, team_id, challenge_id):
     if instance is not None:
         team_id, challenge_id = instance.team_id, instance.challenge_id
-    fields = {
+    return {
         "type": kind,
         "time": to_iso_ms(utcnow()),
         "team_id": "" if team_id is None else str(team_id),
@@ -66,28 +65,49 @@ def publish(kind, instance=None, data=None, *, team_id=None, challenge_id=None):
         "instance_id": "" if instance is None else str(instance.id),
         "data": json.dumps(data or {}, sort_keys=True, default=str),
     }
+
+
+def publish_all(events):
+    """Append events [(kind, instance, data)] to the stream in one round trip; their ids (None when Redis is down)."""
+    entries = [_fields(kind, instance, data, None, None) for kind, instance, data in events]
+    return _append(entries)
+
+
+def publish(kind, instance=None, data=None, *, team_id=None, challenge_id=None):
+    """Append an event about `instance` (or a team and challenge) to the stream; its id, or None when Redis is down."""
+    return _append([_fields(kind, instance, data, team_id, challenge_id)])[0]
+
+
+def _append(entries):
     max_length, retention = _settings()
     try:
-        conn = redis_connection()
-        event_id = conn.xadd(STREAM, fields, maxlen=max_length, approximate=True)
+        pipe = redis_connection().pipeline(transaction=False)
+        for fields in entries:
+            pipe.xadd(STREAM, fields, maxlen=max_length, approximate=True)
         now = time.monotonic()
         if now - _last_trim[0] >= TRIM_EVERY_SECONDS:
             _last_trim[0] = now
             oldest = int(time.time() * 1000) - int(retention * 1000)
-            conn.xtrim(STREAM, minid=f"{oldest}-0", approximate=True)
-        return event_id.decode()
+            pipe.xtrim(STREAM, minid=f"{oldest}-0", approximate=True)
+        return [event_id.decode() for event_id in pipe.execute()[:len(entries)]]
     except redis.exceptions.RedisError as exc:
-        log.warning("event %s of instance %s not published (Redis: %s)", kind, fields["instance_id"] or "-", exc)
-        return None
+        log.warning("events %s not published (Redis: %s)",
+                    ", ".join(f"{f['type']} of {f['instance_id'] or '-'}" for f in entries), exc)
+        return [None] * len(entries)
 
 
 def instance_error(instance, message, detail):
     publish("instance.error", instance, {"message": message, "detail": detail})
 
 
+def phase_event(instance, name, eta_seconds=None):
+    """(kind, instance, data) of the event: the launch of `instance` entered phase `name` (one of PHASES)."""
+    return "instance.phase", instance, {"phase": name, "at": to_iso_ms(utcnow()), "eta_seconds": eta_seconds}
+
+
 def phase(instance, name, eta_seconds=None):
-    """The launch of `instance` entered phase `name` (one of PHASES)."""
-    publish("instance.phase", instance, {"phase": name, "at": to_iso_ms(utcnow()), "eta_seconds": eta_seconds})
+    """Publish that the launch of `instance` entered phase `name` (one of PHASES)."""
+    publish(*phase_event(instance, name, eta_seconds))
 
 
 def launch_eta(instance):
@@ -122,7 +142,8 @@ def warn_each(instances, now):
         pipe = redis_connection().pipeline(transaction=False)
         for instance in instances:
             left = (instance.expires_at - now).total_seconds()
-            pipe.set(f"{WARNED}{instance.id}:{int(instance.expires_at.timestamp())}", "1", nx=True,
+            # the expiry as text: a naive datetime's timestamp() would read it in each agent's local time zone
+            pipe.set(f"{WARNED}{instance.id}:{to_iso(instance.expires_at)}", "1", nx=True,
                      ex=max(60, int(left) + 60))
         firsts = pipe.execute()
     except redis.exceptions.RedisError:

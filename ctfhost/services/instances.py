@@ -130,10 +130,12 @@ def _duplicate(team_id, challenge_id):
 
 def _start(instance, challenge):
     """Queue the launch of a freshly committed instance (and tell listeners); undo it if the queue is down."""
-    # told before the job may run: a fast worker's `placed` must not precede `queued`
-    events.publish("instance.created", instance, {"status": instance.status, "endpoint": instance.endpoint,
-                                                  "expires_at": to_iso(instance.expires_at)})
-    events.phase(instance, "queued", events.launch_eta(instance))
+    # told before the job may run (a fast worker's `placed` must not precede `queued`), in one round trip
+    events.publish_all([
+        ("instance.created", instance, {"status": instance.status, "endpoint": instance.endpoint,
+                                        "expires_at": to_iso(instance.expires_at)}),
+        events.phase_event(instance, "queued", events.launch_eta(instance)),
+    ])
     try:
         queue.enqueue_launch(instance, readiness_timeout(challenge))
     except Exception as exc:
